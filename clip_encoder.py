@@ -1,0 +1,273 @@
+"""CLIP encoders behind one small interface.
+
+`CLIPEncoder` is what the rest of the project uses: it owns batching and L2 normalisation, and
+delegates the model work to a backend chosen by mode ("local": open_clip in this process;
+"service": a CLIP inference server). Backends register themselves like plugins in `BACKENDS`.
+
+A backend does two things: `prepare_image` turns a decoded RGB image into whatever its encoder
+consumes (a tensor, or encoded bytes for a server). It runs in decode worker threads, ahead of the
+model. `embed_images` / `embed_texts` turn a batch into raw vectors on the thread that owns the
+device.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+
+from errors import InvalidArgumentError, ModelLoadError
+
+logger = logging.getLogger("image_search")
+
+DEFAULT_MODEL = "ViT-B-32::openai"
+PROJECT_DIR = Path(__file__).resolve().parent
+# Models that ship with the project, addressed by name like any other.
+BUILTIN_MODELS: dict[str, Path] = {"shapes-tiny::v1": PROJECT_DIR / "models" / "shapes-tiny-v1"}
+
+
+class EncoderBackend(Protocol):
+    """What a backend provides. Vectors it returns need not be normalised."""
+
+    model_name: str
+    dim: int
+    image_size: int
+
+    def prepare_image(self, image: Image.Image) -> Any: ...
+
+    def embed_images(self, prepared: Sequence[Any]) -> np.ndarray: ...
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+
+BackendFactory = Callable[..., EncoderBackend]
+BACKENDS: dict[str, BackendFactory] = {}
+
+
+def register_backend(mode: str) -> Callable[[BackendFactory], BackendFactory]:
+    def decorator(factory: BackendFactory) -> BackendFactory:
+        BACKENDS[mode] = factory
+        return factory
+
+    return decorator
+
+
+def normalize(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+class CLIPEncoder:
+    """The project's encoder: pick a backend by mode, batch, normalise.
+
+    >>> encoder = CLIPEncoder(mode="local", model_name="ViT-B-32::openai")
+    >>> encoder.encode_texts(["a cat"]).shape
+    (1, 512)
+    """
+
+    def __init__(self, mode: str = "local", model_name: str = DEFAULT_MODEL, batch_size: int = 32, **options: Any):
+        if mode not in BACKENDS:
+            raise InvalidArgumentError(f"unknown encoder mode {mode!r}; choose one of: {', '.join(sorted(BACKENDS))}")
+        if batch_size < 1:
+            raise InvalidArgumentError(f"batch_size must be at least 1, got {batch_size}")
+        self.mode = mode
+        self.batch_size = batch_size
+        self.backend: EncoderBackend = BACKENDS[mode](model_name=model_name, **options)
+
+    @property
+    def model_name(self) -> str:
+        return self.backend.model_name
+
+    @property
+    def dim(self) -> int:
+        return self.backend.dim
+
+    @property
+    def image_size(self) -> int:
+        return self.backend.image_size
+
+    def prepare_image(self, image: Image.Image) -> Any:
+        return self.backend.prepare_image(image)
+
+    def encode_prepared(self, prepared: Sequence[Any]) -> np.ndarray:
+        return self._batched(prepared, self.backend.embed_images)
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return self.encode_prepared([self.prepare_image(image) for image in images])
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        return self._batched(list(texts), self.backend.embed_texts)
+
+    def _batched(self, items: Sequence[Any], embed: Callable[[Sequence[Any]], np.ndarray]) -> np.ndarray:
+        if not items:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        chunks = [embed(items[i : i + self.batch_size]) for i in range(0, len(items), self.batch_size)]
+        return normalize(np.concatenate(chunks))
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+# --------------------------------------------------------------------------- local (open_clip)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How open_clip should build a model named by the user."""
+
+    name: str  # as the user wrote it; recorded in the collection
+    open_clip_name: str  # arch, or 'local-dir:...' / 'hf-hub:...'
+    pretrained: str | None  # tag or checkpoint file, only with a bare arch
+
+
+def resolve_model(name: str) -> ModelSpec:
+    """Turn `ARCH::PRETRAINED`, a built-in name, a local folder or an hf-hub id into a ModelSpec."""
+    import open_clip
+
+    name = name.strip()
+    if not name:
+        raise InvalidArgumentError("model name is empty")
+    if name in BUILTIN_MODELS:
+        return ModelSpec(name, f"local-dir:{BUILTIN_MODELS[name]}", None)
+    if name.startswith(("hf-hub:", "local-dir:")):
+        return ModelSpec(name, name, None)
+    if Path(name).expanduser().is_dir():
+        folder = Path(name).expanduser().resolve()
+        if not (folder / "open_clip_config.json").is_file():
+            raise ModelLoadError(f"model folder {folder} has no open_clip_config.json (an open_clip 'local-dir' model is expected)")
+        return ModelSpec(name, f"local-dir:{folder}", None)
+    arch, sep, pretrained = name.partition("::")
+    if not sep or not arch or not pretrained:
+        raise InvalidArgumentError(
+            f"model name {name!r} is not of the form ARCH::PRETRAINED (for example {DEFAULT_MODEL}), "
+            "a built-in model, or a local model folder"
+        )
+    if arch not in open_clip.list_models():
+        raise InvalidArgumentError(f"unknown model architecture {arch!r} in {name!r}; see open_clip.list_models()")
+    checkpoint = Path(pretrained).expanduser()
+    if checkpoint.is_file():
+        return ModelSpec(name, arch, str(checkpoint.resolve()))
+    known_tags = [tag for model, tag in open_clip.list_pretrained() if model == arch]
+    if pretrained not in known_tags:
+        hint = f"known tags for {arch}: {', '.join(known_tags)}" if known_tags else f"open_clip knows no weights for {arch}"
+        raise InvalidArgumentError(f"unknown pretrained weights {pretrained!r} for {arch} ({hint}), and no such file")
+    return ModelSpec(name, arch, pretrained)
+
+
+def pick_device(device: str | None) -> str:
+    import torch
+
+    if device in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InvalidArgumentError(f"device {device!r} requested but CUDA is not available on this machine")
+    return device
+
+
+@register_backend("local")
+class LocalBackend:
+    """open_clip in this process, on CPU or CUDA."""
+
+    def __init__(self, model_name: str = DEFAULT_MODEL, device: str | None = "auto", **_: Any):
+        import open_clip
+        import torch
+
+        self.spec = resolve_model(model_name)
+        self.model_name = self.spec.name
+        self.device = pick_device(device)
+        self._torch = torch
+        if self.spec.open_clip_name.startswith("local-dir:"):
+            folder = Path(self.spec.open_clip_name.removeprefix("local-dir:"))
+            if not any(folder.glob("open_clip_*model*")) and not any(folder.glob("*.safetensors")):
+                raise ModelLoadError(f"model folder {folder} holds no weights file (open_clip_model.safetensors or open_clip_pytorch_model.bin)")
+        _check_weights_reachable(self.spec)
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                self.spec.open_clip_name, pretrained=self.spec.pretrained, device=self.device
+            )
+        except Exception as error:  # open_clip raises a zoo of types for "could not fetch"
+            raise ModelLoadError(_load_failure_message(self.spec, error)) from error
+        model.eval()
+        self.model = model
+        self.preprocess = preprocess
+        self.tokenizer = open_clip.get_tokenizer(self.spec.open_clip_name)
+        self.dim = int(model.text_projection.shape[1] if getattr(model, "text_projection", None) is not None else model.visual.output_dim)
+        size = model.visual.image_size
+        self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
+        self._autocast_dtype = torch.float16 if self.device.startswith("cuda") else None
+
+    def prepare_image(self, image: Image.Image) -> Any:
+        return self.preprocess(image)
+
+    def _run(self, fn: Callable[[Any], Any], batch: Any) -> np.ndarray:
+        torch = self._torch
+        with torch.inference_mode():
+            if self._autocast_dtype is not None:
+                with torch.autocast(device_type="cuda", dtype=self._autocast_dtype):
+                    out = fn(batch.to(self.device))
+            else:
+                out = fn(batch.to(self.device))
+        return out.float().cpu().numpy()
+
+    def embed_images(self, prepared: Sequence[Any]) -> np.ndarray:
+        return self._run(self.model.encode_image, self._torch.stack(list(prepared)))
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        return self._run(self.model.encode_text, self.tokenizer(list(texts)))
+
+    def close(self) -> None:
+        self.model = None
+
+
+def _check_weights_reachable(spec: ModelSpec) -> None:
+    """Fail in seconds, not after minutes of retries, when weights are neither cached nor downloadable."""
+    import open_clip
+
+    if spec.pretrained is None or os.path.isfile(spec.pretrained):
+        return
+    source = open_clip.get_pretrained_cfg(spec.open_clip_name, spec.pretrained) or {}
+    hub = source.get("hf_hub", "")
+    if not hub:
+        return  # a plain URL download: open_clip's own error is quick and clear enough
+    from huggingface_hub import try_to_load_from_cache
+
+    repo_id, filename = os.path.split(hub)  # "org/repo/" names the default file
+    candidates = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+    if filename.endswith(".bin"):
+        candidates.insert(0, filename[: -len(".bin")] + ".safetensors")
+    if any(isinstance(try_to_load_from_cache(repo_id, name), str) for name in candidates):
+        return
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or not _reachable(os.environ.get("HF_ENDPOINT", "https://huggingface.co")):
+        raise ModelLoadError(_load_failure_message(spec, ConnectionError(f"weights {repo_id} are not cached and the hub is unreachable")))
+
+
+def _reachable(url: str, timeout: float = 3.0) -> bool:
+    import socket
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection((parsed.hostname or url, parsed.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _load_failure_message(spec: ModelSpec, error: Exception) -> str:
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    return (
+        f"could not load model {spec.name!r}: {error.__class__.__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}\n"
+        f"The weights are fetched from open_clip's usual sources on first use{' (HF_HUB_OFFLINE=1 is set)' if offline else ''}; "
+        "without network, copy them into the Hugging Face cache (HF_HOME) on this machine, or point at local weights: "
+        f"--model {spec.name.partition('::')[0] or 'ARCH'}::/path/to/checkpoint.safetensors, or --model /path/to/open_clip-folder "
+        "(open_clip_config.json + weights)."
+    )

@@ -1,0 +1,319 @@
+"""image_search: text-to-image search over your photo folders with CLIP and Milvus.
+
+Python:
+    from image_search import ImageSearchEngine, print_results
+    with ImageSearchEngine(model_name="ViT-B-32::openai", collection_name="my_images") as engine:
+        engine.index_directory("/path/to/images")
+        print_results(engine.search("a cute cat", top_k=5))
+
+Command line:
+    python image_search.py --mode index --image-dir DIR
+    python image_search.py --mode search --query "a cute cat" --top-k 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from clip_encoder import DEFAULT_MODEL, CLIPEncoder
+from errors import ImageSearchError, InvalidArgumentError
+from indexer import Indexer, IndexSummary, ProgressCallback
+from milvus_store import DEFAULT_COLLECTION, Hit, MilvusStore, SearchFilter
+from search_results import SearchResult, format_results, print_results
+
+__all__ = ["ImageSearchEngine", "SearchResult", "SearchFilter", "IndexSummary", "print_results", "main"]
+
+MAX_TOP_K = 1000
+
+
+class EmptyIndexWarning(UserWarning):
+    """A search ran against a collection that does not exist or holds no images."""
+
+
+class ImageSearchEngine:
+    """Index folders of images and search them by text: a thin facade over encoder, store and indexer.
+
+    `model_name=None` means: the model the collection was built with, else ViT-B-32::openai.
+    The model loads on first use, once per engine.
+    """
+
+    def __init__(self, mode: str = "local", model_name: str | None = None, collection_name: str = DEFAULT_COLLECTION,
+                 milvus_uri: str | None = None, milvus_host: str | None = None, milvus_port: str | int | None = None,
+                 milvus_token: str | None = None, milvus_user: str | None = None, milvus_password: str | None = None,
+                 batch_size: int = 32, device: str | None = "auto", clip_server: str | None = None,
+                 rebuild: bool = False, decode_workers: int | None = None,
+                 encoder: CLIPEncoder | None = None, store: MilvusStore | None = None):
+        if batch_size < 1:
+            raise InvalidArgumentError(f"batch_size must be at least 1, got {batch_size}")
+        self.mode = mode
+        self.store = store or MilvusStore(milvus_uri, milvus_host, milvus_port, collection_name, milvus_token,
+                                          milvus_user, milvus_password)
+        info = None if rebuild else self.store.collection_info()
+        self.model_name = model_name or (encoder.model_name if encoder else None) or (info.model if info else DEFAULT_MODEL)
+        if info is not None:
+            self.store.open_collection(self.model_name, None, create=False)  # fail fast, before loading a model
+        self._encoder = encoder
+        self._encoder_options: dict[str, Any] = {"batch_size": batch_size, "device": device}
+        if clip_server:
+            self._encoder_options["server"] = clip_server
+        self._rebuild_pending = rebuild
+        self._decode_workers = decode_workers
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def encoder(self) -> CLIPEncoder:
+        if self._encoder is None:
+            self._encoder = CLIPEncoder(mode=self.mode, model_name=self.model_name, **self._encoder_options)
+        return self._encoder
+
+    def close(self) -> None:
+        if self._encoder is not None:
+            self._encoder.close()
+        self.store.close()
+
+    def __enter__(self) -> ImageSearchEngine:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ indexing
+
+    def _indexer(self) -> Indexer:
+        if self._rebuild_pending:
+            self.store.drop()
+            self._rebuild_pending = False
+        self.store.open_collection(self.model_name, self.encoder.dim, create=True)
+        return Indexer(self.encoder, self.store, decode_workers=self._decode_workers)
+
+    def index_directory(self, image_dir: str | os.PathLike[str], descriptions: Mapping[str, Any] | None = None,
+                        progress: ProgressCallback | None = None) -> IndexSummary:
+        """Index every image under `image_dir`, recursively; unchanged files are skipped, deleted ones removed."""
+        folder = Path(image_dir).expanduser()
+        if not folder.is_dir():
+            raise InvalidArgumentError(f"image folder {str(image_dir)!r} does not exist or is not a folder")
+        return self._indexer().index_directory(folder, descriptions, progress)
+
+    def index_images(self, image_paths: Sequence[str | os.PathLike[str]], descriptions: Mapping[str, Any] | None = None,
+                     progress: ProgressCallback | None = None) -> IndexSummary:
+        """Index the given files; paths that do not exist are listed in the summary's failures."""
+        if isinstance(image_paths, (str, os.PathLike)):
+            image_paths = [image_paths]
+        return self._indexer().index_files(image_paths, descriptions, progress)
+
+    # ------------------------------------------------------------------ search
+
+    def search(self, query: str, top_k: int = 5, search_filter: SearchFilter | None = None) -> list[SearchResult]:
+        """The `top_k` images closest to `query`, best first."""
+        return self.search_batch([query], top_k, search_filter)[0]
+
+    def search_batch(self, queries: Sequence[str], top_k: int = 5,
+                     search_filter: SearchFilter | None = None) -> list[list[SearchResult]]:
+        """One result list per query, in the same order; all queries are encoded in one batch."""
+        if isinstance(queries, str) or not isinstance(queries, Sequence):
+            raise InvalidArgumentError("queries must be a list of strings")
+        cleaned = [_check_query(q) for q in queries]
+        _check_top_k(top_k)
+        if not cleaned:
+            return []
+        info = self.store.open_collection(self.model_name, None, create=False)
+        if info is None:
+            warnings.warn(f"collection {self.store.collection_name!r} does not exist at {self.store.location}: "
+                          "index some images first", EmptyIndexWarning, stacklevel=2)
+            return [[] for _ in cleaned]
+        vectors = self.encoder.encode_texts(cleaned)
+        hits = self.store.search(vectors, top_k, search_filter)
+        if not any(hits) and self.store.count() == 0:
+            warnings.warn(f"collection {self.store.collection_name!r} holds no images yet", EmptyIndexWarning, stacklevel=2)
+        return [_to_results(h) for h in hits]
+
+    def get_stats(self) -> dict[str, Any]:
+        info = self.store.collection_info()
+        return {
+            "mode": self.mode,
+            "model": self.model_name,
+            "dim": info.dim if info else self.encoder.dim,
+            "collection": self.store.collection_name,
+            "store": self.store.location,
+            "store_kind": "milvus-lite" if self.store.is_lite else "milvus-server",
+            "total_images": self.store.count(),
+        }
+
+
+def _check_query(query: object) -> str:
+    if not isinstance(query, str):
+        raise InvalidArgumentError(f"a query must be a string, got {type(query).__name__}")
+    if not query.strip():
+        raise InvalidArgumentError("the query is empty: type some words to search for")
+    return query.strip()
+
+
+def _check_top_k(top_k: object) -> None:
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
+        raise InvalidArgumentError(f"top_k must be a whole number from 1 to {MAX_TOP_K}, got {top_k!r}")
+
+
+def _to_results(hits: list[Hit]) -> list[SearchResult]:
+    return [SearchResult(rank=i + 1, path=h.fields.get("path", ""), score=h.score, description=h.fields.get("description", ""),
+                         id=h.id, size=int(h.fields.get("size", 0)), mtime=float(h.fields.get("mtime", 0.0)))
+            for i, h in enumerate(hits)]
+
+
+# ====================================================================== command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="image_search", description="Text-to-image search over folders of photos with CLIP and Milvus.",
+        epilog="The embedded database defaults to $IMAGE_SEARCH_MILVUS_URI, else $IMAGE_SEARCH_HOME/milvus.db, "
+               "else ~/.local/share/image_search/milvus.db.")
+    parser.add_argument("--mode", choices=["index", "search", "stats"], required=True)
+    parser.add_argument("--encode-mode", choices=["local", "service"], default="local",
+                        help="local: open_clip in this process; service: a CLIP server (--clip-server)")
+    parser.add_argument("--model", default=None,
+                        help=f"ARCH::PRETRAINED (default: the collection's model, else {DEFAULT_MODEL}), "
+                             "a built-in such as shapes-tiny::v1, ARCH::/path/to/checkpoint, or an open_clip model folder")
+    parser.add_argument("--collection", default=DEFAULT_COLLECTION)
+    store = parser.add_argument_group("store")
+    store.add_argument("--milvus-uri", help="a Milvus Lite .db path or http://host:port of a Milvus server")
+    store.add_argument("--milvus-host")
+    store.add_argument("--milvus-port")
+    store.add_argument("--milvus-token", default=os.environ.get("MILVUS_TOKEN"))
+    index = parser.add_argument_group("index")
+    index.add_argument("--image-dir", action="append", help="folder to index, recursively (repeatable)")
+    index.add_argument("--descriptions", help="JSON file mapping file names or paths to descriptions")
+    index.add_argument("--rebuild", action="store_true", help="drop the collection and encode everything again")
+    index.add_argument("--batch-size", type=int, default=32)
+    index.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    index.add_argument("--clip-server", default=os.environ.get("IMAGE_SEARCH_CLIP_SERVER"),
+                       help="grpc://host:51000 or http://host:51000 (service mode)")
+    search = parser.add_argument_group("search")
+    search.add_argument("--query", action="append", help="text to search for (repeatable: one result list each)")
+    search.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show the libraries' logs")
+    return parser
+
+
+def _progress_bar(quiet: bool) -> tuple[ProgressCallback, Any]:
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, unit="file", disable=True if quiet else None, file=sys.stderr, dynamic_ncols=True)
+
+    def update(progress: Any) -> None:
+        if bar.total != progress.total:
+            bar.reset(total=progress.total)
+            bar.set_postfix_str(f"{progress.unchanged} unchanged", refresh=False)
+        bar.n = progress.done
+        if progress.failed:
+            bar.set_postfix_str(f"{progress.unchanged} unchanged, {progress.failed} failed", refresh=False)
+        bar.refresh()
+
+    return update, bar
+
+
+def _load_descriptions(path: str | None) -> dict[str, Any] | None:
+    if not path:
+        return None
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as error:
+        raise InvalidArgumentError(f"cannot read --descriptions {path}: {error.strerror or error}") from None
+    except json.JSONDecodeError as error:
+        raise InvalidArgumentError(f"--descriptions {path} is not valid JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise InvalidArgumentError(f"--descriptions {path} must hold a JSON object mapping file names to descriptions")
+    return data
+
+
+def _run(args: argparse.Namespace) -> int:
+    engine = ImageSearchEngine(
+        mode=args.encode_mode, model_name=args.model, collection_name=args.collection, milvus_uri=args.milvus_uri,
+        milvus_host=args.milvus_host, milvus_port=args.milvus_port, milvus_token=args.milvus_token,
+        batch_size=args.batch_size, device=args.device, clip_server=args.clip_server, rebuild=args.rebuild)
+    with engine:
+        if args.mode == "index":
+            if not args.image_dir:
+                raise InvalidArgumentError("--mode index needs --image-dir")
+            descriptions = _load_descriptions(args.descriptions)
+            total = IndexSummary()
+            for folder in args.image_dir:
+                update, bar = _progress_bar(args.quiet or args.json)
+                try:
+                    summary = engine.index_directory(folder, descriptions, progress=update)
+                finally:
+                    bar.close()
+                total.indexed += summary.indexed
+                total.unchanged += summary.unchanged
+                total.removed += summary.removed
+                total.descriptions_updated += summary.descriptions_updated
+                total.failed += summary.failed
+                total.seconds += summary.seconds
+            if args.json:
+                print(json.dumps(total.to_dict(), ensure_ascii=False, indent=2))
+            else:
+                print(f"indexed {total.indexed}, unchanged {total.unchanged}, removed {total.removed}, "
+                      f"failed {len(total.failed)}" + (f", descriptions updated {total.descriptions_updated}"
+                                                       if total.descriptions_updated else "")
+                      + f" in {total.seconds:.1f}s")
+                for failure in total.failed:
+                    print(f"  failed: {failure.path}: {failure.reason}", file=sys.stderr)
+            # Partial failures are reported, not fatal; a run that could index nothing is.
+            return 1 if total.failed and total.indexed + total.unchanged == 0 else 0
+        if args.mode == "search":
+            if not args.query:
+                raise InvalidArgumentError("--mode search needs --query")
+            result_lists = engine.search_batch(args.query, top_k=args.top_k)
+            if args.json:
+                payload: Any = [r.to_dict() for r in result_lists[0]] if len(result_lists) == 1 else \
+                    [{"query": q, "results": [r.to_dict() for r in rs]} for q, rs in zip(args.query, result_lists)]
+                print(json.dumps(payload, ensure_ascii=False, indent=2))
+            else:
+                for query, results in zip(args.query, result_lists):
+                    if len(args.query) > 1:
+                        print(f"# {query}")
+                    print(format_results(results))
+            return 0
+        stats = engine.get_stats()
+        print(json.dumps(stats, ensure_ascii=False, indent=2) if args.json else
+              "\n".join(f"{key}: {value}" for key, value in stats.items()))
+        return 0
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    warnings.showwarning = _show_warning
+    if args.verbose:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    else:
+        # Errors reach the user as one translated line; the libraries' own logs and tracebacks would bury it.
+        logging.disable(logging.ERROR)
+    try:
+        return _run(args)
+    except InvalidArgumentError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except ImageSearchError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: what was indexed so far is kept; run again to finish", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
