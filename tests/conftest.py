@@ -1,0 +1,152 @@
+"""Shared fixtures: the shipped test model, generated scenes, real photographs, and real Milvus
+instances (Lite in a temporary folder; a Milvus 2.3.5 standalone server started for the session)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))
+
+TEST_MODEL = "shapes-tiny::v1"
+HELD_OUT_SEED = 424242  # not the training seed (0) nor the training script's held-out seed
+
+
+@pytest.fixture(scope="session")
+def test_encoder():  # type: ignore[no-untyped-def]
+    from clip_encoder import CLIPEncoder
+
+    encoder = CLIPEncoder(mode="local", model_name=TEST_MODEL, device="cpu")
+    yield encoder
+    encoder.close()
+
+
+@pytest.fixture(scope="session")
+def held_out_scenes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from make_scenes import write_scenes
+
+    folder = tmp_path_factory.mktemp("held_out_scenes")
+    write_scenes(folder, count=500, seed=HELD_OUT_SEED)
+    return folder
+
+
+@pytest.fixture()
+def scenes(tmp_path: Path) -> Path:
+    """A small fresh folder of scenes that a test may change."""
+    from make_scenes import write_scenes
+
+    folder = tmp_path / "scenes"
+    write_scenes(folder, count=24, seed=7)
+    return folder
+
+
+def captions_of(folder: Path) -> dict[str, dict[str, str]]:
+    return json.loads((folder / "captions.json").read_text(encoding="utf-8"))
+
+
+PHOTO_NAMES = ["astronaut", "chelsea", "coffee", "rocket", "motorcycle_left", "camera", "coins", "moon"]
+
+
+@pytest.fixture(scope="session")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Real photographs shipped inside scikit-image, saved as JPEG files."""
+    import skimage.data
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("photos")
+    paths = {}
+    for name in PHOTO_NAMES:
+        array = getattr(skimage.data, name)()
+        path = folder / f"{name}.jpg"
+        Image.fromarray(array).convert("RGB").save(path, quality=92)
+        paths[name] = path
+    return paths
+
+
+# ------------------------------------------------------------------------------ Milvus
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A genuine Milvus 2.3.5 standalone server (pip package `milvus`), for the server path."""
+    binary = shutil.which("milvus-server") or str(Path(sys.executable).parent / "milvus-server")
+    if not Path(binary).exists():
+        pytest.skip("milvus-server is not installed (pip install milvus==2.3.5)")
+    data = tmp_path_factory.mktemp("milvus_server")
+    port = _free_port()
+    log = open(data / "server.log", "wb")
+    process = subprocess.Popen([binary, "--data", str(data), "--proxy-port", str(port)], stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(uri, process, data / "server.log")
+        yield uri
+    finally:
+        _stop_server(process)
+        log.close()
+
+
+def _wait_ready(uri: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 120) -> None:
+    from pymilvus import MilvusClient
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"milvus-server exited with {process.returncode}: {log.read_text(errors='replace')[-2000:]}")
+        try:
+            client = MilvusClient(uri=uri, timeout=2)
+            client.list_collections()
+            client.close()
+            return
+        except Exception:
+            time.sleep(1)
+    raise RuntimeError(f"milvus-server not ready after {timeout}s: {log.read_text(errors='replace')[-2000:]}")
+
+
+def _stop_server(process: subprocess.Popen[bytes]) -> None:
+    # SIGINT lets the wrapper stop its standalone child; SIGTERM can orphan it.
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    try:
+        os.killpg(process.pid, signal.SIGKILL)  # whatever child is left in its session
+    except ProcessLookupError:
+        pass
+
+
+@pytest.fixture(params=["lite", "server"])
+def store_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same tests run against Milvus Lite and a Milvus server."""
+    if request.param == "lite":
+        return str(tmp_path / "store.db")
+    return str(request.getfixturevalue("milvus_server"))
+
+
+_collection_counter = iter(range(10**6))
+
+
+@pytest.fixture()
+def collection_name() -> str:
+    return f"t{os.getpid()}_{next(_collection_counter)}"

@@ -1,0 +1,129 @@
+"""The command line as a person runs it: real processes, real files, real Milvus Lite."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, TEST_MODEL, captions_of
+
+pytestmark = pytest.mark.slow
+
+
+def run_cli(*args: str, home: Path, check: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "IMAGE_SEARCH_HOME": str(home), **env}
+    environment.pop("IMAGE_SEARCH_MILVUS_URI", None)
+    done = subprocess.run([sys.executable, str(ROOT / "image_search.py"), *args], capture_output=True, text=True,
+                          env=environment, timeout=300)
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_index_then_search_finds_the_same_collection(tmp_path: Path, scenes: Path) -> None:
+    home = tmp_path / "home"
+    captions = captions_of(scenes)
+    (scenes / "broken.jpg").write_text("nope")
+    indexed = run_cli("--mode", "index", "--encode-mode", "local", "--model", TEST_MODEL, "--image-dir", str(scenes),
+                      "--descriptions", str(scenes / "captions.json"), home=home)
+    assert "indexed 24, unchanged 0, removed 0, failed 1" in indexed.stdout
+    assert "broken.jpg: not a recognised image format" in indexed.stderr
+    assert (home / "milvus.db").is_dir()  # the documented default location
+
+    target = next(name for name, c in captions.items() if c["en"].count(" and ") == 0)
+    searched = run_cli("--mode", "search", "--query", captions[target]["zh"], "--top-k", "5", "--json", home=home)
+    results = json.loads(searched.stdout)
+    assert len(results) == 5 and results[0]["rank"] == 1
+    assert {"path", "score", "description", "rank"} <= set(results[0])
+    assert any(Path(r["path"]).name == target for r in results)
+
+    again = run_cli("--mode", "index", "--image-dir", str(scenes), home=home)
+    assert "indexed 0, unchanged 24, removed 0, failed 1" in again.stdout
+    stats = json.loads(run_cli("--mode", "stats", "--json", home=home).stdout)
+    assert stats["total_images"] == 24 and stats["model"] == TEST_MODEL
+
+
+def test_errors_are_one_clear_line_and_nonzero(tmp_path: Path, scenes: Path) -> None:
+    home = tmp_path / "home"
+    empty = run_cli("--mode", "search", "--query", "  ", home=home, check=False)
+    assert empty.returncode == 2 and "error: the query is empty" in empty.stderr and "Traceback" not in empty.stderr
+    missing = run_cli("--mode", "index", "--model", TEST_MODEL, "--image-dir", str(tmp_path / "nope"), home=home, check=False)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    run_cli("--mode", "index", "--model", TEST_MODEL, "--image-dir", str(scenes), home=home)
+    mismatch = run_cli("--mode", "search", "--model", "ViT-B-32::openai", "--query", "cat", home=home, check=False)
+    assert mismatch.returncode == 1 and "--rebuild" in mismatch.stderr and "Traceback" not in mismatch.stderr
+    bad_json = tmp_path / "d.json"
+    bad_json.write_text("{not json")
+    described = run_cli("--mode", "index", "--image-dir", str(scenes), "--descriptions", str(bad_json), home=home, check=False)
+    assert described.returncode == 2 and "not valid JSON" in described.stderr
+
+
+def test_missing_weights_offline_is_one_clear_message(tmp_path: Path, scenes: Path) -> None:
+    started = time.time()
+    done = run_cli("--mode", "index", "--model", "ViT-B-32::openai", "--image-dir", str(scenes), home=tmp_path / "h",
+                   check=False, HF_HOME=str(tmp_path / "empty_hf"), HF_HUB_OFFLINE="1")
+    assert done.returncode == 1
+    assert "could not load model 'ViT-B-32::openai'" in done.stderr and "--model ViT-B-32::/path/to" in done.stderr
+    assert "Traceback" not in done.stderr and time.time() - started < 60
+
+
+def test_a_locked_lite_database_names_the_holder(tmp_path: Path) -> None:
+    db = tmp_path / "locked.db"
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(ROOT)!r})
+        from milvus_store import MilvusStore
+        store = MilvusStore(uri={str(db)!r})
+        print("ready", flush=True)
+        time.sleep(120)
+        """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        done = run_cli("--mode", "stats", "--milvus-uri", str(db), home=tmp_path, check=False)
+        assert done.returncode == 1
+        assert "in use by another process" in done.stderr and str(holder.pid) in done.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_sigkill_mid_run_loses_nothing_and_rerun_finishes(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "tools"))
+    from make_scenes import write_scenes
+
+    folder = tmp_path / "many"
+    write_scenes(folder, count=300, seed=11)
+    db = tmp_path / "kill.db"
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from image_search import ImageSearchEngine
+        engine = ImageSearchEngine(model_name={TEST_MODEL!r}, milvus_uri={str(db)!r}, batch_size=16, device="cpu")
+        engine.index_directory({str(folder)!r}, progress=lambda p: print(p.done, flush=True))
+        print("finished", flush=True)
+        """)
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.strip().isdigit() and int(line) >= 120:
+            break
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+    sys.path.insert(0, str(ROOT))
+    from image_search import ImageSearchEngine
+
+    with ImageSearchEngine(model_name=TEST_MODEL, milvus_uri=str(db), batch_size=16, device="cpu") as engine:
+        kept = engine.get_stats()["total_images"]
+        assert 0 < kept < 300  # batches committed before the kill survived, the run had not finished
+        summary = engine.index_directory(folder)
+        assert summary.unchanged == kept and summary.indexed == 300 - kept
+        assert engine.get_stats()["total_images"] == 300  # no duplicates

@@ -1,0 +1,197 @@
+"""The engine end to end with the shipped test model and a real Milvus Lite: the spec's Python API."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from conftest import TEST_MODEL, captions_of
+from errors import CollectionMismatchError, InvalidArgumentError
+from image_search import EmptyIndexWarning, ImageSearchEngine, SearchResult, print_results
+
+
+def make_engine(tmp_path: Path, **kwargs) -> ImageSearchEngine:  # type: ignore[no-untyped-def]
+    kwargs.setdefault("model_name", TEST_MODEL)
+    kwargs.setdefault("collection_name", "my_images")
+    return ImageSearchEngine(mode="local", milvus_uri=str(tmp_path / "index.db"), device="cpu", **kwargs)
+
+
+def recall_at(engine: ImageSearchEngine, folder: Path, language: str, k: int) -> float:
+    captions = captions_of(folder)
+    names = sorted(captions)
+    result_lists = engine.search_batch([captions[n][language] for n in names], top_k=k)
+    hits = sum(any(Path(r.path).name == name for r in results) for name, results in zip(names, result_lists))
+    return hits / len(names)
+
+
+@pytest.fixture(scope="module")
+def held_out_engine(held_out_scenes: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    engine = make_engine(tmp_path_factory.mktemp("held_out_index"))
+    summary = engine.index_directory(held_out_scenes)
+    assert summary.indexed == 500 and not summary.failed
+    yield engine
+    engine.close()
+
+
+@pytest.mark.parametrize("language", ["en", "zh"])
+def test_test_model_retrieves_held_out_scenes(held_out_engine: ImageSearchEngine, held_out_scenes: Path, language: str) -> None:
+    # 500 unseen scenes, many sharing a caption, so R@1 is bounded well below 1 even for a perfect model.
+    r1 = recall_at(held_out_engine, held_out_scenes, language, 1)
+    r5 = recall_at(held_out_engine, held_out_scenes, language, 5)
+    print(f"{language}: R@1 {r1:.3f} R@5 {r5:.3f}")
+    assert r5 >= 0.6, f"{language} R@5 {r5:.3f}"
+    assert r1 >= 0.25, f"{language} R@1 {r1:.3f}"
+
+
+def test_top_result_matches_the_attributes_asked_for(held_out_engine: ImageSearchEngine, held_out_scenes: Path) -> None:
+    captions = captions_of(held_out_scenes)
+    queries = ["a large red circle", "一个大的红色圆形", "a small blue star", "一个小的蓝色星形"]
+    for query, results in zip(queries, held_out_engine.search_batch(queries, top_k=3)):
+        top = captions[Path(results[0].path).name]
+        wanted_en = {"a large red circle": ("large red circle",), "一个大的红色圆形": ("large red circle",),
+                     "a small blue star": ("small blue star",), "一个小的蓝色星形": ("small blue star",)}[query]
+        assert any(w in top["en"] for w in wanted_en), (query, top)
+
+
+def test_spec_contract_index_search_batch_stats(tmp_path: Path, scenes: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    descriptions = captions_of(scenes)
+    with make_engine(tmp_path) as engine:
+        summary = engine.index_directory(str(scenes), descriptions={k: v["zh"] for k, v in descriptions.items()})
+        assert (summary.indexed, summary.unchanged, summary.removed, summary.failed) == (24, 0, 0, [])
+        results = engine.search("a large red circle", top_k=5)
+        assert len(results) == 5 and all(isinstance(r, SearchResult) for r in results)
+        assert [r.rank for r in results] == [1, 2, 3, 4, 5]
+        assert [r.score for r in results] == sorted((r.score for r in results), reverse=True)
+        first = results[0]
+        assert os.path.isabs(first.path) and first.description == descriptions[Path(first.path).name]["zh"]
+        assert set(first.to_dict()) >= {"path", "score", "description", "rank"}
+        batch = engine.search_batch(["红色", "蓝色", "绿色"], top_k=3)
+        assert len(batch) == 3 and all(len(r) == 3 for r in batch)
+        assert batch[1][0].path == engine.search("蓝色", top_k=1)[0].path
+        stats = engine.get_stats()
+        assert stats["mode"] == "local" and stats["total_images"] == 24
+        assert stats["model"] == TEST_MODEL and stats["dim"] == 64 and stats["collection"] == "my_images"
+        print_results(results)
+    assert "1." in capsys.readouterr().out
+
+
+def test_reindex_skips_unchanged_reencodes_changed_removes_deleted(tmp_path: Path, scenes: Path) -> None:
+    with make_engine(tmp_path) as engine:
+        engine.index_directory(scenes)
+        second = engine.index_directory(scenes)
+        assert (second.indexed, second.unchanged, second.removed) == (0, 24, 0)
+
+        changed = scenes / "scene_00003.png"
+        Image.new("RGB", (128, 128), (200, 20, 20)).save(changed)
+        os.utime(changed, (time.time() + 5, time.time() + 5))
+        (scenes / "scene_00004.png").unlink()
+        shutil.copy(scenes / "scene_00005.png", scenes / "new copy.png")
+        third = engine.index_directory(scenes)
+        assert (third.indexed, third.unchanged, third.removed) == (2, 22, 1)
+        assert engine.get_stats()["total_images"] == 24
+        assert all(Path(r.path).name != "scene_00004.png" for r in engine.search("a circle", top_k=24))
+
+
+def test_descriptions_by_name_relative_and_absolute_path_and_update(tmp_path: Path, scenes: Path) -> None:
+    sub = scenes / "sub"
+    sub.mkdir()
+    shutil.move(scenes / "scene_00001.png", sub / "scene_00001.png")
+    descriptions = {"scene_00000.png": "by name", "sub/scene_00001.png": "by relative path",
+                    str(scenes / "scene_00002.png"): "by absolute path"}
+    with make_engine(tmp_path) as engine:
+        engine.index_directory(scenes, descriptions=descriptions)
+        by_path = {Path(r.path).name: r.description for r in engine.search("shape", top_k=24)}
+        assert by_path["scene_00000.png"] == "by name"
+        assert by_path["scene_00001.png"] == "by relative path"
+        assert by_path["scene_00002.png"] == "by absolute path"
+        summary = engine.index_directory(scenes, descriptions={"scene_00000.png": "renamed"})
+        assert summary.indexed == 0 and summary.descriptions_updated == 1
+        by_path = {Path(r.path).name: r.description for r in engine.search("shape", top_k=24)}
+        assert by_path["scene_00000.png"] == "renamed" and by_path["scene_00001.png"] == "by relative path"
+
+
+def test_index_images_reports_missing_paths(tmp_path: Path, scenes: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(scenes)
+    with make_engine(tmp_path) as engine:
+        summary = engine.index_images(image_paths=["scene_00000.png", "scene_00001.png", "missing.jpg"],
+                                      descriptions={"scene_00000.png": "一只橘色的猫", "scene_00001.png": "一只金毛犬"})
+        assert summary.indexed == 2
+        assert [(Path(f.path).name, f.reason) for f in summary.failed] == [("missing.jpg", "file not found")]
+        results = engine.search("猫", top_k=2)
+        assert {r.description for r in results} == {"一只橘色的猫", "一只金毛犬"}
+        assert engine.index_images(["scene_00000.png"]).unchanged == 1
+
+
+def test_bad_files_are_reported_and_the_run_goes_on(tmp_path: Path, scenes: Path, photos: dict[str, Path]) -> None:
+    (scenes / "empty.jpg").write_bytes(b"")
+    (scenes / "notes.png").write_text("not an image")
+    data = photos["rocket"].read_bytes()
+    (scenes / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    (scenes / "dangling.jpg").symlink_to(scenes / "nowhere.jpg")
+    with make_engine(tmp_path) as engine:
+        summary = engine.index_directory(scenes)
+    reasons = {Path(f.path).name: f.reason for f in summary.failed}
+    assert summary.indexed == 24
+    assert reasons["empty.jpg"].startswith("empty file")
+    assert reasons["notes.png"] == "not a recognised image format"
+    assert "truncated" in reasons["truncated.jpg"]
+    assert reasons["dangling.jpg"] == "broken symbolic link"
+
+
+def test_scan_skips_hidden_and_survives_symlink_loops(tmp_path: Path, scenes: Path) -> None:
+    (scenes / ".hidden").mkdir()
+    shutil.copy(scenes / "scene_00000.png", scenes / ".hidden" / "x.png")
+    shutil.copy(scenes / "scene_00000.png", scenes / "._scene_00000.png")
+    (scenes / "loop").symlink_to(scenes, target_is_directory=True)
+    with make_engine(tmp_path) as engine:
+        summary = engine.index_directory(scenes)
+    assert summary.indexed == 24 and not summary.failed
+
+
+def test_model_mismatch_fails_fast_and_rebuild_recreates(tmp_path: Path, scenes: Path) -> None:
+    with make_engine(tmp_path) as engine:
+        engine.index_directory(scenes)
+    with pytest.raises(CollectionMismatchError, match="shapes-tiny::v1.*ViT-B-32::openai"):
+        make_engine(tmp_path, model_name="ViT-B-32::openai")
+    with make_engine(tmp_path, model_name=None) as engine:  # None: the collection's own model
+        assert engine.model_name == TEST_MODEL
+    with make_engine(tmp_path, rebuild=True) as engine:
+        assert engine.index_directory(scenes).indexed == 24
+
+
+def test_bad_queries_and_empty_collection(tmp_path: Path) -> None:
+    with make_engine(tmp_path) as engine:
+        with pytest.warns(EmptyIndexWarning, match="does not exist"):
+            assert engine.search("anything") == []
+        for bad in ["", "   \n\t"]:
+            with pytest.raises(InvalidArgumentError, match="empty"):
+                engine.search(bad)
+        for top_k in [0, -1, 100000, 2.5, True]:
+            with pytest.raises(InvalidArgumentError, match="top_k"):
+                engine.search("x", top_k=top_k)  # type: ignore[arg-type]
+        with pytest.raises(InvalidArgumentError, match="does not exist"):
+            engine.index_directory(tmp_path / "nope")
+        with pytest.raises(InvalidArgumentError, match="list of strings"):
+            engine.search_batch("not a list")  # type: ignore[arg-type]
+
+
+def test_long_and_odd_queries_do_not_crash(tmp_path: Path, scenes: Path) -> None:
+    with make_engine(tmp_path) as engine:
+        engine.index_directory(scenes)
+        odd = ["红色的圆形 red circle", "🐱🐶 emoji only", "（全角标点）！？", "circle " * 500]
+        for results in engine.search_batch(odd, top_k=3):
+            assert len(results) == 3
+
+
+def test_descriptions_json_with_language_objects(tmp_path: Path, scenes: Path) -> None:
+    file = scenes / "captions.json"
+    with make_engine(tmp_path) as engine:
+        engine.index_directory(scenes, descriptions=json.loads(file.read_text(encoding="utf-8")))
+        first = engine.search("a shape", top_k=1)[0]
+        assert " / " in first.description

@@ -1,0 +1,104 @@
+"""Decoding real and broken files: every bad case becomes a reason, every odd mode a proper RGB image."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from image_loading import ImageDecodeError, load_rgb
+
+
+def test_real_photo_decodes_to_rgb(photos: dict[str, Path]) -> None:
+    image = load_rgb(photos["chelsea"])
+    assert image.mode == "RGB" and image.size == (451, 300)
+
+
+def test_draft_decoding_matches_reference_embedding(photos: dict[str, Path], test_encoder) -> None:  # type: ignore[no-untyped-def]
+    big = Image.open(photos["astronaut"]).resize((2048, 2048), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    big.save(buffer, format="JPEG", quality=92)
+    data = buffer.getvalue()
+    drafted = load_rgb(data, min_side=test_encoder.image_size * 2)
+    assert max(drafted.size) < 2048  # the decoder really scaled down
+    reference = Image.open(io.BytesIO(data)).convert("RGB")
+    a, b = test_encoder.encode_images([drafted, reference])
+    assert float(a @ b) > 0.99
+
+
+def test_exif_orientation_is_applied(tmp_path: Path) -> None:
+    image = Image.new("RGB", (40, 20), "red")
+    image.paste(Image.new("RGB", (20, 20), "blue"), (20, 0))  # blue on the right
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise for display
+    path = tmp_path / "rotated.jpg"
+    image.save(path, exif=exif, quality=95)
+    loaded = load_rgb(path)
+    assert loaded.size == (20, 40)
+    top = np.asarray(loaded)[2, 10]
+    assert top[2] > 150 and top[0] < 100  # the blue half ends up on top
+
+
+@pytest.mark.parametrize("mode", ["CMYK", "L", "1", "P", "LA", "RGBA", "I;16", "I", "F"])
+def test_modes_convert_to_rgb(tmp_path: Path, photos: dict[str, Path], mode: str) -> None:
+    source = Image.open(photos["coffee"]).convert("RGB").resize((64, 48))
+    if mode == "I;16":
+        converted = Image.fromarray((np.asarray(source.convert("L"), dtype=np.uint16) * 257))
+    elif mode in ("I", "F"):
+        converted = source.convert("L").convert(mode)
+    else:
+        converted = source.convert(mode)
+    suffix = "tiff" if mode in ("CMYK", "I;16", "I", "F") else "png"
+    path = tmp_path / f"image.{suffix}"
+    converted.save(path)
+    loaded = load_rgb(path)
+    assert loaded.mode == "RGB" and loaded.size == (64, 48)
+    grey = np.asarray(source.convert("L"), dtype=float)
+    got = np.asarray(loaded.convert("L"), dtype=float)
+    if mode != "1":  # 1-bit dithers, the rest must keep the picture
+        assert np.corrcoef(grey.ravel(), got.ravel())[0, 1] > 0.9
+
+
+def test_transparent_areas_become_white(tmp_path: Path) -> None:
+    image = Image.new("RGBA", (10, 10), (0, 0, 0, 0))
+    path = tmp_path / "clear.png"
+    image.save(path)
+    assert np.asarray(load_rgb(path)).min() == 255
+
+
+def _truncated(tmp_path: Path, photos: dict[str, Path]) -> Path:
+    data = photos["rocket"].read_bytes()
+    path = tmp_path / "truncated.jpg"
+    path.write_bytes(data[: len(data) // 3])
+    return path
+
+
+@pytest.mark.parametrize("case,reason", [
+    ("empty", "empty file"),
+    ("text", "not a recognised image format"),
+    ("truncated", "truncated"),
+    ("missing", "file not found"),
+    ("folder", "is a directory"),
+])
+def test_bad_files_give_reasons(tmp_path: Path, photos: dict[str, Path], case: str, reason: str) -> None:
+    path = tmp_path / "bad.jpg"
+    if case == "empty":
+        path.write_bytes(b"")
+    elif case == "text":
+        path.write_text("this is not a picture")
+    elif case == "truncated":
+        path = _truncated(tmp_path, photos)
+    elif case == "folder":
+        path.mkdir()
+    with pytest.raises(ImageDecodeError, match=reason):
+        load_rgb(path)
+
+
+def test_decompression_bomb_is_refused_before_decoding(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.png"
+    Image.new("L", (5000, 5000)).save(path)  # tiny file, 25 megapixels
+    with pytest.raises(ImageDecodeError, match="decompression bomb"):
+        load_rgb(path, max_pixels=10_000_000)

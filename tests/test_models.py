@@ -1,0 +1,97 @@
+"""Model names and the real loading paths, offline."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clip_encoder import CLIPEncoder, resolve_model
+from conftest import ROOT, TEST_MODEL
+from errors import InvalidArgumentError, ModelLoadError
+
+
+def test_shipped_test_model_loads_by_name(test_encoder: CLIPEncoder) -> None:
+    assert (test_encoder.model_name, test_encoder.dim, test_encoder.image_size) == (TEST_MODEL, 64, 64)
+    vectors = test_encoder.encode_texts(["a red circle", "一个红色圆形"])
+    assert vectors.shape == (2, 64) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_encoding_is_deterministic_and_batch_independent(test_encoder: CLIPEncoder, photos: dict[str, Path]) -> None:
+    from PIL import Image
+
+    images = [Image.open(p).convert("RGB") for p in list(photos.values())[:5]]
+    together = test_encoder.encode_images(images)
+    alone = np.stack([test_encoder.encode_images([im])[0] for im in images])
+    assert np.allclose(together, alone, atol=1e-4)
+
+
+@pytest.mark.parametrize("name,message", [
+    ("", "empty"),
+    ("ViT-B-32", "ARCH::PRETRAINED"),
+    ("NoSuchArch::openai", "unknown model architecture"),
+    ("ViT-B-32::no-such-tag", "known tags for ViT-B-32: .*openai"),
+])
+def test_bad_model_names_are_clear(name: str, message: str) -> None:
+    with pytest.raises(InvalidArgumentError, match=message):
+        resolve_model(name)
+
+
+def test_model_folder_without_weights_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "open_clip_config.json").write_text((ROOT / "models/shapes-tiny-v1/open_clip_config.json").read_text())
+    with pytest.raises(ModelLoadError, match="no weights"):
+        CLIPEncoder(model_name=str(tmp_path), device="cpu")
+
+
+def test_local_checkpoint_file_and_folder_give_the_same_vectors(tmp_path: Path, test_encoder: CLIPEncoder) -> None:
+    import shutil
+
+    folder = tmp_path / "copy"
+    shutil.copytree(ROOT / "models/shapes-tiny-v1", folder)
+    from_folder = CLIPEncoder(model_name=str(folder), device="cpu")
+    assert np.allclose(from_folder.encode_texts(["a blue star"]), test_encoder.encode_texts(["a blue star"]), atol=1e-6)
+
+
+@pytest.mark.slow
+def test_vit_b_32_openai_loads_offline_from_the_hub_cache(tmp_path: Path) -> None:
+    """The real ViT-B-32 architecture, random weights placed where open_clip's loader looks, no network."""
+    hf_home = tmp_path / "hf"
+    script = textwrap.dedent(f"""
+        import os, sys, json
+        sys.path.insert(0, {str(ROOT)!r})
+        import open_clip, torch
+        from safetensors.torch import save_file
+        from huggingface_hub.constants import HF_HUB_CACHE
+        cfg = open_clip.get_pretrained_cfg("ViT-B-32", "openai")
+        repo_id = cfg["hf_hub"].rstrip("/")
+        base = os.path.join(HF_HUB_CACHE, "models--" + repo_id.replace("/", "--"))
+        snapshot = os.path.join(base, "snapshots", "0" * 40)
+        os.makedirs(snapshot)
+        os.makedirs(os.path.join(base, "refs"))
+        with open(os.path.join(base, "refs", "main"), "w") as f:
+            f.write("0" * 40)
+        torch.manual_seed(0)
+        model = open_clip.create_model("ViT-B-32", pretrained=None, force_quick_gelu=True)
+        save_file({{k: v.to(torch.float16).contiguous() for k, v in model.state_dict().items()}},
+                  os.path.join(snapshot, "open_clip_model.safetensors"))
+        from clip_encoder import CLIPEncoder
+        encoder = CLIPEncoder(model_name="ViT-B-32::openai", device="cpu")
+        vectors = encoder.encode_texts(["a photo of a cat"])
+        expected = model.encode_text(open_clip.get_tokenizer("ViT-B-32")(["a photo of a cat"]))
+        expected = torch.nn.functional.normalize(expected.float(), dim=-1).detach().numpy()
+        print(json.dumps({{"dim": encoder.dim, "size": encoder.image_size,
+                          "close": float((vectors * expected).sum())}}))
+        """)
+    env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["dim"] == 512 and result["size"] == 224
+    assert result["close"] > 0.999  # our loader produced the weights we placed (fp16 round trip)

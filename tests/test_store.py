@@ -1,0 +1,109 @@
+"""MilvusStore against a real Milvus Lite and a real Milvus server (the same tests for both)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from errors import CollectionMismatchError, InvalidArgumentError
+from milvus_store import ImageRecord, MilvusStore, SearchFilter, path_id
+
+
+def unit(seed: int, dim: int = 8) -> np.ndarray:
+    vector = np.random.default_rng(seed).normal(size=dim).astype(np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+def record(path: str, seed: int, description: str = "", mtime: float = 1000.0) -> ImageRecord:
+    return ImageRecord(path, unit(seed), size=10 + seed, mtime=mtime, fingerprint=f"{seed:032x}", description=description)
+
+
+@pytest.fixture()
+def store(store_uri: str, collection_name: str):  # type: ignore[no-untyped-def]
+    store = MilvusStore(uri=store_uri, collection_name=collection_name)
+    store.open_collection("test-model::v0", 8)
+    yield store
+    store.drop()
+    store.close()
+
+
+def test_upsert_search_orders_by_cosine_and_returns_fields(store: MilvusStore) -> None:
+    store.upsert([record(f"/photos/{i}.jpg", i, description=f"photo {i}") for i in range(20)])
+    hits = store.search(np.stack([unit(7), unit(3)]), top_k=5)
+    assert [h.fields["path"] for h in (hits[0][0], hits[1][0])] == ["/photos/7.jpg", "/photos/3.jpg"]
+    assert hits[0][0].score == pytest.approx(1.0, abs=1e-4)
+    assert hits[0][0].id == path_id("/photos/7.jpg")
+    assert hits[0][0].fields["description"] == "photo 7"
+    scores = [h.score for h in hits[0]]
+    assert scores == sorted(scores, reverse=True) and len(scores) == 5
+
+
+def test_upsert_same_path_replaces_row_and_delete_counts(store: MilvusStore) -> None:
+    store.upsert([record("/a.jpg", 1), record("/b.jpg", 2)])
+    store.upsert([record("/a.jpg", 3, description="new")])
+    assert store.count() == 2
+    assert store.get([path_id("/a.jpg")])[0]["description"] == "new"
+    assert store.delete([path_id("/a.jpg"), path_id("/b.jpg")]) == 2
+    assert store.count() == 0
+    assert store.search(unit(1)[None], top_k=3) == [[]]
+
+
+def test_files_under_lists_only_that_folder(store: MilvusStore) -> None:
+    store.upsert([record("/lib/a/x.jpg", 1), record("/lib/a/sub/y.jpg", 2), record("/lib/ab/z.jpg", 3)])
+    assert sorted(store.files_under("/lib/a")) == ["/lib/a/sub/y.jpg", "/lib/a/x.jpg"]
+    state = store.files_under("/lib/a")["/lib/a/x.jpg"]
+    assert (state.size, state.mtime, state.fingerprint) == (11, 1000.0, f"{1:032x}")
+
+
+def test_reopen_with_another_model_or_dimension_is_refused(store: MilvusStore, store_uri: str, collection_name: str) -> None:
+    other = MilvusStore(uri=store_uri, collection_name=collection_name)
+    try:
+        assert other.open_collection("test-model::v0", 8) is not None
+        with pytest.raises(CollectionMismatchError, match="test-model::v0.*other::v1.*--rebuild"):
+            other.open_collection("other::v1", 8)
+        with pytest.raises(CollectionMismatchError, match="16-d"):
+            other.open_collection("test-model::v0", 16)
+    finally:
+        other.close()
+
+
+@pytest.mark.parametrize("prefix", ['/x/we"ird', "/x/100%_real", "/x/back\\slash", '/x/" or path != "', "/x/中文 folder"])
+def test_path_prefix_filter_is_literal(store: MilvusStore, prefix: str) -> None:
+    inside, outside = f"{prefix}/in.jpg", "/x/elsewhere/out.jpg"
+    store.upsert([record(inside, 1), record(outside, 2), record("/x/100XXreal/sneaky.jpg", 3)])
+    hits = store.search(unit(2)[None], top_k=10, search_filter=SearchFilter(path_prefix=prefix + "/"))
+    assert [h.fields["path"] for h in hits[0]] == [inside]
+
+
+def test_extension_and_time_filters(store: MilvusStore) -> None:
+    store.upsert([record("/p/a.jpg", 1, mtime=100.0), record("/p/b.png", 2, mtime=200.0), record("/p/c.PNG", 3, mtime=300.0)])
+    by_ext = store.search(unit(1)[None], 10, SearchFilter(extensions=("png",)))[0]
+    assert sorted(h.fields["path"] for h in by_ext) == ["/p/b.png", "/p/c.PNG"]
+    by_time = store.search(unit(1)[None], 10, SearchFilter(modified_after=150.0, modified_before=300.0))[0]
+    assert [h.fields["path"] for h in by_time] == ["/p/b.png"]
+    injected = store.search(unit(1)[None], 10, SearchFilter(extensions=('jpg"] or ext in ["png',)))[0]
+    assert injected == []
+
+
+def test_wrong_dimension_query_is_a_clear_error(store: MilvusStore) -> None:
+    store.upsert([record("/a.jpg", 1)])
+    with pytest.raises(CollectionMismatchError, match="9 dimensions.*holds 8"):
+        store.search(np.ones((1, 9), dtype=np.float32), top_k=1)
+
+
+def test_missing_collection_reads_as_empty(store_uri: str) -> None:
+    store = MilvusStore(uri=store_uri, collection_name="never_created")
+    try:
+        assert store.collection_info() is None
+        assert store.count() == 0
+        assert store.search(unit(1)[None], top_k=3) == [[]]
+        assert store.open_collection("m::x", 8, create=False) is None
+    finally:
+        store.close()
+
+
+def test_bad_collection_name_and_uri() -> None:
+    with pytest.raises(InvalidArgumentError, match="collection name"):
+        MilvusStore(uri="/tmp/x.db", collection_name="bad-name; drop")
+    with pytest.raises(InvalidArgumentError, match=r"\.db"):
+        MilvusStore(uri="/tmp/not-a-db-name", collection_name="ok")
