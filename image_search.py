@@ -276,10 +276,10 @@ def _run(args: argparse.Namespace) -> int:
             result_lists = engine.search_batch(args.query, top_k=args.top_k)
             if args.json:
                 payload: Any = [r.to_dict() for r in result_lists[0]] if len(result_lists) == 1 else \
-                    [{"query": q, "results": [r.to_dict() for r in rs]} for q, rs in zip(args.query, result_lists)]
+                    [{"query": q, "results": [r.to_dict() for r in rs]} for q, rs in zip(args.query, result_lists, strict=False)]
                 print(json.dumps(payload, ensure_ascii=False, indent=2))
             else:
-                for query, results in zip(args.query, result_lists):
+                for query, results in zip(args.query, result_lists, strict=False):
                     if len(args.query) > 1:
                         print(f"# {query}")
                     print(format_results(results))

@@ -21,7 +21,7 @@ from typing import Any
 
 from clip_encoder import CLIPEncoder
 from image_loading import IMAGE_EXTENSIONS, ImageDecodeError, load_rgb, read_file
-from milvus_store import PATH_MAX_BYTES, IndexedFile, ImageRecord, MilvusStore, path_id
+from milvus_store import PATH_MAX_BYTES, ImageRecord, IndexedFile, MilvusStore, path_id
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ def scan_directory(root: str | Path, extensions: Iterable[str] = IMAGE_EXTENSION
     return result
 
 
-def entries_for_paths(paths: Iterable[str | Path]) -> ScanResult:
+def entries_for_paths(paths: Iterable[str | os.PathLike[str]]) -> ScanResult:
     """FileEntries for an explicit list of files; missing or odd ones become failures."""
     result = ScanResult()
     for raw in paths:
@@ -222,7 +222,7 @@ class Indexer:
         summary.removed = self.store.delete(f.id for f in gone)
         return self._finish(summary)
 
-    def index_files(self, paths: Iterable[str | Path], descriptions: Mapping[str, Any] | None = None,
+    def index_files(self, paths: Iterable[str | os.PathLike[str]], descriptions: Mapping[str, Any] | None = None,
                     progress: ProgressCallback | None = None) -> IndexSummary:
         scan = entries_for_paths(paths)
         known = {row["path"]: row for row in self.store.get([path_id(f.path) for f in scan.files])}
@@ -268,7 +268,7 @@ class Indexer:
             vectors = self.encoder.encode_prepared([p.item for p in batch])
             records = [ImageRecord(p.entry.path, vec, p.entry.size, p.entry.mtime, p.fingerprint,
                                    descriptions.get(p.entry.path) or existing.get(p.entry.path, _NO_FILE).description)
-                       for p, vec in zip(batch, vectors)]
+                       for p, vec in zip(batch, vectors, strict=False)]
             self.store.upsert(records)
             summary.indexed += len(records)
             batch.clear()

@@ -56,7 +56,7 @@ def captions_of(folder: Path) -> dict[str, dict[str, str]]:
     return json.loads((folder / "captions.json").read_text(encoding="utf-8"))
 
 
-PHOTO_NAMES = ["astronaut", "chelsea", "coffee", "rocket", "motorcycle_left", "camera", "coins", "moon"]
+PHOTO_NAMES = ["astronaut", "chelsea", "coffee", "rocket", "stereo_motorcycle", "camera", "coins", "moon", "hubble_deep_field", "retina"]
 
 
 @pytest.fixture(scope="session")
@@ -69,6 +69,8 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     paths = {}
     for name in PHOTO_NAMES:
         array = getattr(skimage.data, name)()
+        if isinstance(array, tuple):  # stereo pairs
+            array = array[0]
         path = folder / f"{name}.jpg"
         Image.fromarray(array).convert("RGB").save(path, quality=92)
         paths[name] = path

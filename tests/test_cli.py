@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, TEST_MODEL, captions_of
 
 pytestmark = pytest.mark.slow

@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import TEST_MODEL, captions_of
 from PIL import Image
 
-from conftest import TEST_MODEL, captions_of
 from errors import CollectionMismatchError, InvalidArgumentError
 from image_search import EmptyIndexWarning, ImageSearchEngine, SearchResult, print_results
 
@@ -26,7 +26,7 @@ def recall_at(engine: ImageSearchEngine, folder: Path, language: str, k: int) ->
     captions = captions_of(folder)
     names = sorted(captions)
     result_lists = engine.search_batch([captions[n][language] for n in names], top_k=k)
-    hits = sum(any(Path(r.path).name == name for r in results) for name, results in zip(names, result_lists))
+    hits = sum(any(Path(r.path).name == name for r in results) for name, results in zip(names, result_lists, strict=False))
     return hits / len(names)
 
 
@@ -52,7 +52,7 @@ def test_test_model_retrieves_held_out_scenes(held_out_engine: ImageSearchEngine
 def test_top_result_matches_the_attributes_asked_for(held_out_engine: ImageSearchEngine, held_out_scenes: Path) -> None:
     captions = captions_of(held_out_scenes)
     queries = ["a large red circle", "一个大的红色圆形", "a small blue star", "一个小的蓝色星形"]
-    for query, results in zip(queries, held_out_engine.search_batch(queries, top_k=3)):
+    for query, results in zip(queries, held_out_engine.search_batch(queries, top_k=3), strict=False):
         top = captions[Path(results[0].path).name]
         wanted_en = {"a large red circle": ("large red circle",), "一个大的红色圆形": ("large red circle",),
                      "a small blue star": ("small blue star",), "一个小的蓝色星形": ("small blue star",)}[query]
@@ -195,3 +195,20 @@ def test_descriptions_json_with_language_objects(tmp_path: Path, scenes: Path) -
         engine.index_directory(scenes, descriptions=json.loads(file.read_text(encoding="utf-8")))
         first = engine.search("a shape", top_k=1)[0]
         assert " / " in first.description
+
+
+def test_engine_on_a_milvus_server_by_host_and_port(milvus_server: str, scenes: Path, collection_name: str) -> None:
+    host, port = milvus_server.removeprefix("http://").split(":")
+    with ImageSearchEngine(model_name=TEST_MODEL, collection_name=collection_name, milvus_host=host, milvus_port=port,
+                           device="cpu") as engine:
+        assert engine.index_directory(scenes).indexed == 24
+        captions = captions_of(scenes)
+        name = sorted(captions)[0]
+        results = engine.search(captions[name]["en"], top_k=5)  # visible right after indexing
+        assert any(Path(r.path).name == name for r in results)
+        (scenes / name).unlink()
+        again = engine.index_directory(scenes)
+        assert (again.indexed, again.unchanged, again.removed) == (0, 23, 1)
+        assert engine.get_stats()["total_images"] == 23
+        assert engine.get_stats()["store_kind"] == "milvus-server"
+        engine.store.drop()

@@ -38,15 +38,17 @@ def test_exif_orientation_is_applied(tmp_path: Path) -> None:
     image.save(path, exif=exif, quality=95)
     loaded = load_rgb(path)
     assert loaded.size == (20, 40)
-    top = np.asarray(loaded)[2, 10]
-    assert top[2] > 150 and top[0] < 100  # the blue half ends up on top
+    pixels = np.asarray(loaded)
+    top, bottom = pixels[2, 10], pixels[37, 10]
+    # turned a quarter clockwise: the left (red) half on top, the right (blue) half below
+    assert top[0] > 150 and top[2] < 100 and bottom[2] > 150 and bottom[0] < 100
 
 
 @pytest.mark.parametrize("mode", ["CMYK", "L", "1", "P", "LA", "RGBA", "I;16", "I", "F"])
 def test_modes_convert_to_rgb(tmp_path: Path, photos: dict[str, Path], mode: str) -> None:
     source = Image.open(photos["coffee"]).convert("RGB").resize((64, 48))
     if mode == "I;16":
-        converted = Image.fromarray((np.asarray(source.convert("L"), dtype=np.uint16) * 257))
+        converted = Image.fromarray(np.asarray(source.convert("L"), dtype=np.uint16) * 257)
     elif mode in ("I", "F"):
         converted = source.convert("L").convert(mode)
     else:

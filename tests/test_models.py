@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT, TEST_MODEL
 
 from clip_encoder import CLIPEncoder, resolve_model
-from conftest import ROOT, TEST_MODEL
 from errors import InvalidArgumentError, ModelLoadError
 
 

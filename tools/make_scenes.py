@@ -56,7 +56,7 @@ class Scene:
 
 def random_scene(rng: random.Random) -> Scene:
     count = 1 if rng.random() < 0.6 else 2
-    objects = []
+    objects: list[SceneObject] = []
     while len(objects) < count:
         candidate = SceneObject(rng.choice(list(SHAPES)), rng.choice(list(COLOURS)), rng.choice(list(SIZES)))
         if candidate not in objects:
@@ -79,7 +79,7 @@ def _polygon(shape: str, cx: float, cy: float, radius: float, angle: float) -> l
         return ring(6, radius)
     if shape == "star":
         outer, inner = ring(5, radius * 1.15, -math.pi / 2), ring(5, radius * 0.48, -math.pi / 2 + math.pi / 5)
-        return [p for pair in zip(outer, inner) for p in pair]
+        return [p for pair in zip(outer, inner, strict=True) for p in pair]
     if shape == "cross":
         a, b = radius, radius * 0.36
         points = [(-b, -a), (b, -a), (b, -b), (a, -b), (a, b), (b, b), (b, a), (-b, a), (-b, b), (-a, b), (-a, -b), (-b, -b)]

@@ -18,6 +18,7 @@ import random
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import open_clip
@@ -28,7 +29,7 @@ from safetensors.torch import save_file
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_scenes import Scene, captions, random_scene, render  # noqa: E402
 
-MODEL_CFG = {
+MODEL_CFG: dict[str, Any] = {
     "embed_dim": 64,
     "vision_cfg": {"image_size": 64, "layers": 3, "width": 128, "head_width": 32, "patch_size": 16, "mlp_ratio": 2.0},
     # Chinese captions take up to ~56 BPE tokens with open_clip's byte-level tokenizer.
@@ -39,8 +40,8 @@ PREPROCESS_CFG = {"size": 64, "mean": [0.48145466, 0.4578275, 0.40821073], "std"
 HELD_OUT_SEED = 20261129  # never used for training scenes
 
 
-def build_model() -> tuple[torch.nn.Module, object]:
-    model = open_clip.CLIP(**MODEL_CFG)  # type: ignore[arg-type]
+def build_model() -> tuple[Any, Any]:
+    model: Any = open_clip.CLIP(**MODEL_CFG)  # type: ignore[arg-type]
     transform = open_clip.image_transform(64, is_train=False, mean=PREPROCESS_CFG["mean"], std=PREPROCESS_CFG["std"],
                                           interpolation="bicubic", resize_mode="shortest")
     return model, transform
@@ -50,7 +51,7 @@ def render_set(scenes: list[Scene], transform) -> torch.Tensor:  # type: ignore[
     return torch.stack([transform(render(s)) for s in scenes]).to(torch.float16)
 
 
-def recall(model: torch.nn.Module, images: torch.Tensor, texts: list[str], tokenizer) -> dict[str, float]:  # type: ignore[no-untyped-def]
+def recall(model: Any, images: torch.Tensor, texts: list[str], tokenizer) -> dict[str, float]:  # type: ignore[no-untyped-def]
     model.eval()
     with torch.inference_mode():
         img = F.normalize(model.encode_image(images.float()), dim=-1)
@@ -76,7 +77,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     rng = random.Random(args.seed)
     model, transform = build_model()
-    tokenizer = open_clip.get_tokenizer("ViT-B-32", context_length=MODEL_CFG["text_cfg"]["context_length"])
+    tokenizer: Any = open_clip.get_tokenizer("ViT-B-32", context_length=MODEL_CFG["text_cfg"]["context_length"])
 
     started = time.time()
     train_scenes = [random_scene(rng) for _ in range(args.train_scenes)]
