@@ -173,11 +173,35 @@ def pick_device(device: str | None) -> str:
     return device
 
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def pick_precision(precision: str | None, device: str) -> str:
+    """auto: fp16 on CUDA; bf16 on CPUs with native bf16 math (AVX512-BF16 or AMX), else fp32."""
+    precision = precision or "auto"
+    if precision not in PRECISIONS:
+        raise InvalidArgumentError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    if device.startswith("cuda"):
+        return "fp16"
+    return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
+def cpu_has_native_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as info:
+            flags = next((line for line in info if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 @register_backend("local")
 class LocalBackend:
     """open_clip in this process, on CPU or CUDA."""
 
-    def __init__(self, model_name: str = DEFAULT_MODEL, device: str | None = "auto", **_: Any):
+    def __init__(self, model_name: str = DEFAULT_MODEL, device: str | None = "auto", precision: str = "auto", **_: Any):
         import open_clip
         import torch
 
@@ -197,32 +221,32 @@ class LocalBackend:
         except Exception as error:  # open_clip raises a zoo of types for "could not fetch"
             raise ModelLoadError(_load_failure_message(self.spec, error)) from error
         model.eval()
+        self.precision = pick_precision(precision, self.device)
+        # The image tower is where indexing spends its time; on a CPU the text tower stays fp32
+        # (one query is cheap) so query vectors keep full precision.
+        self._image_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
+        if self.device.startswith("cuda"):
+            model = model.to(self._image_dtype)
+        else:
+            model.visual.to(self._image_dtype)
         self.model = model
         self.preprocess = preprocess
         self.tokenizer = open_clip.get_tokenizer(self.spec.open_clip_name)
         self.dim = int(model.text_projection.shape[1] if getattr(model, "text_projection", None) is not None else model.visual.output_dim)
         size = model.visual.image_size
         self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
-        self._autocast_dtype = torch.float16 if self.device.startswith("cuda") else None
 
     def prepare_image(self, image: Image.Image) -> Any:
         return self.preprocess(image)
 
-    def _run(self, fn: Callable[[Any], Any], batch: Any) -> np.ndarray:
-        torch = self._torch
-        with torch.inference_mode():
-            if self._autocast_dtype is not None:
-                with torch.autocast(device_type="cuda", dtype=self._autocast_dtype):
-                    out = fn(batch.to(self.device))
-            else:
-                out = fn(batch.to(self.device))
-        return out.float().cpu().numpy()
-
     def embed_images(self, prepared: Sequence[Any]) -> np.ndarray:
-        return self._run(self.model.encode_image, self._torch.stack(list(prepared)))
+        batch = self._torch.stack(list(prepared)).to(self.device, self._image_dtype)
+        with self._torch.inference_mode():
+            return self.model.encode_image(batch).float().cpu().numpy()
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        return self._run(self.model.encode_text, self.tokenizer(list(texts)))
+        with self._torch.inference_mode():
+            return self.model.encode_text(self.tokenizer(list(texts)).to(self.device)).float().cpu().numpy()
 
     def close(self) -> None:
         self.model = None

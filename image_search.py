@@ -48,7 +48,7 @@ class ImageSearchEngine:
     def __init__(self, mode: str = "local", model_name: str | None = None, collection_name: str = DEFAULT_COLLECTION,
                  milvus_uri: str | None = None, milvus_host: str | None = None, milvus_port: str | int | None = None,
                  milvus_token: str | None = None, milvus_user: str | None = None, milvus_password: str | None = None,
-                 batch_size: int = 32, device: str | None = "auto", clip_server: str | None = None,
+                 batch_size: int = 32, device: str | None = "auto", precision: str = "auto", clip_server: str | None = None,
                  rebuild: bool = False, decode_workers: int | None = None,
                  encoder: CLIPEncoder | None = None, store: MilvusStore | None = None):
         if batch_size < 1:
@@ -61,7 +61,7 @@ class ImageSearchEngine:
         if info is not None:
             self.store.open_collection(self.model_name, None, create=False)  # fail fast, before loading a model
         self._encoder = encoder
-        self._encoder_options: dict[str, Any] = {"batch_size": batch_size, "device": device}
+        self._encoder_options: dict[str, Any] = {"batch_size": batch_size, "device": device, "precision": precision}
         if clip_server:
             self._encoder_options["server"] = clip_server
         self._rebuild_pending = rebuild
@@ -194,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--rebuild", action="store_true", help="drop the collection and encode everything again")
     index.add_argument("--batch-size", type=int, default=32)
     index.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    index.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                       help="image-tower precision; auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32 (exact)")
     index.add_argument("--clip-server", default=os.environ.get("IMAGE_SEARCH_CLIP_SERVER"),
                        help="grpc://host:51000 or http://host:51000 (service mode)")
     search = parser.add_argument_group("search")
@@ -240,7 +242,8 @@ def _run(args: argparse.Namespace) -> int:
     engine = ImageSearchEngine(
         mode=args.encode_mode, model_name=args.model, collection_name=args.collection, milvus_uri=args.milvus_uri,
         milvus_host=args.milvus_host, milvus_port=args.milvus_port, milvus_token=args.milvus_token,
-        batch_size=args.batch_size, device=args.device, clip_server=args.clip_server, rebuild=args.rebuild)
+        batch_size=args.batch_size, device=args.device, precision=args.precision, clip_server=args.clip_server,
+        rebuild=args.rebuild)
     with engine:
         if args.mode == "index":
             if not args.image_dir:
