@@ -30,3 +30,11 @@ class StoreLockedError(StoreError):
 
 class CollectionMismatchError(StoreError):
     """An existing collection was built with another model or dimension than the one in use."""
+
+
+class ImageDecodeError(InvalidArgumentError):
+    """A file or upload could not be turned into an image; `reason` says why in words."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason

@@ -16,6 +16,8 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from errors import ImageDecodeError
+
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 try:  # HEIC/HEIF when the optional plugin is installed
     import pillow_heif
@@ -27,14 +29,6 @@ except ImportError:
 
 # Same default as Pillow's own guard (about 179 megapixels), enforced before any pixel is decoded.
 DEFAULT_MAX_PIXELS = 178_956_970
-
-
-class ImageDecodeError(Exception):
-    """A file could not be turned into an image; `reason` says why in words."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
 
 
 def load_rgb(source: str | Path | bytes | BinaryIO | Image.Image, min_side: int | None = None,

@@ -23,10 +23,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from PIL import Image
+
 from clip_encoder import DEFAULT_MODEL, CLIPEncoder
 from errors import ImageSearchError, InvalidArgumentError
+from image_loading import load_rgb
 from indexer import Indexer, IndexSummary, ProgressCallback
-from milvus_store import DEFAULT_COLLECTION, Hit, MilvusStore, SearchFilter
+from milvus_store import DEFAULT_COLLECTION, Hit, MilvusStore, SearchFilter, path_id
 from search_results import SearchResult, format_results, print_results
 
 __all__ = ["ImageSearchEngine", "SearchResult", "SearchFilter", "IndexSummary", "print_results", "main"]
@@ -136,6 +140,36 @@ class ImageSearchEngine:
             warnings.warn(f"collection {self.store.collection_name!r} holds no images yet", EmptyIndexWarning, stacklevel=2)
         return [_to_results(h) for h in hits]
 
+    def search_by_image(self, image: str | os.PathLike[str] | bytes | Image.Image, top_k: int = 5,
+                        search_filter: SearchFilter | None = None) -> list[SearchResult]:
+        """Images that look like `image` (a path, encoded bytes, or a PIL image), best first."""
+        _check_top_k(top_k)
+        if isinstance(image, os.PathLike):
+            image = os.fspath(image)
+        if self.store.open_collection(self.model_name, None, create=False) is None:
+            warnings.warn(f"collection {self.store.collection_name!r} does not exist: index some images first",
+                          EmptyIndexWarning, stacklevel=2)
+            return []
+        vectors = self.encoder.encode_images([load_rgb(image, min_side=self.encoder.image_size)])
+        return _to_results(self.store.search(vectors, top_k, search_filter)[0])
+
+    def similar(self, image: str | os.PathLike[str] | int, top_k: int = 5,
+                search_filter: SearchFilter | None = None) -> list[SearchResult]:
+        """Indexed images closest to an indexed image (given by path or id), itself left out."""
+        _check_top_k(top_k)
+        image_id = image if isinstance(image, int) else path_id(os.path.abspath(os.fspath(image)))
+        rows = self.store.get([image_id], with_vectors=True)
+        if not rows:
+            raise InvalidArgumentError(f"{image!r} is not in collection {self.store.collection_name!r}: index it first")
+        vector = np.asarray(rows[0]["vector"], dtype=np.float32)[None]
+        hits = [h for h in self.store.search(vector, min(top_k + 1, MAX_TOP_K), search_filter)[0] if h.id != image_id]
+        return _to_results(hits[:top_k])
+
+    def image_record(self, image_id: int) -> dict[str, Any] | None:
+        """What the index holds about one image (path, size, mtime, description...), or None."""
+        rows = self.store.get([image_id])
+        return rows[0] if rows else None
+
     def get_stats(self) -> dict[str, Any]:
         info = self.store.collection_info()
         return {
@@ -176,7 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="image_search", description="Text-to-image search over folders of photos with CLIP and Milvus.",
         epilog="The embedded database defaults to $IMAGE_SEARCH_MILVUS_URI, else $IMAGE_SEARCH_HOME/milvus.db, "
                "else ~/.local/share/image_search/milvus.db.")
-    parser.add_argument("--mode", choices=["index", "search", "stats"], required=True)
+    parser.add_argument("--mode", choices=["index", "search", "similar", "stats", "serve"], required=True,
+                        help="index folders; search by text (--query) or image (--image); similar: images like an indexed "
+                             "one (--image); stats; serve: the HTTP API and web page")
     parser.add_argument("--encode-mode", choices=["local", "service"], default="local",
                         help="local: open_clip in this process; service: a CLIP server (--clip-server)")
     parser.add_argument("--model", default=None,
@@ -200,7 +236,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="grpc://host:51000 or http://host:51000 (service mode)")
     search = parser.add_argument_group("search")
     search.add_argument("--query", action="append", help="text to search for (repeatable: one result list each)")
+    search.add_argument("--image", help="search by this image file (--mode search) or by this indexed image (--mode similar)")
     search.add_argument("--top-k", type=int, default=5)
+    serve = parser.add_argument_group("serve")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--token", default=os.environ.get("IMAGE_SEARCH_TOKEN"),
+                       help="require this token on every API route (or set IMAGE_SEARCH_TOKEN)")
+    serve.add_argument("--index-root", action="append", help="only allow POST /api/index under this folder (repeatable)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     parser.add_argument("-v", "--verbose", action="store_true", help="show the libraries' logs")
@@ -273,9 +316,22 @@ def _run(args: argparse.Namespace) -> int:
                     print(f"  failed: {failure.path}: {failure.reason}", file=sys.stderr)
             # Partial failures are reported, not fatal; a run that could index nothing is.
             return 1 if total.failed and total.indexed + total.unchanged == 0 else 0
+        if args.mode == "serve":
+            from http_api import serve
+
+            print(f"serving on http://{args.host}:{args.port}/ (API docs at /docs)", file=sys.stderr)
+            serve(engine, args.host, args.port, token=args.token, index_roots=args.index_root)
+            return 0
+        if args.mode in ("search", "similar") and args.image:
+            results = engine.search_by_image(args.image, args.top_k) if args.mode == "search" else \
+                engine.similar(args.image, args.top_k)
+            print(json.dumps([r.to_dict() for r in results], ensure_ascii=False, indent=2) if args.json else format_results(results))
+            return 0
+        if args.mode == "similar":
+            raise InvalidArgumentError("--mode similar needs --image PATH of an indexed image")
         if args.mode == "search":
             if not args.query:
-                raise InvalidArgumentError("--mode search needs --query")
+                raise InvalidArgumentError("--mode search needs --query or --image")
             result_lists = engine.search_batch(args.query, top_k=args.top_k)
             if args.json:
                 payload: Any = [r.to_dict() for r in result_lists[0]] if len(result_lists) == 1 else \

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from clip_encoder import CLIPEncoder
-from image_loading import IMAGE_EXTENSIONS, ImageDecodeError, load_rgb, read_file
+from errors import ImageDecodeError
+from image_loading import IMAGE_EXTENSIONS, load_rgb, read_file
 from milvus_store import PATH_MAX_BYTES, ImageRecord, IndexedFile, MilvusStore, path_id
 
 
@@ -35,6 +36,9 @@ class FileEntry:
 class FailedFile:
     path: str
     reason: str
+
+
+STAGES = ("read", "decode", "preprocess", "encode", "store")
 
 
 @dataclass
@@ -58,9 +62,6 @@ class IndexSummary:
             "seconds": round(self.seconds, 3),
             "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
         }
-
-
-STAGES = ("read", "decode", "preprocess", "encode", "store")
 
 
 @dataclass(frozen=True)

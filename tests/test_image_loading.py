@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from image_loading import ImageDecodeError, load_rgb
+from errors import ImageDecodeError
+from image_loading import load_rgb
 
 
 def test_real_photo_decodes_to_rgb(photos: dict[str, Path]) -> None:
