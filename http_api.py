@@ -219,4 +219,14 @@ def serve(engine: Any, host: str = "127.0.0.1", port: int = 8000, token: str | N
           index_roots: list[str] | None = None) -> None:
     import uvicorn
 
-    uvicorn.run(create_app(engine, token=token, index_roots=index_roots), host=host, port=port, log_level="warning")
+    from remote_engine import remove_advert, write_advert
+
+    app = create_app(engine, token=token, index_roots=index_roots)
+    lite = engine.store.location if engine.store.is_lite else None
+    if lite:  # so that the CLI, finding the database locked, can use this server instead
+        write_advert(lite, f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}", bool(token))
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    finally:
+        if lite:
+            remove_advert(lite)

@@ -27,10 +27,10 @@ import numpy as np
 from PIL import Image
 
 from clip_encoder import DEFAULT_MODEL, CLIPEncoder
-from errors import ImageSearchError, InvalidArgumentError
+from errors import ImageSearchError, InvalidArgumentError, StoreLockedError
 from image_loading import load_rgb
 from indexer import Indexer, IndexSummary, ProgressCallback
-from milvus_store import DEFAULT_COLLECTION, Hit, MilvusStore, SearchFilter, path_id
+from milvus_store import DEFAULT_COLLECTION, Hit, MilvusStore, SearchFilter, is_lite_uri, path_id, resolve_uri
 from search_results import SearchResult, format_results, print_results
 
 __all__ = ["ImageSearchEngine", "SearchResult", "SearchFilter", "IndexSummary", "print_results", "main"]
@@ -281,12 +281,30 @@ def _load_descriptions(path: str | None) -> dict[str, Any] | None:
     return data
 
 
+def _open_engine(args: argparse.Namespace) -> Any:
+    """The engine, or, when a running image_search server holds the Lite database, that server's API."""
+    try:
+        return ImageSearchEngine(
+            mode=args.encode_mode, model_name=args.model, collection_name=args.collection, milvus_uri=args.milvus_uri,
+            milvus_host=args.milvus_host, milvus_port=args.milvus_port, milvus_token=args.milvus_token,
+            batch_size=args.batch_size, device=args.device, precision=args.precision, clip_server=args.clip_server,
+            rebuild=args.rebuild)
+    except StoreLockedError:
+        from remote_engine import RemoteEngine, find_server
+
+        uri = resolve_uri(args.milvus_uri, args.milvus_host, args.milvus_port)
+        advert = find_server(uri) if args.mode != "serve" and is_lite_uri(uri) else None
+        if advert is None:
+            raise
+        if args.rebuild:
+            raise InvalidArgumentError(f"--rebuild cannot run while the server at {advert['url']} (pid {advert['pid']}) holds {uri}; stop it first") from None
+        print(f"note: {uri} is held by the image_search server at {advert['url']} (pid {advert['pid']}); using its API",
+              file=sys.stderr)
+        return RemoteEngine(advert["url"], args.token)
+
+
 def _run(args: argparse.Namespace) -> int:
-    engine = ImageSearchEngine(
-        mode=args.encode_mode, model_name=args.model, collection_name=args.collection, milvus_uri=args.milvus_uri,
-        milvus_host=args.milvus_host, milvus_port=args.milvus_port, milvus_token=args.milvus_token,
-        batch_size=args.batch_size, device=args.device, precision=args.precision, clip_server=args.clip_server,
-        rebuild=args.rebuild)
+    engine = _open_engine(args)
     with engine:
         if args.mode == "index":
             if not args.image_dir:

@@ -126,3 +126,41 @@ def test_sigkill_mid_run_loses_nothing_and_rerun_finishes(tmp_path: Path) -> Non
         summary = engine.index_directory(folder)
         assert summary.unchanged == kept and summary.indexed == 300 - kept
         assert engine.get_stats()["total_images"] == 300  # no duplicates
+
+
+def test_cli_uses_the_running_server_that_holds_the_database(tmp_path: Path, scenes: Path) -> None:
+    from http_server import free_port
+
+    home = tmp_path / "home"
+    run_cli("--mode", "index", "--model", TEST_MODEL, "--image-dir", str(scenes), home=home)
+    port = free_port()
+    server = subprocess.Popen([sys.executable, str(ROOT / "image_search.py"), "--mode", "serve", "--port", str(port)],
+                              env={**os.environ, "IMAGE_SEARCH_HOME": str(home)}, stderr=subprocess.PIPE, text=True)
+    try:
+        advert = home / "milvus.db.server.json"
+        deadline = time.time() + 60
+        while not advert.exists():
+            assert server.poll() is None and time.time() < deadline, "server did not start"
+            time.sleep(0.2)
+        import httpx
+
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except httpx.HTTPError:
+                assert time.time() < deadline
+                time.sleep(0.2)
+        captions = captions_of(scenes)
+        searched = run_cli("--mode", "search", "--query", captions["scene_00001.png"]["en"], "--top-k", "24", "--json", home=home)
+        assert "using its API" in searched.stderr
+        assert "scene_00001.png" in {Path(r["path"]).name for r in json.loads(searched.stdout)}
+        (scenes / "scene_00001.png").unlink()
+        indexed = run_cli("--mode", "index", "--image-dir", str(scenes), home=home)
+        assert "indexed 0, unchanged 23, removed 1, failed 0" in indexed.stdout
+        stats = json.loads(run_cli("--mode", "stats", "--json", home=home).stdout)
+        assert stats["total_images"] == 23
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=30)
+    assert not (home / "milvus.db.server.json").exists()

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import TEST_MODEL, captions_of
+from http_server import running_server
 from PIL import Image
 
-from conftest import TEST_MODEL, captions_of
 from http_api import create_app
-from http_server import running_server
 from image_search import ImageSearchEngine
 
 
