@@ -233,6 +233,10 @@ class LocalBackend:
         self.preprocess = preprocess
         self.tokenizer = open_clip.get_tokenizer(self.spec.open_clip_name)
         self.dim = int(model.text_projection.shape[1] if getattr(model, "text_projection", None) is not None else model.visual.output_dim)
+        # open_clip's CLIP text tower is causal and pools at the end-of-text token, so the padding
+        # after it cannot change the result: skipping it makes a short query ~10x cheaper.
+        self._trim_padding = (isinstance(model, open_clip.CLIP) and getattr(model, "text_pool_type", "") == "argmax"
+                              and getattr(model, "attn_mask", None) is not None and getattr(model, "cls_emb", None) is None)
         size = model.visual.image_size
         self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
 
@@ -245,11 +249,30 @@ class LocalBackend:
             return self.model.encode_image(batch).float().cpu().numpy()
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        tokens = self.tokenizer(list(texts)).to(self.device)
         with self._torch.inference_mode():
-            return self.model.encode_text(self.tokenizer(list(texts)).to(self.device)).float().cpu().numpy()
+            if self._trim_padding:
+                return _encode_text_without_padding(self.model, tokens).float().cpu().numpy()
+            return self.model.encode_text(tokens).float().cpu().numpy()
 
     def close(self) -> None:
         self.model = None
+
+
+def _encode_text_without_padding(model: Any, tokens: Any) -> Any:
+    """`CLIP.encode_text` run only up to the last end-of-text token of the batch (same numbers, less work)."""
+    import torch
+    from open_clip.transformer import text_global_pool
+
+    length = int(tokens.argmax(dim=-1).max()) + 1  # the end-of-text id is the largest in the vocabulary
+    text = tokens[:, :length]
+    cast_dtype = model.transformer.get_cast_dtype()
+    x = model.token_embedding(text).to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
+    x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
+    x = text_global_pool(model.ln_final(x), text, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
+    if model.text_projection is None:
+        return x
+    return model.text_projection(x) if isinstance(model.text_projection, torch.nn.Linear) else x @ model.text_projection
 
 
 def _check_weights_reachable(spec: ModelSpec) -> None:

@@ -221,6 +221,7 @@ def serve(engine: Any, host: str = "127.0.0.1", port: int = 8000, token: str | N
 
     from remote_engine import remove_advert, write_advert
 
+    engine.warm()  # model loaded and (Lite) vectors in memory before the first request
     app = create_app(engine, token=token, index_roots=index_roots)
     lite = engine.store.location if engine.store.is_lite else None
     if lite:  # so that the CLI, finding the database locked, can use this server instead

@@ -79,6 +79,12 @@ class ImageSearchEngine:
             self._encoder = CLIPEncoder(mode=self.mode, model_name=self.model_name, **self._encoder_options)
         return self._encoder
 
+    def warm(self) -> None:
+        """Load the model now, and for Milvus Lite keep the vectors in memory for fast search
+        (for long-lived processes such as the HTTP server; a one-shot search does not need it)."""
+        _ = self.encoder
+        self.store.enable_cache()
+
     def close(self) -> None:
         if self._encoder is not None:
             self._encoder.close()

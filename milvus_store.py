@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from errors import CollectionMismatchError, InvalidArgumentError, StoreError, StoreLockedError
+from vector_cache import VectorCache
 
 SCHEMA_VERSION = 1
 META_PROPERTY = "image_search.meta"
@@ -177,6 +178,8 @@ class MilvusStore:
         self.is_lite = is_lite_uri(self.uri)
         self._info: CollectionInfo | None = None
         self._loaded = False
+        self._cache_wanted = False
+        self._cache: VectorCache | None = None
         kwargs: dict[str, Any] = {"uri": self.uri}
         if token:
             kwargs["token"] = token
@@ -240,6 +243,29 @@ class MilvusStore:
         if self._call("has_collection", self.collection_name):
             self._call("drop_collection", self.collection_name)
         self._info, self._loaded = None, False
+        self._cache = None
+
+    def enable_cache(self) -> int:
+        """Keep an in-memory copy of the vectors for fast unfiltered search (Milvus Lite only: the one
+        process that can open the database sees every write). Returns the rows loaded."""
+        if not self.is_lite:
+            return 0
+        self._cache_wanted = True
+        info = self.collection_info()
+        if info is None or self._cache is not None:
+            return len(self._cache or ())
+        cache = VectorCache(info.dim)
+        self._ensure_loaded()
+        with _quiet_pymilvus():
+            iterator = self._call("query_iterator", self.collection_name, batch_size=4000, filter="",
+                                  output_fields=["id", "vector", *_RESULT_FIELDS])
+        try:
+            while page := self._wrap(iterator.next, "query"):
+                cache.upsert(page)
+        finally:
+            iterator.close()
+        self._cache = cache
+        return len(cache)
 
     def _create(self, model: str, dim: int) -> CollectionInfo:
         from pymilvus import DataType, MilvusClient
@@ -263,6 +289,8 @@ class MilvusStore:
                    consistency_level=SEARCH_CONSISTENCY, properties={META_PROPERTY: meta})
         self._info = CollectionInfo(self.collection_name, model, dim, SCHEMA_VERSION)
         self._loaded = False
+        if self._cache_wanted and self.is_lite:
+            self._cache = VectorCache(dim)
         return self._info
 
     def _ensure_loaded(self) -> None:
@@ -283,20 +311,26 @@ class MilvusStore:
 
     def upsert(self, records: Sequence[ImageRecord]) -> None:
         if records:
-            self._call("upsert", self.collection_name, [r.to_row() for r in records])
+            rows = [r.to_row() for r in records]
+            self._call("upsert", self.collection_name, rows)
+            if self._cache is not None:
+                self._cache.upsert(rows)
 
     def delete(self, ids: Iterable[int]) -> int:
         ids = [int(i) for i in ids]
         if not ids:
             return 0
         result = self._call("delete", self.collection_name, ids=ids)
+        if self._cache is not None:
+            self._cache.delete(ids)
         # A server answers {'delete_count': n}; Lite answers the list of keys.
         if isinstance(result, dict):
             return int(result.get("delete_count", len(ids)))
         return len(result) if isinstance(result, list) else len(ids)
 
     def flush(self) -> None:
-        if not self.is_lite:
+        """Seal buffered rows into indexed segments (Lite otherwise searches its memtable by brute force in Python)."""
+        if self.collection_info() is not None:
             self._call("flush", self.collection_name)
 
     # ----------------------------------------------------------------- reads
@@ -351,8 +385,10 @@ class MilvusStore:
             return [[] for _ in range(len(vectors))]
         if vectors.shape[1] != info.dim:
             raise CollectionMismatchError(f"query vectors have {vectors.shape[1]} dimensions, collection {self.collection_name!r} holds {info.dim}")
-        self._ensure_loaded()
         expression = search_filter.expression() if search_filter else ""
+        if self._cache is not None and not expression:
+            return [[Hit(i, score, fields) for i, score, fields in hits] for hits in self._cache.search(vectors, top_k)]
+        self._ensure_loaded()
         params: dict[str, Any] = {"metric_type": "COSINE"}
         if not self.is_lite:
             params["params"] = {"ef": max(64, top_k)}

@@ -40,6 +40,7 @@ def engine(tmp_path: Path, library: Path):  # type: ignore[no-untyped-def]
 
 @pytest.fixture()
 def api(engine: ImageSearchEngine, tmp_path: Path):  # type: ignore[no-untyped-def]
+    engine.warm()  # as `--mode serve` does: unfiltered searches answered from memory, filtered ones by Milvus
     app = create_app(engine, thumbnail_dir=tmp_path / "thumbs", max_upload_bytes=2 * 1024 * 1024,
                      index_roots=[str(tmp_path)])
     with running_server(app) as url, httpx.Client(base_url=url, timeout=30) as client:
@@ -151,6 +152,8 @@ def test_index_job_reports_progress_and_summary(api: httpx.Client, tmp_path: Pat
     assert state["state"] == "done" and state["done"] == state["total"] == 13
     assert state["summary"]["indexed"] == 12 and state["summary"]["failed"][0]["reason"] == "not a recognised image format"
     assert api.get("/api/stats").json()["total_images"] == 36
+    newly = api.get("/api/search", params={"q": "shape", "top_k": 36}).json()["results"]
+    assert sum(Path(r["path"]).parent == folder for r in newly) == 12  # the warm in-memory copy follows the job
     assert api.get("/api/jobs/999").status_code == 404
 
 

@@ -95,3 +95,29 @@ def test_vit_b_32_openai_loads_offline_from_the_hub_cache(tmp_path: Path) -> Non
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["dim"] == 512 and result["size"] == 224
     assert result["close"] > 0.999  # our loader produced the weights we placed (fp16 round trip)
+
+
+def test_text_encoding_without_padding_equals_open_clip(test_encoder: CLIPEncoder) -> None:
+    import torch
+
+    from clip_encoder import _encode_text_without_padding
+
+    backend = test_encoder.backend
+    tokens = backend.tokenizer(["a red circle", "一个大的红色圆形和一个小的蓝色星形", "x " * 200])
+    with torch.inference_mode():
+        full = backend.model.encode_text(tokens)
+        trimmed = _encode_text_without_padding(backend.model, tokens)
+    assert backend._trim_padding
+    assert torch.allclose(full, trimmed, atol=1e-5)
+
+
+def test_bf16_fast_path_keeps_embeddings_and_recall(photos: dict[str, Path], test_encoder: CLIPEncoder) -> None:
+    from PIL import Image
+
+    exact = CLIPEncoder(model_name=TEST_MODEL, device="cpu", precision="fp32")
+    fast = CLIPEncoder(model_name=TEST_MODEL, device="cpu", precision="bf16")
+    images = [Image.open(p).convert("RGB") for p in photos.values()]
+    cosines = (exact.encode_images(images) * fast.encode_images(images)).sum(axis=1)
+    assert cosines.min() >= 0.99, cosines
+    texts = ["a red circle", "一个小的蓝色星形"]
+    assert np.allclose(exact.encode_texts(texts), fast.encode_texts(texts), atol=1e-6)  # text tower stays fp32

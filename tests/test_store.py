@@ -107,3 +107,28 @@ def test_bad_collection_name_and_uri() -> None:
         MilvusStore(uri="/tmp/x.db", collection_name="bad-name; drop")
     with pytest.raises(InvalidArgumentError, match=r"\.db"):
         MilvusStore(uri="/tmp/not-a-db-name", collection_name="ok")
+
+
+def test_lite_vector_cache_gives_milvus_results_and_follows_writes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    plain = MilvusStore(uri=str(tmp_path / "cache.db"), collection_name="cached")
+    plain.open_collection("test-model::v0", 8)
+    plain.upsert([record(f"/p/{i}.jpg", i, description=f"d{i}") for i in range(300)])
+    queries = np.stack([unit(1000 + i) for i in range(5)])
+    from_milvus = plain.search(queries, top_k=10)
+    assert plain.enable_cache() == 300
+    from_cache = plain.search(queries, top_k=10)
+    assert [[h.id for h in hits] for hits in from_cache] == [[h.id for h in hits] for hits in from_milvus]
+    assert from_cache[0][0].score == pytest.approx(from_milvus[0][0].score, abs=1e-5)
+    assert from_cache[0][0].fields["path"] == from_milvus[0][0].fields["path"]
+
+    best = from_cache[0][0]
+    plain.delete([best.id])
+    assert best.id not in [h.id for h in plain.search(queries[:1], top_k=10)[0]]
+    plain.upsert([ImageRecord("/p/new.jpg", queries[0], 1, 1.0, "", "fresh")])
+    top = plain.search(queries[:1], top_k=1)[0][0]
+    assert (top.fields["path"], top.fields["description"], round(top.score, 4)) == ("/p/new.jpg", "fresh", 1.0)
+    assert plain.count() == 300
+    filtered = plain.search(queries[:1], top_k=3, search_filter=SearchFilter(path_prefix="/p/new"))
+    assert [h.fields["path"] for h in filtered[0]] == ["/p/new.jpg"]
+    plain.drop()
+    plain.close()
