@@ -27,6 +27,7 @@ from errors import CollectionMismatchError, InvalidArgumentError, StoreError, St
 from vector_cache import VectorCache
 
 SCHEMA_VERSION = 1
+_lite_users: dict[str, int] = {}  # open MilvusStores per Lite database in this process
 META_PROPERTY = "image_search.meta"
 PATH_MAX_BYTES = 4096
 DESCRIPTION_MAX_BYTES = 8192
@@ -191,6 +192,9 @@ class MilvusStore:
             self._client = MilvusClient(**kwargs)
         except Exception as error:
             raise self._translate(error, "connect") from error
+        if self.is_lite:
+            _lite_users[self.uri] = _lite_users.get(self.uri, 0) + 1
+        self._closed = False
 
     # ----------------------------------------------------------------- lifecycle and metadata
 
@@ -302,10 +306,26 @@ class MilvusStore:
         self._loaded = True
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         try:
             self._client.close()
         except Exception:  # closing a dead connection is not worth an error
             pass
+        if self.is_lite:
+            # pymilvus leaves Lite's in-process server (and its file lock) running after close();
+            # stop it when the last store of this process on that database closes, so that another
+            # process (a server, the next CLI run) can open it.
+            _lite_users[self.uri] -= 1
+            if _lite_users[self.uri] == 0:
+                del _lite_users[self.uri]
+                try:
+                    from milvus_lite.server_manager import server_manager_instance
+
+                    server_manager_instance.release_server(self.uri)
+                except Exception:  # an older or newer milvus_lite without this hook
+                    pass
 
     # ----------------------------------------------------------------- writes
 
