@@ -293,14 +293,16 @@ def _check_weights_reachable(spec: ModelSpec) -> None:
         candidates.insert(0, filename[: -len(".bin")] + ".safetensors")
     if any(isinstance(try_to_load_from_cache(repo_id, name), str) for name in candidates):
         return
-    if os.environ.get("HF_HUB_OFFLINE") == "1" or not _reachable(os.environ.get("HF_ENDPOINT", "https://huggingface.co")):
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or not hub_reachable():
         raise ModelLoadError(_load_failure_message(spec, ConnectionError(f"weights {repo_id} are not cached and the hub is unreachable")))
 
 
-def _reachable(url: str, timeout: float = 3.0) -> bool:
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Can this machine open a connection to the Hugging Face hub (or $HF_ENDPOINT)?"""
     import socket
     from urllib.parse import urlparse
 
+    url = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
     parsed = urlparse(url)
     try:
         with socket.create_connection((parsed.hostname or url, parsed.port or 443), timeout=timeout):

@@ -26,11 +26,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from clip_encoder import DEFAULT_MODEL, CLIPEncoder
+from clip_encoder import DEFAULT_MODEL, CLIPEncoder, normalize, pick_device
 from errors import ImageSearchError, InvalidArgumentError, StoreLockedError
 from image_loading import load_rgb
 from indexer import Indexer, IndexSummary, ProgressCallback
 from milvus_store import DEFAULT_COLLECTION, Hit, MilvusStore, SearchFilter, is_lite_uri, path_id, resolve_uri
+from multilingual import QueryRouter
 from search_results import SearchResult, format_results, print_results
 
 __all__ = ["ImageSearchEngine", "SearchResult", "SearchFilter", "IndexSummary", "print_results", "main"]
@@ -53,7 +54,7 @@ class ImageSearchEngine:
                  milvus_uri: str | None = None, milvus_host: str | None = None, milvus_port: str | int | None = None,
                  milvus_token: str | None = None, milvus_user: str | None = None, milvus_password: str | None = None,
                  batch_size: int = 32, device: str | None = "auto", precision: str = "auto", clip_server: str | None = None,
-                 rebuild: bool = False, decode_workers: int | None = None,
+                 rebuild: bool = False, decode_workers: int | None = None, query_model: str = "auto",
                  encoder: CLIPEncoder | None = None, store: MilvusStore | None = None):
         if batch_size < 1:
             raise InvalidArgumentError(f"batch_size must be at least 1, got {batch_size}")
@@ -70,6 +71,8 @@ class ImageSearchEngine:
             self._encoder_options["server"] = clip_server
         self._rebuild_pending = rebuild
         self._decode_workers = decode_workers
+        self._query_model = query_model
+        self._router: QueryRouter | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -140,11 +143,20 @@ class ImageSearchEngine:
             warnings.warn(f"collection {self.store.collection_name!r} does not exist at {self.store.location}: "
                           "index some images first", EmptyIndexWarning, stacklevel=2)
             return [[] for _ in cleaned]
-        vectors = self.encoder.encode_texts(cleaned)
-        hits = self.store.search(vectors, top_k, search_filter)
+        vectors, answered_by = self.router.encode(cleaned, self.encoder.encode_texts)
+        hits = self.store.search(normalize(vectors), top_k, search_filter)
         if not any(hits) and self.store.count() == 0:
             warnings.warn(f"collection {self.store.collection_name!r} holds no images yet", EmptyIndexWarning, stacklevel=2)
-        return [_to_results(h) for h in hits]
+        return [_to_results(h, encoder) for h, encoder in zip(hits, answered_by, strict=True)]
+
+    @property
+    def router(self) -> QueryRouter:
+        """Which text encoder answers which query (the model's own, or a multilingual one)."""
+        if self._router is None:
+            info = self.store.collection_info()
+            dim = info.dim if info else self.encoder.dim
+            self._router = QueryRouter(self.model_name, dim, self._query_model, device=pick_device(self._encoder_options.get("device")))
+        return self._router
 
     def search_by_image(self, image: str | os.PathLike[str] | bytes | Image.Image, top_k: int = 5,
                         search_filter: SearchFilter | None = None) -> list[SearchResult]:
@@ -186,6 +198,8 @@ class ImageSearchEngine:
             "store": self.store.location,
             "store_kind": "milvus-lite" if self.store.is_lite else "milvus-server",
             "total_images": self.store.count(),
+            "query_model": self._query_model,
+            "multilingual_query_encoder": self.router.encoder_name,
         }
 
 
@@ -202,9 +216,10 @@ def _check_top_k(top_k: object) -> None:
         raise InvalidArgumentError(f"top_k must be a whole number from 1 to {MAX_TOP_K}, got {top_k!r}")
 
 
-def _to_results(hits: list[Hit]) -> list[SearchResult]:
+def _to_results(hits: list[Hit], query_encoder: str = "") -> list[SearchResult]:
     return [SearchResult(rank=i + 1, path=h.fields.get("path", ""), score=h.score, description=h.fields.get("description", ""),
-                         id=h.id, size=int(h.fields.get("size", 0)), mtime=float(h.fields.get("mtime", 0.0)))
+                         id=h.id, size=int(h.fields.get("size", 0)), mtime=float(h.fields.get("mtime", 0.0)),
+                         query_encoder=query_encoder)
             for i, h in enumerate(hits)]
 
 
@@ -244,6 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--query", action="append", help="text to search for (repeatable: one result list each)")
     search.add_argument("--image", help="search by this image file (--mode search) or by this indexed image (--mode similar)")
     search.add_argument("--top-k", type=int, default=5)
+    search.add_argument("--query-model", default="auto",
+                        help="auto: queries in scripts the model cannot read go to the multilingual encoder made for it "
+                             "(e.g. M-CLIP for ViT-B-32::openai); never: always the model's own text tower; or an "
+                             "M-CLIP / sentence-transformers model name or folder")
     serve = parser.add_argument_group("serve")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8000)
@@ -294,7 +313,7 @@ def _open_engine(args: argparse.Namespace) -> Any:
             mode=args.encode_mode, model_name=args.model, collection_name=args.collection, milvus_uri=args.milvus_uri,
             milvus_host=args.milvus_host, milvus_port=args.milvus_port, milvus_token=args.milvus_token,
             batch_size=args.batch_size, device=args.device, precision=args.precision, clip_server=args.clip_server,
-            rebuild=args.rebuild)
+            rebuild=args.rebuild, query_model=args.query_model)
     except StoreLockedError:
         from remote_engine import RemoteEngine, find_server
 

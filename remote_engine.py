@@ -78,7 +78,8 @@ class RemoteEngine:
     @staticmethod
     def _results(items: list[dict[str, Any]]) -> list[SearchResult]:
         return [SearchResult(rank=r["rank"], path=r["path"], score=r["score"], description=r.get("description", ""),
-                             id=int(r["id"]), size=r.get("size", 0), mtime=r.get("mtime", 0.0)) for r in items]
+                             id=int(r["id"]), size=r.get("size", 0), mtime=r.get("mtime", 0.0),
+                             query_encoder=r.get("query_encoder", "")) for r in items]
 
     def search_batch(self, queries: Sequence[str], top_k: int = 5) -> list[list[SearchResult]]:
         body = self._call("POST", "/api/search/batch", json={"queries": list(queries), "top_k": top_k})

@@ -16,6 +16,7 @@ class SearchResult:
     id: int = 0
     size: int = 0
     mtime: float = 0.0
+    query_encoder: str = ""  # the text encoder that answered (the model's own or a multilingual one)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,0 +1,136 @@
+"""Non-English queries: script detection, routing, and the M-CLIP loading path (offline, tiny model)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOT, TEST_MODEL, captions_of
+
+from errors import ModelLoadError
+from image_search import ImageSearchEngine
+from multilingual import QueryRouter, needs_multilingual
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("a cute cat", False), ("café crème brûlée", False), ("ＡＢＣ full-width Latin", False), ("🐱🐶 123 !?", False),
+    ("一只可爱的猫咪", True), ("猫咪 and a dog", True), ("（全角标点）！", True), ("Привет, кот", True),
+    ("القطة", True), ("ねこ", True),
+])
+def test_script_detection(text: str, expected: bool) -> None:
+    assert needs_multilingual(text) is expected
+
+
+def test_bilingual_model_answers_chinese_itself(tmp_path: Path, scenes: Path) -> None:
+    captions = captions_of(scenes)
+    with ImageSearchEngine(model_name=TEST_MODEL, milvus_uri=str(tmp_path / "zh.db"), device="cpu") as engine:
+        engine.index_directory(scenes)
+        stats = engine.get_stats()
+        assert stats["query_model"] == "auto" and stats["multilingual_query_encoder"] is None
+        hits = 0
+        for name, caption in captions.items():
+            results = engine.search(caption["zh"], top_k=5)
+            assert results[0].query_encoder == TEST_MODEL
+            hits += any(Path(r.path).name == name for r in results)
+        assert hits / len(captions) >= 0.6
+
+
+def test_auto_routes_non_latin_queries_of_english_models_to_m_clip() -> None:
+    router = QueryRouter("ViT-B-32::openai", 512)
+    assert router.encoder_name == "M-CLIP/XLM-Roberta-Large-Vit-B-32"
+    assert router.route("a cat") is None and router.route("一只猫") == "M-CLIP/XLM-Roberta-Large-Vit-B-32"
+    assert QueryRouter("ViT-L-14::openai", 768).encoder_name == "M-CLIP/XLM-Roberta-Large-Vit-L-14"
+    assert QueryRouter("ViT-B-32::openai", 512, "never").route("一只猫") is None
+    assert QueryRouter("xlm-roberta-base-ViT-B-32::laion5b_s13b_b90k", 512).encoder_name is None
+
+
+def test_auto_falls_back_with_a_warning_when_the_encoder_cannot_load() -> None:
+    def unavailable(name: str, device: str):  # type: ignore[no-untyped-def]
+        raise ModelLoadError(f"could not load query encoder {name!r}: offline")
+
+    router = QueryRouter("ViT-B-32::openai", 4, loader=unavailable)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        vectors, labels = router.encode(["一只猫", "a cat"], lambda texts: np.ones((len(texts), 4), dtype=np.float32))
+    assert labels == ["ViT-B-32::openai", "ViT-B-32::openai"] and vectors.shape == (2, 4)
+    assert "own text tower" in str(caught[0].message)
+    explicit = QueryRouter("ViT-B-32::openai", 4, "M-CLIP/XLM-Roberta-Large-Vit-B-32", loader=unavailable)
+    with pytest.raises(ModelLoadError):
+        explicit.encode(["一只猫"], lambda texts: np.ones((len(texts), 4), dtype=np.float32))
+
+
+@pytest.mark.slow
+def test_m_clip_loads_from_the_hub_cache_and_answers_chinese_queries(tmp_path: Path, scenes: Path) -> None:
+    """A tiny M-CLIP (same classes and file layout as M-CLIP/XLM-Roberta-Large-Vit-B-32, random weights, a
+    tokenizer trained here) placed in the Hugging Face cache, loaded offline through the real code path."""
+    script = textwrap.dedent(f"""
+        import json, os, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        import numpy as np, torch, transformers
+        from huggingface_hub.constants import HF_HUB_CACHE
+        from safetensors.torch import save_file
+        from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+
+        def cache_dir(repo):
+            base = os.path.join(HF_HUB_CACHE, "models--" + repo.replace("/", "--"))
+            os.makedirs(os.path.join(base, "snapshots", "1" * 40)); os.makedirs(os.path.join(base, "refs"))
+            open(os.path.join(base, "refs", "main"), "w").write("1" * 40)
+            return os.path.join(base, "snapshots", "1" * 40)
+
+        tok = Tokenizer(models.Unigram()); tok.normalizer = normalizers.NFKC(); tok.pre_tokenizer = pre_tokenizers.Metaspace()
+        specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+        captions = json.load(open({str(scenes / "captions.json")!r}))
+        corpus = [c["en"] + " " + c["zh"] for c in captions.values()] * 20
+        tok.train_from_iterator(corpus, trainers.UnigramTrainer(vocab_size=200, special_tokens=specials, unk_token="<unk>"))
+        tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
+        tokenizer = transformers.XLMRobertaTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
+            unk_token="<unk>", pad_token="<pad>", mask_token="<mask>", cls_token="<s>", sep_token="</s>")
+
+        base_config = transformers.XLMRobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
+            num_attention_heads=2, intermediate_size=64, max_position_embeddings=66, pad_token_id=1)
+        base_config.save_pretrained(cache_dir("xlm-roberta-large"))
+        torch.manual_seed(0)
+        transformer = transformers.XLMRobertaModel(base_config).eval()
+        linear = torch.nn.Linear(32, 64)
+        mclip = cache_dir("M-CLIP/XLM-Roberta-Large-Vit-B-32")
+        json.dump({{"model_type": "M-CLIP", "architectures": ["MultilingualCLIP"], "modelBase": "xlm-roberta-large",
+                   "transformerDimensions": 32, "numDims": 64}}, open(os.path.join(mclip, "config.json"), "w"))
+        state = {{"transformer." + k: v.contiguous() for k, v in transformer.state_dict().items()}}
+        state.update({{"LinearTransformation.weight": linear.weight.detach(), "LinearTransformation.bias": linear.bias.detach()}})
+        torch.save(state, os.path.join(mclip, "pytorch_model.bin"))
+        tokenizer.save_pretrained(mclip)
+
+        from image_search import ImageSearchEngine
+        engine = ImageSearchEngine(model_name="shapes-tiny::v1", milvus_uri={str(tmp_path / "m.db")!r}, device="cpu",
+                                   query_model="M-CLIP/XLM-Roberta-Large-Vit-B-32")
+        engine.index_directory({str(scenes)!r})
+        queries = ["a large red circle", "一个大的红色圆形", "一个小的蓝色星形" * 100]
+        results = engine.search_batch(queries, top_k=24)
+        # the reference: M-CLIP's published forward (mean over real tokens, then the linear map)
+        with torch.inference_mode():
+            t = tokenizer(queries[1:2], padding=True, return_tensors="pt")
+            hidden = transformer(**t)[0]
+            mask = t["attention_mask"].unsqueeze(2)
+            expected = linear((hidden * mask).sum(1) / mask.sum(1)).numpy()[0]
+        expected /= np.linalg.norm(expected)
+        rows = engine.store.get([r.id for r in results[1]], with_vectors=True)
+        vectors = {{int(r["id"]): np.asarray(r["vector"]) for r in rows}}
+        print(json.dumps({{"encoders": [r[0].query_encoder for r in results],
+                          "scores_match": bool(all(abs(r.score - float(vectors[r.id] @ expected)) < 1e-4 for r in results[1])),
+                          "counts": [len(r) for r in results],
+                          "stats": engine.get_stats()["multilingual_query_encoder"]}}))
+        """)
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["encoders"] == ["shapes-tiny::v1", "M-CLIP/XLM-Roberta-Large-Vit-B-32", "M-CLIP/XLM-Roberta-Large-Vit-B-32"]
+    assert result["scores_match"] and result["counts"] == [24, 24, 24]  # a very long query is truncated, not an error
+    assert result["stats"] == "M-CLIP/XLM-Roberta-Large-Vit-B-32"
