@@ -74,7 +74,9 @@ class CLIPEncoder:
     (1, 512)
     """
 
-    def __init__(self, mode: str = "local", model_name: str = DEFAULT_MODEL, batch_size: int = 32, **options: Any):
+    def __init__(self, mode: str = "local", model_name: str | None = DEFAULT_MODEL, batch_size: int = 32, **options: Any):
+        if mode == "service" and mode not in BACKENDS:
+            import clip_service  # noqa: F401  (registers the "service" backend)
         if mode not in BACKENDS:
             raise InvalidArgumentError(f"unknown encoder mode {mode!r}; choose one of: {', '.join(sorted(BACKENDS))}")
         if batch_size < 1:
@@ -201,11 +203,11 @@ def cpu_has_native_bf16() -> bool:
 class LocalBackend:
     """open_clip in this process, on CPU or CUDA."""
 
-    def __init__(self, model_name: str = DEFAULT_MODEL, device: str | None = "auto", precision: str = "auto", **_: Any):
+    def __init__(self, model_name: str | None = DEFAULT_MODEL, device: str | None = "auto", precision: str = "auto", **_: Any):
         import open_clip
         import torch
 
-        self.spec = resolve_model(model_name)
+        self.spec = resolve_model(model_name or DEFAULT_MODEL)
         self.model_name = self.spec.name
         self.device = pick_device(device)
         self._torch = torch

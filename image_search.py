@@ -62,13 +62,17 @@ class ImageSearchEngine:
         self.store = store or MilvusStore(milvus_uri, milvus_host, milvus_port, collection_name, milvus_token,
                                           milvus_user, milvus_password)
         info = None if rebuild else self.store.collection_info()
-        self.model_name = model_name or (encoder.model_name if encoder else None) or (info.model if info else DEFAULT_MODEL)
-        if info is not None:
-            self.store.open_collection(self.model_name, None, create=False)  # fail fast, before loading a model
         self._encoder = encoder
         self._encoder_options: dict[str, Any] = {"batch_size": batch_size, "device": device, "precision": precision}
         if clip_server:
             self._encoder_options["server"] = clip_server
+        if mode == "service" and not model_name and info is None and encoder is None:
+            # nothing names the model yet: the encoder server says which it serves
+            self._encoder = CLIPEncoder(mode=mode, model_name=None, **self._encoder_options)
+        self.model_name = model_name or (self._encoder.model_name if self._encoder else None) or \
+            (info.model if info else DEFAULT_MODEL)
+        if info is not None:
+            self.store.open_collection(self.model_name, None, create=False)  # fail fast, before loading a model
         self._rebuild_pending = rebuild
         self._decode_workers = decode_workers
         self._query_model = query_model
@@ -231,9 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="image_search", description="Text-to-image search over folders of photos with CLIP and Milvus.",
         epilog="The embedded database defaults to $IMAGE_SEARCH_MILVUS_URI, else $IMAGE_SEARCH_HOME/milvus.db, "
                "else ~/.local/share/image_search/milvus.db.")
-    parser.add_argument("--mode", choices=["index", "search", "similar", "stats", "serve"], required=True,
+    parser.add_argument("--mode", choices=["index", "search", "similar", "stats", "serve", "serve-encoder"], required=True,
                         help="index folders; search by text (--query) or image (--image); similar: images like an indexed "
-                             "one (--image); stats; serve: the HTTP API and web page")
+                             "one (--image); stats; serve: the HTTP API and web page; serve-encoder: a CLIP encoder "
+                             "server for service mode")
     parser.add_argument("--encode-mode", choices=["local", "service"], default="local",
                         help="local: open_clip in this process; service: a CLIP server (--clip-server)")
     parser.add_argument("--model", default=None,
@@ -254,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                        help="image-tower precision; auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32 (exact)")
     index.add_argument("--clip-server", default=os.environ.get("IMAGE_SEARCH_CLIP_SERVER"),
-                       help="grpc://host:51000 or http://host:51000 (service mode)")
+                       help="http://host:51000: a clip-as-service HTTP gateway or our --mode serve-encoder (service mode)")
     search = parser.add_argument_group("search")
     search.add_argument("--query", action="append", help="text to search for (repeatable: one result list each)")
     search.add_argument("--image", help="search by this image file (--mode search) or by this indexed image (--mode similar)")
@@ -329,6 +334,14 @@ def _open_engine(args: argparse.Namespace) -> Any:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.mode == "serve-encoder":
+        from encoder_server import serve_encoder
+
+        encoder = CLIPEncoder(mode="local", model_name=args.model or DEFAULT_MODEL, batch_size=args.batch_size,
+                              device=args.device, precision=args.precision)
+        print(f"encoder {encoder.model_name} ({encoder.dim}-d) on http://{args.host}:{args.port}/post", file=sys.stderr)
+        serve_encoder(encoder, args.host, args.port)
+        return 0
     engine = _open_engine(args)
     with engine:
         if args.mode == "index":

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from clip_encoder import CLIPEncoder
 from errors import ImageDecodeError
 from image_loading import IMAGE_EXTENSIONS, load_rgb, read_file
@@ -279,9 +281,13 @@ class Indexer:
             vectors = self.encoder.encode_prepared([p.item for p in batch])
             started_store = time.perf_counter()
             stages["encode"] += started_store - started_encode
-            records = [ImageRecord(p.entry.path, vec, p.entry.size, p.entry.mtime, p.fingerprint,
-                                   descriptions.get(p.entry.path) or existing.get(p.entry.path, _NO_FILE).description)
-                       for p, vec in zip(batch, vectors, strict=False)]
+            records = []
+            for p, vec in zip(batch, vectors, strict=True):
+                if not np.isfinite(vec).all():  # an encoder server refused this one image
+                    summary.failed.append(FailedFile(p.entry.path, "the encoder could not encode it"))
+                    continue
+                records.append(ImageRecord(p.entry.path, vec, p.entry.size, p.entry.mtime, p.fingerprint,
+                                           descriptions.get(p.entry.path) or existing.get(p.entry.path, _NO_FILE).description))
             self.store.upsert(records)
             stages["store"] += time.perf_counter() - started_store
             summary.indexed += len(records)
