@@ -84,7 +84,8 @@ class ServiceBackend:
     def _server_model(self) -> str | None:
         try:
             response = self._http.get("/status")
-            return str(response.json().get("model")) if response.status_code == 200 else None
+            model = response.json().get("model") if response.status_code == 200 else None
+            return str(model) if isinstance(model, str) and model else None
         except Exception:  # clip-server has no /status: the model name cannot be checked there
             return None
 

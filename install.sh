@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 python3 -m venv .venv
 .venv/bin/pip install -r requirements-dev.txt
+# clip-as-service's server in its own venv, for the service-mode tests against a real clip-server
+bash service/install-clip-server.sh
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
         apt-get update -q

@@ -1,0 +1,126 @@
+"""Service mode against a real clip-as-service server (clip-server 0.8.3 in its own venv, ONNX executor,
+offline), serving a small random model with ViT-B-32's interface exported by tools/export_onnx.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from conftest import ROOT, captions_of
+from http_server import free_port
+from PIL import Image
+
+from clip_encoder import CLIPEncoder
+from image_search import ImageSearchEngine
+
+pytestmark = pytest.mark.slow
+SERVER_PYTHON = ROOT / ".venv-clip-server" / "bin" / "python"
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    cfg = {"embed_dim": 64, "quick_gelu": True,
+           "vision_cfg": {"image_size": 224, "layers": 2, "width": 64, "patch_size": 32, "head_width": 32},
+           "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
+    torch.manual_seed(0)
+    model = open_clip.CLIP(embed_dim=64, vision_cfg=cfg["vision_cfg"], text_cfg=cfg["text_cfg"], quick_gelu=True)
+    folder = tmp_path_factory.mktemp("small_vit_b_32_like")
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {"size": 224}}))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "open_clip_model.safetensors"))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def clip_server(small_model: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    if not SERVER_PYTHON.exists():
+        pytest.skip("clip-server is not installed (service/install-clip-server.sh)")
+    import sys
+
+    work = tmp_path_factory.mktemp("clip_server")
+    subprocess.run([sys.executable, str(ROOT / "tools" / "export_onnx.py"), str(small_model), str(work / "onnx")],
+                   check=True, capture_output=True, timeout=300)
+    port = free_port()
+    (work / "flow.yml").write_text(f"""jtype: Flow
+version: '1'
+with:
+  port: {port}
+  protocol: http
+executors:
+  - name: clip_o
+    uses:
+      jtype: CLIPEncoder
+      with:
+        name: ViT-B-32::openai
+        model_path: {work / 'onnx'}
+      metas:
+        py_modules:
+          - clip_server.executors.clip_onnx
+""")
+    env = {**os.environ, "NO_VERSION_CHECK": "1", "JINA_OPTOUT_TELEMETRY": "1", "JINA_HIDE_SURVEY": "1"}
+    log = open(work / "server.log", "wb")
+    process = subprocess.Popen([str(SERVER_PYTHON), "-m", "clip_server", str(work / "flow.yml")], cwd=work, env=env,
+                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                if httpx.get(url + "/dry_run", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.time() > deadline:
+                raise RuntimeError("clip-server did not start: " + (work / "server.log").read_text(errors="replace")[-2000:])
+            time.sleep(1)
+        yield url
+    finally:
+        # SIGINT: SIGTERM leaves clip-server's worker processes orphaned
+        try:
+            os.killpg(process.pid, signal.SIGINT)
+            process.wait(timeout=30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        log.close()
+
+
+def test_clip_server_embeddings_match_local_mode(clip_server: str, small_model: Path, photos: dict[str, Path]) -> None:
+    service = CLIPEncoder(mode="service", model_name=str(small_model), server=clip_server)
+    local = CLIPEncoder(model_name=str(small_model), device="cpu", precision="fp32")
+    texts = ["a cat on a sofa", "一只可爱的猫咪", "rocket launch " * 40]
+    assert (service.encode_texts(texts) * local.encode_texts(texts)).sum(axis=1).min() >= 0.99
+    images = [Image.open(p).convert("RGB") for p in photos.values()]
+    cosines = (service.encode_images(images) * local.encode_images(images)).sum(axis=1)
+    assert cosines.min() >= 0.99, cosines
+    assert service.dim == 64 and np.allclose(np.linalg.norm(service.encode_texts(["x"]), axis=1), 1.0, atol=1e-5)
+
+
+def test_index_and_search_through_clip_server_equal_local(clip_server: str, small_model: Path, tmp_path: Path,
+                                                          scenes: Path) -> None:
+    (scenes / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    queries = [c["en"] for c in list(captions_of(scenes).values())[:5]]
+    with ImageSearchEngine(mode="service", model_name=str(small_model), clip_server=clip_server,
+                           milvus_uri=str(tmp_path / "svc.db")) as service:
+        summary = service.index_directory(scenes)
+        assert summary.indexed == 24 and [Path(f.path).name for f in summary.failed] == ["broken.jpg"]
+        remote = service.search_batch(queries, top_k=5)
+    with ImageSearchEngine(model_name=str(small_model), milvus_uri=str(tmp_path / "loc.db"), device="cpu",
+                           precision="fp32") as local:
+        local.index_directory(scenes)
+        here = local.search_batch(queries, top_k=5)
+    for a, b in zip(remote, here, strict=True):
+        assert [r.path for r in a] == [r.path for r in b]
