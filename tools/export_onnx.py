@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -20,9 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 class _Textual(torch.nn.Module):
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: Any):
         super().__init__()
-        self.model = model
+        self.model: Any = model
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         # clip-server feeds an attention mask; CLIP's causal text tower does not need it, but the
@@ -31,9 +32,9 @@ class _Textual(torch.nn.Module):
 
 
 class _Visual(torch.nn.Module):
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: Any):
         super().__init__()
-        self.model = model
+        self.model: Any = model
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.model.encode_image(pixel_values)
@@ -43,7 +44,8 @@ def export(model_name: str, out_dir: Path) -> None:
     from clip_encoder import CLIPEncoder
 
     encoder = CLIPEncoder(model_name=model_name, device="cpu", precision="fp32")
-    model = encoder.backend.model.float().eval()
+    backend: Any = encoder.backend
+    model = backend.model.float().eval()
     size = encoder.image_size
     context = int(model.context_length) if hasattr(model, "context_length") else 77
     out_dir.mkdir(parents=True, exist_ok=True)
