@@ -132,7 +132,8 @@ class SentenceTransformerTextEncoder:
             raise ModelLoadError(f"query encoder {name!r} needs the sentence-transformers package (pip install sentence-transformers)") from error
         self.model = SentenceTransformer(str(folder), device=device)
         self.name = name
-        self.dim = int(self.model.get_sentence_embedding_dimension() or 0)
+        dimension = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dim = int(dimension() or 0)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         return np.asarray(self.model.encode(list(texts), convert_to_numpy=True), dtype=np.float32)

@@ -134,3 +134,41 @@ def test_m_clip_loads_from_the_hub_cache_and_answers_chinese_queries(tmp_path: P
     assert result["encoders"] == ["shapes-tiny::v1", "M-CLIP/XLM-Roberta-Large-Vit-B-32", "M-CLIP/XLM-Roberta-Large-Vit-B-32"]
     assert result["scores_match"] and result["counts"] == [24, 24, 24]  # a very long query is truncated, not an error
     assert result["stats"] == "M-CLIP/XLM-Roberta-Large-Vit-B-32"
+
+
+def test_sentence_transformers_encoder_loads_from_a_folder_and_answers(tmp_path: Path, scenes: Path) -> None:
+    """A tiny model of clip-ViT-B-32-multilingual-v1's layout (DistilBERT → mean pooling → Dense to the image
+    space), random weights and a tokenizer trained here, saved and loaded as sentence-transformers does."""
+    import torch
+    import transformers
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers import models as st_models
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=False)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    corpus = [c["en"] + " " + c["zh"] for c in captions_of(scenes).values()] * 10
+    tok.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=200, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]))
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    tokenizer = transformers.DistilBertTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
+                                                     cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    torch.manual_seed(0)
+    base = tmp_path / "distilbert"
+    transformers.DistilBertModel(transformers.DistilBertConfig(vocab_size=len(tokenizer), dim=32, n_layers=2, n_heads=2,
+                                                               hidden_dim=64, max_position_embeddings=64)).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    word = st_models.Transformer(str(base), max_seq_length=32)
+    folder = tmp_path / "tiny-clip-multilingual"
+    SentenceTransformer(modules=[word, st_models.Pooling(32, pooling_mode="mean"),
+                                 st_models.Dense(32, 64, bias=False, activation_function=torch.nn.Identity())]).save(str(folder))
+
+    with ImageSearchEngine(model_name=TEST_MODEL, milvus_uri=str(tmp_path / "st.db"), device="cpu",
+                           query_model=str(folder)) as engine:
+        engine.index_directory(scenes)
+        english, chinese = engine.search_batch(["a red circle", "一个红色圆形" * 30], top_k=3)
+        assert english[0].query_encoder == TEST_MODEL and chinese[0].query_encoder == str(folder)
+        expected = SentenceTransformer(str(folder), device="cpu").encode(["一个红色圆形" * 30])[0]
+        expected = expected / np.linalg.norm(expected)
+        vector = np.asarray(engine.store.get([chinese[0].id], with_vectors=True)[0]["vector"])
+        assert chinese[0].score == pytest.approx(float(vector @ expected), abs=1e-4)
