@@ -61,6 +61,16 @@ class ImageSearchEngine:
         self.mode = mode
         self.store = store or MilvusStore(milvus_uri, milvus_host, milvus_port, collection_name, milvus_token,
                                           milvus_user, milvus_password)
+        try:
+            self._setup(mode, model_name, batch_size, device, precision, clip_server, rebuild, decode_workers,
+                        query_model, encoder)
+        except BaseException:
+            self.store.close()  # do not keep a Lite database locked for an engine that never came to be
+            raise
+
+    def _setup(self, mode: str, model_name: str | None, batch_size: int, device: str | None, precision: str,
+               clip_server: str | None, rebuild: bool, decode_workers: int | None, query_model: str,
+               encoder: CLIPEncoder | None) -> None:
         info = None if rebuild else self.store.collection_info()
         self._encoder = encoder
         self._encoder_options: dict[str, Any] = {"batch_size": batch_size, "device": device, "precision": precision}
