@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
+
+from http_server import free_port  # noqa: E402
 
 TEST_MODEL = "shapes-tiny::v1"
 HELD_OUT_SEED = 424242  # not the training seed (0) nor the training script's held-out seed
@@ -80,12 +81,6 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 # ------------------------------------------------------------------------------ Milvus
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A genuine Milvus 2.3.5 standalone server (pip package `milvus`), for the server path."""
@@ -93,7 +88,7 @@ def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if not Path(binary).exists():
         pytest.skip("milvus-server is not installed (pip install milvus==2.3.5)")
     data = tmp_path_factory.mktemp("milvus_server")
-    port = _free_port()
+    port = free_port()
     log = open(data / "server.log", "wb")
     process = subprocess.Popen([binary, "--data", str(data), "--proxy-port", str(port)], stdout=log,
                                stderr=subprocess.STDOUT, start_new_session=True)
