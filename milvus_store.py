@@ -259,15 +259,8 @@ class MilvusStore:
         if info is None or self._cache is not None:
             return len(self._cache or ())
         cache = VectorCache(info.dim)
-        self._ensure_loaded()
-        with _quiet_pymilvus():
-            iterator = self._call("query_iterator", self.collection_name, batch_size=4000, filter="",
-                                  output_fields=["id", "vector", *_RESULT_FIELDS])
-        try:
-            while page := self._wrap(iterator.next, "query"):
-                cache.upsert(page)
-        finally:
-            iterator.close()
+        for page in self._pages(["id", "vector", *_RESULT_FIELDS]):
+            cache.upsert(page)
         self._cache = cache
         return len(cache)
 
@@ -364,22 +357,24 @@ class MilvusStore:
                           consistency_level=STATE_CONSISTENCY)
         return int(rows[0]["count(*)"]) if rows else 0
 
-    def iter_files(self, batch_size: int = 4000) -> Iterator[IndexedFile]:
-        """Every row's bookkeeping fields, in pages."""
+    def iter_files(self) -> Iterator[IndexedFile]:
+        """Every row's bookkeeping fields."""
+        for page in self._pages(_STATE_FIELDS):
+            for row in page:
+                yield IndexedFile(int(row["id"]), row["path"], int(row["size"]), float(row["mtime"]),
+                                  row.get("fingerprint", ""), row.get("description", ""))
+
+    def _pages(self, fields: list[str], batch_size: int = 4000) -> Iterator[list[dict[str, Any]]]:
+        """The whole collection, `fields` only, a page at a time (nothing when it does not exist)."""
         if self.collection_info() is None:
             return
         self._ensure_loaded()
         with _quiet_pymilvus():  # Lite lacks AllocTimestamp; pymilvus logs a traceback, then copes
             iterator = self._call("query_iterator", self.collection_name, batch_size=batch_size, filter="",
-                                  output_fields=_STATE_FIELDS, consistency_level=STATE_CONSISTENCY)
+                                  output_fields=fields, consistency_level=STATE_CONSISTENCY)
         try:
-            while True:
-                page = self._wrap(iterator.next, "query")
-                if not page:
-                    break
-                for row in page:
-                    yield IndexedFile(int(row["id"]), row["path"], int(row["size"]), float(row["mtime"]),
-                                      row.get("fingerprint", ""), row.get("description", ""))
+            while page := self._wrap(iterator.next, "query"):
+                yield page
         finally:
             iterator.close()
 
