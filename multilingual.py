@@ -224,7 +224,8 @@ class QueryRouter:
             vectors[foreign] = encoder.encode([texts[i] for i in foreign])
             for i in foreign:
                 labels[i] = encoder.name
-        native = [i for i in range(len(texts)) if i not in set(foreign)]
+        answered = set(foreign)
+        native = [i for i in range(len(texts)) if i not in answered]
         if native:
             vectors[native] = own_tower([texts[i] for i in native])
         return vectors, labels
