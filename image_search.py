@@ -280,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "M-CLIP / sentence-transformers model name or folder")
     serve = parser.add_argument_group("serve")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=int, help="default 8000 for serve, 51000 (clip-as-service's) for serve-encoder")
     serve.add_argument("--token", default=os.environ.get("IMAGE_SEARCH_TOKEN"),
                        help="require this token on every API route (or set IMAGE_SEARCH_TOKEN)")
     serve.add_argument("--index-root", action="append", help="only allow POST /api/index under this folder (repeatable)")
@@ -349,8 +349,9 @@ def _run(args: argparse.Namespace) -> int:
 
         encoder = CLIPEncoder(mode="local", model_name=args.model or DEFAULT_MODEL, batch_size=args.batch_size,
                               device=args.device, precision=args.precision)
-        print(f"encoder {encoder.model_name} ({encoder.dim}-d) on http://{args.host}:{args.port}/post", file=sys.stderr)
-        serve_encoder(encoder, args.host, args.port)
+        port = args.port or 51000
+        print(f"encoder {encoder.model_name} ({encoder.dim}-d) on http://{args.host}:{port}/post", file=sys.stderr)
+        serve_encoder(encoder, args.host, port)
         return 0
     engine = _open_engine(args)
     with engine:
@@ -385,8 +386,9 @@ def _run(args: argparse.Namespace) -> int:
         if args.mode == "serve":
             from http_api import serve
 
-            print(f"serving on http://{args.host}:{args.port}/ (API docs at /docs)", file=sys.stderr)
-            serve(engine, args.host, args.port, token=args.token, index_roots=args.index_root)
+            port = args.port or 8000
+            print(f"serving on http://{args.host}:{port}/ (API docs at /docs)", file=sys.stderr)
+            serve(engine, args.host, port, token=args.token, index_roots=args.index_root)
             return 0
         if args.mode in ("search", "similar") and args.image:
             results = engine.search_by_image(args.image, args.top_k) if args.mode == "search" else \
