@@ -1,8 +1,12 @@
-"""Our own CLIP encoder server, speaking clip-as-service's HTTP JSON protocol on current dependencies.
+"""Our own CLIP encoder server: clip-as-service's protocols (gRPC and HTTP JSON) on current dependencies.
 
     python image_search.py --mode serve-encoder --model ViT-B-32::openai --host 127.0.0.1 --port 51000
 
-`POST /post` `{"execEndpoint": "/encode", "data": [{"text": ...} | {"blob": base64 image} | {"uri": data-URI}]}`
+gRPC on `--port` (clip-as-service's default 51000), so clip-client and our `grpc://` client talk to
+it as to clip-server: jina's `JinaRPC/Call` stream and `process_single_data`, `dry_run` for
+readiness, `_status` naming the model and dimension (jina_protocol.py has the messages).
+
+HTTP JSON on `--http-port` (default port + 1): `POST /post` `{"execEndpoint": "/encode", "data": [{"text": ...} | {"blob": base64 image} | {"uri": data-URI}]}`
 answers `{"data": [{..., "embedding": [...]}], "header": {"status": null}}`; a failure answers HTTP 200
 with `header.status` set, as jina's gateway does. `GET /dry_run` is readiness, `GET /status` names
 the model and dimension. Concurrent requests are batched together before they reach the model.
@@ -13,6 +17,7 @@ from __future__ import annotations
 import base64
 import queue
 import threading
+from collections.abc import Iterator
 from concurrent.futures import Future
 from typing import Any
 
@@ -20,6 +25,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+import jina_protocol
 from clip_encoder import CLIPEncoder
 from errors import ImageSearchError
 from image_loading import load_rgb
@@ -68,9 +74,9 @@ def _status(description: str) -> dict[str, Any]:
     return {"data": None, "header": {"status": {"code": 1, "description": description}}}
 
 
-def create_encoder_app(encoder: CLIPEncoder) -> FastAPI:
+def create_encoder_app(encoder: CLIPEncoder, batcher: MicroBatcher | None = None) -> FastAPI:
     app = FastAPI(title="image_search encoder", description="CLIP encoding over clip-as-service's HTTP protocol")
-    batcher = MicroBatcher(encoder, max_batch=max(encoder.batch_size, 8))
+    batcher = batcher or MicroBatcher(encoder, max_batch=max(encoder.batch_size, 8))
 
     def prepared_image(doc: dict[str, Any]) -> Any:
         if "blob" in doc:
@@ -122,7 +128,150 @@ async def _wait(future: Future[np.ndarray]) -> np.ndarray:
     return await asyncio.wrap_future(future)
 
 
-def serve_encoder(encoder: CLIPEncoder, host: str = "127.0.0.1", port: int = 51000) -> None:
+class JinaGrpcEncoder:
+    """clip-as-service's gRPC services (jina's protocol) over the micro-batcher.
+
+    As in clip-server, a document the model cannot take fails its whole request with an error status
+    naming it; clients that want the rest encoded resend the others (ours does).
+    """
+
+    def __init__(self, encoder: CLIPEncoder, batcher: MicroBatcher):
+        self.encoder = encoder
+        self.batcher = batcher
+
+    def _image(self, doc: Any) -> Any:
+        content = doc.WhichOneof("content")
+        if content == "blob":
+            data = doc.blob
+        elif content == "tensor":
+            array = jina_protocol.read_array(doc.tensor)
+            if array is None:
+                raise ImageSearchError("an empty tensor")
+            from PIL import Image
+
+            return self.encoder.prepare_image(Image.fromarray(array.astype("uint8")).convert("RGB"))
+        elif doc.uri.startswith("data:") and "," in doc.uri:
+            data = base64.b64decode(doc.uri.split(",", 1)[1])
+        else:
+            raise ImageSearchError("only text, blob, tensor or data: URIs are accepted (this server reads no files)")
+        return self.encoder.prepare_image(load_rgb(data, min_side=self.encoder.image_size))
+
+    def _submit(self, request: Any) -> list[Future[np.ndarray]] | str:
+        """Queue every document of a request for the model; an error message instead when one cannot be."""
+        endpoint = request.header.exec_endpoint or "/encode"
+        if endpoint != "/encode":
+            return f"this server answers /encode only, not {endpoint}"
+        if request.data.WhichOneof("documents") == "docs_bytes":
+            return "documents sent as docs_bytes are not supported; send them as protobuf (jina's default)"
+        futures = []
+        for position, doc in enumerate(request.data.docs.docs):
+            if doc.WhichOneof("content") == "text":
+                futures.append(self.batcher.submit("text", doc.text))
+                continue
+            try:
+                futures.append(self.batcher.submit("image", self._image(doc)))
+            except (ImageSearchError, ValueError) as error:
+                return f"document {position} ({doc.id or 'no id'}): {error}"
+        return futures
+
+    def _answer(self, request: Any, futures: list[Future[np.ndarray]] | str) -> Any:
+        response = jina_protocol.DataRequest()
+        response.CopyFrom(request)
+        try:
+            if isinstance(futures, str):
+                raise ImageSearchError(futures)
+            drop_content = bool(request.parameters.fields["drop_image_content"].bool_value) \
+                if "drop_image_content" in request.parameters.fields else False
+            for doc, future in zip(response.data.docs.docs, futures, strict=True):
+                jina_protocol.write_array(doc.embedding, future.result())
+                if drop_content and doc.WhichOneof("content") in ("blob", "tensor"):
+                    doc.ClearField(doc.WhichOneof("content"))
+        except Exception as error:
+            response.data.docs.ClearField("docs")
+            response.data.docs.docs.extend(request.data.docs.docs)
+            status = response.header.status
+            status.code = jina_protocol.ERROR
+            status.description = str(error)
+            status.exception.name = type(error).__name__
+            status.exception.args.append(str(error))
+            status.exception.executor = "image_search"
+        return response
+
+    # ------------------------------------------------------------------ RPCs
+
+    def process_single_data(self, request: Any, _: Any) -> Any:
+        return self._answer(request, self._submit(request))
+
+    def call(self, requests: Iterator[Any], _: Any) -> Iterator[Any]:
+        """jina's bidirectional stream: read ahead so that a client's requests share model batches."""
+        pending: queue.Queue[tuple[Any, Any] | None] = queue.Queue(maxsize=64)
+
+        def read_ahead() -> None:
+            try:
+                for request in requests:
+                    pending.put((request, self._submit(request)))
+            except Exception:  # the client went away: nothing left to answer
+                pass
+            finally:
+                pending.put(None)
+
+        threading.Thread(target=read_ahead, name="jina-call-reader", daemon=True).start()
+        while (item := pending.get()) is not None:
+            yield self._answer(*item)
+
+    def dry_run(self, _: Any, __: Any) -> Any:
+        return jina_protocol.Status(code=jina_protocol.SUCCESS)
+
+    def info(self, _: Any, __: Any) -> Any:
+        info = jina_protocol.JinaInfo()
+        info.jina.update({"image_search.model": self.encoder.model_name, "image_search.dim": str(self.encoder.dim),
+                          "image_search.image_size": str(self.encoder.image_size)})
+        return info
+
+    def endpoint_discovery(self, _: Any, __: Any) -> Any:
+        return jina_protocol.Endpoints(endpoints=["/encode"])
+
+
+def create_grpc_server(encoder: CLIPEncoder, address: str, batcher: MicroBatcher | None = None) -> tuple[Any, int]:
+    """A gRPC server (not yet started) bound to `address` ("host:port"; port 0 picks one), and its port."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
+
+    service = JinaGrpcEncoder(encoder, batcher or MicroBatcher(encoder, max_batch=max(encoder.batch_size, 8)))
+    request = jina_protocol.DataRequest
+
+    def unary(method: Any, deserialize: Any, serialize: Any) -> Any:
+        return grpc.unary_unary_rpc_method_handler(method, request_deserializer=deserialize, response_serializer=serialize)
+
+    handlers = [
+        grpc.method_handlers_generic_handler("jina.JinaRPC", {"Call": grpc.stream_stream_rpc_method_handler(
+            service.call, request_deserializer=request.FromString, response_serializer=request.SerializeToString)}),
+        grpc.method_handlers_generic_handler("jina.JinaSingleDataRequestRPC", {"process_single_data": unary(
+            service.process_single_data, request.FromString, request.SerializeToString)}),
+        grpc.method_handlers_generic_handler("jina.JinaGatewayDryRunRPC", {"dry_run": unary(
+            service.dry_run, jina_protocol.Empty.FromString, jina_protocol.Status.SerializeToString)}),
+        grpc.method_handlers_generic_handler("jina.JinaInfoRPC", {"_status": unary(
+            service.info, jina_protocol.Empty.FromString, jina_protocol.JinaInfo.SerializeToString)}),
+        grpc.method_handlers_generic_handler("jina.JinaDiscoverEndpointsRPC", {"endpoint_discovery": unary(
+            service.endpoint_discovery, jina_protocol.Empty.FromString, jina_protocol.Endpoints.SerializeToString)}),
+    ]
+    server = grpc.server(ThreadPoolExecutor(max_workers=32, thread_name_prefix="grpc"), handlers=handlers,
+                         options=jina_protocol.CHANNEL_OPTIONS)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise ImageSearchError(f"cannot listen for gRPC on {address}")
+    return server, port
+
+
+def serve_encoder(encoder: CLIPEncoder, host: str = "127.0.0.1", port: int = 51000, http_port: int | None = None) -> None:
+    """gRPC on `port` and HTTP JSON on `http_port` (port + 1 unless given), one model and batcher behind both."""
     import uvicorn
 
-    uvicorn.run(create_encoder_app(encoder), host=host, port=port, log_level="warning")
+    batcher = MicroBatcher(encoder, max_batch=max(encoder.batch_size, 8))
+    grpc_server, _ = create_grpc_server(encoder, f"{host}:{port}", batcher)
+    grpc_server.start()
+    try:
+        uvicorn.run(create_encoder_app(encoder, batcher), host=host, port=http_port or port + 1, log_level="warning")
+    finally:
+        grpc_server.stop(grace=1)

@@ -20,6 +20,10 @@ class EncoderError(ImageSearchError):
     """The encoder failed while encoding (service down, bad response...)."""
 
 
+class EncoderRejectedError(EncoderError):
+    """The encoder answered but refused a batch (one of its items, usually): resend the items one by one."""
+
+
 class StoreError(ImageSearchError):
     """The vector store failed or could not be reached."""
 

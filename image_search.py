@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from clip_encoder import DEFAULT_MODEL, CLIPEncoder, normalize, pick_device
-from errors import ImageSearchError, InvalidArgumentError, StoreLockedError
+from errors import CollectionMismatchError, ImageSearchError, InvalidArgumentError, StoreLockedError
 from image_loading import load_rgb
 from indexer import Indexer, IndexSummary, ProgressCallback
 from milvus_store import DEFAULT_COLLECTION, Hit, MilvusStore, SearchFilter, is_lite_uri, path_id, resolve_uri
@@ -93,7 +93,16 @@ class ImageSearchEngine:
     @property
     def encoder(self) -> CLIPEncoder:
         if self._encoder is None:
-            self._encoder = CLIPEncoder(mode=self.mode, model_name=self.model_name, **self._encoder_options)
+            encoder = CLIPEncoder(mode=self.mode, model_name=self.model_name, **self._encoder_options)
+            if self.mode == "service" and not self._rebuild_pending:
+                # a server may not name its model (clip-server does not): its vectors must still fit the collection
+                try:
+                    self.store.open_collection(self.model_name, encoder.dim, create=False)
+                except CollectionMismatchError as error:
+                    encoder.close()
+                    raise CollectionMismatchError(f"the CLIP server at {self._encoder_options['server']} answers "
+                                                  f"{encoder.dim}-d vectors for {self.model_name!r}: {error}") from None
+            self._encoder = encoder
         return self._encoder
 
     def warm(self) -> None:
@@ -269,7 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                        help="image-tower precision; auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32 (exact)")
     index.add_argument("--clip-server", default=os.environ.get("IMAGE_SEARCH_CLIP_SERVER"),
-                       help="http://host:51000: a clip-as-service HTTP gateway or our --mode serve-encoder (service mode)")
+                       help="grpc://host:51000 or http://host:port: a clip-as-service server (clip-server) or our --mode "
+                            "serve-encoder (service mode; or set IMAGE_SEARCH_CLIP_SERVER)")
     search = parser.add_argument_group("search")
     search.add_argument("--query", action="append", help="text to search for (repeatable: one result list each)")
     search.add_argument("--image", help="search by this image file (--mode search) or by this indexed image (--mode similar)")
@@ -280,7 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "M-CLIP / sentence-transformers model name or folder")
     serve = parser.add_argument_group("serve")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    serve.add_argument("--port", type=int, help="default 8000 for serve, 51000 (clip-as-service's) for serve-encoder")
+    serve.add_argument("--port", type=int, help="default 8000 for serve; for serve-encoder the gRPC port, default 51000 "
+                                                  "(clip-as-service's)")
+    serve.add_argument("--http-port", type=int, help="serve-encoder's HTTP JSON port (default: --port + 1)")
     serve.add_argument("--token", default=os.environ.get("IMAGE_SEARCH_TOKEN"),
                        help="require this token on every API route (or set IMAGE_SEARCH_TOKEN)")
     serve.add_argument("--index-root", action="append", help="only allow POST /api/index under this folder (repeatable)")
@@ -350,8 +362,10 @@ def _run(args: argparse.Namespace) -> int:
         encoder = CLIPEncoder(mode="local", model_name=args.model or DEFAULT_MODEL, batch_size=args.batch_size,
                               device=args.device, precision=args.precision)
         port = args.port or 51000
-        print(f"encoder {encoder.model_name} ({encoder.dim}-d) on http://{args.host}:{port}/post", file=sys.stderr)
-        serve_encoder(encoder, args.host, port)
+        http_port = args.http_port or port + 1
+        print(f"encoder {encoder.model_name} ({encoder.dim}-d): grpc://{args.host}:{port} (clip-client, clip-as-service's "
+              f"gRPC protocol) and http://{args.host}:{http_port} (its HTTP JSON protocol)", file=sys.stderr)
+        serve_encoder(encoder, args.host, port, http_port)
         return 0
     engine = _open_engine(args)
     with engine:

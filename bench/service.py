@@ -3,7 +3,7 @@
     python bench/service.py [--images 64]
 
 Starts our encoder server (`--mode serve-encoder`, ViT-B-32 with random weights) in its own process
-on loopback; clients send 12 MP photos from the indexing corpus (decoded and scaled here, as the
+on loopback and measures both of its protocols (gRPC, HTTP JSON); clients send 12 MP photos from the indexing corpus (decoded and scaled here, as the
 indexer does) in batches of 32. On one machine the server and its clients share the same cores, so
 this measures protocol overhead, not the gain of a GPU server.
 """
@@ -40,7 +40,7 @@ def main() -> None:
     images = [load_rgb(f, min_side=224) for f in files]
     server = subprocess.Popen([sys.executable, str(ROOT / "image_search.py"), "--mode", "serve-encoder", "--model", str(model),
                                "--port", str(args.port)], stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{args.port}"
+    url = f"http://127.0.0.1:{args.port + 1}"  # the server's HTTP JSON port; gRPC is on --port
     try:
         deadline = time.time() + 120
         while True:
@@ -65,11 +65,13 @@ def main() -> None:
 
         local = CLIPEncoder(mode="local", model_name=str(model))
         for clients in (1, 4):
-            print(f"local,   {clients} client(s): {run(local, clients):6.1f} images/s")
+            print(f"local,        {clients} client(s): {run(local, clients):6.1f} images/s")
         local.close()
-        service = [CLIPEncoder(mode="service", model_name=str(model), server=url) for _ in range(1)]
-        for clients in (1, 4):
-            print(f"service, {clients} client(s): {run(service[0], clients):6.1f} images/s")
+        for server_url in (f"grpc://127.0.0.1:{args.port}", url):
+            service = CLIPEncoder(mode="service", model_name=str(model), server=server_url)
+            for clients in (1, 4):
+                print(f"service {server_url.split(':')[0]:4}, {clients} client(s): {run(service, clients):6.1f} images/s")
+            service.close()
     finally:
         server.send_signal(2)
         server.wait(timeout=30)

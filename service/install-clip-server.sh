@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs clip-as-service's server into .venv-clip-server (beside .venv), for service mode and its tests.
+# Installs clip-as-service's server and client into .venv-clip-server (beside .venv), for service mode and its tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv-clip-server

@@ -50,12 +50,12 @@ def clip_server(small_model: Path, tmp_path_factory: pytest.TempPathFactory):  #
     work = tmp_path_factory.mktemp("clip_server")
     subprocess.run([sys.executable, str(ROOT / "tools" / "export_onnx.py"), str(small_model), str(work / "onnx")],
                    check=True, capture_output=True, timeout=300)
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     (work / "flow.yml").write_text(f"""jtype: Flow
 version: '1'
 with:
-  port: {port}
-  protocol: http
+  port: [{port}, {grpc_port}]
+  protocol: [http, grpc]
 executors:
   - name: clip_o
     uses:
@@ -83,7 +83,7 @@ executors:
             if process.poll() is not None or time.time() > deadline:
                 raise RuntimeError("clip-server did not start: " + (work / "server.log").read_text(errors="replace")[-2000:])
             time.sleep(1)
-        yield url
+        yield {"http": url, "grpc": f"grpc://127.0.0.1:{grpc_port}"}
     finally:
         # SIGINT: SIGTERM leaves clip-server's worker processes orphaned
         try:
@@ -98,8 +98,10 @@ executors:
         log.close()
 
 
-def test_clip_server_embeddings_match_local_mode(clip_server: str, small_model: Path, photos: dict[str, Path]) -> None:
-    service = CLIPEncoder(mode="service", model_name=str(small_model), server=clip_server)
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_clip_server_embeddings_match_local_mode(clip_server: dict[str, str], protocol: str, small_model: Path,
+                                                 photos: dict[str, Path]) -> None:
+    service = CLIPEncoder(mode="service", model_name=str(small_model), server=clip_server[protocol])
     local = CLIPEncoder(model_name=str(small_model), device="cpu", precision="fp32")
     texts = ["a cat on a sofa", "一只可爱的猫咪", "rocket launch " * 40]
     assert (service.encode_texts(texts) * local.encode_texts(texts)).sum(axis=1).min() >= 0.99
@@ -109,11 +111,12 @@ def test_clip_server_embeddings_match_local_mode(clip_server: str, small_model: 
     assert service.dim == 64 and np.allclose(np.linalg.norm(service.encode_texts(["x"]), axis=1), 1.0, atol=1e-5)
 
 
-def test_index_and_search_through_clip_server_equal_local(clip_server: str, small_model: Path, tmp_path: Path,
-                                                          scenes: Path) -> None:
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_index_and_search_through_clip_server_equal_local(clip_server: dict[str, str], protocol: str, small_model: Path,
+                                                          tmp_path: Path, scenes: Path) -> None:
     (scenes / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
     queries = [c["en"] for c in list(captions_of(scenes).values())[:5]]
-    with ImageSearchEngine(mode="service", model_name=str(small_model), clip_server=clip_server,
+    with ImageSearchEngine(mode="service", model_name=str(small_model), clip_server=clip_server[protocol],
                            milvus_uri=str(tmp_path / "svc.db")) as service:
         summary = service.index_directory(scenes)
         assert summary.indexed == 24 and [Path(f.path).name for f in summary.failed] == ["broken.jpg"]
@@ -124,3 +127,53 @@ def test_index_and_search_through_clip_server_equal_local(clip_server: str, smal
         here = local.search_batch(queries, top_k=5)
     for a, b in zip(remote, here, strict=True):
         assert [r.path for r in a] == [r.path for r in b]
+
+
+CLIP_CLIENT_SCRIPT = """
+import json, sys
+import numpy as np
+from clip_client import Client
+server, texts, images, out = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4]
+client = Client(server)
+np.save(out + "/texts.npy", client.encode(texts, batch_size=4))  # several requests on one gRPC stream
+np.save(out + "/images.npy", client.encode(images, batch_size=2))  # file paths: clip-client sends their bytes
+"""
+
+
+def test_clip_client_talks_to_our_encoder_server(test_encoder: CLIPEncoder, scenes: Path, tmp_path: Path) -> None:
+    """clip-client (jina's gRPC client, in clip-server's venv) against `--mode serve-encoder`, as against clip-server."""
+    import sys
+
+    if not SERVER_PYTHON.exists():
+        pytest.skip("clip-client is not installed (service/install-clip-server.sh)")
+    port = free_port()
+    server = subprocess.Popen([sys.executable, str(ROOT / "image_search.py"), "--mode", "serve-encoder", "--model",
+                               test_encoder.model_name, "--port", str(port), "--http-port", str(free_port())],
+                              stderr=subprocess.PIPE, text=True)
+    texts = [f"a {size} {colour} circle" for size in ("small", "large") for colour in ("red", "blue", "green")]
+    texts += ["一只可爱的猫咪", "🐱 cat emoji", "rocket launch " * 40]
+    images = sorted(str(p) for p in scenes.glob("*.png"))[:5]
+    try:
+        env = {**os.environ, "NO_VERSION_CHECK": "1", "JINA_OPTOUT_TELEMETRY": "1", "JINA_HIDE_SURVEY": "1"}
+        deadline = time.time() + 60
+        while True:  # the server prints its banner once the model is loaded and gRPC is listening
+            try:
+                done = subprocess.run([str(SERVER_PYTHON), "-c", CLIP_CLIENT_SCRIPT, f"grpc://127.0.0.1:{port}",
+                                       json.dumps(texts), json.dumps(images), str(tmp_path)],
+                                      env=env, capture_output=True, text=True, timeout=120)
+            except subprocess.TimeoutExpired:
+                done = None
+            if done is not None and done.returncode == 0:
+                break
+            if time.time() > deadline or server.poll() is not None:
+                raise AssertionError(f"clip-client failed: {done.stderr[-3000:] if done else 'timed out'}")
+            time.sleep(2)
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=30)
+    text_vectors = np.load(tmp_path / "texts.npy")
+    image_vectors = np.load(tmp_path / "images.npy")
+    assert text_vectors.shape == (len(texts), 64) and image_vectors.shape == (len(images), 64)
+    assert (text_vectors * test_encoder.encode_texts(texts)).sum(axis=1).min() > 0.9999
+    local_images = test_encoder.encode_images([Image.open(p) for p in images])
+    assert (image_vectors * local_images).sum(axis=1).min() > 0.999

@@ -1,4 +1,5 @@
-"""Service mode against our own encoder server over real HTTP (clip-as-service's JSON protocol)."""
+"""Service mode against our own encoder server over real sockets, in both of clip-as-service's protocols:
+gRPC (jina's DataRequestProto, what clip-client speaks) and the HTTP gateway's JSON."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from conftest import TEST_MODEL, captions_of
 from fastapi import FastAPI, Request
@@ -16,19 +18,33 @@ from fastapi.responses import JSONResponse
 from http_server import free_port, running_server
 from PIL import Image
 
+import jina_protocol as jp
 from clip_encoder import CLIPEncoder
-from encoder_server import create_encoder_app
-from errors import EncoderError, ModelLoadError
+from encoder_server import MicroBatcher, create_encoder_app, create_grpc_server
+from errors import CollectionMismatchError, EncoderError, ModelLoadError
 from image_search import ImageSearchEngine
 
 
 @pytest.fixture(scope="module")
-def encoder_url(test_encoder: CLIPEncoder):  # type: ignore[no-untyped-def]
-    with running_server(create_encoder_app(test_encoder)) as url:
-        yield url
+def encoder_urls(test_encoder: CLIPEncoder):  # type: ignore[no-untyped-def]
+    """Our encoder server as `--mode serve-encoder` runs it: gRPC and HTTP over one batcher."""
+    batcher = MicroBatcher(test_encoder)
+    grpc_server, port = create_grpc_server(test_encoder, "127.0.0.1:0", batcher)
+    grpc_server.start()
+    try:
+        with running_server(create_encoder_app(test_encoder, batcher)) as url:
+            yield {"grpc": f"grpc://127.0.0.1:{port}", "http": url}
+    finally:
+        grpc_server.stop(grace=None)
 
 
-def test_protocol_status_and_errors(encoder_url: str) -> None:
+@pytest.fixture(params=["grpc", "http"])
+def encoder_url(request: pytest.FixtureRequest, encoder_urls: dict[str, str]) -> str:
+    return encoder_urls[request.param]
+
+
+def test_http_protocol_status_and_errors(encoder_urls: dict[str, str]) -> None:
+    encoder_url = encoder_urls["http"]
     assert httpx.get(encoder_url + "/dry_run").json()["code"] == 0
     assert httpx.get(encoder_url + "/status").json() == {"model": TEST_MODEL, "dim": 64, "image_size": 64}
     body = httpx.post(encoder_url + "/post", json={"execEndpoint": "/encode", "data": [{"text": "a red circle"}]}).json()
@@ -37,6 +53,36 @@ def test_protocol_status_and_errors(encoder_url: str) -> None:
     assert bad.status_code == 200 and "not a recognised image format" in bad.json()["header"]["status"]["description"]
     local_file = httpx.post(encoder_url + "/post", json={"data": [{"uri": "/etc/passwd"}]}).json()
     assert "reads no files" in local_file["header"]["status"]["description"]
+
+
+def test_grpc_protocol_status_and_errors(encoder_urls: dict[str, str]) -> None:
+    import grpc
+
+    channel = grpc.insecure_channel(encoder_urls["grpc"].removeprefix("grpc://"))
+    dry_run = channel.unary_unary(jp.DRY_RUN, jp.Empty.SerializeToString, jp.Status.FromString)
+    info = channel.unary_unary(jp.INFO, jp.Empty.SerializeToString, jp.JinaInfo.FromString)
+    process = channel.unary_unary(jp.PROCESS_SINGLE_DATA, jp.DataRequest.SerializeToString, jp.DataRequest.FromString)
+    assert dry_run(jp.Empty()).code == jp.SUCCESS
+    assert dict(info(jp.Empty()).jina) == {"image_search.model": TEST_MODEL, "image_search.dim": "64",
+                                           "image_search.image_size": "64"}
+
+    def request(*docs: dict[str, object], endpoint: str = "/encode") -> object:
+        message = jp.DataRequest()
+        message.header.exec_endpoint = endpoint
+        for i, doc in enumerate(docs):
+            message.data.docs.docs.add(id=f"doc{i}", **doc)
+        return process(message)
+
+    answer = request({"text": "a red circle"}, {"text": "一个红色的圆"})
+    assert answer.header.status.code == jp.SUCCESS and [d.id for d in answer.data.docs.docs] == ["doc0", "doc1"]
+    vectors = np.stack([jp.read_array(d.embedding) for d in answer.data.docs.docs])
+    assert vectors.shape == (2, 64) and vectors.dtype == np.float32
+    junk = request({"text": "fine"}, {"blob": b"junk"})
+    assert junk.header.status.code == jp.ERROR and "document 1 (doc1)" in junk.header.status.description
+    assert "not a recognised image format" in junk.header.status.description
+    assert "reads no files" in request({"uri": "/etc/passwd"}).header.status.description
+    assert "answers /encode only" in request({"text": "x"}, endpoint="/rank").header.status.description
+    channel.close()
 
 
 def test_service_mode_gives_local_mode_results(encoder_url: str, tmp_path: Path, scenes: Path) -> None:
@@ -69,10 +115,11 @@ def test_concurrent_clients_are_batched_and_correct(encoder_url: str, test_encod
         assert float(vector @ reference) > 0.9999
 
 
-def test_server_down_is_a_clear_error() -> None:
+@pytest.mark.parametrize("scheme", ["grpc", "http"])
+def test_server_down_is_a_clear_error(scheme: str) -> None:
     started = time.time()
     with pytest.raises(EncoderError, match="cannot reach the CLIP server.*is it running"):
-        CLIPEncoder(mode="service", model_name=TEST_MODEL, server=f"http://127.0.0.1:{free_port()}", retries=1)
+        CLIPEncoder(mode="service", model_name=TEST_MODEL, server=f"{scheme}://127.0.0.1:{free_port()}", retries=1)
     assert time.time() - started < 10
 
 
@@ -95,6 +142,42 @@ def test_slow_server_times_out() -> None:
 
     with running_server(app) as url, pytest.raises(EncoderError, match="did not answer in time"):
         CLIPEncoder(mode="service", model_name=TEST_MODEL, server=url, timeout=0.5, retries=0)
+
+
+def test_slow_grpc_server_times_out() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
+
+    def slow(request: object, context: object) -> object:
+        time.sleep(5)
+        return request
+
+    handlers = [
+        grpc.method_handlers_generic_handler("jina.JinaGatewayDryRunRPC", {"dry_run": grpc.unary_unary_rpc_method_handler(
+            lambda *_: jp.Status(code=jp.SUCCESS), jp.Empty.FromString, jp.Status.SerializeToString)}),
+        grpc.method_handlers_generic_handler("jina.JinaSingleDataRequestRPC", {"process_single_data": grpc.unary_unary_rpc_method_handler(
+            slow, jp.DataRequest.FromString, jp.DataRequest.SerializeToString)})]
+    server = grpc.server(ThreadPoolExecutor(2), handlers=handlers)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    started = time.time()
+    try:
+        with pytest.raises(EncoderError, match="did not answer in time"):
+            CLIPEncoder(mode="service", model_name=TEST_MODEL, server=f"grpc://127.0.0.1:{port}", timeout=0.5, retries=0)
+        assert time.time() - started < 4
+    finally:
+        server.stop(grace=None)
+
+
+def test_an_image_our_grpc_server_rejects_fails_alone(encoder_urls: dict[str, str], scenes: Path) -> None:
+    """The server fails a request with one undecodable blob in it; the client resends one by one and marks it."""
+    encoder = CLIPEncoder(mode="service", model_name=TEST_MODEL, server=encoder_urls["grpc"])
+    good = (scenes / "scene_00000.png").read_bytes()
+    rows = encoder.backend.embed_images([good, b"\x89PNG but not one", good])
+    assert np.isnan(rows[1]).all() and np.isfinite(rows[[0, 2]]).all()
+    assert float(rows[0] @ rows[2]) == pytest.approx(float(rows[0] @ rows[0]), abs=1e-5)
+    encoder.close()
 
 
 def test_an_image_the_server_rejects_fails_alone(test_encoder: CLIPEncoder, tmp_path: Path, scenes: Path) -> None:
@@ -121,3 +204,49 @@ def test_an_image_the_server_rejects_fails_alone(test_encoder: CLIPEncoder, tmp_
         summary = engine.index_directory(scenes)
     assert summary.indexed == 24
     assert [(Path(f.path).name, f.reason) for f in summary.failed] == [("tiny.png", "the encoder could not encode it")]
+
+
+class ThirtyTwoDimensions:
+    """A deterministic stand-in for a server-side model that answers 32-d vectors under the test model's name."""
+
+    model_name, dim, image_size = TEST_MODEL, 32, 64
+
+    def __init__(self, **_: object) -> None:
+        pass
+
+    def prepare_image(self, image: Image.Image) -> Image.Image:
+        return image
+
+    def embed_images(self, prepared: list[Image.Image]) -> np.ndarray:
+        return np.stack([np.resize(np.asarray(i.resize((4, 4)), dtype=np.float32), 32) + 1 for i in prepared])
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        return np.stack([np.resize(np.frombuffer(t.encode().ljust(32), dtype=np.uint8).astype(np.float32), 32) for t in texts])
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("rebuild", [False, True])
+def test_a_server_whose_vectors_do_not_fit_the_collection_is_refused(rebuild: bool, tmp_path: Path, scenes: Path) -> None:
+    from clip_encoder import register_backend
+
+    register_backend("thirty-two")(ThirtyTwoDimensions)
+    grpc_server, port = create_grpc_server(CLIPEncoder(mode="thirty-two"), "127.0.0.1:0")
+    grpc_server.start()
+    uri = str(tmp_path / "m.db")
+    try:
+        with ImageSearchEngine(model_name=TEST_MODEL, milvus_uri=uri, device="cpu") as local:
+            local.index_directory(scenes)
+        # the server names the same model, so only the dimension can tell
+        with ImageSearchEngine(mode="service", clip_server=f"grpc://127.0.0.1:{port}", milvus_uri=uri, rebuild=rebuild) as engine:
+            if not rebuild:
+                with pytest.raises(CollectionMismatchError, match=r"answers 32-d vectors .*holds 64-d vectors"):
+                    engine.search("a red circle")
+                with pytest.raises(CollectionMismatchError, match="answers 32-d vectors"):
+                    engine.index_directory(scenes)
+                assert engine.get_stats()["total_images"] == 24  # nothing was lost
+            else:  # --rebuild is the way out: the collection is re-made at the server's dimension
+                assert engine.index_directory(scenes).indexed == 24 and engine.get_stats()["dim"] == 32
+    finally:
+        grpc_server.stop(grace=None)
