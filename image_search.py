@@ -258,8 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="index folders; search by text (--query) or image (--image); similar: images like an indexed "
                              "one (--image); stats; serve: the HTTP API and web page; serve-encoder: a CLIP encoder "
                              "server for service mode")
-    parser.add_argument("--encode-mode", choices=["local", "service"], default="local",
-                        help="local: open_clip in this process; service: a CLIP server (--clip-server)")
+    parser.add_argument("--encode-mode", choices=["local", "service"], default=None,
+                        help="local: open_clip in this process; service: a CLIP server (--clip-server). "
+                             "Default: service when a server is given (--clip-server or IMAGE_SEARCH_CLIP_SERVER), else local")
     parser.add_argument("--model", default=None,
                         help=f"ARCH::PRETRAINED (default: the collection's model, else {DEFAULT_MODEL}), "
                              "a built-in such as shapes-tiny::v1, ARCH::/path/to/checkpoint, or an open_clip model folder")
@@ -337,7 +338,7 @@ def _open_engine(args: argparse.Namespace) -> Any:
     """The engine, or, when a running image_search server holds the Lite database, that server's API."""
     try:
         return ImageSearchEngine(
-            mode=args.encode_mode, model_name=args.model, collection_name=args.collection, milvus_uri=args.milvus_uri,
+            mode=args.encode_mode or ("service" if args.clip_server else "local"), model_name=args.model, collection_name=args.collection, milvus_uri=args.milvus_uri,
             milvus_host=args.milvus_host, milvus_port=args.milvus_port, milvus_token=args.milvus_token,
             batch_size=args.batch_size, device=args.device, precision=args.precision, clip_server=args.clip_server,
             rebuild=args.rebuild, query_model=args.query_model)

@@ -250,3 +250,33 @@ def test_a_server_whose_vectors_do_not_fit_the_collection_is_refused(rebuild: bo
                 assert engine.index_directory(scenes).indexed == 24 and engine.get_stats()["dim"] == 32
     finally:
         grpc_server.stop(grace=None)
+
+
+def test_the_cli_indexes_and_searches_through_a_grpc_server(encoder_urls: dict[str, str], tmp_path: Path,
+                                                            scenes: Path) -> None:
+    """The issue's commands: index through the server, then search with the server named once in the environment."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    env = {**os.environ, "IMAGE_SEARCH_HOME": str(tmp_path / "home")}
+    env.pop("IMAGE_SEARCH_MILVUS_URI", None)
+    cli = [sys.executable, str(ROOT / "image_search.py")]
+    indexed = subprocess.run([*cli, "--mode", "index", "--encode-mode", "service", "--clip-server", encoder_urls["grpc"],
+                              "--image-dir", str(scenes), "-q"], env=env, capture_output=True, text=True, timeout=300)
+    assert indexed.returncode == 0 and "indexed 24" in indexed.stdout, indexed.stderr
+    query = captions_of(scenes)["scene_00003.png"]["zh"]
+    searched = subprocess.run([*cli, "--mode", "search", "--query", query, "--top-k", "5", "--json"],
+                              env={**env, "IMAGE_SEARCH_CLIP_SERVER": encoder_urls["grpc"]}, capture_output=True, text=True,
+                              timeout=300)
+    assert searched.returncode == 0, searched.stderr
+    with ImageSearchEngine(model_name=TEST_MODEL, milvus_uri=str(tmp_path / "local.db"), device="cpu") as local:
+        local.index_directory(scenes)
+        expected = local.search(query, top_k=5)
+    assert [Path(r["path"]).name for r in json.loads(searched.stdout)] == [Path(r.path).name for r in expected]
+    stats = subprocess.run([*cli, "--mode", "stats", "--json"], env={**env, "IMAGE_SEARCH_CLIP_SERVER": encoder_urls["grpc"]},
+                           capture_output=True, text=True, timeout=300)
+    assert json.loads(stats.stdout)["mode"] == "service" and json.loads(stats.stdout)["model"] == TEST_MODEL
