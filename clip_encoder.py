@@ -27,6 +27,7 @@ from errors import InvalidArgumentError, ModelLoadError
 logger = logging.getLogger("image_search")
 
 DEFAULT_MODEL = "ViT-B-32::openai"
+CN_CLIP_PREFIX = "CN-CLIP/"  # Chinese-CLIP models, named as clip-as-service names them (cn_clip_backend.py)
 PROJECT_DIR = Path(__file__).resolve().parent
 # Models that ship with the project, addressed by name like any other.
 BUILTIN_MODELS: dict[str, Path] = {"shapes-tiny::v1": PROJECT_DIR / "models" / "shapes-tiny-v1"}
@@ -77,11 +78,15 @@ class CLIPEncoder:
     def __init__(self, mode: str = "local", model_name: str | None = DEFAULT_MODEL, batch_size: int = 32, **options: Any):
         if mode == "service" and mode not in BACKENDS:
             import clip_service  # noqa: F401  (registers the "service" backend)
+        if mode == "local" and model_name and model_name.strip().startswith(CN_CLIP_PREFIX):
+            import cn_clip_backend  # noqa: F401  (registers "local-cn-clip": Chinese-CLIP is not an open_clip model)
+
+            mode = "local-cn-clip"
         if mode not in BACKENDS:
             raise InvalidArgumentError(f"unknown encoder mode {mode!r}; choose one of: {', '.join(sorted(BACKENDS))}")
         if batch_size < 1:
             raise InvalidArgumentError(f"batch_size must be at least 1, got {batch_size}")
-        self.mode = mode
+        self.mode = "local" if mode == "local-cn-clip" else mode
         self.batch_size = batch_size
         self.backend: EncoderBackend = BACKENDS[mode](model_name=model_name, **options)
 

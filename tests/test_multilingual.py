@@ -172,3 +172,73 @@ def test_sentence_transformers_encoder_loads_from_a_folder_and_answers(tmp_path:
         expected = expected / np.linalg.norm(expected)
         vector = np.asarray(engine.store.get([chinese[0].id], with_vectors=True)[0]["vector"])
         assert chinese[0].score == pytest.approx(float(vector @ expected), abs=1e-4)
+
+
+@pytest.mark.slow
+def test_chinese_clip_loads_offline_and_searches(tmp_path: Path, scenes: Path) -> None:
+    """CN-CLIP/RN50 as cn_clip builds it (its bundled RN50@RBT3-chinese config, real classes and tokenizer,
+    random weights), its checkpoint placed where the hub download puts it, loaded offline by name."""
+    script = textwrap.dedent(f"""
+        import contextlib, io, json, os, sys, time
+        sys.path.insert(0, {str(ROOT)!r})
+        import numpy as np, torch
+        from huggingface_hub.constants import HF_HUB_CACHE
+        from PIL import Image
+        from cn_clip.clip import tokenize
+        from cn_clip.clip.utils import create_model, image_transform
+
+        base = os.path.join(HF_HUB_CACHE, "models--OFA-Sys--chinese-clip-rn50")
+        snapshot = os.path.join(base, "snapshots", "2" * 40)
+        os.makedirs(snapshot); os.makedirs(os.path.join(base, "refs"))
+        open(os.path.join(base, "refs", "main"), "w").write("2" * 40)
+        torch.manual_seed(0)
+        with contextlib.redirect_stdout(io.StringIO()):
+            reference = create_model("RN50@RBT3-chinese")  # cn_clip keeps released weights in fp16
+        torch.save({{"epoch": 1, "state_dict": reference.state_dict()}}, os.path.join(snapshot, "clip_cn_rn50.pt"))
+        reference = reference.float().eval()
+
+        from errors import ModelLoadError
+        from clip_encoder import CLIPEncoder
+        started = time.time()
+        try:
+            CLIPEncoder(model_name="CN-CLIP/ViT-B-16")
+            missing = "loaded?"
+        except ModelLoadError as error:
+            missing = str(error)
+        missing_seconds = time.time() - started
+        encoder = CLIPEncoder(model_name="CN-CLIP/RN50", device="cpu", precision="fp32")
+        texts = ["一只可爱的猫咪", "猫咪 and a dog 狗狗", "🐱🐶 风景", "（全角标点）！？", "一个大的红色圆形" * 60, "a photo of a cat"]
+        with torch.inference_mode():
+            expected = reference.encode_text(tokenize(texts, context_length=52)).numpy()
+            paths = sorted(p for p in os.listdir({str(scenes)!r}) if p.endswith(".png"))[:4]
+            images = [Image.open(os.path.join({str(scenes)!r}, p)).convert("RGB") for p in paths]
+            expected_images = reference.encode_image(torch.stack([image_transform(224)(i) for i in images])).numpy()
+        expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+        expected_images /= np.linalg.norm(expected_images, axis=1, keepdims=True)
+        text_cos = (encoder.encode_texts(texts) * expected).sum(1)
+        image_cos = (encoder.encode_images(images) * expected_images).sum(1)
+        by_file = CLIPEncoder(model_name="CN-CLIP/RN50::" + os.path.join(snapshot, "clip_cn_rn50.pt"), device="cpu")
+        file_cos = float((by_file.encode_texts(texts) * expected).sum(1).min())
+
+        from image_search import ImageSearchEngine
+        with ImageSearchEngine(model_name="CN-CLIP/RN50", milvus_uri={str(tmp_path / "cn.db")!r}, device="cpu") as engine:
+            summary = engine.index_directory({str(scenes)!r})
+            first = engine.search_by_image(os.path.join({str(scenes)!r}, paths[0]), top_k=3)[0]
+            hits = engine.search("一只可爱的猫咪", top_k=3)
+            stats = engine.get_stats()
+        print(json.dumps({{"missing": missing, "missing_seconds": missing_seconds, "dim": encoder.dim,
+                          "text_cos": float(text_cos.min()), "image_cos": float(image_cos.min()), "file_cos": file_cos,
+                          "indexed": summary.indexed, "first": os.path.basename(first.path),
+                          "query_encoder": hits[0].query_encoder, "count": len(hits), "model": stats["model"],
+                          "stats_dim": stats["dim"]}}))
+        """)
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "OFA-Sys/chinese-clip-vit-base-patch16" in result["missing"] and "CN-CLIP/ViT-B-16::/path/to/" in result["missing"]
+    assert result["missing_seconds"] < 10
+    assert result["dim"] == 1024 and result["text_cos"] > 0.9999 and result["image_cos"] > 0.9999
+    assert result["file_cos"] > 0.9999  # CN-CLIP/RN50::/path/to/file.pt names a local checkpoint
+    assert result["indexed"] == 24 and result["first"] == "scene_00000.png" and result["count"] == 3
+    assert result["query_encoder"] == "CN-CLIP/RN50" and result["model"] == "CN-CLIP/RN50" and result["stats_dim"] == 1024
