@@ -74,24 +74,11 @@ def test_m_clip_loads_from_the_hub_cache_and_answers_chinese_queries(tmp_path: P
         import json, os, sys
         sys.path.insert(0, {str(ROOT)!r})
         import numpy as np, torch, transformers
-        from huggingface_hub.constants import HF_HUB_CACHE
-        from safetensors.torch import save_file
-        from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+        sys.path.insert(0, {str(ROOT / "tests")!r})
+        from tiny_hf import cache_dir, xlm_roberta_tokenizer
 
-        def cache_dir(repo):
-            base = os.path.join(HF_HUB_CACHE, "models--" + repo.replace("/", "--"))
-            os.makedirs(os.path.join(base, "snapshots", "1" * 40)); os.makedirs(os.path.join(base, "refs"))
-            open(os.path.join(base, "refs", "main"), "w").write("1" * 40)
-            return os.path.join(base, "snapshots", "1" * 40)
-
-        tok = Tokenizer(models.Unigram()); tok.normalizer = normalizers.NFKC(); tok.pre_tokenizer = pre_tokenizers.Metaspace()
-        specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
         captions = json.load(open({str(scenes / "captions.json")!r}))
-        corpus = [c["en"] + " " + c["zh"] for c in captions.values()] * 20
-        tok.train_from_iterator(corpus, trainers.UnigramTrainer(vocab_size=200, special_tokens=specials, unk_token="<unk>"))
-        tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
-        tokenizer = transformers.XLMRobertaTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
-            unk_token="<unk>", pad_token="<pad>", mask_token="<mask>", cls_token="<s>", sep_token="</s>")
+        tokenizer = xlm_roberta_tokenizer([c["en"] + " " + c["zh"] for c in captions.values()] * 20)
 
         base_config = transformers.XLMRobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
             num_attention_heads=2, intermediate_size=64, max_position_embeddings=66, pad_token_id=1)
@@ -242,3 +229,50 @@ def test_chinese_clip_loads_offline_and_searches(tmp_path: Path, scenes: Path) -
     assert result["file_cos"] > 0.9999  # CN-CLIP/RN50::/path/to/file.pt names a local checkpoint
     assert result["indexed"] == 24 and result["first"] == "scene_00000.png" and result["count"] == 3
     assert result["query_encoder"] == "CN-CLIP/RN50" and result["model"] == "CN-CLIP/RN50" and result["stats_dim"] == 1024
+
+
+@pytest.mark.slow
+def test_open_clip_xlm_roberta_model_loads_offline_and_reads_chinese(tmp_path: Path, scenes: Path) -> None:
+    """`xlm-roberta-base-ViT-B-32::laion5b_s13b_b90k` through open_clip's own loader, offline: the real
+    architecture config and classes (ViT-B-32 + an HF XLM-R text tower), a small `xlm-roberta-base` config
+    and a tokenizer trained here in its cache entry, random weights where the laion checkpoint goes."""
+    script = textwrap.dedent(f"""
+        import json, os, sys
+        sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / "tests")!r})
+        import numpy as np, open_clip, torch, transformers
+        from safetensors.torch import save_file
+        from tiny_hf import cache_dir, xlm_roberta_tokenizer
+
+        captions = json.load(open({str(scenes / "captions.json")!r}))
+        tokenizer = xlm_roberta_tokenizer([c["en"] + " " + c["zh"] for c in captions.values()] * 20)
+        hf = cache_dir("xlm-roberta-base")
+        transformers.XLMRobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                      intermediate_size=64, max_position_embeddings=80, pad_token_id=1).save_pretrained(hf)
+        tokenizer.save_pretrained(hf)
+        torch.manual_seed(0)
+        reference = open_clip.create_model("xlm-roberta-base-ViT-B-32", pretrained=None, pretrained_hf=False).eval()
+        weights = cache_dir("laion/CLIP-ViT-B-32-xlm-roberta-base-laion5B-s13B-b90k")
+        save_file({{k: v.contiguous() for k, v in reference.state_dict().items()}},
+                  os.path.join(weights, "open_clip_model.safetensors"))
+
+        from clip_encoder import CLIPEncoder
+        name = "xlm-roberta-base-ViT-B-32::laion5b_s13b_b90k"
+        encoder = CLIPEncoder(model_name=name, device="cpu", precision="fp32")
+        texts = ["一只可爱的猫咪", "猫咪 and a dog", "🐱 风景！", "一个大的红色圆形" * 100]
+        with torch.inference_mode():
+            expected = reference.encode_text(open_clip.get_tokenizer("xlm-roberta-base-ViT-B-32")(texts)).numpy()
+        expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+        from image_search import ImageSearchEngine
+        with ImageSearchEngine(model_name=name, milvus_uri={str(tmp_path / "x.db")!r}, device="cpu") as engine:
+            engine.index_directory({str(scenes)!r})
+            hits = engine.search("一只可爱的猫咪", top_k=5)
+        print(json.dumps({{"dim": encoder.dim, "text_cos": float((encoder.encode_texts(texts) * expected).sum(1).min()),
+                          "query_encoder": hits[0].query_encoder, "count": len(hits)}}))
+        """)
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["dim"] == 512 and result["text_cos"] > 0.9999  # a very long query is truncated, not an error
+    # the model reads Chinese itself: no multilingual query encoder in between
+    assert result["query_encoder"] == "xlm-roberta-base-ViT-B-32::laion5b_s13b_b90k" and result["count"] == 5
