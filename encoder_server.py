@@ -256,22 +256,26 @@ def create_grpc_server(encoder: CLIPEncoder, address: str, batcher: MicroBatcher
         grpc.method_handlers_generic_handler("jina.JinaDiscoverEndpointsRPC", {"endpoint_discovery": unary(
             service.endpoint_discovery, jina_protocol.Empty.FromString, jina_protocol.Endpoints.SerializeToString)}),
     ]
+    # no SO_REUSEPORT: a second server on a busy port must fail, not silently share it
     server = grpc.server(ThreadPoolExecutor(max_workers=32, thread_name_prefix="grpc"), handlers=handlers,
-                         options=jina_protocol.CHANNEL_OPTIONS)
-    port = server.add_insecure_port(address)
+                         options=[*jina_protocol.CHANNEL_OPTIONS, ("grpc.so_reuseport", 0)])
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:  # newer grpcio raises where older ones returned 0
+        port = 0
     if port == 0:
-        raise ImageSearchError(f"cannot listen for gRPC on {address}")
+        raise ImageSearchError(f"cannot listen for gRPC on {address} (is the port in use?)")
     return server, port
 
 
 def serve_encoder(encoder: CLIPEncoder, host: str = "127.0.0.1", port: int = 51000, http_port: int | None = None) -> None:
     """gRPC on `port` and HTTP JSON on `http_port` (port + 1 unless given), one model and batcher behind both."""
-    import uvicorn
+    from serving import run_app
 
     batcher = MicroBatcher(encoder, max_batch=max(encoder.batch_size, 8))
     grpc_server, _ = create_grpc_server(encoder, f"{host}:{port}", batcher)
     grpc_server.start()
     try:
-        uvicorn.run(create_encoder_app(encoder, batcher), host=host, port=http_port or port + 1, log_level="warning")
+        run_app(create_encoder_app(encoder, batcher), host, http_port or port + 1)
     finally:
         grpc_server.stop(grace=1)

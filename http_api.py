@@ -217,17 +217,17 @@ def create_app(engine: Any, token: str | None = None, thumbnail_dir: str | Path 
 
 def serve(engine: Any, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
           index_roots: list[str] | None = None) -> None:
-    import uvicorn
-
     from remote_engine import remove_advert, write_advert
+    from serving import listening_socket, run_app
 
+    listening_socket(host, port).close()  # a busy port fails now, before the model loads
     engine.warm()  # model loaded and (Lite) vectors in memory before the first request
     app = create_app(engine, token=token, index_roots=index_roots)
     lite = engine.store.location if engine.store.is_lite else None
     if lite:  # so that the CLI, finding the database locked, can use this server instead
         write_advert(lite, f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}", bool(token))
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        run_app(app, host, port)
     finally:
         if lite:
             remove_advert(lite)

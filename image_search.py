@@ -359,11 +359,13 @@ def _open_engine(args: argparse.Namespace) -> Any:
 def _run(args: argparse.Namespace) -> int:
     if args.mode == "serve-encoder":
         from encoder_server import serve_encoder
+        from serving import listening_socket
 
+        port, http_port = args.port or 51000, args.http_port or (args.port or 51000) + 1
+        for busy in (port, http_port):  # before the model loads: a busy port fails in a second
+            listening_socket(args.host, busy).close()
         encoder = CLIPEncoder(mode="local", model_name=args.model or DEFAULT_MODEL, batch_size=args.batch_size,
                               device=args.device, precision=args.precision)
-        port = args.port or 51000
-        http_port = args.http_port or port + 1
         print(f"encoder {encoder.model_name} ({encoder.dim}-d): grpc://{args.host}:{port} (clip-client, clip-as-service's "
               f"gRPC protocol) and http://{args.host}:{http_port} (its HTTP JSON protocol)", file=sys.stderr)
         serve_encoder(encoder, args.host, port, http_port)
@@ -400,8 +402,10 @@ def _run(args: argparse.Namespace) -> int:
             return 1 if total.failed and total.indexed + total.unchanged == 0 else 0
         if args.mode == "serve":
             from http_api import serve
+            from serving import listening_socket
 
             port = args.port or 8000
+            listening_socket(args.host, port).close()
             print(f"serving on http://{args.host}:{port}/ (API docs at /docs)", file=sys.stderr)
             serve(engine, args.host, port, token=args.token, index_roots=args.index_root)
             return 0

@@ -164,3 +164,15 @@ def test_cli_uses_the_running_server_that_holds_the_database(tmp_path: Path, sce
         server.send_signal(signal.SIGINT)
         server.wait(timeout=30)
     assert not (home / "milvus.db.server.json").exists()
+
+
+@pytest.mark.parametrize("mode", ["serve", "serve-encoder"])
+def test_a_busy_port_is_a_clear_error(mode: str, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        done = run_cli("--mode", mode, "--model", TEST_MODEL, "--port", port, home=tmp_path, check=False)
+    assert done.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in done.stderr and "Traceback" not in done.stderr

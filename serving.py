@@ -1,0 +1,32 @@
+"""Running our ASGI apps: bind first, so that a busy port is a clear error, not uvicorn's silent exit 3."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from errors import ImageSearchError
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart must not wait out TIME_WAIT
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise ImageSearchError(f"cannot listen on {host}:{port}: {error.strerror or error} "
+                               "(another server on that port? choose one with --port)") from None
+    return sock
+
+
+def run_app(app: Any, host: str, port: int) -> None:
+    """Serve `app` with uvicorn on host:port until interrupted."""
+    import uvicorn
+
+    sock = listening_socket(host, port)
+    try:
+        uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+    finally:
+        sock.close()
