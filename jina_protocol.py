@@ -45,14 +45,16 @@ _JINA = [
                           ("routes", 3, ".jina.RouteProto", "", True),
                           ("data", 4, ".jina.DataRequestProto.DataContentProto", "", False)]),
     ("EndpointsProto", [("endpoints", 1, "string", "", True), ("write_endpoints", 2, "string", "", True)]),
-    ("JinaInfoEntry", [("key", 1, "string", "", False), ("value", 2, "string", "", False)]),
+    ("JinaEntry", [("key", 1, "string", "", False), ("value", 2, "string", "", False)]),
+    ("EnvsEntry", [("key", 1, "string", "", False), ("value", 2, "string", "", False)]),
     ("JinaInfoProto", [("jina", 1, ".jina.JinaInfoProto.JinaEntry", "", True), ("envs", 2, ".jina.JinaInfoProto.EnvsEntry", "", True)]),
 ]
-# jina nests these inside other messages; the table above keeps them flat for reading
-_NESTED = {"ExceptionProto": "StatusProto", "DataContentProto": "DataRequestProto"}
-_MAP_ENTRIES = {"JinaInfoProto": ("JinaEntry", "EnvsEntry")}
+# jina nests these inside other messages; the tables above keep them flat for reading
+_NESTED = {"ExceptionProto": "StatusProto", "DataContentProto": "DataRequestProto",
+           "JinaEntry": "JinaInfoProto", "EnvsEntry": "JinaInfoProto"}
+_MAP_ENTRIES = {"JinaEntry", "EnvsEntry"}  # map<string, string> fields of JinaInfoProto
 
-# The RPCs that clip-client, clip-server and our encoder server use: name -> (path, client streams, server streams)
+# The RPCs that clip-client, clip-server and our encoder server use, by gRPC method path
 CALL = "/jina.JinaRPC/Call"  # the client streams requests, the server streams answers (jina's default)
 PROCESS_SINGLE_DATA = "/jina.JinaSingleDataRequestRPC/process_single_data"  # one request, one answer
 DRY_RUN = "/jina.JinaGatewayDryRunRPC/dry_run"  # Empty -> StatusProto: readiness
@@ -86,17 +88,11 @@ def _message(name: str, fields: list[tuple[str, int, str, str, bool]]) -> descri
 def _file(name: str, package: str, table: list[Any], dependencies: list[str]) -> descriptor_pb2.FileDescriptorProto:
     file = descriptor_pb2.FileDescriptorProto(name=name, package=package, syntax="proto3", dependency=dependencies)
     built = {message_name: _message(message_name, fields) for message_name, fields in table}
-    entry = built.pop("JinaInfoEntry", None)
+    for entry in _MAP_ENTRIES & built.keys():
+        built[entry].options.map_entry = True
     for child, parent in _NESTED.items():
         if child in built:
             built[parent].nested_type.append(built.pop(child))
-    for parent, names in _MAP_ENTRIES.items():
-        if parent in built and entry is not None:
-            for entry_name in names:
-                nested = built[parent].nested_type.add()
-                nested.CopyFrom(entry)
-                nested.name = entry_name
-                nested.options.map_entry = True
     if "StatusProto" in built:
         codes = built["StatusProto"].enum_type.add(name="StatusCode")
         codes.value.add(name="SUCCESS", number=SUCCESS)

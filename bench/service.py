@@ -3,9 +3,11 @@
     python bench/service.py [--images 64]
 
 Starts our encoder server (`--mode serve-encoder`, ViT-B-32 with random weights) in its own process
-on loopback and measures both of its protocols (gRPC, HTTP JSON); clients send 12 MP photos from the indexing corpus (decoded and scaled here, as the
-indexer does) in batches of 32. On one machine the server and its clients share the same cores, so
-this measures protocol overhead, not the gain of a GPU server.
+on loopback and measures both of its protocols (gRPC, HTTP JSON); clients send 12 MP photos from the
+indexing corpus (decoded and scaled here, as the indexer does) in batches of 32. On one machine the
+server and its clients share the same cores, so this measures protocol overhead, not the gain of a
+GPU server. Where service/install-clip-server.sh has run, the same clients are then measured
+against clip-server (ONNX executor, the model exported here).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -75,6 +78,61 @@ def main() -> None:
     finally:
         server.send_signal(2)
         server.wait(timeout=30)
+    if CLIP_SERVER_PYTHON.exists():
+        measure_clip_server(model, args.port + 2, run)
+
+
+CLIP_SERVER_PYTHON = ROOT / ".venv-clip-server" / "bin" / "python"
+
+
+def measure_clip_server(model: Path, port: int, run: Any) -> None:
+    """The same clients against clip-as-service's clip-server (ONNX executor, the model exported here), over gRPC."""
+    import os
+    import signal
+
+    from clip_encoder import CLIPEncoder
+    from errors import EncoderError
+
+    onnx = model.parent / (model.name + "-onnx")
+    if not (onnx / "visual.onnx").exists():
+        subprocess.run([sys.executable, str(ROOT / "tools" / "export_onnx.py"), str(model), str(onnx)], check=True,
+                       capture_output=True)
+    flow = model.parent / "clip-server-bench.yml"
+    flow.write_text(f"""jtype: Flow
+version: '1'
+with:
+  port: {port}
+  protocol: grpc
+executors:
+  - name: clip_o
+    uses:
+      jtype: CLIPEncoder
+      with:
+        name: ViT-B-32::openai
+        model_path: {onnx}
+      metas:
+        py_modules:
+          - clip_server.executors.clip_onnx
+""")
+    env = {**os.environ, "NO_VERSION_CHECK": "1", "JINA_OPTOUT_TELEMETRY": "1", "JINA_HIDE_SURVEY": "1"}
+    server = subprocess.Popen([str(CLIP_SERVER_PYTHON), "-m", "clip_server", str(flow)], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                service = CLIPEncoder(mode="service", model_name=str(model), server=f"grpc://127.0.0.1:{port}", retries=0)
+                break
+            except EncoderError:
+                if time.time() > deadline or server.poll() is not None:
+                    sys.exit("clip-server did not start")
+                time.sleep(1)
+        for clients in (1, 4):
+            print(f"clip-server grpc, {clients} client(s): {run(service, clients):6.1f} images/s")
+        service.close()
+    finally:
+        os.killpg(server.pid, signal.SIGINT)  # SIGTERM orphans its workers
+        server.wait(timeout=60)
 
 
 if __name__ == "__main__":

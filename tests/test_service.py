@@ -7,7 +7,10 @@ import asyncio
 import base64
 import io
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -144,30 +147,43 @@ def test_slow_server_times_out() -> None:
         CLIPEncoder(mode="service", model_name=TEST_MODEL, server=url, timeout=0.5, retries=0)
 
 
-def test_slow_grpc_server_times_out() -> None:
+@contextmanager
+def stub_grpc_server(ready: bool, process: Any) -> Iterator[str]:
+    """A gRPC server with only the two RPCs our client needs, misbehaving as told."""
     from concurrent.futures import ThreadPoolExecutor
 
     import grpc
 
+    status = jp.Status(code=jp.SUCCESS if ready else jp.ERROR, description="" if ready else "executor clip_t is loading")
+    handlers = [
+        grpc.method_handlers_generic_handler("jina.JinaGatewayDryRunRPC", {"dry_run": grpc.unary_unary_rpc_method_handler(
+            lambda *_: status, jp.Empty.FromString, jp.Status.SerializeToString)}),
+        grpc.method_handlers_generic_handler("jina.JinaSingleDataRequestRPC", {"process_single_data": grpc.unary_unary_rpc_method_handler(
+            process, jp.DataRequest.FromString, jp.DataRequest.SerializeToString)})]
+    server = grpc.server(ThreadPoolExecutor(2), handlers=handlers)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"grpc://127.0.0.1:{port}"
+    finally:
+        server.stop(grace=None)
+
+
+def test_slow_grpc_server_times_out() -> None:
     def slow(request: object, context: object) -> object:
         time.sleep(5)
         return request
 
-    handlers = [
-        grpc.method_handlers_generic_handler("jina.JinaGatewayDryRunRPC", {"dry_run": grpc.unary_unary_rpc_method_handler(
-            lambda *_: jp.Status(code=jp.SUCCESS), jp.Empty.FromString, jp.Status.SerializeToString)}),
-        grpc.method_handlers_generic_handler("jina.JinaSingleDataRequestRPC", {"process_single_data": grpc.unary_unary_rpc_method_handler(
-            slow, jp.DataRequest.FromString, jp.DataRequest.SerializeToString)})]
-    server = grpc.server(ThreadPoolExecutor(2), handlers=handlers)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
     started = time.time()
-    try:
-        with pytest.raises(EncoderError, match="did not answer in time"):
-            CLIPEncoder(mode="service", model_name=TEST_MODEL, server=f"grpc://127.0.0.1:{port}", timeout=0.5, retries=0)
-        assert time.time() - started < 4
-    finally:
-        server.stop(grace=None)
+    with stub_grpc_server(True, slow) as url, pytest.raises(EncoderError, match="did not answer in time"):
+        CLIPEncoder(mode="service", model_name=TEST_MODEL, server=url, timeout=0.5, retries=0)
+    assert time.time() - started < 4
+
+
+def test_grpc_server_not_ready_is_a_clear_error() -> None:
+    with stub_grpc_server(False, lambda request, context: request) as url, \
+            pytest.raises(EncoderError, match="is not ready: executor clip_t is loading"):
+        CLIPEncoder(mode="service", model_name=TEST_MODEL, server=url)
 
 
 def test_an_image_our_grpc_server_rejects_fails_alone(encoder_urls: dict[str, str], scenes: Path) -> None:
