@@ -19,7 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from errors import ImageDecodeError
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
-try:  # HEIC/HEIF when the optional plugin is installed
+try:  # HEIC/HEIF through pillow-heif (in requirements.txt; without it such files are simply not listed)
     import pillow_heif
 
     pillow_heif.register_heif_opener()

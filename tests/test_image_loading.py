@@ -105,3 +105,29 @@ def test_decompression_bomb_is_refused_before_decoding(tmp_path: Path) -> None:
     Image.new("L", (5000, 5000)).save(path)  # tiny file, 25 megapixels
     with pytest.raises(ImageDecodeError, match="decompression bomb"):
         load_rgb(path, max_pixels=10_000_000)
+
+
+def test_phone_heic_photos_are_indexed_upright(tmp_path: Path, photos: dict[str, Path], test_encoder) -> None:  # type: ignore[no-untyped-def]
+    """An iPhone-style HEIC (upper-case extension, stored sideways with an EXIF orientation) is found by its photo."""
+    import pillow_heif  # a runtime requirement, so HEIC is read everywhere
+
+    from image_search import ImageSearchEngine
+
+    assert pillow_heif is not None
+    folder = tmp_path / "phone"
+    folder.mkdir()
+    for name in ("astronaut", "coffee", "rocket", "camera"):
+        (folder / f"{name}.jpg").write_bytes(photos[name].read_bytes())
+    upright = Image.open(photos["chelsea"]).convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display", as phones write it
+    upright.transpose(Image.Transpose.ROTATE_90).save(folder / "IMG_0001.HEIC", format="HEIF", exif=exif.tobytes(), quality=90)
+    (folder / "IMG_0002.HEIC").write_bytes((folder / "IMG_0001.HEIC").read_bytes()[:200])  # cut short in a copy
+
+    decoded = load_rgb(folder / "IMG_0001.HEIC")
+    assert decoded.size == upright.size
+    assert np.abs(np.asarray(decoded, dtype=np.float32) - np.asarray(upright, dtype=np.float32)).mean() < 3
+    with ImageSearchEngine(encoder=test_encoder, milvus_uri=str(tmp_path / "h.db")) as engine:
+        summary = engine.index_directory(folder)
+        assert summary.indexed == 5 and [Path(f.path).name for f in summary.failed] == ["IMG_0002.HEIC"]
+        assert Path(engine.search_by_image(photos["chelsea"], top_k=1)[0].path).name == "IMG_0001.HEIC"
