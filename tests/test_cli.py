@@ -176,3 +176,51 @@ def test_a_busy_port_is_a_clear_error(mode: str, tmp_path: Path) -> None:
         port = str(taken.getsockname()[1])
         done = run_cli("--mode", mode, "--model", TEST_MODEL, "--port", port, home=tmp_path, check=False)
     assert done.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_unreadable_files_and_folders_as_a_real_user(tmp_path: Path, scenes: Path) -> None:
+    """Permission bits only bind an unprivileged user: run the CLI as one (root here drops to nobody)."""
+    import shutil
+    import stat
+    import tempfile
+
+    prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else []
+    if prefix and not shutil.which("setpriv"):
+        pytest.skip("running as root without setpriv: permission bits cannot be tested")
+    work = Path(tempfile.mkdtemp(dir="/tmp" if prefix else tmp_path))
+    try:
+        photos, sub = work / "photos", work / "photos" / "trip"
+        sub.mkdir(parents=True)
+        for i, scene in enumerate(sorted(scenes.glob("*.png"))[:6]):
+            shutil.copy(scene, (sub if i >= 4 else photos) / scene.name)
+        for path in [work, *work.rglob("*")]:
+            if prefix:
+                os.chown(path, 65534, 65534)
+        env = {"HOME": str(work), "IMAGE_SEARCH_HOME": str(work / "home")}
+
+        def index() -> subprocess.CompletedProcess[str]:
+            return subprocess.run([*prefix, sys.executable, str(ROOT / "image_search.py"), "--mode", "index", "--model",
+                                   TEST_MODEL, "--image-dir", str(photos), "-q"], capture_output=True, text=True, timeout=300,
+                                  env={**os.environ, **env})
+
+        first = index()
+        assert first.returncode == 0 and "indexed 6" in first.stdout, first.stderr
+        unreadable = sorted(photos.glob("*.png"))[0]
+        unreadable.chmod(0)
+        unreadable.touch()  # changed, so the next run must read it
+        sub.chmod(stat.S_IWUSR)  # neither listable nor enterable
+        second = index()
+        assert second.returncode == 0, second.stderr
+        assert f"failed: {unreadable}: permission denied" in second.stderr
+        assert f"failed: {sub}: cannot open folder: Permission denied" in second.stderr or \
+            f"failed: {sub}: cannot list folder: Permission denied" in second.stderr
+        # the unlistable folder's two images keep their rows: a permission problem never deletes data
+        assert "removed 0" in second.stdout and "unchanged 3" in second.stdout
+        sub.chmod(0o755)
+        stats = subprocess.run([*prefix, sys.executable, str(ROOT / "image_search.py"), "--mode", "stats", "--json"],
+                               capture_output=True, text=True, timeout=300, env={**os.environ, **env})
+        assert json.loads(stats.stdout)["total_images"] == 6
+    finally:
+        for path in [work, *work.rglob("*")]:
+            path.chmod(0o755)
+        shutil.rmtree(work, ignore_errors=True)
