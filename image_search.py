@@ -263,7 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "Default: service when a server is given (--clip-server or IMAGE_SEARCH_CLIP_SERVER), else local")
     parser.add_argument("--model", default=None,
                         help=f"ARCH::PRETRAINED (default: the collection's model, else {DEFAULT_MODEL}), "
-                             "a built-in such as shapes-tiny::v1, ARCH::/path/to/checkpoint, or an open_clip model folder")
+                             "e.g. ViT-L-14-336::openai or xlm-roberta-base-ViT-B-32::laion5b_s13b_b90k (multilingual); "
+                             "Chinese-CLIP as CN-CLIP/ViT-B-16; a built-in such as shapes-tiny::v1; ARCH::/path/to/checkpoint; "
+                             "or an open_clip model folder")
     parser.add_argument("--collection", default=DEFAULT_COLLECTION)
     store = parser.add_argument_group("store")
     store.add_argument("--milvus-uri", help="a Milvus Lite .db path or http://host:port of a Milvus server")
