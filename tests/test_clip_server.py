@@ -129,6 +129,17 @@ def test_index_and_search_through_clip_server_equal_local(clip_server: dict[str,
         assert [r.path for r in a] == [r.path for r in b]
 
 
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_an_image_clip_server_rejects_fails_alone(clip_server: dict[str, str], protocol: str, small_model: Path,
+                                                  photos: dict[str, Path]) -> None:
+    """clip-server fails a whole request over one undecodable image; the client resends one by one."""
+    service = CLIPEncoder(mode="service", model_name=str(small_model), server=clip_server[protocol])
+    good = photos["chelsea"].read_bytes()
+    rows = service.backend.embed_images([good, b"\xff\xd8\xff not a jpeg", good])
+    assert np.isnan(rows[1]).all() and np.isfinite(rows[[0, 2]]).all()
+    service.close()
+
+
 CLIP_CLIENT_SCRIPT = """
 import json, sys
 import numpy as np
