@@ -27,11 +27,11 @@ import numpy as np
 from PIL import Image
 
 from clip_encoder import DEFAULT_MODEL, CLIPEncoder, normalize, pick_device
-from errors import CollectionMismatchError, ImageSearchError, InvalidArgumentError, StoreLockedError
+from errors import CollectionMismatchError, EncoderError, ImageSearchError, InvalidArgumentError, StoreLockedError
 from image_loading import load_rgb
 from indexer import Indexer, IndexSummary, ProgressCallback
 from milvus_store import DEFAULT_COLLECTION, Hit, MilvusStore, SearchFilter, is_lite_uri, path_id, resolve_uri
-from multilingual import QueryRouter
+from multilingual import QueryRouter, planned_query_encoder
 from search_results import SearchResult, format_results, print_results
 
 __all__ = ["ImageSearchEngine", "SearchResult", "SearchFilter", "IndexSummary", "print_results", "main"]
@@ -213,16 +213,16 @@ class ImageSearchEngine:
 
     def get_stats(self) -> dict[str, Any]:
         info = self.store.collection_info()
-        return {
+        return {  # no model is loaded for this: stats of a missing collection answer at once
             "mode": self.mode,
             "model": self.model_name,
-            "dim": info.dim if info else self.encoder.dim,
+            "dim": info.dim if info else (self._encoder.dim if self._encoder is not None else None),
             "collection": self.store.collection_name,
             "store": self.store.location,
             "store_kind": "milvus-lite" if self.store.is_lite else "milvus-server",
             "total_images": self.store.count(),
             "query_model": self._query_model,
-            "multilingual_query_encoder": self.router.encoder_name,
+            "multilingual_query_encoder": planned_query_encoder(self.model_name, self._query_model),
         }
 
 
@@ -457,6 +457,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except ImageSearchError as error:
         print(f"error: {error}", file=sys.stderr)
+        if args.mode == "index" and isinstance(error, EncoderError):
+            print("what was indexed so far is kept; run the same command again to finish", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted: what was indexed so far is kept; run again to finish", file=sys.stderr)

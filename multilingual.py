@@ -165,6 +165,13 @@ def load_text_encoder(name: str, device: str = "cpu") -> TextEncoder:
     raise ModelLoadError(f"{name!r} is neither an M-CLIP model (config.json with model_type M-CLIP) nor a sentence-transformers model")
 
 
+def planned_query_encoder(model_name: str, query_model: str) -> str | None:
+    """The multilingual encoder that non-Latin queries against `model_name` go to, or None."""
+    if query_model == "never" or (query_model == "auto" and reads_any_script(model_name)):
+        return None
+    return QUERY_ENCODERS.get(model_name) if query_model == "auto" else query_model
+
+
 class QueryRouter:
     """Chooses, per query, the collection model's own text tower or a multilingual encoder.
 
@@ -185,9 +192,7 @@ class QueryRouter:
     @property
     def encoder_name(self) -> str | None:
         """The multilingual encoder this router would use, or None."""
-        if self.mode == "never" or (self.mode == "auto" and reads_any_script(self.model_name)):
-            return None
-        return QUERY_ENCODERS.get(self.model_name) if self.mode == "auto" else self.mode
+        return planned_query_encoder(self.model_name, self.mode)
 
     def route(self, text: str) -> str | None:
         name = self.encoder_name

@@ -212,3 +212,13 @@ def test_engine_on_a_milvus_server_by_host_and_port(milvus_server: str, scenes: 
         assert engine.get_stats()["total_images"] == 23
         assert engine.get_stats()["store_kind"] == "milvus-server"
         engine.store.drop()
+
+
+def test_stats_and_search_of_a_missing_collection_load_no_model(tmp_path: Path) -> None:
+    """ViT-L-14's weights are not here: answering at all shows the model was never loaded."""
+    with ImageSearchEngine(model_name="ViT-L-14::openai", milvus_uri=str(tmp_path / "none.db")) as engine:
+        stats = engine.get_stats()
+        assert stats["total_images"] == 0 and stats["dim"] is None and stats["model"] == "ViT-L-14::openai"
+        assert stats["multilingual_query_encoder"] == "M-CLIP/XLM-Roberta-Large-Vit-L-14"
+        with pytest.warns(EmptyIndexWarning):
+            assert engine.search("a cat") == []

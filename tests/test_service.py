@@ -296,3 +296,29 @@ def test_the_cli_indexes_and_searches_through_a_grpc_server(encoder_urls: dict[s
     stats = subprocess.run([*cli, "--mode", "stats", "--json"], env={**env, "IMAGE_SEARCH_CLIP_SERVER": encoder_urls["grpc"]},
                            capture_output=True, text=True, timeout=300)
     assert json.loads(stats.stdout)["mode"] == "service" and json.loads(stats.stdout)["model"] == TEST_MODEL
+
+
+def test_a_server_that_dies_mid_index_loses_nothing(test_encoder: CLIPEncoder, tmp_path: Path, scenes: Path) -> None:
+    """The run stops with a clear error; committed batches stay; against a server again, the rest is indexed."""
+    first, port = create_grpc_server(test_encoder, "127.0.0.1:0")
+    first.start()
+
+    def stop_after_a_few(progress: Any) -> None:
+        if progress.done == 10:
+            first.stop(grace=None)
+
+    uri = str(tmp_path / "d.db")
+    with ImageSearchEngine(mode="service", clip_server=f"grpc://127.0.0.1:{port}", milvus_uri=uri, batch_size=4) as engine:
+        with pytest.raises(EncoderError, match="cannot reach the CLIP server"):
+            engine.index_directory(scenes, progress=stop_after_a_few)
+        kept = engine.get_stats()["total_images"]
+    assert 4 <= kept < 24
+    second, port = create_grpc_server(test_encoder, "127.0.0.1:0")
+    second.start()
+    try:
+        with ImageSearchEngine(mode="service", clip_server=f"grpc://127.0.0.1:{port}", milvus_uri=uri, batch_size=4) as engine:
+            summary = engine.index_directory(scenes)
+            assert (summary.unchanged, summary.indexed) == (kept, 24 - kept)
+            assert engine.get_stats()["total_images"] == 24
+    finally:
+        second.stop(grace=None)
