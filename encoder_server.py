@@ -6,9 +6,10 @@ gRPC on `--port` (clip-as-service's default 51000), so clip-client and our `grpc
 it as to clip-server: jina's `JinaRPC/Call` stream and `process_single_data`, `dry_run` for
 readiness, `_status` naming the model and dimension (jina_protocol.py has the messages).
 
-HTTP JSON on `--http-port` (default port + 1): `POST /post` `{"execEndpoint": "/encode", "data": [{"text": ...} | {"blob": base64 image} | {"uri": data-URI}]}`
-answers `{"data": [{..., "embedding": [...]}], "header": {"status": null}}`; a failure answers HTTP 200
-with `header.status` set, as jina's gateway does. `GET /dry_run` is readiness, `GET /status` names
+HTTP JSON on `--http-port` (default port + 1): `POST /post` with `{"execEndpoint": "/encode",
+"data": [{"text": ...} | {"blob": base64 image} | {"uri": data-URI}]}` answers
+`{"data": [{..., "embedding": [...]}], "header": {"status": null}}`; a failure answers HTTP 200 with
+`header.status` set, as jina's gateway does. `GET /dry_run` is readiness, `GET /status` names
 the model and dimension. Concurrent requests are batched together before they reach the model.
 """
 
@@ -180,8 +181,8 @@ class JinaGrpcEncoder:
         try:
             if isinstance(futures, str):
                 raise ImageSearchError(futures)
-            drop_content = bool(request.parameters.fields["drop_image_content"].bool_value) \
-                if "drop_image_content" in request.parameters.fields else False
+            flag = request.parameters.fields.get("drop_image_content")  # clip-server's parameter, same meaning
+            drop_content = flag is not None and flag.bool_value
             for doc, future in zip(response.data.docs.docs, futures, strict=True):
                 jina_protocol.write_array(doc.embedding, future.result())
                 if drop_content and doc.WhichOneof("content") in ("blob", "tensor"):

@@ -69,9 +69,11 @@ def test_grpc_protocol_status_and_errors(encoder_urls: dict[str, str]) -> None:
     assert dict(info(jp.Empty()).jina) == {"image_search.model": TEST_MODEL, "image_search.dim": "64",
                                            "image_search.image_size": "64"}
 
-    def request(*docs: dict[str, object], endpoint: str = "/encode") -> object:
+    def request(*docs: dict[str, object], endpoint: str = "/encode", drop: bool | None = None) -> object:
         message = jp.DataRequest()
         message.header.exec_endpoint = endpoint
+        if drop is not None:
+            message.parameters.fields["drop_image_content"].bool_value = drop
         for i, doc in enumerate(docs):
             message.data.docs.docs.add(id=f"doc{i}", **doc)
         return process(message)
@@ -80,6 +82,11 @@ def test_grpc_protocol_status_and_errors(encoder_urls: dict[str, str]) -> None:
     assert answer.header.status.code == jp.SUCCESS and [d.id for d in answer.data.docs.docs] == ["doc0", "doc1"]
     vectors = np.stack([jp.read_array(d.embedding) for d in answer.data.docs.docs])
     assert vectors.shape == (2, 64) and vectors.dtype == np.float32
+    png = io.BytesIO()
+    Image.new("RGB", (80, 80), (200, 20, 20)).save(png, format="PNG")
+    kept, dropped = request({"blob": png.getvalue()}), request({"blob": png.getvalue()}, drop=True)
+    assert kept.data.docs.docs[0].blob == png.getvalue() and not dropped.data.docs.docs[0].blob  # clip-server's parameter
+    assert jp.read_array(kept.data.docs.docs[0].embedding).shape == (64,)
     junk = request({"text": "fine"}, {"blob": b"junk"})
     assert junk.header.status.code == jp.ERROR and "document 1 (doc1)" in junk.header.status.description
     assert "not a recognised image format" in junk.header.status.description
