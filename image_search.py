@@ -59,13 +59,16 @@ class ImageSearchEngine:
         if batch_size < 1:
             raise InvalidArgumentError(f"batch_size must be at least 1, got {batch_size}")
         self.mode = mode
+        # what the caller passes in, the caller closes (a shared encoder outlives one engine)
+        self._owns_store, self._injected_encoder = store is None, encoder
         self.store = store or MilvusStore(milvus_uri, milvus_host, milvus_port, collection_name, milvus_token,
                                           milvus_user, milvus_password)
         try:
             self._setup(mode, model_name, batch_size, device, precision, clip_server, rebuild, decode_workers,
                         query_model, encoder)
         except BaseException:
-            self.store.close()  # do not keep a Lite database locked for an engine that never came to be
+            if self._owns_store:
+                self.store.close()  # do not keep a Lite database locked for an engine that never came to be
             raise
 
     def _setup(self, mode: str, model_name: str | None, batch_size: int, device: str | None, precision: str,
@@ -112,9 +115,10 @@ class ImageSearchEngine:
         self.store.enable_cache()
 
     def close(self) -> None:
-        if self._encoder is not None:
+        if self._encoder is not None and self._encoder is not self._injected_encoder:
             self._encoder.close()
-        self.store.close()
+        if self._owns_store:
+            self.store.close()
 
     def __enter__(self) -> ImageSearchEngine:
         return self

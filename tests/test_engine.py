@@ -222,3 +222,11 @@ def test_stats_and_search_of_a_missing_collection_load_no_model(tmp_path: Path) 
         assert stats["multilingual_query_encoder"] == "M-CLIP/XLM-Roberta-Large-Vit-L-14"
         with pytest.warns(EmptyIndexWarning):
             assert engine.search("a cat") == []
+
+
+def test_an_encoder_passed_in_outlives_the_engine(tmp_path: Path, scenes: Path, test_encoder) -> None:  # type: ignore[no-untyped-def]
+    """What the caller passes in, the caller closes: one loaded model can serve engine after engine."""
+    for name in ("a.db", "b.db"):
+        with ImageSearchEngine(encoder=test_encoder, milvus_uri=str(tmp_path / name)) as engine:
+            assert engine.index_directory(scenes).indexed == 24
+    assert test_encoder.encode_texts(["a red circle"]).shape == (1, 64)
