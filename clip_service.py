@@ -210,7 +210,9 @@ class ServiceBackend:
     """A remote encoder: clip-server or our --mode serve-encoder, over gRPC or HTTP."""
 
     def __init__(self, model_name: str | None, server: str | None = None, timeout: float = 60.0, retries: int = 3,
-                 transport: Any = None, **_: Any):
+                 transport: Any = None, batches_in_flight: int = 3, **_: Any):
+        # the indexer keeps this many batches at the server, so it never idles through a round trip
+        self.batches_in_flight = batches_in_flight
         if not server:
             raise InvalidArgumentError("service mode needs a server: --clip-server grpc://host:51000")
         self.server = server.rstrip("/")

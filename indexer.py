@@ -276,13 +276,10 @@ class Indexer:
 
         stages = summary.stage_seconds
 
-        def flush_batch() -> None:
-            started_encode = time.perf_counter()
-            vectors = self.encoder.encode_prepared([p.item for p in batch])
+        def store_batch(prepared: list[_Prepared], vectors: np.ndarray) -> None:
             started_store = time.perf_counter()
-            stages["encode"] += started_store - started_encode
             records = []
-            for p, vec in zip(batch, vectors, strict=True):
+            for p, vec in zip(prepared, vectors, strict=True):
                 if not np.isfinite(vec).all():  # an encoder server refused this one image
                     summary.failed.append(FailedFile(p.entry.path, "the encoder could not encode it"))
                     continue
@@ -291,22 +288,50 @@ class Indexer:
             self.store.upsert(records)
             stages["store"] += time.perf_counter() - started_store
             summary.indexed += len(records)
-            batch.clear()
 
-        for outcome in self._decoded(to_encode):
-            if isinstance(outcome, FailedFile):
-                summary.failed.append(outcome)
-            else:
-                for stage, seconds in zip(STAGES, outcome.seconds, strict=False):
-                    stages[stage] += seconds
-                batch.append(outcome)
-                if len(batch) >= self.encoder.batch_size:
-                    flush_batch()
-            done += 1
-            path = outcome.path if isinstance(outcome, FailedFile) else outcome.entry.path
-            report(IndexProgress(len(to_encode), done, len(summary.failed) - failed_before, summary.unchanged, path))
-        if batch:
-            flush_batch()
+        def encode(prepared: list[_Prepared]) -> np.ndarray:
+            started_encode = time.perf_counter()
+            vectors = self.encoder.encode_prepared([p.item for p in prepared])
+            stages["encode"] += time.perf_counter() - started_encode
+            return vectors
+
+        # A remote encoder gets several batches at once, so that its accelerator does not idle through
+        # each round trip; results are stored in order, by this thread, as they come back.
+        in_flight = max(1, int(getattr(self.encoder.backend, "batches_in_flight", 1)))
+        waiting: deque[tuple[list[_Prepared], Future[np.ndarray]]] = deque()
+        with ThreadPoolExecutor(in_flight, thread_name_prefix="encode") as encoders:
+
+            def submit_batch() -> None:
+                if in_flight == 1:
+                    store_batch(list(batch), encode(batch))
+                else:
+                    waiting.append((list(batch), encoders.submit(encode, list(batch))))
+                    while len(waiting) >= in_flight:
+                        prepared, future = waiting.popleft()
+                        store_batch(prepared, future.result())
+                batch.clear()
+
+            try:
+                for outcome in self._decoded(to_encode):
+                    if isinstance(outcome, FailedFile):
+                        summary.failed.append(outcome)
+                    else:
+                        for stage, seconds in zip(STAGES, outcome.seconds, strict=False):
+                            stages[stage] += seconds
+                        batch.append(outcome)
+                        if len(batch) >= self.encoder.batch_size:
+                            submit_batch()
+                    done += 1
+                    path = outcome.path if isinstance(outcome, FailedFile) else outcome.entry.path
+                    report(IndexProgress(len(to_encode), done, len(summary.failed) - failed_before, summary.unchanged, path))
+                if batch:
+                    submit_batch()
+                while waiting:
+                    prepared, future = waiting.popleft()
+                    store_batch(prepared, future.result())
+            finally:
+                for _, future in waiting:  # after a failure: what has not started need not start
+                    future.cancel()
 
         summary.descriptions_updated = self._relabel(relabel)
         summary.seconds = time.perf_counter() - started
