@@ -195,6 +195,21 @@ def pick_precision(precision: str | None, device: str) -> str:
     return "bf16" if cpu_has_native_bf16() else "fp32"
 
 
+def cast_to_precision(model: Any, precision: str, device: str) -> tuple[Any, Any]:
+    """A CLIP model (with a `.visual` tower) cast for `precision`, and the dtype its image batches take.
+
+    The image tower is where indexing spends its time; on a CPU the text tower stays fp32 (one query
+    is cheap) so query vectors keep full precision. On CUDA the whole model takes the dtype.
+    """
+    import torch
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    if device.startswith("cuda"):
+        return model.to(dtype), dtype
+    model.visual.to(dtype)
+    return model, dtype
+
+
 def cpu_has_native_bf16() -> bool:
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as info:
@@ -229,14 +244,7 @@ class LocalBackend:
             raise ModelLoadError(_load_failure_message(self.spec, error)) from error
         model.eval()
         self.precision = pick_precision(precision, self.device)
-        # The image tower is where indexing spends its time; on a CPU the text tower stays fp32
-        # (one query is cheap) so query vectors keep full precision.
-        self._image_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
-        if self.device.startswith("cuda"):
-            model = model.to(self._image_dtype)
-        else:
-            model.visual.to(self._image_dtype)
-        self.model = model
+        self.model, self._image_dtype = cast_to_precision(model, self.precision, self.device)
         self.preprocess = preprocess
         self.tokenizer = open_clip.get_tokenizer(self.spec.open_clip_name)
         self.dim = int(model.text_projection.shape[1] if getattr(model, "text_projection", None) is not None else model.visual.output_dim)

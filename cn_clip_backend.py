@@ -22,13 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from clip_encoder import (
-    CN_CLIP_PREFIX,
-    hub_reachable,
-    pick_device,
-    pick_precision,
-    register_backend,
-)
+from clip_encoder import CN_CLIP_PREFIX, cast_to_precision, hub_reachable, pick_device, pick_precision, register_backend
 from errors import InvalidArgumentError, ModelLoadError
 
 CONTEXT_LENGTH = 52  # what every Chinese-CLIP checkpoint was trained with
@@ -110,13 +104,8 @@ class ChineseCLIPBackend:
             raise ModelLoadError(f"could not load {self.model_name!r} from {path}: {error.__class__.__name__}: "
                                  f"{str(error).splitlines()[0][:300] if str(error) else ''}") from error
         model = model.float().eval().to(self.device)
-        self.precision = pick_precision(precision, self.device)
-        self._image_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
-        if self.device.startswith("cuda"):
-            model = model.to(self._image_dtype)  # cn_clip itself runs fp16 on CUDA
-        else:
-            model.visual.to(self._image_dtype)  # the text tower stays fp32 on a CPU, as for open_clip
-        self.model = model
+        self.precision = pick_precision(precision, self.device)  # cn_clip itself runs fp16 on CUDA too
+        self.model, self._image_dtype = cast_to_precision(model, self.precision, self.device)
         self.preprocess = image_transform(arch.image_size)
         self.image_size = arch.image_size
         self.dim = int(model.text_projection.shape[1])
