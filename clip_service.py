@@ -27,6 +27,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 from PIL import Image
 
+import jina_protocol as jp
 from clip_encoder import DEFAULT_MODEL, register_backend
 from errors import EncoderError, EncoderRejectedError, InvalidArgumentError, ModelLoadError
 
@@ -81,6 +82,9 @@ class _HttpConnection:
         def give_up(error: Exception) -> EncoderError:
             if isinstance(error, httpx.TimeoutException):
                 return EncoderError(f"the CLIP server at {self.server} did not answer in time ({error.__class__.__name__})")
+            if isinstance(error, httpx.HTTPStatusError):
+                return EncoderError(f"the CLIP server at {self.server} answered HTTP {error.response.status_code} on {route}, "
+                                    f"{self.retries + 1} time(s) in a row")
             return EncoderError(f"cannot reach the CLIP server at {self.server}: {error}; is it running?")
 
         return _with_retries(once, self.retries, lambda e: isinstance(e, (httpx.TransportError, httpx.HTTPStatusError)), give_up)
@@ -125,8 +129,6 @@ class _GrpcConnection:
     def __init__(self, server: str, timeout: float, retries: int):
         import grpc
 
-        import jina_protocol as jp
-
         self.server = server
         self.timeout = timeout
         self.retries = retries
@@ -161,15 +163,11 @@ class _GrpcConnection:
             raise EncoderError(f"the CLIP server at {self.server} refused the call: {error.code().name} {error.details()}") from None
 
     def wait_ready(self) -> None:
-        import jina_protocol as jp
-
         status = self._call(self._dry_run, jp.Empty())
         if status.code != jp.SUCCESS:
             raise EncoderError(f"the CLIP server at {self.server} is not ready: {status.description or 'dry_run failed'}")
 
     def server_model(self) -> str | None:
-        import jina_protocol as jp
-
         try:
             model = self._call(self._info, jp.Empty()).jina.get("image_search.model")
         except EncoderError:
@@ -177,8 +175,6 @@ class _GrpcConnection:
         return str(model) if model else None  # clip-server does not tell: the dimension is still checked
 
     def encode(self, docs: Sequence[Doc]) -> np.ndarray:
-        import jina_protocol as jp
-
         request = jp.DataRequest()
         request.header.request_id = uuid.uuid4().hex
         request.header.exec_endpoint = "/encode"

@@ -154,6 +154,21 @@ def test_slow_server_times_out() -> None:
         CLIPEncoder(mode="service", model_name=TEST_MODEL, server=url, timeout=0.5, retries=0)
 
 
+def test_a_failing_http_server_is_named_as_failing_not_unreachable() -> None:
+    app = FastAPI()
+
+    @app.get("/dry_run")
+    def ready() -> dict[str, int]:
+        return {"code": 0}
+
+    @app.post("/post")
+    def broken() -> JSONResponse:
+        return JSONResponse({"detail": "boom"}, status_code=500)
+
+    with running_server(app) as url, pytest.raises(EncoderError, match=r"answered HTTP 500 on /post, 2 time\(s\) in a row"):
+        CLIPEncoder(mode="service", model_name=TEST_MODEL, server=url, retries=1)
+
+
 @contextmanager
 def stub_grpc_server(ready: bool, process: Any) -> Iterator[str]:
     """A gRPC server with only the two RPCs our client needs, misbehaving as told."""
