@@ -271,12 +271,17 @@ def create_grpc_server(encoder: CLIPEncoder, address: str, batcher: MicroBatcher
 
 def serve_encoder(encoder: CLIPEncoder, host: str = "127.0.0.1", port: int = 51000, http_port: int | None = None) -> None:
     """gRPC on `port` and HTTP JSON on `http_port` (port + 1 unless given), one model and batcher behind both."""
-    from serving import run_app
+    from serving import listening_socket, run_app
 
+    http_socket = listening_socket(host, http_port or port + 1)
     batcher = MicroBatcher(encoder, max_batch=max(encoder.batch_size, 8))
-    grpc_server, _ = create_grpc_server(encoder, f"{host}:{port}", batcher)
+    try:
+        grpc_server, _ = create_grpc_server(encoder, f"{host}:{port}", batcher)
+    except BaseException:
+        http_socket.close()
+        raise
     grpc_server.start()
     try:
-        run_app(create_encoder_app(encoder, batcher), host, http_port or port + 1)
+        run_app(create_encoder_app(encoder, batcher), http_socket)
     finally:
         grpc_server.stop(grace=1)

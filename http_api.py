@@ -13,6 +13,7 @@ import hmac
 import os
 import stat
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -216,18 +217,25 @@ def create_app(engine: Any, token: str | None = None, thumbnail_dir: str | Path 
 
 
 def serve(engine: Any, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
-          index_roots: list[str] | None = None) -> None:
+          index_roots: list[str] | None = None, on_ready: Callable[[], None] | None = None) -> None:
+    """Serve the API and page until interrupted; `on_ready` is called once the port is ours and the model warm."""
     from remote_engine import remove_advert, write_advert
     from serving import listening_socket, run_app
 
-    listening_socket(host, port).close()  # a busy port fails now, before the model loads
-    engine.warm()  # model loaded and (Lite) vectors in memory before the first request
+    sock = listening_socket(host, port)  # a busy port fails now, before the model loads
+    try:
+        engine.warm()  # model loaded and (Lite) vectors in memory before the first request
+    except BaseException:
+        sock.close()
+        raise
     app = create_app(engine, token=token, index_roots=index_roots)
     lite = engine.store.location if engine.store.is_lite else None
     if lite:  # so that the CLI, finding the database locked, can use this server instead
         write_advert(lite, f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}", bool(token))
     try:
-        run_app(app, host, port)
+        if on_ready:
+            on_ready()
+        run_app(app, sock)
     finally:
         if lite:
             remove_advert(lite)

@@ -408,12 +408,10 @@ def _run(args: argparse.Namespace) -> int:
             return 1 if total.failed and total.indexed + total.unchanged == 0 else 0
         if args.mode == "serve":
             from http_api import serve
-            from serving import listening_socket
 
             port = args.port or 8000
-            listening_socket(args.host, port).close()
-            print(f"serving on http://{args.host}:{port}/ (API docs at /docs)", file=sys.stderr)
-            serve(engine, args.host, port, token=args.token, index_roots=args.index_root)
+            serve(engine, args.host, port, token=args.token, index_roots=args.index_root,
+                  on_ready=lambda: print(f"serving on http://{args.host}:{port}/ (API docs at /docs)", file=sys.stderr))
             return 0
         if args.mode in ("search", "similar") and args.image:
             results = engine.search_by_image(args.image, args.top_k) if args.mode == "search" else \

@@ -21,11 +21,10 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run_app(app: Any, host: str, port: int) -> None:
-    """Serve `app` with uvicorn on host:port until interrupted."""
+def run_app(app: Any, sock: socket.socket) -> None:
+    """Serve `app` with uvicorn on a socket from `listening_socket` until interrupted; closes the socket."""
     import uvicorn
 
-    sock = listening_socket(host, port)
     try:
         uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
     finally:
