@@ -97,23 +97,10 @@ def measure_clip_server(model: Path, port: int, run: Any) -> None:
     if not (onnx / "visual.onnx").exists():
         subprocess.run([sys.executable, str(ROOT / "tools" / "export_onnx.py"), str(model), str(onnx)], check=True,
                        capture_output=True)
-    flow = model.parent / "clip-server-bench.yml"
-    flow.write_text(f"""jtype: Flow
-version: '1'
-with:
-  port: {port}
-  protocol: grpc
-executors:
-  - name: clip_o
-    uses:
-      jtype: CLIPEncoder
-      with:
-        name: ViT-B-32::openai
-        model_path: {onnx}
-      metas:
-        py_modules:
-          - clip_server.executors.clip_onnx
-""")
+    sys.path.insert(0, str(ROOT / "tools"))
+    from clip_server_flow import write_onnx_flow
+
+    flow = write_onnx_flow(model.parent / "clip-server-bench.yml", onnx, grpc_port=port, http_port=0)
     env = {**os.environ, "NO_VERSION_CHECK": "1", "JINA_OPTOUT_TELEMETRY": "1", "JINA_HIDE_SURVEY": "1"}
     server = subprocess.Popen([str(CLIP_SERVER_PYTHON), "-m", "clip_server", str(flow)], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)

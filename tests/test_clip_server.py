@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +20,9 @@ from PIL import Image
 
 from clip_encoder import CLIPEncoder
 from image_search import ImageSearchEngine
+
+sys.path.insert(0, str(ROOT / "tools"))
+from clip_server_flow import write_onnx_flow  # noqa: E402
 
 pytestmark = pytest.mark.slow
 SERVER_PYTHON = ROOT / ".venv-clip-server" / "bin" / "python"
@@ -45,28 +49,11 @@ def small_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def clip_server(small_model: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     if not SERVER_PYTHON.exists():
         pytest.skip("clip-server is not installed (service/install-clip-server.sh)")
-    import sys
-
     work = tmp_path_factory.mktemp("clip_server")
     subprocess.run([sys.executable, str(ROOT / "tools" / "export_onnx.py"), str(small_model), str(work / "onnx")],
                    check=True, capture_output=True, timeout=300)
     port, grpc_port = free_port(), free_port()
-    (work / "flow.yml").write_text(f"""jtype: Flow
-version: '1'
-with:
-  port: [{port}, {grpc_port}]
-  protocol: [http, grpc]
-executors:
-  - name: clip_o
-    uses:
-      jtype: CLIPEncoder
-      with:
-        name: ViT-B-32::openai
-        model_path: {work / 'onnx'}
-      metas:
-        py_modules:
-          - clip_server.executors.clip_onnx
-""")
+    write_onnx_flow(work / "flow.yml", work / "onnx", grpc_port=grpc_port, http_port=port)  # the shipped template
     env = {**os.environ, "NO_VERSION_CHECK": "1", "JINA_OPTOUT_TELEMETRY": "1", "JINA_HIDE_SURVEY": "1"}
     log = open(work / "server.log", "wb")
     process = subprocess.Popen([str(SERVER_PYTHON), "-m", "clip_server", str(work / "flow.yml")], cwd=work, env=env,
@@ -153,8 +140,6 @@ np.save(out + "/images.npy", client.encode(images, batch_size=2))  # file paths:
 
 def test_clip_client_talks_to_our_encoder_server(test_encoder: CLIPEncoder, scenes: Path, tmp_path: Path) -> None:
     """clip-client (jina's gRPC client, in clip-server's venv) against `--mode serve-encoder`, as against clip-server."""
-    import sys
-
     if not SERVER_PYTHON.exists():
         pytest.skip("clip-client is not installed (service/install-clip-server.sh)")
     port = free_port()
