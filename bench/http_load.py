@@ -22,6 +22,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
+sys.path.insert(0, str(ROOT / "bench"))
+from servers import wait_until_ready  # noqa: E402
+
 OUT = ROOT / "bench" / "out"
 QUERIES = ["a large red circle", "一个小的蓝色星形", "a small green square and a large yellow star", "紫色的六边形",
            "an orange cross", "一个大的红色三角形和一个小的绿色圆形", "a picture of a blue hexagon", "黄色的星形"]
@@ -59,15 +62,8 @@ def main() -> None:
                               stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{args.port}"
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                httpx.get(base + "/healthz", timeout=1).raise_for_status()
-                break
-            except httpx.HTTPError:
-                if time.time() > deadline or server.poll() is not None:
-                    sys.exit("server did not start")
-                time.sleep(0.3)
+        wait_until_ready(lambda: httpx.get(base + "/healthz", timeout=1).raise_for_status(), server, "server", 60,
+                         (httpx.HTTPError,))
         httpx.get(base + "/api/search", params={"q": "warm up", "top_k": 10}, timeout=30)
         latencies: list[float] = []
         errors: list[str] = []

@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from corpus import corpus_files, make_corpus  # noqa: E402
 from indexing import random_vit_b_32  # noqa: E402
+from servers import wait_until_ready  # noqa: E402
 
 
 def main() -> None:
@@ -45,15 +46,8 @@ def main() -> None:
                                "--port", str(args.port)], stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{args.port + 1}"  # the server's HTTP JSON port; gRPC is on --port
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                httpx.get(url + "/dry_run", timeout=1).raise_for_status()
-                break
-            except httpx.HTTPError:
-                if time.time() > deadline or server.poll() is not None:
-                    sys.exit("encoder server did not start")
-                time.sleep(0.5)
+        wait_until_ready(lambda: httpx.get(url + "/dry_run", timeout=1).raise_for_status(), server, "encoder server", 120,
+                         (httpx.HTTPError,))
 
         def run(encoder: CLIPEncoder, clients: int) -> float:
             prepared = [encoder.prepare_image(im) for im in images]
@@ -105,15 +99,9 @@ def measure_clip_server(model: Path, port: int, run: Any) -> None:
     server = subprocess.Popen([str(CLIP_SERVER_PYTHON), "-m", "clip_server", str(flow)], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                service = CLIPEncoder(mode="service", model_name=str(model), server=f"grpc://127.0.0.1:{port}", retries=0)
-                break
-            except EncoderError:
-                if time.time() > deadline or server.poll() is not None:
-                    sys.exit("clip-server did not start")
-                time.sleep(1)
+        service = wait_until_ready(
+            lambda: CLIPEncoder(mode="service", model_name=str(model), server=f"grpc://127.0.0.1:{port}", retries=0),
+            server, "clip-server", 180, (EncoderError,))
         for clients in (1, 4):
             print(f"clip-server grpc, {clients} client(s): {run(service, clients):6.1f} images/s")
         service.close()

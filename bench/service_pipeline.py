@@ -23,6 +23,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+from servers import wait_until_ready  # noqa: E402
 
 
 def start_delaying_proxy(target_port: int, one_way_seconds: float) -> int:
@@ -70,16 +72,9 @@ def main() -> None:
     server = subprocess.Popen([sys.executable, str(ROOT / "image_search.py"), "--mode", "serve-encoder", "--model",
                                "shapes-tiny::v1", "--port", str(args.port)], stderr=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                CLIPEncoder(mode="service", model_name="shapes-tiny::v1", server=f"grpc://127.0.0.1:{args.port}",
-                            retries=0).close()
-                break
-            except EncoderError:
-                if time.time() > deadline or server.poll() is not None:
-                    sys.exit("encoder server did not start")
-                time.sleep(0.5)
+        wait_until_ready(lambda: CLIPEncoder(mode="service", model_name="shapes-tiny::v1",
+                                             server=f"grpc://127.0.0.1:{args.port}", retries=0).close(),
+                         server, "encoder server", 60, (EncoderError,))
         for one_way in args.one_way_ms:
             proxy = start_delaying_proxy(args.port, one_way / 1000)
             rates = {}
