@@ -263,8 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "one (--image); stats; serve: the HTTP API and web page; serve-encoder: a CLIP encoder "
                              "server for service mode")
     parser.add_argument("--encode-mode", choices=["local", "service"], default=None,
-                        help="local: open_clip in this process; service: a CLIP server (--clip-server). "
-                             "Default: service when a server is given (--clip-server or IMAGE_SEARCH_CLIP_SERVER), else local")
+                        help="local: the model in this process (open_clip; cn_clip for CN-CLIP/...); service: a CLIP server "
+                             "(--clip-server). Default: service when a server is given (--clip-server or IMAGE_SEARCH_CLIP_SERVER), else local")
     parser.add_argument("--model", default=None,
                         help=f"ARCH::PRETRAINED (default: the collection's model, else {DEFAULT_MODEL}), "
                              "e.g. ViT-L-14-336::openai or xlm-roberta-base-ViT-B-32::laion5b_s13b_b90k (multilingual); "
