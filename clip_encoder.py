@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
-from errors import InvalidArgumentError, ModelLoadError
+from errors import InvalidArgumentError, ModelFidelityWarning, ModelLoadError
 
 logger = logging.getLogger("image_search")
 
@@ -39,6 +40,9 @@ class EncoderBackend(Protocol):
     model_name: str
     dim: int
     image_size: int
+    # How the model was built (activation, preprocessing...): recorded in the collection it fills,
+    # so that vectors made another way can be recognised later. Empty when the backend cannot tell.
+    build: dict[str, Any]
 
     def prepare_image(self, image: Image.Image) -> Any: ...
 
@@ -102,6 +106,10 @@ class CLIPEncoder:
     def image_size(self) -> int:
         return self.backend.image_size
 
+    @property
+    def build(self) -> dict[str, Any]:
+        return self.backend.build
+
     def prepare_image(self, image: Image.Image) -> Any:
         return self.backend.prepare_image(image)
 
@@ -134,6 +142,9 @@ class ModelSpec:
     name: str  # as the user wrote it; recorded in the collection
     open_clip_name: str  # arch, or 'local-dir:...' / 'hf-hub:...'
     pretrained: str | None  # tag or checkpoint file, only with a bare arch
+    # The activation the weights were trained with, when the name says it: a pretrained tag's own
+    # record (open_clip lists `quick_gelu` per tag). None: whatever the architecture's config says.
+    quick_gelu: bool | None = None
 
 
 def resolve_model(name: str) -> ModelSpec:
@@ -162,12 +173,56 @@ def resolve_model(name: str) -> ModelSpec:
         raise InvalidArgumentError(f"unknown model architecture {arch!r} in {name!r}; see open_clip.list_models()")
     checkpoint = Path(pretrained).expanduser()
     if checkpoint.is_file():
+        _warn_if_checkpoint_looks_like_openai(arch, checkpoint)
         return ModelSpec(name, arch, str(checkpoint.resolve()))
     known_tags = [tag for model, tag in open_clip.list_pretrained() if model == arch]
     if pretrained not in known_tags:
         hint = f"known tags for {arch}: {', '.join(known_tags)}" if known_tags else f"open_clip knows no weights for {arch}"
         raise InvalidArgumentError(f"unknown pretrained weights {pretrained!r} for {arch} ({hint}), and no such file")
-    return ModelSpec(name, arch, pretrained)
+    # open_clip 3.x builds the architecture's own activation and only warns when the tag was trained
+    # with another (OpenAI's weights: QuickGELU); the tag's record decides here.
+    tag_config = open_clip.get_pretrained_cfg(arch, pretrained) or {}
+    return ModelSpec(name, arch, pretrained, quick_gelu=bool(tag_config.get("quick_gelu", False)))
+
+
+def architecture_quick_gelu(open_clip_name: str) -> bool:
+    """Whether an open_clip architecture (or local-dir:/hf-hub: config) is built with QuickGELU by itself."""
+    import open_clip
+
+    try:
+        config = open_clip.get_model_config(open_clip_name) or {}
+    except Exception:  # an hf-hub config that cannot be fetched: the loader will say so
+        return False
+    return bool(config.get("quick_gelu", False))
+
+
+def trained_activation(name: str) -> str | None:
+    """'quick_gelu' or 'gelu' when a model name's pretrained tag says how its weights were trained, else None
+    (built-ins, folders, checkpoint files and Chinese-CLIP names carry their architecture themselves)."""
+    arch, sep, tag = name.strip().partition("::")
+    if not sep or name.strip() in BUILTIN_MODELS or Path(tag).expanduser().is_file() or name.startswith(CN_CLIP_PREFIX):
+        return None
+    try:
+        spec = resolve_model(name)
+    except InvalidArgumentError:
+        return None
+    if spec.quick_gelu is None:
+        return None
+    return "quick_gelu" if spec.quick_gelu else "gelu"
+
+
+def _warn_if_checkpoint_looks_like_openai(arch: str, checkpoint: Path) -> None:
+    """OpenAI's CLIP weights need QuickGELU; a file named like them under a GELU architecture is most likely a mistake."""
+    import open_clip
+
+    twin = f"{arch}-quickgelu"
+    if "openai" in checkpoint.name.lower() and not architecture_quick_gelu(arch) and twin in open_clip.list_models():
+        import warnings
+
+        warnings.warn(
+            f"{checkpoint} is named like OpenAI's weights, which were trained with QuickGELU, but {arch} is built with GELU; "
+            f"if these are OpenAI's weights, name the architecture {twin}::{checkpoint} (vectors differ otherwise)",
+            ModelFidelityWarning, stacklevel=3)
 
 
 def pick_device(device: str | None) -> str:
@@ -223,7 +278,10 @@ def cpu_has_native_bf16() -> bool:
 class LocalBackend:
     """open_clip in this process, on CPU or CUDA."""
 
-    def __init__(self, model_name: str | None = DEFAULT_MODEL, device: str | None = "auto", precision: str = "auto", **_: Any):
+    def __init__(self, model_name: str | None = DEFAULT_MODEL, device: str | None = "auto", precision: str = "auto",
+                 activation: str | None = None, **_: Any):
+        """`activation` ('gelu' / 'quick_gelu') overrides what the name implies: only to keep filling or
+        searching a collection whose vectors were made that way."""
         import open_clip
         import torch
 
@@ -236,13 +294,22 @@ class LocalBackend:
             if not any(folder.glob("open_clip_*model*")) and not any(folder.glob("*.safetensors")):
                 raise ModelLoadError(f"model folder {folder} holds no weights file (open_clip_model.safetensors or open_clip_pytorch_model.bin)")
         _check_weights_reachable(self.spec)
+        if activation not in (None, "gelu", "quick_gelu"):
+            raise InvalidArgumentError(f"activation must be 'gelu' or 'quick_gelu', got {activation!r}")
+        quick_gelu = self.spec.quick_gelu if activation is None else activation == "quick_gelu"
+        # A model keyword overrides the architecture's config in both directions (force_quick_gelu only adds).
+        overrides = {} if quick_gelu is None else {"quick_gelu": quick_gelu}
         try:
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                self.spec.open_clip_name, pretrained=self.spec.pretrained, device=self.device
-            )
+            with warnings.catch_warnings():
+                # open_clip warns when activation and tag disagree; the choice above is deliberate either way
+                warnings.filterwarnings("ignore", message="QuickGELU mismatch")
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    self.spec.open_clip_name, pretrained=self.spec.pretrained, device=self.device, **overrides
+                )
         except Exception as error:  # open_clip raises a zoo of types for "could not fetch"
             raise ModelLoadError(_load_failure_message(self.spec, error)) from error
         model.eval()
+        self.build = build_record(model)
         self.precision = pick_precision(precision, self.device)
         self.model, self._image_dtype = cast_to_precision(model, self.precision, self.device)
         self.preprocess = preprocess
@@ -272,6 +339,20 @@ class LocalBackend:
 
     def close(self) -> None:
         self.model = None
+
+
+def build_record(model: Any) -> dict[str, Any]:
+    """What decides an open_clip model's vectors besides its weights: activation and image preprocessing."""
+    from open_clip.transformer import QuickGELU
+
+    quick = any(isinstance(module, QuickGELU) for module in model.modules())
+    preprocess = dict(getattr(model.visual, "preprocess_cfg", {}) or {})
+    record: dict[str, Any] = {"library": "open_clip", "activation": "quick_gelu" if quick else "gelu"}
+    for key in ("size", "mean", "std", "interpolation", "resize_mode"):
+        if key in preprocess:
+            value = preprocess[key]
+            record[key] = list(value) if isinstance(value, (tuple, list)) else value
+    return record
 
 
 def _encode_text_without_padding(model: Any, tokens: Any) -> Any:

@@ -233,6 +233,7 @@ class ServiceBackend:
                                  f"use --model {self.server_model!r} (and a collection built with it) or another server")
         # With no model named, take the server's word, else clip-server's default model.
         self.model_name = model_name or self.server_model or DEFAULT_MODEL
+        self.build: dict[str, Any] = {"library": "service", "server": self.server}  # how it builds its model is its own
 
     def prepare_image(self, image: Image.Image) -> bytes:
         """Small images travel losslessly (PNG); larger ones are scaled to PREPARED_SIDE and sent as JPEG."""

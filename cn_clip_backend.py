@@ -109,6 +109,8 @@ class ChineseCLIPBackend:
         self.preprocess = image_transform(arch.image_size)
         self.image_size = arch.image_size
         self.dim = int(model.text_projection.shape[1])
+        # cn_clip builds each architecture as released (its own activation, square resize, OpenAI mean/std)
+        self.build: dict[str, Any] = {"library": "cn_clip", "structure": arch.structure, "size": arch.image_size}
 
     def prepare_image(self, image: Image.Image) -> Any:
         return self.preprocess(image)

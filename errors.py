@@ -42,3 +42,8 @@ class ImageDecodeError(InvalidArgumentError):
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
+
+
+class ModelFidelityWarning(UserWarning):
+    """Vectors are (or would be) made differently from how the model's weights were trained: an index
+    built with the wrong activation, or a checkpoint whose name suggests another architecture."""

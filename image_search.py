@@ -26,11 +26,18 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from clip_encoder import DEFAULT_MODEL, CLIPEncoder, normalize, pick_device
-from errors import CollectionMismatchError, EncoderError, ImageSearchError, InvalidArgumentError, StoreLockedError
+from clip_encoder import DEFAULT_MODEL, CLIPEncoder, architecture_quick_gelu, normalize, pick_device, trained_activation
+from errors import (
+    CollectionMismatchError,
+    EncoderError,
+    ImageSearchError,
+    InvalidArgumentError,
+    ModelFidelityWarning,
+    StoreLockedError,
+)
 from image_loading import load_rgb
 from indexer import Indexer, IndexSummary, ProgressCallback
-from milvus_store import DEFAULT_COLLECTION, Hit, MilvusStore, SearchFilter, is_lite_uri, path_id, resolve_uri
+from milvus_store import DEFAULT_COLLECTION, CollectionInfo, Hit, MilvusStore, SearchFilter, is_lite_uri, path_id, resolve_uri
 from multilingual import QueryRouter, planned_query_encoder
 from search_results import SearchResult, format_results, print_results
 
@@ -84,8 +91,13 @@ class ImageSearchEngine:
             self._encoder = CLIPEncoder(mode=mode, model_name=None, **self._encoder_options)
         self.model_name = model_name or (self._encoder.model_name if self._encoder else None) or \
             (info.model if info else DEFAULT_MODEL)
+        self._fidelity_problem: str | None = None
         if info is not None:
             self.store.open_collection(self.model_name, None, create=False)  # fail fast, before loading a model
+            built, self._fidelity_problem = activation_check(info)
+            if self._fidelity_problem and mode == "local" and built:
+                # keep making vectors the way the stored ones were made, so queries and new rows stay comparable
+                self._encoder_options["activation"] = built
         self._rebuild_pending = rebuild
         self._decode_workers = decode_workers
         self._query_model = query_model
@@ -96,6 +108,10 @@ class ImageSearchEngine:
     @property
     def encoder(self) -> CLIPEncoder:
         if self._encoder is None:
+            if self._fidelity_problem and not self._rebuild_pending:
+                warnings.warn(self._fidelity_problem, ModelFidelityWarning, stacklevel=3)
+            if self._rebuild_pending:
+                self._encoder_options.pop("activation", None)  # a rebuild makes the vectors right
             encoder = CLIPEncoder(mode=self.mode, model_name=self.model_name, **self._encoder_options)
             if self.mode == "service" and not self._rebuild_pending:
                 # a server may not name its model (clip-server does not): its vectors must still fit the collection
@@ -132,7 +148,7 @@ class ImageSearchEngine:
         if self._rebuild_pending:
             self.store.drop()
             self._rebuild_pending = False
-        self.store.open_collection(self.model_name, self.encoder.dim, create=True)
+        self.store.open_collection(self.model_name, self.encoder.dim, create=True, build=self.encoder.build)
         return Indexer(self.encoder, self.store, decode_workers=self._decode_workers)
 
     def index_directory(self, image_dir: str | os.PathLike[str], descriptions: Mapping[str, Any] | None = None,
@@ -217,6 +233,7 @@ class ImageSearchEngine:
 
     def get_stats(self) -> dict[str, Any]:
         info = self.store.collection_info()
+        problem = activation_check(info)[1] if info else None
         return {  # no model is loaded for this: stats of a missing collection answer at once
             "mode": self.mode,
             "model": self.model_name,
@@ -227,7 +244,27 @@ class ImageSearchEngine:
             "total_images": self.store.count(),
             "query_model": self._query_model,
             "multilingual_query_encoder": planned_query_encoder(self.model_name, self._query_model),
+            "model_build": info.build if info else None,
+            **({"warning": problem} if problem else {}),
         }
+
+
+def activation_check(info: CollectionInfo) -> tuple[str | None, str | None]:
+    """The activation a collection's vectors were made with, and a message when its model's weights were
+    trained with another (image_search before the check built OpenAI models with GELU; open_clip 3.x only warns)."""
+    if info.build is not None:  # recorded since the check exists: built as its weights were trained
+        return info.build.get("activation"), None
+    trained = trained_activation(info.model)
+    if trained is None:
+        return None, None
+    # recorded nothing: it was built the way the architecture's config says
+    built = "quick_gelu" if architecture_quick_gelu(info.model.partition("::")[0]) else "gelu"
+    if built == trained:
+        return built, None
+    names = {"gelu": "GELU", "quick_gelu": "QuickGELU"}
+    return built, (f"collection {info.name!r} holds vectors that {info.model} made with {names[built]}, but its weights "
+                   f"were trained with {names[trained]}: search quality is degraded. Search and index keep using "
+                   f"{names[built]} for it so its vectors stay comparable; re-encode everything with --rebuild to fix it.")
 
 
 def _check_query(query: object) -> str:

@@ -94,6 +94,9 @@ class CollectionInfo:
     model: str
     dim: int
     schema_version: int
+    # How the model that filled it was built (activation, preprocessing); None for a collection made
+    # before image_search recorded it (see ImageSearchEngine's check of its activation).
+    build: dict[str, Any] | None = None
 
 
 @dataclass
@@ -217,18 +220,22 @@ class MilvusStore:
                 "(it records no model); choose another collection name with --collection"
             )
         meta = json.loads(meta_text)
-        self._info = CollectionInfo(self.collection_name, str(meta["model"]), int(meta.get("dim", dims[0] if dims else 0)), int(meta.get("schema_version", 0)))
+        build = meta.get("build")
+        self._info = CollectionInfo(self.collection_name, str(meta["model"]), int(meta.get("dim", dims[0] if dims else 0)),
+                                    int(meta.get("schema_version", 0)), dict(build) if isinstance(build, dict) else None)
         return self._info
 
-    def open_collection(self, model: str, dim: int | None, create: bool = True) -> CollectionInfo | None:
-        """Check that the collection matches `model` (and `dim` when known); create it if asked."""
+    def open_collection(self, model: str, dim: int | None, create: bool = True,
+                        build: dict[str, Any] | None = None) -> CollectionInfo | None:
+        """Check that the collection matches `model` (and `dim` when known); create it if asked, recording
+        `build` (how the model was built) with the model's name."""
         info = self.collection_info()
         if info is None:
             if not create:
                 return None
             if dim is None:
                 raise InvalidArgumentError("the dimension is needed to create a collection")
-            return self._create(model, dim)
+            return self._create(model, dim, build)
         if info.model != model or (dim is not None and info.dim != dim):
             raise CollectionMismatchError(
                 f"collection {self.collection_name!r} at {self.uri} holds {info.dim}-d vectors from model {info.model!r}, "
@@ -264,7 +271,7 @@ class MilvusStore:
         self._cache = cache
         return len(cache)
 
-    def _create(self, model: str, dim: int) -> CollectionInfo:
+    def _create(self, model: str, dim: int, build: dict[str, Any] | None) -> CollectionInfo:
         from pymilvus import DataType, MilvusClient
 
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
@@ -281,10 +288,12 @@ class MilvusStore:
             index_params.add_index("vector", index_type="AUTOINDEX", metric_type="COSINE")
         else:
             index_params.add_index("vector", index_type="HNSW", metric_type="COSINE", params={"M": 16, "efConstruction": 200})
-        meta = json.dumps({"model": model, "dim": dim, "schema_version": SCHEMA_VERSION})
+        meta: dict[str, Any] = {"model": model, "dim": dim, "schema_version": SCHEMA_VERSION}
+        if build is not None:
+            meta["build"] = build
         self._call("create_collection", self.collection_name, schema=schema, index_params=index_params,
-                   consistency_level=SEARCH_CONSISTENCY, properties={META_PROPERTY: meta})
-        self._info = CollectionInfo(self.collection_name, model, dim, SCHEMA_VERSION)
+                   consistency_level=SEARCH_CONSISTENCY, properties={META_PROPERTY: json.dumps(meta)})
+        self._info = CollectionInfo(self.collection_name, model, dim, SCHEMA_VERSION, None if build is None else dict(build))
         self._loaded = False
         if self._cache_wanted and self.is_lite:
             self._cache = VectorCache(dim)
