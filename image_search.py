@@ -13,9 +13,13 @@ Command line:
 
 from __future__ import annotations
 
-import argparse
-import json
-import logging
+if __name__ == "__main__":  # the command line; it loads the engine (this module, by name) only when a mode needs it
+    import sys
+
+    from imsearch.cli import main as _cli_main
+
+    sys.exit(_cli_main())
+
 import os
 import sys
 import warnings
@@ -26,28 +30,24 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from clip_encoder import DEFAULT_MODEL, CLIPEncoder, architecture_quick_gelu, normalize, pick_device, trained_activation
-from errors import (
+from clip_encoder import DEFAULT_MODEL, CLIPEncoder, normalize
+from imsearch.encoders.base import pick_device
+from imsearch.encoders.multilingual import QueryRouter, planned_query_encoder
+from imsearch.encoders.open_clip_backend import architecture_quick_gelu, trained_activation
+from imsearch.errors import (
     CollectionMismatchError,
-    EncoderError,
-    ImageSearchError,
+    EmptyIndexWarning,
     InvalidArgumentError,
     ModelFidelityWarning,
-    StoreLockedError,
 )
-from image_loading import load_rgb
-from indexer import Indexer, IndexSummary, ProgressCallback
-from milvus_store import DEFAULT_COLLECTION, CollectionInfo, Hit, MilvusStore, SearchFilter, is_lite_uri, path_id, resolve_uri
-from multilingual import QueryRouter, planned_query_encoder
-from search_results import SearchResult, format_results, print_results
+from imsearch.indexing.decode import load_rgb
+from imsearch.indexing.pipeline import Indexer, IndexSummary, ProgressCallback
+from imsearch.results import SearchResult, print_results
+from milvus_store import DEFAULT_COLLECTION, CollectionInfo, Hit, MilvusStore, SearchFilter, path_id
 
 __all__ = ["ImageSearchEngine", "SearchResult", "SearchFilter", "IndexSummary", "print_results", "main"]
 
 MAX_TOP_K = 1000
-
-
-class EmptyIndexWarning(UserWarning):
-    """A search ran against a collection that does not exist or holds no images."""
 
 
 class ImageSearchEngine:
@@ -287,222 +287,8 @@ def _to_results(hits: list[Hit], query_encoder: str = "") -> list[SearchResult]:
             for i, h in enumerate(hits)]
 
 
-# ====================================================================== command line
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="image_search", description="Text-to-image search over folders of photos with CLIP and Milvus.",
-        epilog="The embedded database defaults to $IMAGE_SEARCH_MILVUS_URI, else $IMAGE_SEARCH_HOME/milvus.db, "
-               "else ~/.local/share/image_search/milvus.db.")
-    parser.add_argument("--mode", choices=["index", "search", "similar", "stats", "serve", "serve-encoder"], required=True,
-                        help="index folders; search by text (--query) or image (--image); similar: images like an indexed "
-                             "one (--image); stats; serve: the HTTP API and web page; serve-encoder: a CLIP encoder "
-                             "server for service mode")
-    parser.add_argument("--encode-mode", choices=["local", "service"], default=None,
-                        help="local: the model in this process (open_clip; cn_clip for CN-CLIP/...); service: a CLIP server "
-                             "(--clip-server). Default: service when a server is given (--clip-server or IMAGE_SEARCH_CLIP_SERVER), else local")
-    parser.add_argument("--model", default=None,
-                        help=f"ARCH::PRETRAINED (default: the collection's model, else {DEFAULT_MODEL}), "
-                             "e.g. ViT-L-14-336::openai or xlm-roberta-base-ViT-B-32::laion5b_s13b_b90k (multilingual); "
-                             "Chinese-CLIP as CN-CLIP/ViT-B-16; a built-in such as shapes-tiny::v1; ARCH::/path/to/checkpoint; "
-                             "or an open_clip model folder")
-    parser.add_argument("--collection", default=DEFAULT_COLLECTION)
-    store = parser.add_argument_group("store")
-    store.add_argument("--milvus-uri", help="a Milvus Lite .db path or http://host:port of a Milvus server")
-    store.add_argument("--milvus-host")
-    store.add_argument("--milvus-port")
-    store.add_argument("--milvus-token", default=os.environ.get("MILVUS_TOKEN"))
-    index = parser.add_argument_group("index")
-    index.add_argument("--image-dir", action="append", help="folder to index, recursively (repeatable)")
-    index.add_argument("--descriptions", help="JSON file mapping file names or paths to descriptions")
-    index.add_argument("--rebuild", action="store_true", help="drop the collection and encode everything again")
-    index.add_argument("--batch-size", type=int, default=32)
-    index.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    index.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                       help="image-tower precision; auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32 (exact)")
-    index.add_argument("--clip-server", default=os.environ.get("IMAGE_SEARCH_CLIP_SERVER"),
-                       help="grpc://host:51000 or http://host:port: a clip-as-service server (clip-server) or our --mode "
-                            "serve-encoder (service mode; or set IMAGE_SEARCH_CLIP_SERVER)")
-    search = parser.add_argument_group("search")
-    search.add_argument("--query", action="append", help="text to search for (repeatable: one result list each)")
-    search.add_argument("--image", help="search by this image file (--mode search) or by this indexed image (--mode similar)")
-    search.add_argument("--top-k", type=int, default=5)
-    search.add_argument("--query-model", default="auto",
-                        help="auto: queries in scripts the model cannot read go to the multilingual encoder made for it "
-                             "(e.g. M-CLIP for ViT-B-32::openai); never: always the model's own text tower; or an "
-                             "M-CLIP / sentence-transformers model name or folder")
-    serve = parser.add_argument_group("serve")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    serve.add_argument("--port", type=int, help="default 8000 for serve; for serve-encoder the gRPC port, default 51000 "
-                                                  "(clip-as-service's)")
-    serve.add_argument("--http-port", type=int, help="serve-encoder's HTTP JSON port (default: --port + 1)")
-    serve.add_argument("--token", default=os.environ.get("IMAGE_SEARCH_TOKEN"),
-                       help="require this token on every API route (or set IMAGE_SEARCH_TOKEN)")
-    serve.add_argument("--index-root", action="append", help="only allow POST /api/index under this folder (repeatable)")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    parser.add_argument("-v", "--verbose", action="store_true", help="show the libraries' logs")
-    return parser
-
-
-def _progress_bar(quiet: bool) -> tuple[ProgressCallback, Any]:
-    from tqdm import tqdm
-
-    bar = tqdm(total=0, unit="file", disable=True if quiet else None, file=sys.stderr, dynamic_ncols=True)
-
-    def update(progress: Any) -> None:
-        if bar.total != progress.total:
-            bar.reset(total=progress.total)
-            bar.set_postfix_str(f"{progress.unchanged} unchanged", refresh=False)
-        bar.n = progress.done
-        if progress.failed:
-            bar.set_postfix_str(f"{progress.unchanged} unchanged, {progress.failed} failed", refresh=False)
-        bar.refresh()
-
-    return update, bar
-
-
-def _load_descriptions(path: str | None) -> dict[str, Any] | None:
-    if not path:
-        return None
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as error:
-        raise InvalidArgumentError(f"cannot read --descriptions {path}: {error.strerror or error}") from None
-    except json.JSONDecodeError as error:
-        raise InvalidArgumentError(f"--descriptions {path} is not valid JSON: {error}") from None
-    if not isinstance(data, dict):
-        raise InvalidArgumentError(f"--descriptions {path} must hold a JSON object mapping file names to descriptions")
-    return data
-
-
-def _open_engine(args: argparse.Namespace) -> Any:
-    """The engine, or, when a running image_search server holds the Lite database, that server's API."""
-    try:
-        return ImageSearchEngine(
-            mode=args.encode_mode or ("service" if args.clip_server else "local"), model_name=args.model, collection_name=args.collection, milvus_uri=args.milvus_uri,
-            milvus_host=args.milvus_host, milvus_port=args.milvus_port, milvus_token=args.milvus_token,
-            batch_size=args.batch_size, device=args.device, precision=args.precision, clip_server=args.clip_server,
-            rebuild=args.rebuild, query_model=args.query_model)
-    except StoreLockedError:
-        from remote_engine import RemoteEngine, find_server
-
-        uri = resolve_uri(args.milvus_uri, args.milvus_host, args.milvus_port)
-        advert = find_server(uri) if args.mode != "serve" and is_lite_uri(uri) else None
-        if advert is None:
-            raise
-        if args.rebuild:
-            raise InvalidArgumentError(f"--rebuild cannot run while the server at {advert['url']} (pid {advert['pid']}) holds {uri}; stop it first") from None
-        print(f"note: {uri} is held by the image_search server at {advert['url']} (pid {advert['pid']}); using its API",
-              file=sys.stderr)
-        return RemoteEngine(advert["url"], args.token)
-
-
-def _run(args: argparse.Namespace) -> int:
-    if args.mode == "serve-encoder":
-        from encoder_server import serve_encoder
-        from serving import listening_socket
-
-        port, http_port = args.port or 51000, args.http_port or (args.port or 51000) + 1
-        for busy in (port, http_port):  # before the model loads: a busy port fails in a second
-            listening_socket(args.host, busy).close()
-        encoder = CLIPEncoder(mode="local", model_name=args.model or DEFAULT_MODEL, batch_size=args.batch_size,
-                              device=args.device, precision=args.precision)
-        print(f"encoder {encoder.model_name} ({encoder.dim}-d): grpc://{args.host}:{port} (clip-client, clip-as-service's "
-              f"gRPC protocol) and http://{args.host}:{http_port} (its HTTP JSON protocol)", file=sys.stderr)
-        serve_encoder(encoder, args.host, port, http_port)
-        return 0
-    engine = _open_engine(args)
-    with engine:
-        if args.mode == "index":
-            if not args.image_dir:
-                raise InvalidArgumentError("--mode index needs --image-dir")
-            descriptions = _load_descriptions(args.descriptions)
-            total = IndexSummary()
-            for folder in args.image_dir:
-                update, bar = _progress_bar(args.quiet or args.json)
-                try:
-                    summary = engine.index_directory(folder, descriptions, progress=update)
-                finally:
-                    bar.close()
-                total.indexed += summary.indexed
-                total.unchanged += summary.unchanged
-                total.removed += summary.removed
-                total.descriptions_updated += summary.descriptions_updated
-                total.failed += summary.failed
-                total.seconds += summary.seconds
-            if args.json:
-                print(json.dumps(total.to_dict(), ensure_ascii=False, indent=2))
-            else:
-                print(f"indexed {total.indexed}, unchanged {total.unchanged}, removed {total.removed}, "
-                      f"failed {len(total.failed)}" + (f", descriptions updated {total.descriptions_updated}"
-                                                       if total.descriptions_updated else "")
-                      + f" in {total.seconds:.1f}s")
-                for failure in total.failed:
-                    print(f"  failed: {failure.path}: {failure.reason}", file=sys.stderr)
-            # Partial failures are reported, not fatal; a run that could index nothing is.
-            return 1 if total.failed and total.indexed + total.unchanged == 0 else 0
-        if args.mode == "serve":
-            from http_api import serve
-
-            port = args.port or 8000
-            serve(engine, args.host, port, token=args.token, index_roots=args.index_root,
-                  on_ready=lambda: print(f"serving on http://{args.host}:{port}/ (API docs at /docs)", file=sys.stderr))
-            return 0
-        if args.mode in ("search", "similar") and args.image:
-            results = engine.search_by_image(args.image, args.top_k) if args.mode == "search" else \
-                engine.similar(args.image, args.top_k)
-            print(json.dumps([r.to_dict() for r in results], ensure_ascii=False, indent=2) if args.json else format_results(results))
-            return 0
-        if args.mode == "similar":
-            raise InvalidArgumentError("--mode similar needs --image PATH of an indexed image")
-        if args.mode == "search":
-            if not args.query:
-                raise InvalidArgumentError("--mode search needs --query or --image")
-            result_lists = engine.search_batch(args.query, top_k=args.top_k)
-            if args.json:
-                payload: Any = [r.to_dict() for r in result_lists[0]] if len(result_lists) == 1 else \
-                    [{"query": q, "results": [r.to_dict() for r in rs]} for q, rs in zip(args.query, result_lists, strict=False)]
-                print(json.dumps(payload, ensure_ascii=False, indent=2))
-            else:
-                for query, results in zip(args.query, result_lists, strict=False):
-                    if len(args.query) > 1:
-                        print(f"# {query}")
-                    print(format_results(results))
-            return 0
-        stats = engine.get_stats()
-        print(json.dumps(stats, ensure_ascii=False, indent=2) if args.json else
-              "\n".join(f"{key}: {value}" for key, value in stats.items()))
-        return 0
-
-
-def _show_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
-    print(f"warning: {message}", file=sys.stderr)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    warnings.showwarning = _show_warning
-    if args.verbose:
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    else:
-        # Errors reach the user as one translated line; the libraries' own logs and tracebacks would bury it.
-        logging.disable(logging.ERROR)
-    try:
-        return _run(args)
-    except InvalidArgumentError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except ImageSearchError as error:
-        print(f"error: {error}", file=sys.stderr)
-        if args.mode == "index" and isinstance(error, EncoderError):
-            print("what was indexed so far is kept; run the same command again to finish", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted: what was indexed so far is kept; run again to finish", file=sys.stderr)
-        return 130
+    """The command line (`python image_search.py ...` or `image-search ...`); see imsearch/cli.py."""
+    from imsearch.cli import main as cli_main
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return cli_main(argv)

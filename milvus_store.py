@@ -19,12 +19,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from errors import CollectionMismatchError, InvalidArgumentError, StoreError, StoreLockedError
-from vector_cache import VectorCache
+from imsearch.errors import CollectionMismatchError, InvalidArgumentError, StoreError, StoreLockedError
+
+if TYPE_CHECKING:
+    from imsearch.store.vector_cache import VectorCache  # imports torch: only long-lived processes need it
 
 SCHEMA_VERSION = 1
 _lite_users: dict[str, int] = {}  # open MilvusStores per Lite database in this process
@@ -265,6 +267,8 @@ class MilvusStore:
         info = self.collection_info()
         if info is None or self._cache is not None:
             return len(self._cache or ())
+        from imsearch.store.vector_cache import VectorCache
+
         cache = VectorCache(info.dim)
         for page in self._pages(["id", "vector", *_RESULT_FIELDS]):
             cache.upsert(page)
@@ -296,6 +300,8 @@ class MilvusStore:
         self._info = CollectionInfo(self.collection_name, model, dim, SCHEMA_VERSION, None if build is None else dict(build))
         self._loaded = False
         if self._cache_wanted and self.is_lite:
+            from imsearch.store.vector_cache import VectorCache
+
             self._cache = VectorCache(dim)
         return self._info
 

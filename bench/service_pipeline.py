@@ -63,8 +63,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from clip_encoder import CLIPEncoder
-    from errors import EncoderError
     from image_search import ImageSearchEngine
+    from imsearch.errors import EncoderError
 
     work = Path(tempfile.mkdtemp(prefix="service-pipeline-"))
     subprocess.run([sys.executable, str(ROOT / "tools" / "make_scenes.py"), "--count", str(args.images), "--seed", "5",

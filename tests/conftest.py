@@ -14,12 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from http_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tools"))
-
-from http_server import free_port  # noqa: E402
+# The package is installed (pip install -e .); the tests' own helpers (tests/, tools/) are on pytest's
+# path, and child processes that tests start get the same through PYTHONPATH.
+os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), str(ROOT / "tools"), *filter(None, [os.environ.get("PYTHONPATH")])])
 
 TEST_MODEL = "shapes-tiny::v1"
 HELD_OUT_SEED = 424242  # not the training seed (0) nor the training script's held-out seed

@@ -9,8 +9,8 @@ import pytest
 from conftest import ROOT, TEST_MODEL, captions_of
 from http_server import running_server
 
-from http_api import create_app
 from image_search import ImageSearchEngine
+from imsearch.servers.http_api import create_app
 
 pytestmark = pytest.mark.slow
 OUTPUT = ROOT / "test-output"

@@ -78,7 +78,6 @@ def test_a_locked_lite_database_names_the_holder(tmp_path: Path) -> None:
     db = tmp_path / "locked.db"
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
-        sys.path.insert(0, {str(ROOT)!r})
         from milvus_store import MilvusStore
         store = MilvusStore(uri={str(db)!r})
         print("ready", flush=True)
@@ -95,7 +94,6 @@ def test_a_locked_lite_database_names_the_holder(tmp_path: Path) -> None:
 
 
 def test_sigkill_mid_run_loses_nothing_and_rerun_finishes(tmp_path: Path) -> None:
-    sys.path.insert(0, str(ROOT / "tools"))
     from make_scenes import write_scenes
 
     folder = tmp_path / "many"
@@ -103,7 +101,6 @@ def test_sigkill_mid_run_loses_nothing_and_rerun_finishes(tmp_path: Path) -> Non
     db = tmp_path / "kill.db"
     script = textwrap.dedent(f"""
         import sys
-        sys.path.insert(0, {str(ROOT)!r})
         from image_search import ImageSearchEngine
         engine = ImageSearchEngine(model_name={TEST_MODEL!r}, milvus_uri={str(db)!r}, batch_size=16, device="cpu")
         engine.index_directory({str(folder)!r}, progress=lambda p: print(p.done, flush=True))
@@ -116,8 +113,6 @@ def test_sigkill_mid_run_loses_nothing_and_rerun_finishes(tmp_path: Path) -> Non
             break
     process.send_signal(signal.SIGKILL)
     process.wait()
-
-    sys.path.insert(0, str(ROOT))
     from image_search import ImageSearchEngine
 
     with ImageSearchEngine(model_name=TEST_MODEL, milvus_uri=str(db), batch_size=16, device="cpu") as engine:

@@ -14,15 +14,13 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from clip_server_flow import write_onnx_flow  # noqa: E402
 from conftest import ROOT, captions_of
 from http_server import free_port
 from PIL import Image
 
 from clip_encoder import CLIPEncoder
 from image_search import ImageSearchEngine
-
-sys.path.insert(0, str(ROOT / "tools"))
-from clip_server_flow import write_onnx_flow  # noqa: E402
 
 pytestmark = pytest.mark.slow
 SERVER_PYTHON = ROOT / ".venv-clip-server" / "bin" / "python"

@@ -12,8 +12,8 @@ import pytest
 from conftest import TEST_MODEL, captions_of
 from PIL import Image
 
-from errors import CollectionMismatchError, InvalidArgumentError
 from image_search import EmptyIndexWarning, ImageSearchEngine, SearchResult, print_results
+from imsearch.errors import CollectionMismatchError, InvalidArgumentError
 
 
 def make_engine(tmp_path: Path, **kwargs) -> ImageSearchEngine:  # type: ignore[no-untyped-def]

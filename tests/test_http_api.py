@@ -14,8 +14,8 @@ from conftest import TEST_MODEL, captions_of
 from http_server import running_server
 from PIL import Image
 
-from http_api import create_app
 from image_search import ImageSearchEngine
+from imsearch.servers.http_api import create_app
 
 
 @pytest.fixture()
@@ -134,9 +134,6 @@ def test_a_file_swapped_for_a_symlink_is_not_served(api: httpx.Client, library: 
 
 
 def test_index_job_reports_progress_and_summary(api: httpx.Client, tmp_path: Path) -> None:
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
     from make_scenes import write_scenes
 
     folder = tmp_path / "more"

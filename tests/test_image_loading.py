@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from errors import ImageDecodeError
-from image_loading import load_rgb
+from imsearch.errors import ImageDecodeError
+from imsearch.indexing.decode import load_rgb
 
 
 def test_real_photo_decodes_to_rgb(photos: dict[str, Path]) -> None:

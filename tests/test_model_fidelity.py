@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from clip_encoder import resolve_model, trained_activation
-from errors import ModelFidelityWarning
+from imsearch.encoders.open_clip_backend import resolve_model, trained_activation
+from imsearch.errors import ModelFidelityWarning
 
 FP32_TOLERANCE = 0.99999  # measured >= 0.9999999 for the right build
 BF16_TOLERANCE = 0.9995  # bf16 image tower, as documented in the README (measured ~0.99995)
@@ -136,7 +136,6 @@ gelu_in_image = any(id(b) in visual_modules for b in blocks)
 gelu_in_text = any(id(b) not in visual_modules for b in blocks)
 del truth
 
-sys.path.insert(0, os.environ["PROJECT_ROOT"])
 from clip_encoder import CLIPEncoder
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
@@ -169,8 +168,7 @@ def test_vectors_equal_open_clips_reference_forward_of_the_trained_architecture(
     tag_cfg = open_clip.get_pretrained_cfg(arch, tag)
     # non-square photos, so the resize mode (shortest side, centre crop) matters
     chosen = [str(photos[p]) for p in ("chelsea", "coffee", "rocket", "stereo_motorcycle")]
-    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "PROJECT_ROOT": str(ROOT),
-           "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)])}
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
     done = subprocess.run([sys.executable, "-c", FIDELITY_SCRIPT, name, json.dumps(chosen), "0" if name in LARGE else "1"],
                           capture_output=True, text=True, env=env, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -202,7 +200,6 @@ import numpy as np, open_clip, torch
 from PIL import Image
 from safetensors.torch import save_file
 from tiny_hf import cache_dir
-sys.path.insert(0, os.environ["PROJECT_ROOT"])
 from milvus_store import ImageRecord, MilvusStore
 
 db, photo_paths = sys.argv[1], json.loads(sys.argv[2])
@@ -242,8 +239,7 @@ def test_an_index_built_with_the_wrong_activation_is_flagged_and_kept_consistent
     for name in ("chelsea", "coffee", "rocket"):
         shutil.copy(photos[name], folder / f"{name}.jpg")
     db = str(tmp_path / "legacy.db")
-    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "PROJECT_ROOT": str(ROOT),
-           "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)])}
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
     setup = subprocess.run([sys.executable, "-c", LEGACY_SETUP, db, json.dumps([str(p) for p in sorted(folder.iterdir())])],
                            capture_output=True, text=True, env=env, timeout=600)
     assert setup.returncode == 0, setup.stderr[-3000:]

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from conftest import ROOT, TEST_MODEL
 
-from clip_encoder import CLIPEncoder, resolve_model
-from errors import InvalidArgumentError, ModelLoadError
+from clip_encoder import CLIPEncoder
+from imsearch.encoders.open_clip_backend import resolve_model
+from imsearch.errors import InvalidArgumentError, ModelLoadError
 
 
 def test_shipped_test_model_loads_by_name(test_encoder: CLIPEncoder) -> None:
@@ -45,7 +46,7 @@ def test_bad_model_names_are_clear(name: str, message: str) -> None:
 
 
 def test_model_folder_without_weights_is_refused(tmp_path: Path) -> None:
-    (tmp_path / "open_clip_config.json").write_text((ROOT / "models/shapes-tiny-v1/open_clip_config.json").read_text())
+    (tmp_path / "open_clip_config.json").write_text((ROOT / "imsearch/models/shapes-tiny-v1/open_clip_config.json").read_text())
     with pytest.raises(ModelLoadError, match="no weights"):
         CLIPEncoder(model_name=str(tmp_path), device="cpu")
 
@@ -54,7 +55,7 @@ def test_local_checkpoint_file_and_folder_give_the_same_vectors(tmp_path: Path, 
     import shutil
 
     folder = tmp_path / "copy"
-    shutil.copytree(ROOT / "models/shapes-tiny-v1", folder)
+    shutil.copytree(ROOT / "imsearch/models/shapes-tiny-v1", folder)
     from_folder = CLIPEncoder(model_name=str(folder), device="cpu")
     assert np.allclose(from_folder.encode_texts(["a blue star"]), test_encoder.encode_texts(["a blue star"]), atol=1e-6)
 
@@ -63,9 +64,8 @@ def test_local_checkpoint_file_and_folder_give_the_same_vectors(tmp_path: Path, 
 def test_vit_b_32_openai_loads_offline_from_the_hub_cache(tmp_path: Path) -> None:
     """The real ViT-B-32 architecture, random weights placed where open_clip's loader looks, no network."""
     hf_home = tmp_path / "hf"
-    script = textwrap.dedent(f"""
+    script = textwrap.dedent("""
         import os, sys, json
-        sys.path.insert(0, {str(ROOT)!r})
         import open_clip, torch
         from safetensors.torch import save_file
         from huggingface_hub.constants import HF_HUB_CACHE
@@ -79,15 +79,15 @@ def test_vit_b_32_openai_loads_offline_from_the_hub_cache(tmp_path: Path) -> Non
             f.write("0" * 40)
         torch.manual_seed(0)
         model = open_clip.create_model("ViT-B-32", pretrained=None, force_quick_gelu=True)
-        save_file({{k: v.to(torch.float16).contiguous() for k, v in model.state_dict().items()}},
+        save_file({k: v.to(torch.float16).contiguous() for k, v in model.state_dict().items()},
                   os.path.join(snapshot, "open_clip_model.safetensors"))
         from clip_encoder import CLIPEncoder
         encoder = CLIPEncoder(model_name="ViT-B-32::openai", device="cpu")
         vectors = encoder.encode_texts(["a photo of a cat"])
         expected = model.encode_text(open_clip.get_tokenizer("ViT-B-32")(["a photo of a cat"]))
         expected = torch.nn.functional.normalize(expected.float(), dim=-1).detach().numpy()
-        print(json.dumps({{"dim": encoder.dim, "size": encoder.image_size,
-                          "close": float((vectors * expected).sum())}}))
+        print(json.dumps({"dim": encoder.dim, "size": encoder.image_size,
+                          "close": float((vectors * expected).sum())}))
         """)
     env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
@@ -100,7 +100,7 @@ def test_vit_b_32_openai_loads_offline_from_the_hub_cache(tmp_path: Path) -> Non
 def test_text_encoding_without_padding_equals_open_clip(test_encoder: CLIPEncoder) -> None:
     import torch
 
-    from clip_encoder import _encode_text_without_padding
+    from imsearch.encoders.open_clip_backend import _encode_text_without_padding
 
     backend = test_encoder.backend
     tokens = backend.tokenizer(["a red circle", "一个大的红色圆形和一个小的蓝色星形", "x " * 200])

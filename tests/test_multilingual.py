@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, TEST_MODEL, captions_of
+from conftest import TEST_MODEL, captions_of
 
-from errors import ModelLoadError
 from image_search import ImageSearchEngine
-from multilingual import QueryRouter, needs_multilingual
+from imsearch.encoders.multilingual import QueryRouter, needs_multilingual
+from imsearch.errors import ModelLoadError
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -72,9 +72,7 @@ def test_m_clip_loads_from_the_hub_cache_and_answers_chinese_queries(tmp_path: P
     tokenizer trained here) placed in the Hugging Face cache, loaded offline through the real code path."""
     script = textwrap.dedent(f"""
         import json, os, sys
-        sys.path.insert(0, {str(ROOT)!r})
         import numpy as np, torch, transformers
-        sys.path.insert(0, {str(ROOT / "tests")!r})
         from tiny_hf import cache_dir, xlm_roberta_tokenizer
 
         captions = json.load(open({str(scenes / "captions.json")!r}))
@@ -167,7 +165,6 @@ def test_chinese_clip_loads_offline_and_searches(tmp_path: Path, scenes: Path) -
     random weights), its checkpoint placed where the hub download puts it, loaded offline by name."""
     script = textwrap.dedent(f"""
         import contextlib, io, json, os, sys, time
-        sys.path.insert(0, {str(ROOT)!r})
         import numpy as np, torch
         from huggingface_hub.constants import HF_HUB_CACHE
         from PIL import Image
@@ -184,7 +181,7 @@ def test_chinese_clip_loads_offline_and_searches(tmp_path: Path, scenes: Path) -
         torch.save({{"epoch": 1, "state_dict": reference.state_dict()}}, os.path.join(snapshot, "clip_cn_rn50.pt"))
         reference = reference.float().eval()
 
-        from errors import ModelLoadError
+        from imsearch.errors import ModelLoadError
         from clip_encoder import CLIPEncoder
         started = time.time()
         try:
@@ -238,7 +235,6 @@ def test_open_clip_xlm_roberta_model_loads_offline_and_reads_chinese(tmp_path: P
     and a tokenizer trained here in its cache entry, random weights where the laion checkpoint goes."""
     script = textwrap.dedent(f"""
         import json, os, sys
-        sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / "tests")!r})
         import numpy as np, open_clip, torch, transformers
         from safetensors.torch import save_file
         from tiny_hf import cache_dir, xlm_roberta_tokenizer

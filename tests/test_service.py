@@ -21,11 +21,11 @@ from fastapi.responses import JSONResponse
 from http_server import free_port, running_server
 from PIL import Image
 
-import jina_protocol as jp
+import imsearch.encoders.jina_protocol as jp
 from clip_encoder import CLIPEncoder
-from encoder_server import MicroBatcher, create_encoder_app, create_grpc_server
-from errors import CollectionMismatchError, EncoderError, ModelLoadError
 from image_search import ImageSearchEngine
+from imsearch.errors import CollectionMismatchError, EncoderError, ModelLoadError
+from imsearch.servers.encoder_server import MicroBatcher, create_encoder_app, create_grpc_server
 
 
 @pytest.fixture(scope="module")
@@ -247,7 +247,8 @@ def test_an_image_the_server_rejects_fails_alone(test_encoder: CLIPEncoder, tmp_
 class ThirtyTwoDimensions:
     """A deterministic stand-in for a server-side model that answers 32-d vectors under the test model's name."""
 
-    model_name, dim, image_size = TEST_MODEL, 32, 64
+    model_name, dim, image_size, batches_in_flight = TEST_MODEL, 32, 64, 1
+    build: dict[str, object] = {}
 
     def __init__(self, **_: object) -> None:
         pass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from errors import CollectionMismatchError, InvalidArgumentError
+from imsearch.errors import CollectionMismatchError, InvalidArgumentError
 from milvus_store import ImageRecord, MilvusStore, SearchFilter, path_id
 
 

@@ -19,7 +19,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from errors import InvalidArgumentError, ModelLoadError
+from imsearch.errors import InvalidArgumentError, ModelLoadError
+from imsearch.extras import require
 
 logger = logging.getLogger("image_search")
 
@@ -61,7 +62,7 @@ def _resolve_folder(name: str) -> Path:
         return folder.resolve()
     from huggingface_hub import snapshot_download
 
-    from clip_encoder import hub_reachable
+    from imsearch.encoders.base import hub_reachable
 
     hint = "Without network, copy it into the Hugging Face cache (HF_HOME) or pass a local folder with --query-model."
     try:
@@ -126,10 +127,9 @@ class SentenceTransformerTextEncoder:
     """A sentence-transformers model whose output lives in a CLIP image space."""
 
     def __init__(self, name: str, folder: Path, device: str = "cpu"):
-        try:
-            from sentence_transformers import SentenceTransformer
-        except ImportError as error:
-            raise ModelLoadError(f"query encoder {name!r} needs the sentence-transformers package (pip install sentence-transformers)") from error
+        require(f"query encoder {name!r}", "sentence_transformers")
+        from sentence_transformers import SentenceTransformer
+
         self.model = SentenceTransformer(str(folder), device=device)
         self.name = name
         dimension = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
@@ -152,10 +152,7 @@ def _load_state_dict(folder: Path) -> dict[str, Any]:
 
 
 def load_text_encoder(name: str, device: str = "cpu") -> TextEncoder:
-    try:
-        import transformers  # noqa: F401
-    except ImportError as error:
-        raise ModelLoadError("multilingual query encoders need the transformers package (pip install transformers)") from error
+    require("multilingual query encoders", "transformers")
     folder = _resolve_folder(name)
     if (folder / "modules.json").is_file():
         return SentenceTransformerTextEncoder(name, folder, device)

@@ -14,9 +14,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from errors import ImageSearchError, InvalidArgumentError, StoreError
-from indexer import FailedFile, IndexProgress, IndexSummary, ProgressCallback
-from search_results import SearchResult
+from imsearch.errors import InvalidArgumentError, RemoteServerError, StoreError
+from imsearch.indexing.pipeline import FailedFile, IndexProgress, IndexSummary, ProgressCallback
+from imsearch.results import SearchResult
 
 
 def advert_path(lite_path: str) -> Path:
@@ -72,7 +72,7 @@ class RemoteEngine:
             raise InvalidArgumentError(f"the server at {self.url} needs a token: pass --token or set IMAGE_SEARCH_TOKEN")
         if response.status_code >= 400:
             message = body.get("error") or json.dumps(body.get("detail", response.text))
-            raise (InvalidArgumentError if response.status_code < 500 else ImageSearchError)(f"server: {message}")
+            raise (InvalidArgumentError if response.status_code < 500 else RemoteServerError)(f"server: {message}")
         return body
 
     @staticmethod
@@ -108,7 +108,7 @@ class RemoteEngine:
             if progress:
                 progress(IndexProgress(job["total"], job["done"], job["failed"], job["unchanged"]))
         if job["state"] == "failed":
-            raise ImageSearchError(f"server: {job['error']}")
+            raise RemoteServerError(f"server: {job['error']}")
         s = job["summary"]
         return IndexSummary(s["indexed"], s["unchanged"], s["removed"], s["descriptions_updated"],
                             [FailedFile(f["path"], f["reason"]) for f in s["failed"]], s["seconds"], s["stage_seconds"])

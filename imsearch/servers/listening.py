@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from errors import ImageSearchError
+from imsearch.errors import ServerStartError
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -16,7 +16,7 @@ def listening_socket(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as error:
         sock.close()
-        raise ImageSearchError(f"cannot listen on {host}:{port}: {error.strerror or error} "
+        raise ServerStartError(f"cannot listen on {host}:{port}: {error.strerror or error} "
                                "(another server on that port? choose one with --port)") from None
     return sock
 

@@ -9,11 +9,12 @@ reaches the file system.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import os
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,11 +24,12 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
-from errors import CollectionMismatchError, ImageSearchError, InvalidArgumentError, StoreError
-from index_jobs import IndexJobs
+from imsearch.errors import CollectionMismatchError, ImageSearchError, InvalidArgumentError, StoreError
+from imsearch.protocols import ServedEngine
+from imsearch.results import SearchResult
+from imsearch.servers.jobs import IndexJobs
+from imsearch.servers.thumbnails import ThumbnailCache
 from milvus_store import SearchFilter
-from search_results import SearchResult
-from thumbnails import ThumbnailCache
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024
@@ -87,12 +89,18 @@ def make_filter(folder: str | None, ext: list[str] | str | None, after: str | No
     return search_filter if search_filter.expression() else None
 
 
-def create_app(engine: Any, token: str | None = None, thumbnail_dir: str | Path | None = None,
+def create_app(engine: ServedEngine, token: str | None = None, thumbnail_dir: str | Path | None = None,
                max_upload_bytes: int = DEFAULT_MAX_UPLOAD, index_roots: list[str] | None = None) -> FastAPI:
     """The API over `engine`. `index_roots`, when given, limits which folders POST /api/index accepts."""
-    app = FastAPI(title="image_search", description="Text-to-image search over your photos (CLIP + Milvus).",
-                  version="0.1.0")
     jobs = IndexJobs(engine)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        jobs.close()  # at shutdown: queued jobs are dropped
+
+    app = FastAPI(title="image_search", description="Text-to-image search over your photos (CLIP + Milvus).",
+                  version="0.2.0", lifespan=lifespan)
     thumbs = ThumbnailCache(thumbnail_dir or Path(engine.store.location).parent / "thumbnails")
     roots = [os.path.realpath(r) for r in index_roots or []]
     app.state.engine, app.state.jobs = engine, jobs
@@ -209,18 +217,14 @@ def create_app(engine: Any, token: str | None = None, thumbnail_dir: str | Path 
 
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
 
-    @app.on_event("shutdown")
-    def stop_jobs() -> None:
-        jobs.close()
-
     return app
 
 
-def serve(engine: Any, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
+def serve(engine: ServedEngine, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
           index_roots: list[str] | None = None, on_ready: Callable[[], None] | None = None) -> None:
     """Serve the API and page until interrupted; `on_ready` is called once the port is ours and the model warm."""
-    from remote_engine import remove_advert, write_advert
-    from serving import listening_socket, run_app
+    from imsearch.servers.listening import listening_socket, run_app
+    from imsearch.servers.remote_engine import remove_advert, write_advert
 
     sock = listening_socket(host, port)  # a busy port fails now, before the model loads
     try:

@@ -26,10 +26,10 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-import jina_protocol
 from clip_encoder import CLIPEncoder
-from errors import ImageSearchError
-from image_loading import load_rgb
+from imsearch.encoders import jina_protocol
+from imsearch.errors import ImageSearchError, InvalidArgumentError, ServerStartError
+from imsearch.indexing.decode import load_rgb
 
 MAX_WAIT_SECONDS = 0.005  # how long a batch waits for company
 
@@ -85,7 +85,7 @@ def create_encoder_app(encoder: CLIPEncoder, batcher: MicroBatcher | None = None
         else:
             uri = str(doc["uri"])
             if not uri.startswith("data:") or "," not in uri:
-                raise ImageSearchError("only data: URIs are accepted as uri (this server reads no files)")
+                raise InvalidArgumentError("only data: URIs are accepted as uri (this server reads no files)")
             data = base64.b64decode(uri.split(",", 1)[1])
         return encoder.prepare_image(load_rgb(data, min_side=encoder.image_size))
 
@@ -147,14 +147,14 @@ class JinaGrpcEncoder:
         elif content == "tensor":
             array = jina_protocol.read_array(doc.tensor)
             if array is None:
-                raise ImageSearchError("an empty tensor")
+                raise InvalidArgumentError("an empty tensor")
             from PIL import Image
 
             return self.encoder.prepare_image(Image.fromarray(array.astype("uint8")).convert("RGB"))
         elif doc.uri.startswith("data:") and "," in doc.uri:
             data = base64.b64decode(doc.uri.split(",", 1)[1])
         else:
-            raise ImageSearchError("only text, blob, tensor or data: URIs are accepted (this server reads no files)")
+            raise InvalidArgumentError("only text, blob, tensor or data: URIs are accepted (this server reads no files)")
         return self.encoder.prepare_image(load_rgb(data, min_side=self.encoder.image_size))
 
     def _submit(self, request: Any) -> list[Future[np.ndarray]] | str:
@@ -180,7 +180,7 @@ class JinaGrpcEncoder:
         response.CopyFrom(request)
         try:
             if isinstance(futures, str):
-                raise ImageSearchError(futures)
+                raise InvalidArgumentError(futures)
             flag = request.parameters.fields.get("drop_image_content")  # clip-server's parameter, same meaning
             drop_content = flag is not None and flag.bool_value
             for doc, future in zip(response.data.docs.docs, futures, strict=True):
@@ -265,13 +265,13 @@ def create_grpc_server(encoder: CLIPEncoder, address: str, batcher: MicroBatcher
     except RuntimeError:  # newer grpcio raises where older ones returned 0
         port = 0
     if port == 0:
-        raise ImageSearchError(f"cannot listen for gRPC on {address} (is the port in use?)")
+        raise ServerStartError(f"cannot listen for gRPC on {address} (is the port in use?)")
     return server, port
 
 
 def serve_encoder(encoder: CLIPEncoder, host: str = "127.0.0.1", port: int = 51000, http_port: int | None = None) -> None:
     """gRPC on `port` and HTTP JSON on `http_port` (port + 1 unless given), one model and batcher behind both."""
-    from serving import listening_socket, run_app
+    from imsearch.servers.listening import listening_socket, run_app
 
     http_socket = listening_socket(host, http_port or port + 1)
     batcher = MicroBatcher(encoder, max_batch=max(encoder.batch_size, 8))

@@ -27,9 +27,9 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 from PIL import Image
 
-import jina_protocol as jp
-from clip_encoder import DEFAULT_MODEL, register_backend
-from errors import EncoderError, EncoderRejectedError, InvalidArgumentError, ModelLoadError
+import imsearch.encoders.jina_protocol as jp
+from imsearch.encoders.base import DEFAULT_MODEL
+from imsearch.errors import EncoderError, EncoderRejectedError, InvalidArgumentError, ModelLoadError
 
 PREPARED_SIDE = 448  # the server resizes to its model's input; this keeps uploads small and detail intact
 Doc = tuple[str, Any]  # ("text", str) or ("blob", image bytes)
@@ -201,7 +201,6 @@ class _GrpcConnection:
         self._channel.close()
 
 
-@register_backend("service")
 class ServiceBackend:
     """A remote encoder: clip-server or our --mode serve-encoder, over gRPC or HTTP."""
 

@@ -17,13 +17,16 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image
 
-from clip_encoder import CN_CLIP_PREFIX, cast_to_precision, hub_reachable, pick_device, pick_precision, register_backend
-from errors import InvalidArgumentError, ModelLoadError
+if TYPE_CHECKING:
+    import torch
+
+from imsearch.encoders.base import CN_CLIP_PREFIX, TorchBackend, hub_reachable, pick_device
+from imsearch.errors import InvalidArgumentError, ModelLoadError
+from imsearch.extras import require
 
 CONTEXT_LENGTH = 52  # what every Chinese-CLIP checkpoint was trained with
 PAD_ID = 0  # "[PAD]" in cn_clip's BERT vocabulary
@@ -78,8 +81,7 @@ def _fetch(name: str, arch: ChineseCLIPArch) -> str:
         raise ModelLoadError(f"could not download {arch.repo}/{arch.filename} for {name!r}: {error}; {how}") from error
 
 
-@register_backend("local-cn-clip")
-class ChineseCLIPBackend:
+class ChineseCLIPBackend(TorchBackend):
     """Chinese-CLIP on CPU or CUDA, with the same precision policy as the open_clip backend."""
 
     def __init__(self, model_name: str | None = None, device: str | None = "auto", precision: str = "auto", **_: Any):
@@ -87,14 +89,11 @@ class ChineseCLIPBackend:
 
         if not model_name:
             raise InvalidArgumentError("a Chinese-CLIP model name is needed, e.g. CN-CLIP/ViT-B-16")
-        try:
-            from cn_clip.clip.utils import create_model, image_transform
-        except ImportError as error:
-            raise ModelLoadError(f"{model_name} needs the cn_clip package: pip install cn_clip ({error})") from None
+        require(f"Chinese-CLIP model {model_name}", "cn_clip")
+        from cn_clip.clip.utils import create_model, image_transform
         arch, checkpoint = resolve_cn_clip(model_name)
         self.model_name = model_name.strip()
-        self.device = pick_device(device)
-        self._torch = torch
+        device = pick_device(device)
         path = checkpoint or _fetch(self.model_name, arch)
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -103,33 +102,24 @@ class ChineseCLIPBackend:
         except Exception as error:
             raise ModelLoadError(f"could not load {self.model_name!r} from {path}: {error.__class__.__name__}: "
                                  f"{str(error).splitlines()[0][:300] if str(error) else ''}") from error
-        model = model.float().eval().to(self.device)
-        self.precision = pick_precision(precision, self.device)  # cn_clip itself runs fp16 on CUDA too
-        self.model, self._image_dtype = cast_to_precision(model, self.precision, self.device)
-        self.preprocess = image_transform(arch.image_size)
+        # the same precision policy as open_clip models (cn_clip itself runs fp16 on CUDA too)
+        self._set_model(model.float().to(device), image_transform(arch.image_size), device, precision)
         self.image_size = arch.image_size
         self.dim = int(model.text_projection.shape[1])
         # cn_clip builds each architecture as released (its own activation, square resize, OpenAI mean/std)
         self.build: dict[str, Any] = {"library": "cn_clip", "structure": arch.structure, "size": arch.image_size}
 
-    def prepare_image(self, image: Image.Image) -> Any:
-        return self.preprocess(image)
-
-    def embed_images(self, prepared: Sequence[Any]) -> np.ndarray:
-        batch = self._torch.stack(list(prepared)).to(self.device, self._image_dtype)
-        with self._torch.inference_mode():
-            return self.model.visual(batch).float().cpu().numpy()
+    def _embed_image_batch(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.model.visual(batch)
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        import torch
         from cn_clip.clip import tokenize
 
         tokens = tokenize(list(texts), context_length=CONTEXT_LENGTH).to(self.device)
         # BERT attends only to unmasked tokens, so the padding after the longest text changes nothing
         tokens = tokens[:, : max(1, int(tokens.ne(PAD_ID).sum(dim=1).max()))]
-        with self._torch.inference_mode():
+        with torch.inference_mode():
             # CLIP.encode_text, in the text tower's own dtype (it casts to the image tower's otherwise)
             hidden = self.model.bert(tokens, attention_mask=tokens.ne(PAD_ID).to(self.model.text_projection.dtype))[0]
             return (hidden[:, 0, :] @ self.model.text_projection).float().cpu().numpy()
-
-    def close(self) -> None:
-        self.model = None

@@ -9,8 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from errors import ImageSearchError
-from indexer import IndexProgress, IndexSummary
+from imsearch.errors import ImageSearchError
+from imsearch.indexing.pipeline import IndexProgress, IndexSummary
+from imsearch.protocols import SearchEngine
 
 
 @dataclass
@@ -40,7 +41,7 @@ class IndexJob:
 class IndexJobs:
     """Runs `engine.index_directory` jobs one after another and keeps their progress."""
 
-    def __init__(self, engine: Any, keep: int = 100):
+    def __init__(self, engine: SearchEngine, keep: int = 100):
         self._engine = engine
         self._jobs: dict[str, IndexJob] = {}
         self._lock = threading.Lock()

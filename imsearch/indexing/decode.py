@@ -16,7 +16,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from errors import ImageDecodeError
+from imsearch.errors import ImageDecodeError
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 try:  # HEIC/HEIF through pillow-heif (in requirements.txt; without it such files are simply not listed)

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from clip_encoder import CLIPEncoder
-from errors import ImageDecodeError
-from image_loading import IMAGE_EXTENSIONS, load_rgb, read_file
+from imsearch.errors import ImageDecodeError
+from imsearch.indexing.decode import IMAGE_EXTENSIONS, load_rgb, read_file
 from milvus_store import PATH_MAX_BYTES, ImageRecord, IndexedFile, MilvusStore, path_id
 
 
@@ -53,6 +53,17 @@ class IndexSummary:
     seconds: float = 0.0
     # read/decode/preprocess are summed over worker threads; encode/store are wall time on the main thread
     stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+
+    def add(self, other: IndexSummary) -> None:
+        """Fold another run's summary into this one (several folders in one command)."""
+        self.indexed += other.indexed
+        self.unchanged += other.unchanged
+        self.removed += other.removed
+        self.descriptions_updated += other.descriptions_updated
+        self.failed.extend(other.failed)
+        self.seconds += other.seconds
+        for stage, seconds in other.stage_seconds.items():
+            self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -297,7 +308,7 @@ class Indexer:
 
         # A remote encoder gets several batches at once, so that its accelerator does not idle through
         # each round trip; results are stored in order, by this thread, as they come back.
-        in_flight = max(1, int(getattr(self.encoder.backend, "batches_in_flight", 1)))
+        in_flight = self.encoder.batches_in_flight
         waiting: deque[tuple[list[_Prepared], Future[np.ndarray]]] = deque()
         with ThreadPoolExecutor(in_flight, thread_name_prefix="encode") as encoders:
 

@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from image_loading import load_rgb
+from imsearch.indexing.decode import load_rgb
 
 
 class ThumbnailCache:
