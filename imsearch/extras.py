@@ -15,9 +15,16 @@ EXTRA_OF = {
 }
 
 
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def require(purpose: str, *modules: str) -> None:
     """Raise MissingDependencyError naming the extra when any of `modules` cannot be imported."""
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    missing = [m for m in modules if not _installed(m)]
     if missing:
         extras = sorted({EXTRA_OF.get(m, m) for m in missing})
         raise MissingDependencyError(

@@ -22,6 +22,15 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), str(ROOT / "tools"), *filter(None, [os.environ.get("PYTHONPATH")])])
 
 TEST_MODEL = "shapes-tiny::v1"
+# A test that uses one of these needs Milvus or loads a model: never in the fast tier (-m "not slow").
+HEAVY_FIXTURES = {"test_encoder", "milvus_server", "store_uri", "held_out_scenes", "installed"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 HELD_OUT_SEED = 424242  # not the training seed (0) nor the training script's held-out seed
 
 

@@ -219,3 +219,25 @@ def test_unreadable_files_and_folders_as_a_real_user(tmp_path: Path, scenes: Pat
         for path in [work, *work.rglob("*")]:
             path.chmod(0o755)
         shutil.rmtree(work, ignore_errors=True)
+
+
+IMPORTS_AFTER = r"""
+import json, runpy, sys
+sys.argv = ["image_search.py", *json.loads(sys.argv[1])]
+try:
+    runpy.run_path({script!r}, run_name="__main__")
+except SystemExit as done:
+    code = done.code
+print(json.dumps({{"code": code, "heavy": sorted(m for m in ("torch", "torchvision", "open_clip", "fastapi") if m in sys.modules)}}))
+"""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--mode", "stats"], ["--mode", "stats", "--json"],
+                                  ["--mode", "index", "--image-dir", "/no/such/folder"]])
+def test_help_stats_and_argument_errors_import_no_torch(args: list[str], tmp_path: Path) -> None:
+    script = IMPORTS_AFTER.format(script=str(ROOT / "image_search.py"))
+    done = subprocess.run([sys.executable, "-c", script, json.dumps(args)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "IMAGE_SEARCH_HOME": str(tmp_path / "home")})
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["heavy"] == [], (args, result, done.stderr[-1000:])
+    assert result["code"] == (2 if "index" in args else 0), done.stderr

@@ -15,6 +15,8 @@ from PIL import Image
 from image_search import EmptyIndexWarning, ImageSearchEngine, SearchResult, print_results
 from imsearch.errors import CollectionMismatchError, InvalidArgumentError
 
+pytestmark = pytest.mark.slow  # real Milvus, the model, or servers: not in the fast tier
+
 
 def make_engine(tmp_path: Path, **kwargs) -> ImageSearchEngine:  # type: ignore[no-untyped-def]
     kwargs.setdefault("model_name", TEST_MODEL)

@@ -17,6 +17,8 @@ from PIL import Image
 from image_search import ImageSearchEngine
 from imsearch.servers.http_api import create_app
 
+pytestmark = pytest.mark.slow  # real Milvus, the model, or servers: not in the fast tier
+
 
 @pytest.fixture()
 def library(tmp_path: Path, scenes: Path) -> Path:

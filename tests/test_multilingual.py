@@ -28,6 +28,7 @@ def test_script_detection(text: str, expected: bool) -> None:
     assert needs_multilingual(text) is expected
 
 
+@pytest.mark.slow
 def test_bilingual_model_answers_chinese_itself(tmp_path: Path, scenes: Path) -> None:
     captions = captions_of(scenes)
     with ImageSearchEngine(model_name=TEST_MODEL, milvus_uri=str(tmp_path / "zh.db"), device="cpu") as engine:
@@ -121,13 +122,17 @@ def test_m_clip_loads_from_the_hub_cache_and_answers_chinese_queries(tmp_path: P
     assert result["stats"] == "M-CLIP/XLM-Roberta-Large-Vit-B-32"
 
 
+@pytest.mark.slow
 def test_sentence_transformers_encoder_loads_from_a_folder_and_answers(tmp_path: Path, scenes: Path) -> None:
     """A tiny model of clip-ViT-B-32-multilingual-v1's layout (DistilBERT → mean pooling → Dense to the image
     space), random weights and a tokenizer trained here, saved and loaded as sentence-transformers does."""
     import torch
     import transformers
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers import models as st_models
+    try:  # sentence-transformers >= 5.x; `sentence_transformers.models` is deprecated there
+        from sentence_transformers.sentence_transformer import modules as st_models
+    except ImportError:
+        from sentence_transformers import models as st_models  # type: ignore[no-redef]
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))

@@ -27,6 +27,8 @@ from image_search import ImageSearchEngine
 from imsearch.errors import CollectionMismatchError, EncoderError, ModelLoadError
 from imsearch.servers.encoder_server import MicroBatcher, create_encoder_app, create_grpc_server
 
+pytestmark = pytest.mark.slow  # real Milvus, the model, or servers: not in the fast tier
+
 
 @pytest.fixture(scope="module")
 def encoder_urls(test_encoder: CLIPEncoder):  # type: ignore[no-untyped-def]

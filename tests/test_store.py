@@ -8,6 +8,8 @@ import pytest
 from imsearch.errors import CollectionMismatchError, InvalidArgumentError
 from milvus_store import ImageRecord, MilvusStore, SearchFilter, path_id
 
+pytestmark = pytest.mark.slow  # real Milvus, the model, or servers: not in the fast tier
+
 
 def unit(seed: int, dim: int = 8) -> np.ndarray:
     vector = np.random.default_rng(seed).normal(size=dim).astype(np.float32)

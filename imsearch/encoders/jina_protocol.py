@@ -20,7 +20,8 @@ from google.protobuf import descriptor_pb2, descriptor_pool, empty_pb2, message_
 _F = descriptor_pb2.FieldDescriptorProto
 _SCALARS = {"string": _F.TYPE_STRING, "bytes": _F.TYPE_BYTES, "uint32": _F.TYPE_UINT32}
 
-# (message, [(field, number, type, oneof or "" , repeated)]); a type starting with "." is a message or enum
+# (message, [(field, number, type, oneof or "" , repeated)]); a type starting with "." is a message or enum;
+# a oneof named "_field" is proto3's `optional` (a synthetic oneof that only tracks presence)
 _DOCARRAY = [
     ("DenseNdArrayProto", [("buffer", 1, "bytes", "", False), ("shape", 2, "uint32", "", True),
                            ("dtype", 3, "string", "", False)]),
@@ -37,7 +38,8 @@ _JINA = [
     ("StatusProto", [("code", 1, ".jina.StatusProto.StatusCode", "", False), ("description", 2, "string", "", False),
                      ("exception", 3, ".jina.StatusProto.ExceptionProto", "", False)]),
     ("HeaderProto", [("request_id", 1, "string", "", False), ("status", 2, ".jina.StatusProto", "", False),
-                     ("exec_endpoint", 3, "string", "", False), ("target_executor", 4, "string", "", False)]),
+                     ("exec_endpoint", 3, "string", "_exec_endpoint", False),
+                     ("target_executor", 4, "string", "_target_executor", False)]),
     ("RouteProto", [("executor", 1, "string", "", False), ("status", 4, ".jina.StatusProto", "", False)]),
     ("DataContentProto", [("docs", 1, ".docarray.DocumentArrayProto", "documents", False),
                           ("docs_bytes", 2, "bytes", "documents", False)]),
@@ -78,6 +80,7 @@ def _message(name: str, fields: list[tuple[str, int, str, str, bool]]) -> descri
         else:
             field.type = _SCALARS[kind]
         if oneof:
+            field.proto3_optional = oneof == f"_{field_name}"
             if oneof not in oneofs:
                 oneofs.append(oneof)
                 message.oneof_decl.add(name=oneof)

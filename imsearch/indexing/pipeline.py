@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import stat
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -23,22 +22,9 @@ import numpy as np
 
 from clip_encoder import CLIPEncoder
 from imsearch.errors import ImageDecodeError
-from imsearch.indexing.decode import IMAGE_EXTENSIONS, load_rgb, read_file
+from imsearch.indexing.decode import load_rgb, read_file
+from imsearch.indexing.scan import FailedFile, FileEntry, ScanResult, entries_for_paths, scan_directory
 from milvus_store import PATH_MAX_BYTES, ImageRecord, IndexedFile, MilvusStore, path_id
-
-
-@dataclass(frozen=True)
-class FileEntry:
-    path: str  # absolute
-    size: int
-    mtime: float
-
-
-@dataclass(frozen=True)
-class FailedFile:
-    path: str
-    reason: str
-
 
 STAGES = ("read", "decode", "preprocess", "encode", "store")
 
@@ -91,91 +77,6 @@ class IndexProgress:
 ProgressCallback = Callable[[IndexProgress], None]
 
 
-@dataclass
-class ScanResult:
-    files: list[FileEntry] = field(default_factory=list)
-    failed: list[FailedFile] = field(default_factory=list)
-    # folders that could not be listed: rows under them must survive, we cannot tell if files are gone
-    unlisted_dirs: list[str] = field(default_factory=list)
-
-
-def _is_hidden(name: str) -> bool:
-    return name.startswith(".")  # also AppleDouble "._*" files
-
-
-def scan_directory(root: str | Path, extensions: Iterable[str] = IMAGE_EXTENSIONS) -> ScanResult:
-    """Every image file under `root`, recursively; hidden entries skipped, symlink loops not followed."""
-    extensions = {e.lower() for e in extensions}
-    result = ScanResult()
-    root_path = os.path.abspath(os.fspath(root))
-    seen_dirs: set[tuple[int, int]] = set()
-    stack = [root_path]
-    while stack:
-        folder = stack.pop()
-        try:
-            info = os.stat(folder)
-        except OSError as error:
-            result.failed.append(FailedFile(folder, f"cannot open folder: {error.strerror or error}"))
-            result.unlisted_dirs.append(folder)
-            continue
-        key = (info.st_dev, info.st_ino)
-        if key in seen_dirs:
-            continue  # a symlink loop or a second link to a folder already scanned
-        seen_dirs.add(key)
-        try:
-            with os.scandir(folder) as listing:
-                entries = sorted(listing, key=lambda e: e.name)
-        except OSError as error:
-            result.failed.append(FailedFile(folder, f"cannot list folder: {error.strerror or error}"))
-            result.unlisted_dirs.append(folder)
-            continue
-        subfolders = []
-        for entry in entries:
-            if _is_hidden(entry.name):
-                continue
-            try:
-                is_dir = entry.is_dir()  # follows symlinks
-            except OSError:
-                is_dir = False
-            if is_dir:
-                subfolders.append(entry.path)
-                continue
-            if os.path.splitext(entry.name)[1].lower() not in extensions:
-                continue
-            try:
-                st = entry.stat()
-            except OSError as error:
-                reason = "broken symbolic link" if entry.is_symlink() else f"cannot stat: {error.strerror or error}"
-                result.failed.append(FailedFile(entry.path, reason))
-                continue
-            if stat.S_ISREG(st.st_mode):
-                result.files.append(FileEntry(entry.path, st.st_size, st.st_mtime))
-        stack.extend(reversed(subfolders))
-    return result
-
-
-def entries_for_paths(paths: Iterable[str | os.PathLike[str]]) -> ScanResult:
-    """FileEntries for an explicit list of files; missing or odd ones become failures."""
-    result = ScanResult()
-    for raw in paths:
-        path = os.path.abspath(os.fspath(raw))
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            result.failed.append(FailedFile(path, "file not found"))
-            continue
-        except OSError as error:
-            result.failed.append(FailedFile(path, f"cannot stat: {error.strerror or error}"))
-            continue
-        if stat.S_ISDIR(st.st_mode):
-            result.failed.append(FailedFile(path, "is a folder (use index_directory for folders)"))
-        elif not stat.S_ISREG(st.st_mode):
-            result.failed.append(FailedFile(path, "not a regular file"))
-        else:
-            result.files.append(FileEntry(path, st.st_size, st.st_mtime))
-    return result
-
-
 class DescriptionMap:
     """Descriptions keyed by absolute path, path relative to a base folder, or file name (most specific wins)."""
 
@@ -221,6 +122,118 @@ class _Prepared:
     seconds: tuple[float, float, float]  # read, decode, preprocess
 
 
+@dataclass
+class IndexPlan:
+    """What one run will do with each file found: encode it, only update its description, or skip it."""
+
+    to_encode: list[FileEntry] = field(default_factory=list)
+    relabel: list[tuple[IndexedFile, str]] = field(default_factory=list)  # unchanged files with a new description
+    unchanged: int = 0
+    failed: list[FailedFile] = field(default_factory=list)  # the scan's failures and unusable paths
+
+
+def plan_work(scan: ScanResult, existing: Mapping[str, IndexedFile], descriptions: DescriptionMap) -> IndexPlan:
+    """Compare what the scan found with what the store holds: a file is unchanged when both its size
+    and its mtime match the stored row (as rclip decides); anything else is encoded again."""
+    plan = IndexPlan(failed=list(scan.failed))
+    for entry in scan.files:
+        if len(entry.path.encode("utf-8", "surrogateescape")) > PATH_MAX_BYTES:
+            plan.failed.append(FailedFile(entry.path, f"path longer than {PATH_MAX_BYTES} bytes"))
+            continue
+        try:
+            entry.path.encode("utf-8")
+        except UnicodeEncodeError:
+            plan.failed.append(FailedFile(entry.path, "file name is not valid UTF-8"))
+            continue
+        known = existing.get(entry.path)
+        if known is not None and known.size == entry.size and abs(known.mtime - entry.mtime) < 1e-6:
+            plan.unchanged += 1
+            wanted = descriptions.get(entry.path)
+            if wanted is not None and wanted != known.description:
+                plan.relabel.append((known, wanted))
+        else:
+            plan.to_encode.append(entry)
+    return plan
+
+
+class _BatchWriter:
+    """Collects decoded files into batches, has them encoded and upserts each batch as it comes back;
+    owns the run's summary counts and stage timers.
+
+    A remote encoder gets several batches at once (`batches_in_flight`), so that its accelerator does
+    not idle through each round trip; results are stored in order, by the calling thread.
+    """
+
+    def __init__(self, encoder: CLIPEncoder, store: MilvusStore, summary: IndexSummary,
+                 existing: Mapping[str, IndexedFile], descriptions: DescriptionMap):
+        self.encoder, self.store, self.summary = encoder, store, summary
+        self._existing, self._descriptions = existing, descriptions
+        self._batch: list[_Prepared] = []
+        self._in_flight = encoder.batches_in_flight
+        self._waiting: deque[tuple[list[_Prepared], Future[np.ndarray]]] = deque()
+        self._pool = ThreadPoolExecutor(self._in_flight, thread_name_prefix="encode")
+
+    def __enter__(self) -> _BatchWriter:
+        return self
+
+    def __exit__(self, error_type: type[BaseException] | None, *_exc: object) -> None:
+        try:
+            if error_type is None:
+                self._flush()
+                while self._waiting:
+                    self._store_next()
+        finally:
+            for _, future in self._waiting:  # after a failure: what has not started need not start
+                future.cancel()
+            self._pool.shutdown(wait=True)
+
+    def add(self, outcome: _Prepared | FailedFile) -> None:
+        if isinstance(outcome, FailedFile):
+            self.summary.failed.append(outcome)
+            return
+        for stage, seconds in zip(STAGES, outcome.seconds, strict=False):
+            self.summary.stage_seconds[stage] += seconds
+        self._batch.append(outcome)
+        if len(self._batch) >= self.encoder.batch_size:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._batch:
+            return
+        batch = self._batch
+        self._batch = []
+        if self._in_flight == 1:
+            self._store(batch, self._encode(batch))
+            return
+        self._waiting.append((batch, self._pool.submit(self._encode, batch)))
+        while len(self._waiting) >= self._in_flight:
+            self._store_next()
+
+    def _store_next(self) -> None:
+        batch, future = self._waiting.popleft()
+        self._store(batch, future.result())
+
+    def _encode(self, batch: list[_Prepared]) -> np.ndarray:
+        started = time.perf_counter()
+        vectors = self.encoder.encode_prepared([p.item for p in batch])
+        self.summary.stage_seconds["encode"] += time.perf_counter() - started
+        return vectors
+
+    def _store(self, batch: list[_Prepared], vectors: np.ndarray) -> None:
+        started = time.perf_counter()
+        records = []
+        for prepared, vector in zip(batch, vectors, strict=True):
+            if not np.isfinite(vector).all():  # an encoder server refused this one image
+                self.summary.failed.append(FailedFile(prepared.entry.path, "the encoder could not encode it"))
+                continue
+            path = prepared.entry.path
+            description = self._descriptions.get(path) or self._existing.get(path, _NO_FILE).description
+            records.append(ImageRecord(path, vector, prepared.entry.size, prepared.entry.mtime, prepared.fingerprint, description))
+        self.store.upsert(records)
+        self.summary.stage_seconds["store"] += time.perf_counter() - started
+        self.summary.indexed += len(records)
+
+
 class Indexer:
     """Brings a store up to date with files on disk, through an encoder."""
 
@@ -258,93 +271,18 @@ class Indexer:
     def _run(self, scan: ScanResult, existing: Mapping[str, IndexedFile], descriptions: DescriptionMap,
              progress: ProgressCallback | None) -> IndexSummary:
         started = time.perf_counter()
-        summary = IndexSummary(failed=list(scan.failed))
-        to_encode: list[FileEntry] = []
-        relabel: list[tuple[IndexedFile, str]] = []
-        for entry in scan.files:
-            if len(entry.path.encode("utf-8", "surrogateescape")) > PATH_MAX_BYTES:
-                summary.failed.append(FailedFile(entry.path, f"path longer than {PATH_MAX_BYTES} bytes"))
-                continue
-            try:
-                entry.path.encode("utf-8")
-            except UnicodeEncodeError:
-                summary.failed.append(FailedFile(entry.path, "file name is not valid UTF-8"))
-                continue
-            known = existing.get(entry.path)
-            if known is not None and known.size == entry.size and abs(known.mtime - entry.mtime) < 1e-6:
-                summary.unchanged += 1
-                wanted = descriptions.get(entry.path)
-                if wanted is not None and wanted != known.description:
-                    relabel.append((known, wanted))
-            else:
-                to_encode.append(entry)
-
-        failed_before = len(summary.failed)
+        plan = plan_work(scan, existing, descriptions)
+        summary = IndexSummary(unchanged=plan.unchanged, failed=list(plan.failed))
         report = progress or (lambda _: None)
-        report(IndexProgress(len(to_encode), 0, 0, summary.unchanged))
-        done = 0
-        batch: list[_Prepared] = []
-
-        stages = summary.stage_seconds
-
-        def store_batch(prepared: list[_Prepared], vectors: np.ndarray) -> None:
-            started_store = time.perf_counter()
-            records = []
-            for p, vec in zip(prepared, vectors, strict=True):
-                if not np.isfinite(vec).all():  # an encoder server refused this one image
-                    summary.failed.append(FailedFile(p.entry.path, "the encoder could not encode it"))
-                    continue
-                records.append(ImageRecord(p.entry.path, vec, p.entry.size, p.entry.mtime, p.fingerprint,
-                                           descriptions.get(p.entry.path) or existing.get(p.entry.path, _NO_FILE).description))
-            self.store.upsert(records)
-            stages["store"] += time.perf_counter() - started_store
-            summary.indexed += len(records)
-
-        def encode(prepared: list[_Prepared]) -> np.ndarray:
-            started_encode = time.perf_counter()
-            vectors = self.encoder.encode_prepared([p.item for p in prepared])
-            stages["encode"] += time.perf_counter() - started_encode
-            return vectors
-
-        # A remote encoder gets several batches at once, so that its accelerator does not idle through
-        # each round trip; results are stored in order, by this thread, as they come back.
-        in_flight = self.encoder.batches_in_flight
-        waiting: deque[tuple[list[_Prepared], Future[np.ndarray]]] = deque()
-        with ThreadPoolExecutor(in_flight, thread_name_prefix="encode") as encoders:
-
-            def submit_batch() -> None:
-                if in_flight == 1:
-                    store_batch(list(batch), encode(batch))
-                else:
-                    waiting.append((list(batch), encoders.submit(encode, list(batch))))
-                    while len(waiting) >= in_flight:
-                        prepared, future = waiting.popleft()
-                        store_batch(prepared, future.result())
-                batch.clear()
-
-            try:
-                for outcome in self._decoded(to_encode):
-                    if isinstance(outcome, FailedFile):
-                        summary.failed.append(outcome)
-                    else:
-                        for stage, seconds in zip(STAGES, outcome.seconds, strict=False):
-                            stages[stage] += seconds
-                        batch.append(outcome)
-                        if len(batch) >= self.encoder.batch_size:
-                            submit_batch()
-                    done += 1
-                    path = outcome.path if isinstance(outcome, FailedFile) else outcome.entry.path
-                    report(IndexProgress(len(to_encode), done, len(summary.failed) - failed_before, summary.unchanged, path))
-                if batch:
-                    submit_batch()
-                while waiting:
-                    prepared, future = waiting.popleft()
-                    store_batch(prepared, future.result())
-            finally:
-                for _, future in waiting:  # after a failure: what has not started need not start
-                    future.cancel()
-
-        summary.descriptions_updated = self._relabel(relabel)
+        report(IndexProgress(len(plan.to_encode), 0, 0, summary.unchanged))
+        failed_before, done = len(summary.failed), 0
+        with _BatchWriter(self.encoder, self.store, summary, existing, descriptions) as writer:
+            for outcome in self._decoded(plan.to_encode):
+                writer.add(outcome)
+                done += 1
+                path = outcome.path if isinstance(outcome, FailedFile) else outcome.entry.path
+                report(IndexProgress(len(plan.to_encode), done, len(summary.failed) - failed_before, summary.unchanged, path))
+        summary.descriptions_updated = self._relabel(plan.relabel)
         summary.seconds = time.perf_counter() - started
         return summary
 
