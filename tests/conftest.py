@@ -26,6 +26,30 @@ TEST_MODEL = "shapes-tiny::v1"
 HEAVY_FIXTURES = {"test_encoder", "milvus_server", "store_uri", "held_out_scenes", "installed"}
 
 
+# CI sets this: every optional part (the Milvus server, clip-server and clip-client, Chromium) must be
+# there, so a skipped test is a failure instead of one quiet line. A local run may still skip.
+REQUIRE_ALL = os.environ.get("IMAGE_SEARCH_REQUIRE_ALL") == "1"
+_skipped: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if REQUIRE_ALL and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        _skipped.append(f"{report.nodeid}: {reason}")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _skipped:
+        terminalreporter.section("skipped, but IMAGE_SEARCH_REQUIRE_ALL=1 requires every part")
+        for line in _skipped:
+            terminalreporter.write_line(line)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _skipped and exitstatus == 0:
+        session.exitstatus = 1
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())):

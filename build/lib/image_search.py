@@ -1,0 +1,294 @@
+"""image_search: text-to-image search over your photo folders with CLIP and Milvus.
+
+Python:
+    from image_search import ImageSearchEngine, print_results
+    with ImageSearchEngine(model_name="ViT-B-32::openai", collection_name="my_images") as engine:
+        engine.index_directory("/path/to/images")
+        print_results(engine.search("a cute cat", top_k=5))
+
+Command line:
+    python image_search.py --mode index --image-dir DIR
+    python image_search.py --mode search --query "a cute cat" --top-k 5
+"""
+
+from __future__ import annotations
+
+if __name__ == "__main__":  # the command line; it loads the engine (this module, by name) only when a mode needs it
+    import sys
+
+    from imsearch.cli import main as _cli_main
+
+    sys.exit(_cli_main())
+
+import os
+import sys
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from clip_encoder import DEFAULT_MODEL, CLIPEncoder, normalize
+from imsearch.encoders.base import pick_device
+from imsearch.encoders.multilingual import QueryRouter, planned_query_encoder
+from imsearch.encoders.open_clip_backend import architecture_quick_gelu, trained_activation
+from imsearch.errors import (
+    CollectionMismatchError,
+    EmptyIndexWarning,
+    InvalidArgumentError,
+    ModelFidelityWarning,
+)
+from imsearch.indexing.decode import load_rgb
+from imsearch.indexing.pipeline import Indexer, IndexSummary, ProgressCallback
+from imsearch.results import SearchResult, print_results
+from milvus_store import DEFAULT_COLLECTION, CollectionInfo, Hit, MilvusStore, SearchFilter, path_id
+
+__all__ = ["ImageSearchEngine", "SearchResult", "SearchFilter", "IndexSummary", "print_results", "main"]
+
+MAX_TOP_K = 1000
+
+
+class ImageSearchEngine:
+    """Index folders of images and search them by text: a thin facade over encoder, store and indexer.
+
+    `model_name=None` means: the model the collection was built with, else ViT-B-32::openai.
+    The model loads on first use, once per engine.
+    """
+
+    def __init__(self, mode: str = "local", model_name: str | None = None, collection_name: str = DEFAULT_COLLECTION,
+                 milvus_uri: str | None = None, milvus_host: str | None = None, milvus_port: str | int | None = None,
+                 milvus_token: str | None = None, milvus_user: str | None = None, milvus_password: str | None = None,
+                 batch_size: int = 32, device: str | None = "auto", precision: str = "auto", clip_server: str | None = None,
+                 rebuild: bool = False, decode_workers: int | None = None, query_model: str = "auto",
+                 encoder: CLIPEncoder | None = None, store: MilvusStore | None = None):
+        if batch_size < 1:
+            raise InvalidArgumentError(f"batch_size must be at least 1, got {batch_size}")
+        self.mode = mode
+        # what the caller passes in, the caller closes (a shared encoder outlives one engine)
+        self._owns_store, self._injected_encoder = store is None, encoder
+        self.store = store or MilvusStore(milvus_uri, milvus_host, milvus_port, collection_name, milvus_token,
+                                          milvus_user, milvus_password)
+        try:
+            self._setup(mode, model_name, batch_size, device, precision, clip_server, rebuild, decode_workers,
+                        query_model, encoder)
+        except BaseException:
+            if self._owns_store:
+                self.store.close()  # do not keep a Lite database locked for an engine that never came to be
+            raise
+
+    def _setup(self, mode: str, model_name: str | None, batch_size: int, device: str | None, precision: str,
+               clip_server: str | None, rebuild: bool, decode_workers: int | None, query_model: str,
+               encoder: CLIPEncoder | None) -> None:
+        info = None if rebuild else self.store.collection_info()
+        self._encoder = encoder
+        self._encoder_options: dict[str, Any] = {"batch_size": batch_size, "device": device, "precision": precision}
+        if clip_server:
+            self._encoder_options["server"] = clip_server
+        if mode == "service" and not model_name and info is None and encoder is None:
+            # nothing names the model yet: the encoder server says which it serves
+            self._encoder = CLIPEncoder(mode=mode, model_name=None, **self._encoder_options)
+        self.model_name = model_name or (self._encoder.model_name if self._encoder else None) or \
+            (info.model if info else DEFAULT_MODEL)
+        self._fidelity_problem: str | None = None
+        if info is not None:
+            self.store.open_collection(self.model_name, None, create=False)  # fail fast, before loading a model
+            built, self._fidelity_problem = activation_check(info)
+            if self._fidelity_problem and mode == "local" and built:
+                # keep making vectors the way the stored ones were made, so queries and new rows stay comparable
+                self._encoder_options["activation"] = built
+        self._rebuild_pending = rebuild
+        self._decode_workers = decode_workers
+        self._query_model = query_model
+        self._router: QueryRouter | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def encoder(self) -> CLIPEncoder:
+        if self._encoder is None:
+            if self._fidelity_problem and not self._rebuild_pending:
+                warnings.warn(self._fidelity_problem, ModelFidelityWarning, stacklevel=3)
+            if self._rebuild_pending:
+                self._encoder_options.pop("activation", None)  # a rebuild makes the vectors right
+            encoder = CLIPEncoder(mode=self.mode, model_name=self.model_name, **self._encoder_options)
+            if self.mode == "service" and not self._rebuild_pending:
+                # a server may not name its model (clip-server does not): its vectors must still fit the collection
+                try:
+                    self.store.open_collection(self.model_name, encoder.dim, create=False)
+                except CollectionMismatchError as error:
+                    encoder.close()
+                    raise CollectionMismatchError(f"the CLIP server at {self._encoder_options['server']} answers "
+                                                  f"{encoder.dim}-d vectors for {self.model_name!r}: {error}") from None
+            self._encoder = encoder
+        return self._encoder
+
+    def warm(self) -> None:
+        """Load the model now, and for Milvus Lite keep the vectors in memory for fast search
+        (for long-lived processes such as the HTTP server; a one-shot search does not need it)."""
+        _ = self.encoder
+        self.store.enable_cache()
+
+    def close(self) -> None:
+        if self._encoder is not None and self._encoder is not self._injected_encoder:
+            self._encoder.close()
+        if self._owns_store:
+            self.store.close()
+
+    def __enter__(self) -> ImageSearchEngine:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ indexing
+
+    def _indexer(self) -> Indexer:
+        if self._rebuild_pending:
+            self.store.drop()
+            self._rebuild_pending = False
+        self.store.open_collection(self.model_name, self.encoder.dim, create=True, build=self.encoder.build)
+        return Indexer(self.encoder, self.store, decode_workers=self._decode_workers)
+
+    def index_directory(self, image_dir: str | os.PathLike[str], descriptions: Mapping[str, Any] | None = None,
+                        progress: ProgressCallback | None = None) -> IndexSummary:
+        """Index every image under `image_dir`, recursively; unchanged files are skipped, deleted ones removed."""
+        folder = Path(image_dir).expanduser()
+        if not folder.is_dir():
+            raise InvalidArgumentError(f"image folder {str(image_dir)!r} does not exist or is not a folder")
+        return self._indexer().index_directory(folder, descriptions, progress)
+
+    def index_images(self, image_paths: Sequence[str | os.PathLike[str]], descriptions: Mapping[str, Any] | None = None,
+                     progress: ProgressCallback | None = None) -> IndexSummary:
+        """Index the given files; paths that do not exist are listed in the summary's failures."""
+        if isinstance(image_paths, (str, os.PathLike)):
+            image_paths = [image_paths]
+        return self._indexer().index_files(image_paths, descriptions, progress)
+
+    # ------------------------------------------------------------------ search
+
+    def search(self, query: str, top_k: int = 5, search_filter: SearchFilter | None = None) -> list[SearchResult]:
+        """The `top_k` images closest to `query`, best first."""
+        return self.search_batch([query], top_k, search_filter)[0]
+
+    def search_batch(self, queries: Sequence[str], top_k: int = 5,
+                     search_filter: SearchFilter | None = None) -> list[list[SearchResult]]:
+        """One result list per query, in the same order; all queries are encoded in one batch."""
+        if isinstance(queries, str) or not isinstance(queries, Sequence):
+            raise InvalidArgumentError("queries must be a list of strings")
+        cleaned = [_check_query(q) for q in queries]
+        _check_top_k(top_k)
+        if not cleaned:
+            return []
+        info = self.store.open_collection(self.model_name, None, create=False)
+        if info is None:
+            warnings.warn(f"collection {self.store.collection_name!r} does not exist at {self.store.location}: "
+                          "index some images first", EmptyIndexWarning, stacklevel=2)
+            return [[] for _ in cleaned]
+        vectors, answered_by = self.router.encode(cleaned, self.encoder.encode_texts)
+        hits = self.store.search(normalize(vectors), top_k, search_filter)
+        if not any(hits) and self.store.count() == 0:
+            warnings.warn(f"collection {self.store.collection_name!r} holds no images yet", EmptyIndexWarning, stacklevel=2)
+        return [_to_results(h, encoder) for h, encoder in zip(hits, answered_by, strict=True)]
+
+    @property
+    def router(self) -> QueryRouter:
+        """Which text encoder answers which query (the model's own, or a multilingual one)."""
+        if self._router is None:
+            info = self.store.collection_info()
+            dim = info.dim if info else self.encoder.dim
+            self._router = QueryRouter(self.model_name, dim, self._query_model, device=pick_device(self._encoder_options.get("device")))
+        return self._router
+
+    def search_by_image(self, image: str | os.PathLike[str] | bytes | Image.Image, top_k: int = 5,
+                        search_filter: SearchFilter | None = None) -> list[SearchResult]:
+        """Images that look like `image` (a path, encoded bytes, or a PIL image), best first."""
+        _check_top_k(top_k)
+        if isinstance(image, os.PathLike):
+            image = os.fspath(image)
+        if self.store.open_collection(self.model_name, None, create=False) is None:
+            warnings.warn(f"collection {self.store.collection_name!r} does not exist: index some images first",
+                          EmptyIndexWarning, stacklevel=2)
+            return []
+        vectors = self.encoder.encode_images([load_rgb(image, min_side=self.encoder.image_size)])
+        return _to_results(self.store.search(vectors, top_k, search_filter)[0])
+
+    def similar(self, image: str | os.PathLike[str] | int, top_k: int = 5,
+                search_filter: SearchFilter | None = None) -> list[SearchResult]:
+        """Indexed images closest to an indexed image (given by path or id), itself left out."""
+        _check_top_k(top_k)
+        image_id = image if isinstance(image, int) else path_id(os.path.abspath(os.fspath(image)))
+        rows = self.store.get([image_id], with_vectors=True)
+        if not rows:
+            raise InvalidArgumentError(f"{image!r} is not in collection {self.store.collection_name!r}: index it first")
+        vector = np.asarray(rows[0]["vector"], dtype=np.float32)[None]
+        hits = [h for h in self.store.search(vector, min(top_k + 1, MAX_TOP_K), search_filter)[0] if h.id != image_id]
+        return _to_results(hits[:top_k])
+
+    def image_record(self, image_id: int) -> dict[str, Any] | None:
+        """What the index holds about one image (path, size, mtime, description...), or None."""
+        rows = self.store.get([image_id])
+        return rows[0] if rows else None
+
+    def get_stats(self) -> dict[str, Any]:
+        info = self.store.collection_info()
+        problem = activation_check(info)[1] if info else None
+        return {  # no model is loaded for this: stats of a missing collection answer at once
+            "mode": self.mode,
+            "model": self.model_name,
+            "dim": info.dim if info else (self._encoder.dim if self._encoder is not None else None),
+            "collection": self.store.collection_name,
+            "store": self.store.location,
+            "store_kind": "milvus-lite" if self.store.is_lite else "milvus-server",
+            "total_images": self.store.count(),
+            "query_model": self._query_model,
+            "multilingual_query_encoder": planned_query_encoder(self.model_name, self._query_model),
+            "model_build": info.build if info else None,
+            **({"warning": problem} if problem else {}),
+        }
+
+
+def activation_check(info: CollectionInfo) -> tuple[str | None, str | None]:
+    """The activation a collection's vectors were made with, and a message when its model's weights were
+    trained with another (image_search before the check built OpenAI models with GELU; open_clip 3.x only warns)."""
+    if info.build is not None:  # recorded since the check exists: built as its weights were trained
+        return info.build.get("activation"), None
+    trained = trained_activation(info.model)
+    if trained is None:
+        return None, None
+    # recorded nothing: it was built the way the architecture's config says
+    built = "quick_gelu" if architecture_quick_gelu(info.model.partition("::")[0]) else "gelu"
+    if built == trained:
+        return built, None
+    names = {"gelu": "GELU", "quick_gelu": "QuickGELU"}
+    return built, (f"collection {info.name!r} holds vectors that {info.model} made with {names[built]}, but its weights "
+                   f"were trained with {names[trained]}: search quality is degraded. Search and index keep using "
+                   f"{names[built]} for it so its vectors stay comparable; re-encode everything with --rebuild to fix it.")
+
+
+def _check_query(query: object) -> str:
+    if not isinstance(query, str):
+        raise InvalidArgumentError(f"a query must be a string, got {type(query).__name__}")
+    if not query.strip():
+        raise InvalidArgumentError("the query is empty: type some words to search for")
+    return query.strip()
+
+
+def _check_top_k(top_k: object) -> None:
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
+        raise InvalidArgumentError(f"top_k must be a whole number from 1 to {MAX_TOP_K}, got {top_k!r}")
+
+
+def _to_results(hits: list[Hit], query_encoder: str = "") -> list[SearchResult]:
+    return [SearchResult(rank=i + 1, path=h.fields.get("path", ""), score=h.score, description=h.fields.get("description", ""),
+                         id=h.id, size=int(h.fields.get("size", 0)), mtime=float(h.fields.get("mtime", 0.0)),
+                         query_encoder=query_encoder)
+            for i, h in enumerate(hits)]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line (`python image_search.py ...` or `image-search ...`); see imsearch/cli.py."""
+    from imsearch.cli import main as cli_main
+
+    return cli_main(argv)

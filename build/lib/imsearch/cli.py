@@ -1,0 +1,281 @@
+"""The command line: `image-search --mode MODE ...` (or `python image_search.py ...`), one handler per mode.
+
+Only this module (and the HTTP layer) talks to people: it prints results, progress and one line per
+error, and turns the library's exceptions into exit codes (2: bad argument, 1: other failure).
+It imports the engine and the servers when a mode needs them, so `--help` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from imsearch.errors import EncoderError, ImageSearchError, InvalidArgumentError, StoreLockedError
+from imsearch.extras import require
+
+if TYPE_CHECKING:
+    from imsearch.indexing.pipeline import ProgressCallback
+    from imsearch.protocols import SearchEngine
+    from imsearch.results import SearchResult
+
+DEFAULT_MODEL = "ViT-B-32::openai"  # imsearch.encoders.base.DEFAULT_MODEL, without importing numpy for --help
+DEFAULT_COLLECTION = "image_search"  # milvus_store.DEFAULT_COLLECTION
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="image_search", description="Text-to-image search over folders of photos with CLIP and Milvus.",
+        epilog="The embedded database defaults to $IMAGE_SEARCH_MILVUS_URI, else $IMAGE_SEARCH_HOME/milvus.db, "
+               "else ~/.local/share/image_search/milvus.db.")
+    parser.add_argument("--mode", choices=["index", "search", "similar", "stats", "serve", "serve-encoder"], required=True,
+                        help="index folders; search by text (--query) or image (--image); similar: images like an indexed "
+                             "one (--image); stats; serve: the HTTP API and web page; serve-encoder: a CLIP encoder "
+                             "server for service mode")
+    parser.add_argument("--encode-mode", choices=["local", "service"], default=None,
+                        help="local: the model in this process (open_clip; cn_clip for CN-CLIP/...); service: a CLIP server "
+                             "(--clip-server). Default: service when a server is given (--clip-server or IMAGE_SEARCH_CLIP_SERVER), else local")
+    parser.add_argument("--model", default=None,
+                        help=f"ARCH::PRETRAINED (default: the collection's model, else {DEFAULT_MODEL}), "
+                             "e.g. ViT-L-14-336::openai or xlm-roberta-base-ViT-B-32::laion5b_s13b_b90k (multilingual); "
+                             "Chinese-CLIP as CN-CLIP/ViT-B-16; a built-in such as shapes-tiny::v1; ARCH::/path/to/checkpoint; "
+                             "or an open_clip model folder")
+    parser.add_argument("--collection", default=DEFAULT_COLLECTION)
+    store = parser.add_argument_group("store")
+    store.add_argument("--milvus-uri", help="a Milvus Lite .db path or http://host:port of a Milvus server")
+    store.add_argument("--milvus-host")
+    store.add_argument("--milvus-port")
+    store.add_argument("--milvus-token", default=os.environ.get("MILVUS_TOKEN"))
+    index = parser.add_argument_group("index")
+    index.add_argument("--image-dir", action="append", help="folder to index, recursively (repeatable)")
+    index.add_argument("--descriptions", help="JSON file mapping file names or paths to descriptions")
+    index.add_argument("--rebuild", action="store_true", help="drop the collection and encode everything again")
+    index.add_argument("--batch-size", type=int, default=32)
+    index.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    index.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                       help="image-tower precision; auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32 (exact)")
+    index.add_argument("--clip-server", default=os.environ.get("IMAGE_SEARCH_CLIP_SERVER"),
+                       help="grpc://host:51000 or http://host:port: a clip-as-service server (clip-server) or our --mode "
+                            "serve-encoder (service mode; or set IMAGE_SEARCH_CLIP_SERVER)")
+    search = parser.add_argument_group("search")
+    search.add_argument("--query", action="append", help="text to search for (repeatable: one result list each)")
+    search.add_argument("--image", help="search by this image file (--mode search) or by this indexed image (--mode similar)")
+    search.add_argument("--top-k", type=int, default=5)
+    search.add_argument("--query-model", default="auto",
+                        help="auto: queries in scripts the model cannot read go to the multilingual encoder made for it "
+                             "(e.g. M-CLIP for ViT-B-32::openai); never: always the model's own text tower; or an "
+                             "M-CLIP / sentence-transformers model name or folder")
+    serve = parser.add_argument_group("serve")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, help="default 8000 for serve; for serve-encoder the gRPC port, default 51000 "
+                                                  "(clip-as-service's)")
+    serve.add_argument("--http-port", type=int, help="serve-encoder's HTTP JSON port (default: --port + 1)")
+    serve.add_argument("--token", default=os.environ.get("IMAGE_SEARCH_TOKEN"),
+                       help="require this token on every API route (or set IMAGE_SEARCH_TOKEN)")
+    serve.add_argument("--index-root", action="append", help="only allow POST /api/index under this folder (repeatable)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show the libraries' logs")
+    return parser
+
+
+def _progress_bar(quiet: bool) -> tuple[ProgressCallback, Any]:
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, unit="file", disable=True if quiet else None, file=sys.stderr, dynamic_ncols=True)
+
+    def update(progress: Any) -> None:
+        if bar.total != progress.total:
+            bar.reset(total=progress.total)
+            bar.set_postfix_str(f"{progress.unchanged} unchanged", refresh=False)
+        bar.n = progress.done
+        if progress.failed:
+            bar.set_postfix_str(f"{progress.unchanged} unchanged, {progress.failed} failed", refresh=False)
+        bar.refresh()
+
+    return update, bar
+
+
+def _load_descriptions(path: str | None) -> dict[str, Any] | None:
+    if not path:
+        return None
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as error:
+        raise InvalidArgumentError(f"cannot read --descriptions {path}: {error.strerror or error}") from None
+    except json.JSONDecodeError as error:
+        raise InvalidArgumentError(f"--descriptions {path} is not valid JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise InvalidArgumentError(f"--descriptions {path} must hold a JSON object mapping file names to descriptions")
+    return data
+
+
+def _open_engine(args: argparse.Namespace) -> SearchEngine:
+    """The engine, or, when a running image_search server holds the Lite database, that server's API."""
+    from image_search import ImageSearchEngine
+
+    try:
+        return ImageSearchEngine(
+            mode=args.encode_mode or ("service" if args.clip_server else "local"), model_name=args.model, collection_name=args.collection, milvus_uri=args.milvus_uri,
+            milvus_host=args.milvus_host, milvus_port=args.milvus_port, milvus_token=args.milvus_token,
+            batch_size=args.batch_size, device=args.device, precision=args.precision, clip_server=args.clip_server,
+            rebuild=args.rebuild, query_model=args.query_model)
+    except StoreLockedError:
+        from imsearch.servers.remote_engine import RemoteEngine, find_server
+        from milvus_store import is_lite_uri, resolve_uri
+
+        uri = resolve_uri(args.milvus_uri, args.milvus_host, args.milvus_port)
+        advert = find_server(uri) if args.mode != "serve" and is_lite_uri(uri) else None
+        if advert is None:
+            raise
+        if args.rebuild:
+            raise InvalidArgumentError(f"--rebuild cannot run while the server at {advert['url']} (pid {advert['pid']}) holds {uri}; stop it first") from None
+        print(f"note: {uri} is held by the image_search server at {advert['url']} (pid {advert['pid']}); using its API",
+              file=sys.stderr)
+        return RemoteEngine(advert["url"], args.token)
+
+
+def _serve_encoder(args: argparse.Namespace) -> int:
+    require("--mode serve-encoder", "fastapi", "uvicorn")
+    from clip_encoder import CLIPEncoder
+    from imsearch.servers.encoder_server import serve_encoder
+    from imsearch.servers.listening import listening_socket
+
+    port, http_port = args.port or 51000, args.http_port or (args.port or 51000) + 1
+    for busy in (port, http_port):  # before the model loads: a busy port fails in a second
+        listening_socket(args.host, busy).close()
+    encoder = CLIPEncoder(mode="local", model_name=args.model or DEFAULT_MODEL, batch_size=args.batch_size,
+                          device=args.device, precision=args.precision)
+    print(f"encoder {encoder.model_name} ({encoder.dim}-d): grpc://{args.host}:{port} (clip-client, clip-as-service's "
+          f"gRPC protocol) and http://{args.host}:{http_port} (its HTTP JSON protocol)", file=sys.stderr)
+    serve_encoder(encoder, args.host, port, http_port)
+    return 0
+
+
+def _index(args: argparse.Namespace, engine: SearchEngine) -> int:
+    from imsearch.indexing.pipeline import IndexSummary
+
+    if not args.image_dir:
+        raise InvalidArgumentError("--mode index needs --image-dir")
+    descriptions = _load_descriptions(args.descriptions)
+    total = IndexSummary()
+    for folder in args.image_dir:
+        update, bar = _progress_bar(args.quiet or args.json)
+        try:
+            summary = engine.index_directory(folder, descriptions, progress=update)
+        finally:
+            bar.close()
+        total.add(summary)
+    if args.json:
+        print(json.dumps(total.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        print(f"indexed {total.indexed}, unchanged {total.unchanged}, removed {total.removed}, "
+              f"failed {len(total.failed)}" + (f", descriptions updated {total.descriptions_updated}"
+                                               if total.descriptions_updated else "")
+              + f" in {total.seconds:.1f}s")
+        for failure in total.failed:
+            print(f"  failed: {failure.path}: {failure.reason}", file=sys.stderr)
+    # Partial failures are reported, not fatal; a run that could index nothing is.
+    return 1 if total.failed and total.indexed + total.unchanged == 0 else 0
+
+
+def _serve(args: argparse.Namespace, engine: SearchEngine) -> int:
+    require("--mode serve", "fastapi", "uvicorn", "multipart")
+    from image_search import ImageSearchEngine
+    from imsearch.servers.http_api import serve
+
+    if not isinstance(engine, ImageSearchEngine):
+        raise InvalidArgumentError("another image_search server already holds this database")
+    port = args.port or 8000
+    serve(engine, args.host, port, token=args.token, index_roots=args.index_root,
+          on_ready=lambda: print(f"serving on http://{args.host}:{port}/ (API docs at /docs)", file=sys.stderr))
+    return 0
+
+
+def _print_results(args: argparse.Namespace, results: list[SearchResult]) -> None:
+    from imsearch.results import format_results
+
+    print(json.dumps([r.to_dict() for r in results], ensure_ascii=False, indent=2) if args.json else format_results(results))
+
+
+def _search(args: argparse.Namespace, engine: SearchEngine) -> int:
+    if args.image:
+        _print_results(args, engine.search_by_image(args.image, args.top_k))
+        return 0
+    if not args.query:
+        raise InvalidArgumentError("--mode search needs --query or --image")
+    result_lists = engine.search_batch(args.query, top_k=args.top_k)
+    if args.json and len(result_lists) > 1:
+        print(json.dumps([{"query": q, "results": [r.to_dict() for r in rs]} for q, rs in zip(args.query, result_lists, strict=True)],
+                         ensure_ascii=False, indent=2))
+        return 0
+    for query, results in zip(args.query, result_lists, strict=True):
+        if len(args.query) > 1:
+            print(f"# {query}")
+        _print_results(args, results)
+    return 0
+
+
+def _similar(args: argparse.Namespace, engine: SearchEngine) -> int:
+    if not args.image:
+        raise InvalidArgumentError("--mode similar needs --image PATH of an indexed image")
+    _print_results(args, engine.similar(args.image, args.top_k))
+    return 0
+
+
+def _stats(args: argparse.Namespace, engine: SearchEngine) -> int:
+    stats = engine.get_stats()
+    print(json.dumps(stats, ensure_ascii=False, indent=2) if args.json else
+          "\n".join(f"{key}: {value}" for key, value in stats.items()))
+    return 0
+
+
+# one handler per mode that works on an engine (serve-encoder needs none)
+ENGINE_MODES: dict[str, Callable[[argparse.Namespace, SearchEngine], int]] = {
+    "index": _index, "search": _search, "similar": _similar, "stats": _stats, "serve": _serve,
+}
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.mode == "serve-encoder":
+        return _serve_encoder(args)
+    with contextlib.closing(_open_engine(args)) as engine:
+        return ENGINE_MODES[args.mode](args, engine)
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    warnings.showwarning = _show_warning
+    if args.verbose:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    else:
+        # Errors reach the user as one translated line; the libraries' own logs and tracebacks would bury it.
+        logging.disable(logging.ERROR)
+    try:
+        return _run(args)
+    except InvalidArgumentError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except ImageSearchError as error:
+        print(f"error: {error}", file=sys.stderr)
+        if args.mode == "index" and isinstance(error, EncoderError):
+            print("what was indexed so far is kept; run the same command again to finish", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: what was indexed so far is kept; run again to finish", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

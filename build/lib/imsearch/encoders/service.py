@@ -1,0 +1,269 @@
+"""Service mode: a CLIP inference server encodes for us, so many clients share its GPUs.
+
+Two wire protocols, both clip-as-service's, chosen by the server URL's scheme:
+
+- `grpc://host:port` (clip-server's default, what clip-client speaks): jina's `DataRequestProto`
+  over gRPC (jina_protocol.py), one unary `process_single_data` call per batch, readiness through
+  `dry_run`, the model name through `_status` where the server tells it (ours does).
+- `http://host:port`: the plain JSON protocol of its HTTP gateway: `POST /post` with
+  `{"execEndpoint": "/encode", "data": [{"text": ...} | {"blob": base64}]}`, embeddings in
+  `data[i].embedding`, failures as HTTP 200 with a non-null `header.status`, readiness at
+  `GET /dry_run`, the model at `GET /status` (ours only).
+
+Neither needs jina: clip-client's pins cannot share an environment with FastAPI and pydantic 2.
+Images are decoded and scaled down here (in the decode workers) and sent as image bytes; vectors
+are normalised by CLIPEncoder like every backend's.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+from PIL import Image
+
+import imsearch.encoders.jina_protocol as jp
+from imsearch.encoders.base import DEFAULT_MODEL
+from imsearch.errors import EncoderError, EncoderRejectedError, InvalidArgumentError, ModelLoadError
+
+PREPARED_SIDE = 448  # the server resizes to its model's input; this keeps uploads small and detail intact
+Doc = tuple[str, Any]  # ("text", str) or ("blob", image bytes)
+T = TypeVar("T")
+
+
+class _Connection(Protocol):
+    def wait_ready(self) -> None: ...
+
+    def encode(self, docs: Sequence[Doc]) -> np.ndarray: ...
+
+    def server_model(self) -> str | None: ...
+
+    def close(self) -> None: ...
+
+
+def _with_retries(call: Callable[[], T], retries: int, transient: Callable[[Exception], bool],
+                  give_up: Callable[[Exception], EncoderError]) -> T:
+    delay = 0.5
+    for attempt in range(retries + 1):
+        try:
+            return call()
+        except Exception as error:
+            if not transient(error):
+                raise
+            if attempt == retries:
+                raise give_up(error) from None
+            time.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")
+
+
+class _HttpConnection:
+    def __init__(self, server: str, timeout: float, retries: int, transport: Any = None):
+        import httpx
+
+        self.server = server
+        self.retries = retries
+        self._http = httpx.Client(base_url=server, timeout=timeout, transport=transport)
+
+    def _request(self, method: str, route: str, **kwargs: Any) -> Any:
+        import httpx
+
+        def once() -> Any:
+            response = self._http.request(method, route, **kwargs)
+            if response.status_code >= 500:
+                raise httpx.HTTPStatusError("server error", request=response.request, response=response)
+            return response
+
+        def give_up(error: Exception) -> EncoderError:
+            if isinstance(error, httpx.TimeoutException):
+                return EncoderError(f"the CLIP server at {self.server} did not answer in time ({error.__class__.__name__})")
+            if isinstance(error, httpx.HTTPStatusError):
+                return EncoderError(f"the CLIP server at {self.server} answered HTTP {error.response.status_code} on {route}, "
+                                    f"{self.retries + 1} time(s) in a row")
+            return EncoderError(f"cannot reach the CLIP server at {self.server}: {error}; is it running?")
+
+        return _with_retries(once, self.retries, lambda e: isinstance(e, (httpx.TransportError, httpx.HTTPStatusError)), give_up)
+
+    def wait_ready(self) -> None:
+        response = self._request("GET", "/dry_run")
+        if response.status_code != 200:
+            raise EncoderError(f"the CLIP server at {self.server} is not ready (GET /dry_run answered {response.status_code})")
+
+    def server_model(self) -> str | None:
+        try:
+            response = self._http.get("/status")
+            model = response.json().get("model") if response.status_code == 200 else None
+            return str(model) if isinstance(model, str) and model else None
+        except Exception:  # clip-server has no /status: the model name cannot be checked there
+            return None
+
+    def encode(self, docs: Sequence[Doc]) -> np.ndarray:
+        items = [{"text": value} if kind == "text" else {"blob": base64.b64encode(value).decode("ascii")}
+                 for kind, value in docs]
+        response = self._request("POST", "/post", json={"execEndpoint": "/encode", "data": items})
+        try:
+            body = response.json()
+        except ValueError:
+            raise EncoderError(f"the CLIP server at {self.server} answered {response.status_code} with no JSON") from None
+        status = (body.get("header") or {}).get("status")
+        if response.status_code != 200 or status:
+            detail = (status or {}).get("description") if isinstance(status, dict) else status
+            raise EncoderRejectedError(f"the CLIP server could not encode the batch: {detail or response.status_code}")
+        embeddings = [doc.get("embedding") for doc in body.get("data", [])]
+        if len(embeddings) != len(items) or any(e is None for e in embeddings):
+            raise EncoderError("the CLIP server answered without an embedding for every item")
+        return np.asarray(embeddings, dtype=np.float32)
+
+    def close(self) -> None:
+        self._http.close()
+
+
+class _GrpcConnection:
+    """clip-as-service's gRPC protocol, as clip-client speaks it, with grpcio and our message classes."""
+
+    def __init__(self, server: str, timeout: float, retries: int):
+        import grpc
+
+        self.server = server
+        self.timeout = timeout
+        self.retries = retries
+        target = server.split("://", 1)[1].rstrip("/")
+        if server.startswith("grpcs://"):
+            self._channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(), options=jp.CHANNEL_OPTIONS)
+        else:
+            self._channel = grpc.insecure_channel(target, options=jp.CHANNEL_OPTIONS)
+        self._process = self._channel.unary_unary(jp.PROCESS_SINGLE_DATA, request_serializer=jp.DataRequest.SerializeToString,
+                                                  response_deserializer=jp.DataRequest.FromString)
+        self._dry_run = self._channel.unary_unary(jp.DRY_RUN, request_serializer=jp.Empty.SerializeToString,
+                                                  response_deserializer=jp.Status.FromString)
+        self._info = self._channel.unary_unary(jp.INFO, request_serializer=jp.Empty.SerializeToString,
+                                               response_deserializer=jp.JinaInfo.FromString)
+
+    def _call(self, method: Any, request: Any) -> Any:
+        import grpc
+
+        transient = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+
+        def give_up(error: Exception) -> EncoderError:
+            code = error.code() if isinstance(error, grpc.RpcError) else None
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                return EncoderError(f"the CLIP server at {self.server} did not answer in time ({self.timeout:g} s)")
+            return EncoderError(f"cannot reach the CLIP server at {self.server} ({error.details() if isinstance(error, grpc.RpcError) else error}); "
+                                "is it running, and is that its gRPC port?")
+
+        try:
+            return _with_retries(lambda: method(request, timeout=self.timeout), self.retries,
+                                 lambda e: isinstance(e, grpc.RpcError) and e.code() in transient, give_up)
+        except grpc.RpcError as error:  # not transient: the server is there but refuses the call
+            raise EncoderError(f"the CLIP server at {self.server} refused the call: {error.code().name} {error.details()}") from None
+
+    def wait_ready(self) -> None:
+        status = self._call(self._dry_run, jp.Empty())
+        if status.code != jp.SUCCESS:
+            raise EncoderError(f"the CLIP server at {self.server} is not ready: {status.description or 'dry_run failed'}")
+
+    def server_model(self) -> str | None:
+        try:
+            model = self._call(self._info, jp.Empty()).jina.get("image_search.model")
+        except EncoderError:
+            return None
+        return str(model) if model else None  # clip-server does not tell: the dimension is still checked
+
+    def encode(self, docs: Sequence[Doc]) -> np.ndarray:
+        request = jp.DataRequest()
+        request.header.request_id = uuid.uuid4().hex
+        request.header.exec_endpoint = "/encode"
+        request.parameters.fields["drop_image_content"].bool_value = True  # no need to get our images back
+        for kind, value in docs:
+            doc = request.data.docs.docs.add(id=uuid.uuid4().hex)
+            if kind == "text":
+                doc.text = value
+            else:
+                doc.blob = value
+        response = self._call(self._process, request)
+        status = response.header.status
+        if status.code != jp.SUCCESS:
+            raise EncoderRejectedError(f"the CLIP server could not encode the batch: {status.description or status.exception.name}")
+        if response.data.WhichOneof("documents") != "docs":
+            raise EncoderError("the CLIP server answered with documents in a form other than protobuf")
+        by_id = {doc.id: jp.read_array(doc.embedding) for doc in response.data.docs.docs}
+        rows = [by_id.get(doc.id) for doc in request.data.docs.docs]
+        if any(row is None for row in rows):
+            raise EncoderError("the CLIP server answered without an embedding for every item")
+        return np.stack([np.asarray(row, dtype=np.float32).reshape(-1) for row in rows if row is not None])
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+class ServiceBackend:
+    """A remote encoder: clip-server or our --mode serve-encoder, over gRPC or HTTP."""
+
+    def __init__(self, model_name: str | None, server: str | None = None, timeout: float = 60.0, retries: int = 3,
+                 transport: Any = None, batches_in_flight: int = 3, **_: Any):
+        # the indexer keeps this many batches at the server, so it never idles through a round trip
+        self.batches_in_flight = batches_in_flight
+        if not server:
+            raise InvalidArgumentError("service mode needs a server: --clip-server grpc://host:51000")
+        self.server = server.rstrip("/")
+        self._connection: _Connection
+        if server.startswith(("grpc://", "grpcs://")):
+            self._connection = _GrpcConnection(self.server, timeout, retries)
+        elif server.startswith(("http://", "https://")):
+            self._connection = _HttpConnection(self.server, timeout, retries, transport)
+        else:
+            raise InvalidArgumentError(f"--clip-server must start with grpc://, grpcs://, http:// or https://, got {server!r}")
+        try:
+            self._connection.wait_ready()
+            self.dim = int(self.embed_texts(["dimension probe"]).shape[1])
+            self.image_size = 224
+            self.server_model = self._connection.server_model()
+        except BaseException:
+            self._connection.close()
+            raise
+        if model_name and self.server_model and self.server_model != model_name:
+            self._connection.close()
+            raise ModelLoadError(f"the CLIP server at {self.server} serves {self.server_model!r}, not {model_name!r}; "
+                                 f"use --model {self.server_model!r} (and a collection built with it) or another server")
+        # With no model named, take the server's word, else clip-server's default model.
+        self.model_name = model_name or self.server_model or DEFAULT_MODEL
+        self.build: dict[str, Any] = {"library": "service", "server": self.server}  # how it builds its model is its own
+
+    def prepare_image(self, image: Image.Image) -> bytes:
+        """Small images travel losslessly (PNG); larger ones are scaled to PREPARED_SIDE and sent as JPEG."""
+        buffer = io.BytesIO()
+        scale = PREPARED_SIDE / min(image.size)
+        if scale >= 1:
+            image.save(buffer, format="PNG", compress_level=1)
+        else:
+            image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                                 Image.Resampling.BICUBIC)
+            image.save(buffer, format="JPEG", quality=95)
+        return buffer.getvalue()
+
+    def embed_images(self, prepared: Sequence[bytes]) -> np.ndarray:
+        docs: list[Doc] = [("blob", data) for data in prepared]
+        try:
+            return self._connection.encode(docs)
+        except EncoderRejectedError:
+            if len(docs) == 1:
+                raise
+        # One bad item fails the server's whole batch: find it, mark it with NaN, keep the rest.
+        rows = []
+        for doc in docs:
+            try:
+                rows.append(self._connection.encode([doc])[0])
+            except EncoderRejectedError:
+                rows.append(np.full(self.dim, np.nan, dtype=np.float32))
+        return np.stack(rows)
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        return self._connection.encode([("text", text) for text in texts])
+
+    def close(self) -> None:
+        self._connection.close()

@@ -1,0 +1,106 @@
+"""Decode image files safely and cheaply into RGB.
+
+Every way a file can be bad (missing, unreadable, not an image, truncated, a decompression bomb)
+becomes an `ImageDecodeError` with a reason a person can read. JPEGs are decoded at reduced scale
+when the model needs far fewer pixels than the file has (Pillow's `draft`), which is where most of
+the indexing time goes on a CPU.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from imsearch.errors import ImageDecodeError
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+try:  # HEIC/HEIF through pillow-heif (in requirements.txt; without it such files are simply not listed)
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    IMAGE_EXTENSIONS |= {".heic", ".heif"}
+except ImportError:
+    pass
+
+# Same default as Pillow's own guard (about 179 megapixels), enforced before any pixel is decoded.
+DEFAULT_MAX_PIXELS = 178_956_970
+
+
+def load_rgb(source: str | Path | bytes | BinaryIO | Image.Image, min_side: int | None = None,
+             max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode `source` into an RGB image, EXIF orientation applied.
+
+    With `min_side`, a JPEG may be decoded at 1/2, 1/4 or 1/8 scale as long as both sides stay
+    at least `min_side` pixels, so the result is only as large as the model needs.
+    """
+    if isinstance(source, Image.Image):
+        return to_rgb(ImageOps.exif_transpose(source) or source)
+    if isinstance(source, (str, Path)):
+        source = read_file(Path(source))
+    if isinstance(source, bytes):
+        if not source:
+            raise ImageDecodeError("empty file (0 bytes)")
+        source = io.BytesIO(source)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(source)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageDecodeError(f"decompression bomb: {error}") from None
+    except UnidentifiedImageError:
+        raise ImageDecodeError("not a recognised image format") from None
+    except OSError as error:
+        raise ImageDecodeError(f"cannot read image: {error}") from None
+    try:
+        width, height = image.size
+        if width * height > max_pixels:
+            raise ImageDecodeError(f"decompression bomb: {width}x{height} pixels exceeds the limit of {max_pixels}")
+        if min_side and image.format == "JPEG" and image.mode in ("RGB", "L", "CMYK", "YCbCr"):
+            image.draft(image.mode if image.mode != "YCbCr" else "RGB", (min_side, min_side))
+        image.load()
+        return to_rgb(ImageOps.exif_transpose(image) or image)
+    except ImageDecodeError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        message = str(error) or error.__class__.__name__
+        if "truncated" in message.lower():
+            raise ImageDecodeError(f"truncated image: {message}") from None
+        raise ImageDecodeError(f"corrupt image: {message}") from None
+
+
+def read_file(path: Path) -> bytes:
+    """The whole file, with OS errors turned into reasons."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ImageDecodeError("file not found") from None
+    except PermissionError:
+        raise ImageDecodeError("permission denied") from None
+    except IsADirectoryError:
+        raise ImageDecodeError("is a directory") from None
+    except OSError as error:
+        raise ImageDecodeError(f"cannot read file: {error.strerror or error}") from None
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB, the way a person would expect it to look."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if mode.startswith("I;16") else max(float(array.max()), 255.0)
+        array = np.clip(array / top * 255.0, 0, 255).astype(np.uint8)
+        return Image.fromarray(array, mode="L").convert("RGB")
+    if mode == "P" and "transparency" in image.info:
+        image, mode = image.convert("RGBA"), "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")

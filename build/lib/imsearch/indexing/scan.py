@@ -1,0 +1,113 @@
+"""Finding the image files to index: a folder walked recursively, or a list of paths.
+
+Hidden entries (and AppleDouble `._*` files) are skipped, symlink loops are not followed, and a
+folder that cannot be listed is reported and remembered, so that the rows under it are kept.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from imsearch.indexing.decode import IMAGE_EXTENSIONS
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: str  # absolute
+    size: int
+    mtime: float
+
+
+@dataclass(frozen=True)
+class FailedFile:
+    path: str
+    reason: str
+
+
+@dataclass
+class ScanResult:
+    files: list[FileEntry] = field(default_factory=list)
+    failed: list[FailedFile] = field(default_factory=list)
+    # folders that could not be listed: rows under them must survive, we cannot tell if files are gone
+    unlisted_dirs: list[str] = field(default_factory=list)
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".")  # also AppleDouble "._*" files
+
+
+def scan_directory(root: str | Path, extensions: Iterable[str] = IMAGE_EXTENSIONS) -> ScanResult:
+    """Every image file under `root`, recursively; hidden entries skipped, symlink loops not followed."""
+    extensions = {e.lower() for e in extensions}
+    result = ScanResult()
+    root_path = os.path.abspath(os.fspath(root))
+    seen_dirs: set[tuple[int, int]] = set()
+    stack = [root_path]
+    while stack:
+        folder = stack.pop()
+        try:
+            info = os.stat(folder)
+        except OSError as error:
+            result.failed.append(FailedFile(folder, f"cannot open folder: {error.strerror or error}"))
+            result.unlisted_dirs.append(folder)
+            continue
+        key = (info.st_dev, info.st_ino)
+        if key in seen_dirs:
+            continue  # a symlink loop or a second link to a folder already scanned
+        seen_dirs.add(key)
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda e: e.name)
+        except OSError as error:
+            result.failed.append(FailedFile(folder, f"cannot list folder: {error.strerror or error}"))
+            result.unlisted_dirs.append(folder)
+            continue
+        subfolders = []
+        for entry in entries:
+            if _is_hidden(entry.name):
+                continue
+            try:
+                is_dir = entry.is_dir()  # follows symlinks
+            except OSError:
+                is_dir = False
+            if is_dir:
+                subfolders.append(entry.path)
+                continue
+            if os.path.splitext(entry.name)[1].lower() not in extensions:
+                continue
+            try:
+                st = entry.stat()
+            except OSError as error:
+                reason = "broken symbolic link" if entry.is_symlink() else f"cannot stat: {error.strerror or error}"
+                result.failed.append(FailedFile(entry.path, reason))
+                continue
+            if stat.S_ISREG(st.st_mode):
+                result.files.append(FileEntry(entry.path, st.st_size, st.st_mtime))
+        stack.extend(reversed(subfolders))
+    return result
+
+
+def entries_for_paths(paths: Iterable[str | os.PathLike[str]]) -> ScanResult:
+    """FileEntries for an explicit list of files; missing or odd ones become failures."""
+    result = ScanResult()
+    for raw in paths:
+        path = os.path.abspath(os.fspath(raw))
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            result.failed.append(FailedFile(path, "file not found"))
+            continue
+        except OSError as error:
+            result.failed.append(FailedFile(path, f"cannot stat: {error.strerror or error}"))
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            result.failed.append(FailedFile(path, "is a folder (use index_directory for folders)"))
+        elif not stat.S_ISREG(st.st_mode):
+            result.failed.append(FailedFile(path, "not a regular file"))
+        else:
+            result.files.append(FileEntry(path, st.st_size, st.st_mtime))
+    return result

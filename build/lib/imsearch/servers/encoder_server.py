@@ -1,0 +1,287 @@
+"""Our own CLIP encoder server: clip-as-service's protocols (gRPC and HTTP JSON) on current dependencies.
+
+    python image_search.py --mode serve-encoder --model ViT-B-32::openai --host 127.0.0.1 --port 51000
+
+gRPC on `--port` (clip-as-service's default 51000), so clip-client and our `grpc://` client talk to
+it as to clip-server: jina's `JinaRPC/Call` stream and `process_single_data`, `dry_run` for
+readiness, `_status` naming the model and dimension (jina_protocol.py has the messages).
+
+HTTP JSON on `--http-port` (default port + 1): `POST /post` with `{"execEndpoint": "/encode",
+"data": [{"text": ...} | {"blob": base64 image} | {"uri": data-URI}]}` answers
+`{"data": [{..., "embedding": [...]}], "header": {"status": null}}`; a failure answers HTTP 200 with
+`header.status` set, as jina's gateway does. `GET /dry_run` is readiness, `GET /status` names
+the model and dimension. Concurrent requests are batched together before they reach the model.
+"""
+
+from __future__ import annotations
+
+import base64
+import queue
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from clip_encoder import CLIPEncoder
+from imsearch.encoders import jina_protocol
+from imsearch.errors import ImageSearchError, InvalidArgumentError, ServerStartError
+from imsearch.indexing.decode import load_rgb
+
+MAX_WAIT_SECONDS = 0.005  # how long a batch waits for company
+
+
+class MicroBatcher:
+    """Collects items from concurrent requests into one model call per kind (text or image)."""
+
+    def __init__(self, encoder: CLIPEncoder, max_batch: int = 64):
+        self.encoder = encoder
+        self.max_batch = max_batch
+        self._queue: queue.Queue[tuple[str, Any, Future[np.ndarray]]] = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name="encoder-batcher", daemon=True)
+        self._thread.start()
+
+    def submit(self, kind: str, item: Any) -> Future[np.ndarray]:
+        future: Future[np.ndarray] = Future()
+        self._queue.put((kind, item, future))
+        return future
+
+    def _loop(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            try:
+                while len(batch) < self.max_batch:
+                    batch.append(self._queue.get(timeout=MAX_WAIT_SECONDS))
+            except queue.Empty:
+                pass
+            for kind in ("text", "image"):
+                group = [(item, future) for k, item, future in batch if k == kind]
+                if not group:
+                    continue
+                try:
+                    items = [item for item, _ in group]
+                    vectors = self.encoder.encode_texts(items) if kind == "text" else self.encoder.encode_prepared(items)
+                    for (_, future), vector in zip(group, vectors, strict=True):
+                        future.set_result(vector)
+                except Exception as error:  # every waiting request hears about it
+                    for _, future in group:
+                        future.set_exception(error)
+
+
+def _status(description: str) -> dict[str, Any]:
+    return {"data": None, "header": {"status": {"code": 1, "description": description}}}
+
+
+def create_encoder_app(encoder: CLIPEncoder, batcher: MicroBatcher | None = None) -> FastAPI:
+    app = FastAPI(title="image_search encoder", description="CLIP encoding over clip-as-service's HTTP protocol")
+    batcher = batcher or MicroBatcher(encoder, max_batch=max(encoder.batch_size, 8))
+
+    def prepared_image(doc: dict[str, Any]) -> Any:
+        if "blob" in doc:
+            data = base64.b64decode(doc["blob"], validate=True)
+        else:
+            uri = str(doc["uri"])
+            if not uri.startswith("data:") or "," not in uri:
+                raise InvalidArgumentError("only data: URIs are accepted as uri (this server reads no files)")
+            data = base64.b64decode(uri.split(",", 1)[1])
+        return encoder.prepare_image(load_rgb(data, min_side=encoder.image_size))
+
+    @app.get("/dry_run")
+    def dry_run() -> dict[str, Any]:
+        return {"code": 0, "description": "ready", "exception": None}
+
+    @app.get("/status")
+    def status() -> dict[str, Any]:
+        return {"model": encoder.model_name, "dim": encoder.dim, "image_size": encoder.image_size}
+
+    @app.post("/post")
+    async def post(request: Request) -> JSONResponse:
+        try:
+            body = await request.json()
+            docs = body.get("data")
+            if body.get("execEndpoint", "/encode") != "/encode" or not isinstance(docs, list):
+                return JSONResponse(_status("expected {'execEndpoint': '/encode', 'data': [...]}"))
+            futures = []
+            for doc in docs:
+                if isinstance(doc, dict) and isinstance(doc.get("text"), str):
+                    futures.append(batcher.submit("text", doc["text"]))
+                elif isinstance(doc, dict) and ("blob" in doc or "uri" in doc):
+                    futures.append(batcher.submit("image", prepared_image(doc)))
+                else:
+                    return JSONResponse(_status("each document needs a 'text', a 'blob' or a data 'uri'"))
+            out = []
+            for doc, future in zip(docs, futures, strict=True):
+                vector = await _wait(future)
+                out.append({**{k: v for k, v in doc.items() if k not in ("blob", "uri")}, "embedding": vector.tolist()})
+            return JSONResponse({"data": out, "header": {"status": None}})
+        except (ImageSearchError, ValueError) as error:
+            return JSONResponse(_status(str(error)))
+
+    return app
+
+
+async def _wait(future: Future[np.ndarray]) -> np.ndarray:
+    import asyncio
+
+    return await asyncio.wrap_future(future)
+
+
+class JinaGrpcEncoder:
+    """clip-as-service's gRPC services (jina's protocol) over the micro-batcher.
+
+    As in clip-server, a document the model cannot take fails its whole request with an error status
+    naming it; clients that want the rest encoded resend the others (ours does).
+    """
+
+    def __init__(self, encoder: CLIPEncoder, batcher: MicroBatcher):
+        self.encoder = encoder
+        self.batcher = batcher
+
+    def _image(self, doc: Any) -> Any:
+        content = doc.WhichOneof("content")
+        if content == "blob":
+            data = doc.blob
+        elif content == "tensor":
+            array = jina_protocol.read_array(doc.tensor)
+            if array is None:
+                raise InvalidArgumentError("an empty tensor")
+            from PIL import Image
+
+            return self.encoder.prepare_image(Image.fromarray(array.astype("uint8")).convert("RGB"))
+        elif doc.uri.startswith("data:") and "," in doc.uri:
+            data = base64.b64decode(doc.uri.split(",", 1)[1])
+        else:
+            raise InvalidArgumentError("only text, blob, tensor or data: URIs are accepted (this server reads no files)")
+        return self.encoder.prepare_image(load_rgb(data, min_side=self.encoder.image_size))
+
+    def _submit(self, request: Any) -> list[Future[np.ndarray]] | str:
+        """Queue every document of a request for the model; an error message instead when one cannot be."""
+        endpoint = request.header.exec_endpoint or "/encode"
+        if endpoint != "/encode":
+            return f"this server answers /encode only, not {endpoint}"
+        if request.data.WhichOneof("documents") == "docs_bytes":
+            return "documents sent as docs_bytes are not supported; send them as protobuf (jina's default)"
+        futures = []
+        for position, doc in enumerate(request.data.docs.docs):
+            if doc.WhichOneof("content") == "text":
+                futures.append(self.batcher.submit("text", doc.text))
+                continue
+            try:
+                futures.append(self.batcher.submit("image", self._image(doc)))
+            except (ImageSearchError, ValueError) as error:
+                return f"document {position} ({doc.id or 'no id'}): {error}"
+        return futures
+
+    def _answer(self, request: Any, futures: list[Future[np.ndarray]] | str) -> Any:
+        response = jina_protocol.DataRequest()
+        response.CopyFrom(request)
+        try:
+            if isinstance(futures, str):
+                raise InvalidArgumentError(futures)
+            flag = request.parameters.fields.get("drop_image_content")  # clip-server's parameter, same meaning
+            drop_content = flag is not None and flag.bool_value
+            for doc, future in zip(response.data.docs.docs, futures, strict=True):
+                jina_protocol.write_array(doc.embedding, future.result())
+                if drop_content and doc.WhichOneof("content") in ("blob", "tensor"):
+                    doc.ClearField(doc.WhichOneof("content"))
+        except Exception as error:
+            response.data.docs.ClearField("docs")
+            response.data.docs.docs.extend(request.data.docs.docs)
+            status = response.header.status
+            status.code = jina_protocol.ERROR
+            status.description = str(error)
+            status.exception.name = type(error).__name__
+            status.exception.args.append(str(error))
+            status.exception.executor = "image_search"
+        return response
+
+    # ------------------------------------------------------------------ RPCs
+
+    def process_single_data(self, request: Any, _: Any) -> Any:
+        return self._answer(request, self._submit(request))
+
+    def call(self, requests: Iterator[Any], _: Any) -> Iterator[Any]:
+        """jina's bidirectional stream: read ahead so that a client's requests share model batches."""
+        pending: queue.Queue[tuple[Any, Any] | None] = queue.Queue(maxsize=64)
+
+        def read_ahead() -> None:
+            try:
+                for request in requests:
+                    pending.put((request, self._submit(request)))
+            except Exception:  # the client went away: nothing left to answer
+                pass
+            finally:
+                pending.put(None)
+
+        threading.Thread(target=read_ahead, name="jina-call-reader", daemon=True).start()
+        while (item := pending.get()) is not None:
+            yield self._answer(*item)
+
+    def dry_run(self, _: Any, __: Any) -> Any:
+        return jina_protocol.Status(code=jina_protocol.SUCCESS)
+
+    def info(self, _: Any, __: Any) -> Any:
+        info = jina_protocol.JinaInfo()
+        info.jina.update({"image_search.model": self.encoder.model_name, "image_search.dim": str(self.encoder.dim),
+                          "image_search.image_size": str(self.encoder.image_size)})
+        return info
+
+    def endpoint_discovery(self, _: Any, __: Any) -> Any:
+        return jina_protocol.Endpoints(endpoints=["/encode"])
+
+
+def create_grpc_server(encoder: CLIPEncoder, address: str, batcher: MicroBatcher | None = None) -> tuple[Any, int]:
+    """A gRPC server (not yet started) bound to `address` ("host:port"; port 0 picks one), and its port."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
+
+    service = JinaGrpcEncoder(encoder, batcher or MicroBatcher(encoder, max_batch=max(encoder.batch_size, 8)))
+    request = jina_protocol.DataRequest
+
+    def unary(method: Any, deserialize: Any, serialize: Any) -> Any:
+        return grpc.unary_unary_rpc_method_handler(method, request_deserializer=deserialize, response_serializer=serialize)
+
+    handlers = [
+        grpc.method_handlers_generic_handler("jina.JinaRPC", {"Call": grpc.stream_stream_rpc_method_handler(
+            service.call, request_deserializer=request.FromString, response_serializer=request.SerializeToString)}),
+        grpc.method_handlers_generic_handler("jina.JinaSingleDataRequestRPC", {"process_single_data": unary(
+            service.process_single_data, request.FromString, request.SerializeToString)}),
+        grpc.method_handlers_generic_handler("jina.JinaGatewayDryRunRPC", {"dry_run": unary(
+            service.dry_run, jina_protocol.Empty.FromString, jina_protocol.Status.SerializeToString)}),
+        grpc.method_handlers_generic_handler("jina.JinaInfoRPC", {"_status": unary(
+            service.info, jina_protocol.Empty.FromString, jina_protocol.JinaInfo.SerializeToString)}),
+        grpc.method_handlers_generic_handler("jina.JinaDiscoverEndpointsRPC", {"endpoint_discovery": unary(
+            service.endpoint_discovery, jina_protocol.Empty.FromString, jina_protocol.Endpoints.SerializeToString)}),
+    ]
+    # no SO_REUSEPORT: a second server on a busy port must fail, not silently share it
+    server = grpc.server(ThreadPoolExecutor(max_workers=32, thread_name_prefix="grpc"), handlers=handlers,
+                         options=[*jina_protocol.CHANNEL_OPTIONS, ("grpc.so_reuseport", 0)])
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:  # newer grpcio raises where older ones returned 0
+        port = 0
+    if port == 0:
+        raise ServerStartError(f"cannot listen for gRPC on {address} (is the port in use?)")
+    return server, port
+
+
+def serve_encoder(encoder: CLIPEncoder, host: str = "127.0.0.1", port: int = 51000, http_port: int | None = None) -> None:
+    """gRPC on `port` and HTTP JSON on `http_port` (port + 1 unless given), one model and batcher behind both."""
+    from imsearch.servers.listening import listening_socket, run_app
+
+    http_socket = listening_socket(host, http_port or port + 1)
+    batcher = MicroBatcher(encoder, max_batch=max(encoder.batch_size, 8))
+    try:
+        grpc_server, _ = create_grpc_server(encoder, f"{host}:{port}", batcher)
+    except BaseException:
+        http_socket.close()
+        raise
+    grpc_server.start()
+    try:
+        run_app(create_encoder_app(encoder, batcher), http_socket)
+    finally:
+        grpc_server.stop(grace=1)

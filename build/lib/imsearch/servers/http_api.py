@@ -1,0 +1,245 @@
+"""The HTTP API and the web page, over one ImageSearchEngine.
+
+    python image_search.py --mode serve [--host 127.0.0.1] [--port 8000] [--token SECRET]
+
+Files are served only for indexed images, looked up by id in the index, and only while the file
+on disk is still the one that was indexed (same size and mtime): no path from a request ever
+reaches the file system.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import os
+import stat
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, File, Form, Query, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+
+from imsearch.errors import CollectionMismatchError, ImageSearchError, InvalidArgumentError, StoreError
+from imsearch.protocols import ServedEngine
+from imsearch.results import SearchResult
+from imsearch.servers.jobs import IndexJobs
+from imsearch.servers.thumbnails import ThumbnailCache
+from milvus_store import SearchFilter
+
+WEB_DIR = Path(__file__).resolve().parent / "web"
+DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024
+MEDIA_TYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp", "bmp": "image/bmp",
+               "gif": "image/gif", "tif": "image/tiff", "tiff": "image/tiff", "heic": "image/heic", "heif": "image/heif"}
+_GUARDED = ("/api", "/healthz", "/docs", "/redoc", "/openapi.json")
+
+
+class FilterBody(BaseModel):
+    folder: str | None = Field(None, description="only images under this folder")
+    ext: list[str] | None = Field(None, description="only these file types, e.g. ['jpg', 'png']")
+    modified_after: str | None = Field(None, description="ISO date/time or Unix seconds")
+    modified_before: str | None = None
+
+
+class BatchSearchBody(FilterBody):
+    queries: list[str] = Field(..., min_length=1, max_length=100)
+    top_k: int = 10
+
+
+class IndexBody(BaseModel):
+    folder: str
+    descriptions: dict[str, Any] | None = None
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _parse_time(value: str | None, name: str) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        raise InvalidArgumentError(f"{name} must be an ISO date/time (2024-05-01, 2024-05-01T12:00) or Unix seconds, got {value!r}") from None
+
+
+def make_filter(folder: str | None, ext: list[str] | str | None, after: str | None, before: str | None) -> SearchFilter | None:
+    extensions: list[str] = []
+    for part in ([ext] if isinstance(ext, str) else ext or []):
+        extensions += [e.strip().lower().lstrip(".") for e in part.split(",") if e.strip()]
+    for e in extensions:
+        if not e.isalnum() or len(e) > 10:
+            raise InvalidArgumentError(f"ext must be file types such as jpg or png, got {e!r}")
+    if folder is not None and folder.strip() and not os.path.isabs(folder):
+        raise InvalidArgumentError(f"folder must be an absolute path, got {folder!r}")
+    prefix = (folder.rstrip("/") + "/") if folder and folder.strip() else None
+    search_filter = SearchFilter(prefix, tuple(extensions), _parse_time(after, "modified_after"), _parse_time(before, "modified_before"))
+    return search_filter if search_filter.expression() else None
+
+
+def create_app(engine: ServedEngine, token: str | None = None, thumbnail_dir: str | Path | None = None,
+               max_upload_bytes: int = DEFAULT_MAX_UPLOAD, index_roots: list[str] | None = None) -> FastAPI:
+    """The API over `engine`. `index_roots`, when given, limits which folders POST /api/index accepts."""
+    jobs = IndexJobs(engine)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        jobs.close()  # at shutdown: queued jobs are dropped
+
+    app = FastAPI(title="image_search", description="Text-to-image search over your photos (CLIP + Milvus).",
+                  version="0.2.0", lifespan=lifespan)
+    thumbs = ThumbnailCache(thumbnail_dir or Path(engine.store.location).parent / "thumbnails")
+    roots = [os.path.realpath(r) for r in index_roots or []]
+    app.state.engine, app.state.jobs = engine, jobs
+
+    @app.middleware("http")
+    async def require_token(request: Request, call_next: Any) -> Response:
+        if token and request.url.path.startswith(_GUARDED):
+            given = request.headers.get("authorization", "").removeprefix("Bearer ").strip() or \
+                request.query_params.get("token", "")
+            if not hmac.compare_digest(given.encode(), token.encode()):
+                return JSONResponse({"error": "a valid token is required (Authorization: Bearer TOKEN or ?token=TOKEN)"},
+                                    status_code=401)
+        return await call_next(request)
+
+    @app.exception_handler(HTTPError)
+    async def http_error(_: Request, error: HTTPError) -> JSONResponse:
+        return JSONResponse({"error": error.message}, status_code=error.status)
+
+    @app.exception_handler(ImageSearchError)
+    async def library_error(_: Request, error: ImageSearchError) -> JSONResponse:
+        status = 400 if isinstance(error, InvalidArgumentError) else 409 if isinstance(error, CollectionMismatchError) \
+            else 503 if isinstance(error, StoreError) else 500
+        return JSONResponse({"error": str(error)}, status_code=status)
+
+    def results_payload(results: list[SearchResult]) -> list[dict[str, Any]]:
+        return [{**r.to_dict(), "id": str(r.id), "image_url": f"/api/images/{r.id}",
+                 "thumbnail_url": f"/api/images/{r.id}/thumbnail"} for r in results]
+
+    def indexed_file(image_id: int) -> tuple[str, dict[str, Any]]:
+        record = engine.image_record(image_id)
+        if record is None:
+            raise HTTPError(404, f"no indexed image has id {image_id}")
+        path = record["path"]
+        try:
+            info = os.stat(path)
+        except OSError:
+            raise HTTPError(404, "the indexed file no longer exists; re-index its folder") from None
+        if not stat.S_ISREG(info.st_mode) or info.st_size != int(record["size"]) or abs(info.st_mtime - float(record["mtime"])) > 1e-6:
+            raise HTTPError(409, "the file changed since it was indexed; re-index its folder")
+        return path, record
+
+    @app.get("/healthz", tags=["service"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/api/stats", tags=["service"])
+    def stats() -> dict[str, Any]:
+        return {**engine.get_stats(), "jobs_running": sum(j.state == "running" for j in jobs.all())}
+
+    @app.get("/api/search", tags=["search"])
+    def search(q: str = Query(..., description="what to look for, in words"), top_k: int = 10,
+               folder: str | None = None, ext: list[str] | None = Query(None), modified_after: str | None = None,
+               modified_before: str | None = None) -> dict[str, Any]:
+        started = time.perf_counter()
+        results = engine.search(q, top_k, make_filter(folder, ext, modified_after, modified_before))
+        return {"query": q, "results": results_payload(results), "took_ms": round((time.perf_counter() - started) * 1000, 1)}
+
+    @app.post("/api/search/batch", tags=["search"])
+    def search_batch(body: BatchSearchBody) -> dict[str, Any]:
+        result_lists = engine.search_batch(body.queries, body.top_k,
+                                           make_filter(body.folder, body.ext, body.modified_after, body.modified_before))
+        return {"results": [{"query": q, "results": results_payload(r)} for q, r in zip(body.queries, result_lists, strict=True)]}
+
+    @app.post("/api/search/image", tags=["search"])
+    async def search_image(file: UploadFile = File(...), top_k: int = Form(10)) -> dict[str, Any]:
+        data = bytearray()
+        while chunk := await file.read(1 << 20):
+            data += chunk
+            if len(data) > max_upload_bytes:
+                raise HTTPError(413, f"upload larger than {max_upload_bytes // (1024 * 1024)} MB")
+        results = engine.search_by_image(bytes(data), top_k)
+        return {"results": results_payload(results)}
+
+    @app.get("/api/similar/{image_id}", tags=["search"])
+    def similar(image_id: int, top_k: int = 10) -> dict[str, Any]:
+        indexed_file(image_id)
+        return {"results": results_payload(engine.similar(image_id, top_k))}
+
+    @app.get("/api/images/{image_id}", tags=["images"])
+    def image(image_id: int) -> FileResponse:
+        path, record = indexed_file(image_id)
+        return FileResponse(path, media_type=MEDIA_TYPES.get(record.get("ext", ""), "application/octet-stream"))
+
+    @app.get("/api/images/{image_id}/thumbnail", tags=["images"])
+    def thumbnail(image_id: int) -> FileResponse:
+        path, record = indexed_file(image_id)
+        cached = thumbs.get(image_id, path, float(record["mtime"]))
+        return FileResponse(cached, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
+
+    @app.post("/api/index", status_code=202, tags=["index"])
+    def start_index(body: IndexBody) -> dict[str, Any]:
+        folder = os.path.abspath(os.path.expanduser(body.folder))
+        if not os.path.isdir(folder):
+            raise InvalidArgumentError(f"folder {body.folder!r} does not exist or is not a folder")
+        real = os.path.realpath(folder)
+        if roots and not any(real == r or real.startswith(r + os.sep) for r in roots):
+            raise HTTPError(403, f"this server only indexes folders under: {', '.join(roots)}")
+        return jobs.submit(folder, body.descriptions).to_dict()
+
+    @app.get("/api/jobs", tags=["index"])
+    def list_jobs() -> list[dict[str, Any]]:
+        return [j.to_dict() for j in jobs.all()]
+
+    @app.get("/api/jobs/{job_id}", tags=["index"])
+    def job(job_id: str) -> dict[str, Any]:
+        found = jobs.get(job_id)
+        if found is None:
+            raise HTTPError(404, f"no job {job_id}")
+        return found.to_dict()
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(WEB_DIR / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
+
+    return app
+
+
+def serve(engine: ServedEngine, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
+          index_roots: list[str] | None = None, on_ready: Callable[[], None] | None = None) -> None:
+    """Serve the API and page until interrupted; `on_ready` is called once the port is ours and the model warm."""
+    from imsearch.servers.listening import listening_socket, run_app
+    from imsearch.servers.remote_engine import remove_advert, write_advert
+
+    sock = listening_socket(host, port)  # a busy port fails now, before the model loads
+    try:
+        engine.warm()  # model loaded and (Lite) vectors in memory before the first request
+    except BaseException:
+        sock.close()
+        raise
+    app = create_app(engine, token=token, index_roots=index_roots)
+    lite = engine.store.location if engine.store.is_lite else None
+    if lite:  # so that the CLI, finding the database locked, can use this server instead
+        write_advert(lite, f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}", bool(token))
+    try:
+        if on_ready:
+            on_ready()
+        run_app(app, sock)
+    finally:
+        if lite:
+            remove_advert(lite)

@@ -1,0 +1,123 @@
+"""Reach a running image_search server instead of opening its Milvus Lite database.
+
+Milvus Lite lets one process at a time open a database. While `--mode serve` holds it, the server
+advertises itself in a small file beside the database (`<db>.server.json`: its URL and PID), and
+the CLI, meeting the lock, talks to that server's HTTP API instead: same commands, same output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from imsearch.errors import InvalidArgumentError, RemoteServerError, StoreError
+from imsearch.indexing.pipeline import FailedFile, IndexProgress, IndexSummary, ProgressCallback
+from imsearch.results import SearchResult
+
+
+def advert_path(lite_path: str) -> Path:
+    return Path(lite_path + ".server.json")
+
+
+def write_advert(lite_path: str, url: str, token_required: bool) -> Path:
+    path = advert_path(lite_path)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps({"url": url, "pid": os.getpid(), "token_required": token_required}))
+    os.replace(temporary, path)
+    return path
+
+
+def remove_advert(lite_path: str) -> None:
+    path = advert_path(lite_path)
+    try:
+        if json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def find_server(lite_path: str) -> dict[str, Any] | None:
+    """The advert of a live server holding `lite_path`, or None."""
+    try:
+        advert = json.loads(advert_path(lite_path).read_text())
+        os.kill(int(advert["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return dict(advert)
+
+
+class RemoteEngine:
+    """The parts of ImageSearchEngine the CLI uses, over a running server's HTTP API."""
+
+    def __init__(self, url: str, token: str | None = None, timeout: float = 60.0):
+        import httpx
+
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.url = url
+        self._http = httpx.Client(base_url=url, headers=headers, timeout=timeout)
+
+    def _call(self, method: str, route: str, **kwargs: Any) -> Any:
+        import httpx
+
+        try:
+            response = self._http.request(method, route, **kwargs)
+        except httpx.HTTPError as error:
+            raise StoreError(f"the image_search server at {self.url} did not answer: {error}") from None
+        body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
+        if response.status_code == 401:
+            raise InvalidArgumentError(f"the server at {self.url} needs a token: pass --token or set IMAGE_SEARCH_TOKEN")
+        if response.status_code >= 400:
+            message = body.get("error") or json.dumps(body.get("detail", response.text))
+            raise (InvalidArgumentError if response.status_code < 500 else RemoteServerError)(f"server: {message}")
+        return body
+
+    @staticmethod
+    def _results(items: list[dict[str, Any]]) -> list[SearchResult]:
+        return [SearchResult(rank=r["rank"], path=r["path"], score=r["score"], description=r.get("description", ""),
+                             id=int(r["id"]), size=r.get("size", 0), mtime=r.get("mtime", 0.0),
+                             query_encoder=r.get("query_encoder", "")) for r in items]
+
+    def search_batch(self, queries: Sequence[str], top_k: int = 5) -> list[list[SearchResult]]:
+        body = self._call("POST", "/api/search/batch", json={"queries": list(queries), "top_k": top_k})
+        return [self._results(x["results"]) for x in body["results"]]
+
+    def search_by_image(self, image: str, top_k: int = 5) -> list[SearchResult]:
+        with open(image, "rb") as handle:
+            body = self._call("POST", "/api/search/image", files={"file": (os.path.basename(image), handle)},
+                              data={"top_k": str(top_k)})
+        return self._results(body["results"])
+
+    def similar(self, image: str, top_k: int = 5) -> list[SearchResult]:
+        from milvus_store import path_id
+
+        return self._results(self._call("GET", f"/api/similar/{path_id(os.path.abspath(image))}", params={"top_k": top_k})["results"])
+
+    def get_stats(self) -> dict[str, Any]:
+        return dict(self._call("GET", "/api/stats"))
+
+    def index_directory(self, image_dir: str, descriptions: Mapping[str, Any] | None = None,
+                        progress: ProgressCallback | None = None) -> IndexSummary:
+        job = self._call("POST", "/api/index", json={"folder": os.path.abspath(image_dir), "descriptions": descriptions})
+        while job["state"] in ("queued", "running"):
+            time.sleep(0.3)
+            job = self._call("GET", f"/api/jobs/{job['id']}")
+            if progress:
+                progress(IndexProgress(job["total"], job["done"], job["failed"], job["unchanged"]))
+        if job["state"] == "failed":
+            raise RemoteServerError(f"server: {job['error']}")
+        s = job["summary"]
+        return IndexSummary(s["indexed"], s["unchanged"], s["removed"], s["descriptions_updated"],
+                            [FailedFile(f["path"], f["reason"]) for f in s["failed"]], s["seconds"], s["stage_seconds"])
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> RemoteEngine:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()

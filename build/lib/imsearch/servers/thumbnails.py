@@ -1,0 +1,30 @@
+"""A disk cache of JPEG thumbnails for indexed images."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from imsearch.indexing.decode import load_rgb
+
+
+class ThumbnailCache:
+    def __init__(self, folder: str | Path, size: int = 256, quality: int = 82):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.size = size
+        self.quality = quality
+
+    def get(self, image_id: int, path: str, mtime: float) -> Path:
+        """The thumbnail of `path`, made on first request; a changed file gets a new one."""
+        target = self.folder / f"{image_id}-{int(mtime * 1000)}-{self.size}.jpg"
+        if target.exists():
+            return target
+        image = load_rgb(path, min_side=self.size)
+        image.thumbnail((self.size, self.size))
+        handle, temporary = tempfile.mkstemp(dir=self.folder, suffix=".part")
+        with os.fdopen(handle, "wb") as out:
+            image.save(out, format="JPEG", quality=self.quality)
+        os.replace(temporary, target)  # concurrent requests may both render; the last rename wins whole
+        return target

@@ -1,0 +1,159 @@
+// image_search web page: plain JavaScript, no external resources.
+"use strict";
+const $ = (id) => document.getElementById(id);
+let token = localStorage.getItem("image_search_token") || "";
+
+function withToken(url) {
+  return token ? url + (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token) : url;
+}
+
+async function api(url, options = {}) {
+  const headers = Object.assign({}, options.headers || {}, token ? { Authorization: "Bearer " + token } : {});
+  const response = await fetch(url, Object.assign({}, options, { headers }));
+  if (response.status === 401) {
+    const given = prompt("This server needs a token:");
+    if (given) { token = given; localStorage.setItem("image_search_token", token); return api(url, options); }
+  }
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(body.error || (body.detail && JSON.stringify(body.detail)) || response.statusText);
+  return body;
+}
+
+function setStatus(text, isError = false) {
+  $("status").textContent = text;
+  $("status").className = isError ? "error" : "";
+}
+
+function filterParams() {
+  const params = new URLSearchParams();
+  if ($("f-folder").value.trim()) params.set("folder", $("f-folder").value.trim());
+  if ($("f-ext").value.trim()) params.set("ext", $("f-ext").value.trim());
+  if ($("f-after").value) params.set("modified_after", $("f-after").value);
+  if ($("f-before").value) params.set("modified_before", $("f-before").value);
+  return params;
+}
+
+function render(results, label) {
+  const grid = $("grid");
+  grid.replaceChildren();
+  const fragment = document.createDocumentFragment();
+  for (const r of results) {
+    const card = document.createElement("div");
+    card.className = "card";
+    card.dataset.id = r.id;
+    card.dataset.path = r.path;
+    const img = document.createElement("img");
+    img.loading = "lazy";
+    img.src = withToken(r.thumbnail_url);
+    img.alt = r.description || r.path;
+    const meta = document.createElement("div");
+    meta.className = "meta";
+    const score = document.createElement("div"); score.className = "score"; score.textContent = `#${r.rank} · ${r.score.toFixed(3)}`;
+    const name = document.createElement("div"); name.className = "name"; name.textContent = r.path.split("/").pop();
+    const desc = document.createElement("div"); desc.className = "desc"; desc.textContent = r.description || "";
+    meta.append(score, name, desc);
+    card.append(img, meta);
+    card.addEventListener("click", () => openViewer(r));
+    fragment.append(card);
+  }
+  grid.append(fragment);
+  setStatus(results.length ? `${results.length} results for ${label}` : `No results for ${label}`);
+}
+
+async function searchText(event) {
+  if (event) event.preventDefault();
+  const q = $("query").value;
+  if (!q.trim()) { setStatus("Type some words to search for.", true); return; }
+  const params = filterParams();
+  params.set("q", q);
+  params.set("top_k", $("top-k").value || "24");
+  setStatus("Searching…");
+  try {
+    const body = await api("/api/search?" + params.toString());
+    render(body.results, `“${q}” (${body.took_ms} ms)`);
+  } catch (error) { setStatus(error.message, true); }
+}
+
+async function searchImage(file) {
+  if (!file) return;
+  const form = new FormData();
+  form.append("file", file);
+  form.append("top_k", $("top-k").value || "24");
+  setStatus("Searching by image…");
+  try {
+    const body = await api("/api/search/image", { method: "POST", body: form });
+    render(body.results, `image ${file.name}`);
+  } catch (error) { setStatus(error.message, true); }
+}
+
+async function similar(r) {
+  $("viewer").close();
+  setStatus("Finding similar images…");
+  try {
+    const body = await api(`/api/similar/${r.id}?top_k=${$("top-k").value || 24}`);
+    render(body.results, `images similar to ${r.path.split("/").pop()}`);
+  } catch (error) { setStatus(error.message, true); }
+}
+
+function openViewer(r) {
+  $("viewer-img").src = withToken(r.image_url);
+  $("viewer-caption").textContent = `${r.path} — ${r.score.toFixed(3)}${r.description ? " — " + r.description : ""}`;
+  $("viewer-open").href = withToken(r.image_url);
+  $("viewer-similar").onclick = () => similar(r);
+  $("viewer").showModal();
+}
+
+async function refreshStats() {
+  try {
+    const s = await api("/api/stats");
+    $("stats").textContent = `${s.total_images} images · model ${s.model} (${s.dim}-d) · ${s.store_kind} · collection ${s.collection}`;
+  } catch (error) { $("stats").textContent = error.message; }
+}
+
+function renderJob(job) {
+  let box = document.getElementById("job-" + job.id);
+  if (!box) {
+    box = document.createElement("div");
+    box.className = "job";
+    box.id = "job-" + job.id;
+    $("jobs").prepend(box);
+  }
+  const summary = job.summary;
+  const text = job.state === "done"
+    ? `indexed ${summary.indexed}, unchanged ${summary.unchanged}, removed ${summary.removed}, failed ${summary.failed.length}`
+    : job.state === "failed" ? `failed: ${job.error}` : `${job.state}: ${job.done} / ${job.total}` + (job.failed ? `, ${job.failed} failed` : "");
+  box.replaceChildren();
+  const title = document.createElement("div"); title.textContent = job.folder;
+  const bar = document.createElement("progress"); bar.max = Math.max(job.total, 1); bar.value = job.state === "done" ? bar.max : job.done;
+  const line = document.createElement("div"); line.textContent = text;
+  box.append(title, bar, line);
+}
+
+async function startIndex(event) {
+  event.preventDefault();
+  const folder = $("index-folder").value.trim();
+  if (!folder) return;
+  try {
+    let job = await api("/api/index", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ folder }) });
+    renderJob(job);
+    while (job.state === "queued" || job.state === "running") {
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      job = await api(`/api/jobs/${job.id}`);
+      renderJob(job);
+    }
+    refreshStats();
+  } catch (error) { setStatus(error.message, true); }
+}
+
+$("search-form").addEventListener("submit", searchText);
+$("image-file").addEventListener("change", (e) => searchImage(e.target.files[0]));
+$("index-form").addEventListener("submit", startIndex);
+$("viewer-close").addEventListener("click", () => $("viewer").close());
+document.addEventListener("dragover", (e) => { e.preventDefault(); document.body.classList.add("dragging"); });
+document.addEventListener("dragleave", (e) => { if (!e.relatedTarget) document.body.classList.remove("dragging"); });
+document.addEventListener("drop", (e) => {
+  e.preventDefault();
+  document.body.classList.remove("dragging");
+  if (e.dataTransfer.files.length) searchImage(e.dataTransfer.files[0]);
+});
+refreshStats();

@@ -1,0 +1,488 @@
+"""The vector store: one Milvus collection of image rows, through pymilvus' MilvusClient.
+
+The same code serves Milvus Lite (a local `.db`, the default) and a Milvus server (`http://host:port`).
+What differs between them is handled here and nowhere else: Lite's single-process file lock,
+collections that come back unloaded after a reopen, delete results of different types, counts that
+include deleted rows on a server until compaction, and raw grpc errors.
+
+Each collection records the model that produced its vectors (collection property
+`image_search.meta`); opening it with another model or dimension raises `CollectionMismatchError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from imsearch.errors import CollectionMismatchError, InvalidArgumentError, StoreError, StoreLockedError
+
+if TYPE_CHECKING:
+    from imsearch.store.vector_cache import VectorCache  # imports torch: only long-lived processes need it
+
+SCHEMA_VERSION = 1
+_lite_users: dict[str, int] = {}  # open MilvusStores per Lite database in this process
+META_PROPERTY = "image_search.meta"
+PATH_MAX_BYTES = 4096
+DESCRIPTION_MAX_BYTES = 8192
+FINGERPRINT_LENGTH = 32
+DEFAULT_COLLECTION = "image_search"
+# Rows written by this process are visible to its next search (Lite ignores the level).
+SEARCH_CONSISTENCY = "Session"
+# Index bookkeeping must see every committed write, whoever made it.
+STATE_CONSISTENCY = "Strong"
+_STATE_FIELDS = ["id", "path", "size", "mtime", "fingerprint", "description"]
+_RESULT_FIELDS = ["path", "description", "size", "mtime", "ext"]
+
+
+def default_lite_path() -> Path:
+    """The per-user embedded database: $IMAGE_SEARCH_HOME, else $XDG_DATA_HOME/image_search, else ~/.local/share/image_search."""
+    home = os.environ.get("IMAGE_SEARCH_HOME")
+    if home:
+        return Path(home).expanduser() / "milvus.db"
+    data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(data) / "image_search" / "milvus.db"
+
+
+def resolve_uri(uri: str | None = None, host: str | None = None, port: str | int | None = None) -> str:
+    """A Milvus URI from the ways users name a store: a URI, host/port, $IMAGE_SEARCH_MILVUS_URI, or the default file."""
+    if uri and (host or port):
+        raise InvalidArgumentError("give either a Milvus URI or a host/port, not both")
+    if host or port:
+        return f"http://{host or 'localhost'}:{port or 19530}"
+    uri = uri or os.environ.get("IMAGE_SEARCH_MILVUS_URI") or str(default_lite_path())
+    if is_lite_uri(uri):
+        path = Path(uri).expanduser().resolve()
+        if path.suffix != ".db":
+            raise InvalidArgumentError(f"a Milvus Lite database path must end in .db, got {uri!r}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return str(path)
+    return uri
+
+
+def is_lite_uri(uri: str) -> bool:
+    return "://" not in uri
+
+
+def path_id(path: str) -> int:
+    """A stable 63-bit primary key for an absolute path."""
+    digest = hashlib.blake2b(path.encode("utf-8", "surrogateescape"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
+
+
+def quote(value: str) -> str:
+    """A Milvus string literal that holds `value` verbatim, whatever characters it has."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def truncate_utf8(text: str, max_bytes: int) -> str:
+    encoded = text.encode("utf-8")
+    if len(encoded) <= max_bytes:
+        return text
+    return encoded[:max_bytes].decode("utf-8", "ignore")
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    name: str
+    model: str
+    dim: int
+    schema_version: int
+    # How the model that filled it was built (activation, preprocessing); None for a collection made
+    # before image_search recorded it (see ImageSearchEngine's check of its activation).
+    build: dict[str, Any] | None = None
+
+
+@dataclass
+class ImageRecord:
+    path: str
+    vector: np.ndarray
+    size: int
+    mtime: float
+    fingerprint: str
+    description: str = ""
+
+    @property
+    def id(self) -> int:
+        return path_id(self.path)
+
+    def to_row(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "path": self.path,
+            "description": truncate_utf8(self.description, DESCRIPTION_MAX_BYTES),
+            "size": int(self.size),
+            "mtime": float(self.mtime),
+            "fingerprint": self.fingerprint,
+            "ext": Path(self.path).suffix.lower().lstrip(".")[:16],
+            "vector": np.asarray(self.vector, dtype=np.float32).tolist(),
+        }
+
+
+@dataclass(frozen=True)
+class IndexedFile:
+    """What the store knows of a file, enough to decide whether to re-encode it."""
+
+    id: int
+    path: str
+    size: int
+    mtime: float
+    fingerprint: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: int
+    score: float
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SearchFilter:
+    """Optional restrictions on a search; every value is passed as an escaped literal."""
+
+    path_prefix: str | None = None
+    extensions: tuple[str, ...] = ()
+    modified_after: float | None = None
+    modified_before: float | None = None
+
+    def expression(self) -> str:
+        clauses = []
+        if self.path_prefix:
+            # A range on the string, not LIKE: no wildcard in a user's folder name can widen it.
+            clauses.append(f"(path >= {quote(self.path_prefix)} and path < {quote(self.path_prefix + chr(0x10FFFF))})")
+        if self.extensions:
+            clauses.append("ext in [" + ", ".join(quote(e.lower().lstrip(".")) for e in self.extensions) + "]")
+        if self.modified_after is not None:
+            clauses.append(f"mtime >= {float(self.modified_after)!r}")
+        if self.modified_before is not None:
+            clauses.append(f"mtime < {float(self.modified_before)!r}")
+        return " and ".join(clauses)
+
+
+class MilvusStore:
+    """One collection of image rows in Milvus Lite or a Milvus server."""
+
+    def __init__(self, uri: str | None = None, host: str | None = None, port: str | int | None = None,
+                 collection_name: str = DEFAULT_COLLECTION, token: str | None = None,
+                 user: str | None = None, password: str | None = None):
+        if not collection_name or not collection_name.replace("_", "a").isalnum() or collection_name[0].isdigit():
+            raise InvalidArgumentError(
+                f"collection name {collection_name!r} must start with a letter or underscore and hold only letters, digits and underscores"
+            )
+        self.uri = resolve_uri(uri, host, port)
+        self.collection_name = collection_name
+        self.is_lite = is_lite_uri(self.uri)
+        self._info: CollectionInfo | None = None
+        self._loaded = False
+        self._cache_wanted = False
+        self._cache: VectorCache | None = None
+        kwargs: dict[str, Any] = {"uri": self.uri}
+        if token:
+            kwargs["token"] = token
+        if user:
+            kwargs["user"], kwargs["password"] = user, password or ""
+        from pymilvus import MilvusClient
+
+        try:
+            self._client = MilvusClient(**kwargs)
+        except Exception as error:
+            raise self._translate(error, "connect") from error
+        if self.is_lite:
+            _lite_users[self.uri] = _lite_users.get(self.uri, 0) + 1
+        self._closed = False
+
+    # ----------------------------------------------------------------- lifecycle and metadata
+
+    @property
+    def location(self) -> str:
+        return self.uri
+
+    def collection_info(self) -> CollectionInfo | None:
+        """The recorded model and dimension, or None when the collection does not exist."""
+        if self._info is not None:
+            return self._info
+        if not self._call("has_collection", self.collection_name):
+            return None
+        description = self._call("describe_collection", self.collection_name)
+        meta_text = (description.get("properties") or {}).get(META_PROPERTY)
+        dims = [int(f["params"]["dim"]) for f in description["fields"] if f["name"] == "vector"]
+        if not meta_text:
+            raise CollectionMismatchError(
+                f"collection {self.collection_name!r} at {self.uri} was not created by image_search "
+                "(it records no model); choose another collection name with --collection"
+            )
+        meta = json.loads(meta_text)
+        build = meta.get("build")
+        self._info = CollectionInfo(self.collection_name, str(meta["model"]), int(meta.get("dim", dims[0] if dims else 0)),
+                                    int(meta.get("schema_version", 0)), dict(build) if isinstance(build, dict) else None)
+        return self._info
+
+    def open_collection(self, model: str, dim: int | None, create: bool = True,
+                        build: dict[str, Any] | None = None) -> CollectionInfo | None:
+        """Check that the collection matches `model` (and `dim` when known); create it if asked, recording
+        `build` (how the model was built) with the model's name."""
+        info = self.collection_info()
+        if info is None:
+            if not create:
+                return None
+            if dim is None:
+                raise InvalidArgumentError("the dimension is needed to create a collection")
+            return self._create(model, dim, build)
+        if info.model != model or (dim is not None and info.dim != dim):
+            raise CollectionMismatchError(
+                f"collection {self.collection_name!r} at {self.uri} holds {info.dim}-d vectors from model {info.model!r}, "
+                f"but the model in use is {model!r}{f' ({dim}-d)' if dim is not None else ''}. "
+                f"Use --model {info.model!r} to search it, choose another collection with --collection, "
+                "or re-encode everything into this one with --rebuild."
+            )
+        if info.schema_version != SCHEMA_VERSION:
+            raise CollectionMismatchError(
+                f"collection {self.collection_name!r} has schema version {info.schema_version}, this program writes {SCHEMA_VERSION}; "
+                "rebuild it with --rebuild or use another collection"
+            )
+        return info
+
+    def drop(self) -> None:
+        if self._call("has_collection", self.collection_name):
+            self._call("drop_collection", self.collection_name)
+        self._info, self._loaded = None, False
+        self._cache = None
+
+    def enable_cache(self) -> int:
+        """Keep an in-memory copy of the vectors for fast unfiltered search (Milvus Lite only: the one
+        process that can open the database sees every write). Returns the rows loaded."""
+        if not self.is_lite:
+            return 0
+        self._cache_wanted = True
+        info = self.collection_info()
+        if info is None or self._cache is not None:
+            return len(self._cache or ())
+        from imsearch.store.vector_cache import VectorCache
+
+        cache = VectorCache(info.dim)
+        for page in self._pages(["id", "vector", *_RESULT_FIELDS]):
+            cache.upsert(page)
+        self._cache = cache
+        return len(cache)
+
+    def _create(self, model: str, dim: int, build: dict[str, Any] | None) -> CollectionInfo:
+        from pymilvus import DataType, MilvusClient
+
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        schema.add_field("path", DataType.VARCHAR, max_length=PATH_MAX_BYTES)
+        schema.add_field("description", DataType.VARCHAR, max_length=DESCRIPTION_MAX_BYTES)
+        schema.add_field("size", DataType.INT64)
+        schema.add_field("mtime", DataType.DOUBLE)
+        schema.add_field("fingerprint", DataType.VARCHAR, max_length=FINGERPRINT_LENGTH * 2)
+        schema.add_field("ext", DataType.VARCHAR, max_length=16)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+        index_params = self._client.prepare_index_params()
+        if self.is_lite:
+            index_params.add_index("vector", index_type="AUTOINDEX", metric_type="COSINE")
+        else:
+            index_params.add_index("vector", index_type="HNSW", metric_type="COSINE", params={"M": 16, "efConstruction": 200})
+        meta: dict[str, Any] = {"model": model, "dim": dim, "schema_version": SCHEMA_VERSION}
+        if build is not None:
+            meta["build"] = build
+        self._call("create_collection", self.collection_name, schema=schema, index_params=index_params,
+                   consistency_level=SEARCH_CONSISTENCY, properties={META_PROPERTY: json.dumps(meta)})
+        self._info = CollectionInfo(self.collection_name, model, dim, SCHEMA_VERSION, None if build is None else dict(build))
+        self._loaded = False
+        if self._cache_wanted and self.is_lite:
+            from imsearch.store.vector_cache import VectorCache
+
+            self._cache = VectorCache(dim)
+        return self._info
+
+    def _ensure_loaded(self) -> None:
+        if self._loaded:
+            return
+        state = self._call("get_load_state", self.collection_name)
+        if "Loaded" not in str(state.get("state")):
+            self._call("load_collection", self.collection_name)
+        self._loaded = True
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._client.close()
+        except Exception:  # closing a dead connection is not worth an error
+            pass
+        if self.is_lite:
+            # pymilvus leaves Lite's in-process server (and its file lock) running after close();
+            # stop it when the last store of this process on that database closes, so that another
+            # process (a server, the next CLI run) can open it.
+            _lite_users[self.uri] -= 1
+            if _lite_users[self.uri] == 0:
+                del _lite_users[self.uri]
+                try:
+                    from milvus_lite.server_manager import server_manager_instance
+
+                    server_manager_instance.release_server(self.uri)
+                except Exception:  # an older or newer milvus_lite without this hook
+                    pass
+
+    # ----------------------------------------------------------------- writes
+
+    def upsert(self, records: Sequence[ImageRecord]) -> None:
+        if records:
+            rows = [r.to_row() for r in records]
+            self._call("upsert", self.collection_name, rows)
+            if self._cache is not None:
+                self._cache.upsert(rows)
+
+    def delete(self, ids: Iterable[int]) -> int:
+        ids = [int(i) for i in ids]
+        if not ids:
+            return 0
+        result = self._call("delete", self.collection_name, ids=ids)
+        if self._cache is not None:
+            self._cache.delete(ids)
+        # A server answers {'delete_count': n}; Lite answers the list of keys.
+        if isinstance(result, dict):
+            return int(result.get("delete_count", len(ids)))
+        return len(result) if isinstance(result, list) else len(ids)
+
+    def flush(self) -> None:
+        """Seal buffered rows into indexed segments (Lite otherwise searches its memtable by brute force in Python)."""
+        if self.collection_info() is not None:
+            self._call("flush", self.collection_name)
+
+    # ----------------------------------------------------------------- reads
+
+    def count(self) -> int:
+        if self.collection_info() is None:
+            return 0
+        self._ensure_loaded()
+        # count(*) honours deletes on both; row-count statistics on a server do not until compaction.
+        rows = self._call("query", self.collection_name, filter="", output_fields=["count(*)"],
+                          consistency_level=STATE_CONSISTENCY)
+        return int(rows[0]["count(*)"]) if rows else 0
+
+    def iter_files(self) -> Iterator[IndexedFile]:
+        """Every row's bookkeeping fields."""
+        for page in self._pages(_STATE_FIELDS):
+            for row in page:
+                yield IndexedFile(int(row["id"]), row["path"], int(row["size"]), float(row["mtime"]),
+                                  row.get("fingerprint", ""), row.get("description", ""))
+
+    def _pages(self, fields: list[str], batch_size: int = 4000) -> Iterator[list[dict[str, Any]]]:
+        """The whole collection, `fields` only, a page at a time (nothing when it does not exist)."""
+        if self.collection_info() is None:
+            return
+        self._ensure_loaded()
+        with _quiet_pymilvus():  # Lite lacks AllocTimestamp; pymilvus logs a traceback, then copes
+            iterator = self._call("query_iterator", self.collection_name, batch_size=batch_size, filter="",
+                                  output_fields=fields, consistency_level=STATE_CONSISTENCY)
+        try:
+            while page := self._wrap(iterator.next, "query"):
+                yield page
+        finally:
+            iterator.close()
+
+    def files_under(self, root: str) -> dict[str, IndexedFile]:
+        prefix = root.rstrip(os.sep) + os.sep
+        return {f.path: f for f in self.iter_files() if f.path.startswith(prefix)}
+
+    def get(self, ids: Sequence[int], with_vectors: bool = False) -> list[dict[str, Any]]:
+        if not ids or self.collection_info() is None:
+            return []
+        self._ensure_loaded()
+        fields = _STATE_FIELDS + ["ext"] + (["vector"] if with_vectors else [])
+        rows = []
+        for start in range(0, len(ids), 1000):
+            chunk = [int(i) for i in ids[start : start + 1000]]
+            rows.extend(self._call("get", self.collection_name, ids=chunk, output_fields=fields,
+                                   consistency_level=STATE_CONSISTENCY))
+        return [dict(row) for row in rows]
+
+    def search(self, vectors: np.ndarray, top_k: int, search_filter: SearchFilter | None = None) -> list[list[Hit]]:
+        info = self.collection_info()
+        if info is None:
+            return [[] for _ in range(len(vectors))]
+        if vectors.shape[1] != info.dim:
+            raise CollectionMismatchError(f"query vectors have {vectors.shape[1]} dimensions, collection {self.collection_name!r} holds {info.dim}")
+        expression = search_filter.expression() if search_filter else ""
+        if self._cache is not None and not expression:
+            return [[Hit(i, score, fields) for i, score, fields in hits] for hits in self._cache.search(vectors, top_k)]
+        self._ensure_loaded()
+        params: dict[str, Any] = {"metric_type": "COSINE"}
+        if not self.is_lite:
+            params["params"] = {"ef": max(64, top_k)}
+        results = self._call("search", self.collection_name, data=[v.tolist() for v in vectors], limit=top_k,
+                             filter=expression, output_fields=_RESULT_FIELDS, search_params=params,
+                             consistency_level=SEARCH_CONSISTENCY)
+        return [[Hit(int(h["id"]), float(h["distance"]), dict(h.get("entity") or {})) for h in hits] for hits in results]
+
+    # ----------------------------------------------------------------- error translation
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return self._wrap(lambda: getattr(self._client, method)(*args, **kwargs), method)
+
+    def _wrap(self, fn: Any, what: str) -> Any:
+        try:
+            return fn()
+        except Exception as error:
+            raise self._translate(error, what) from error
+
+    def _translate(self, error: Exception, what: str) -> StoreError:
+        chain: list[BaseException] = []
+        current: BaseException | None = error
+        while current is not None and len(chain) < 10:
+            chain.append(current)
+            current = current.__cause__ or current.__context__
+        text = " | ".join(f"{e.__class__.__name__}: {e}" for e in chain)
+        if self.is_lite and ("DataDirLockedError" in text or "holds the lock" in text or "Open local milvus failed" in text):
+            holders = lock_holders(self.uri)
+            who = f" (process {', '.join(map(str, holders))})" if holders else ""
+            return StoreLockedError(
+                f"the Milvus Lite database {self.uri} is in use by another process{who}. Milvus Lite allows one process at a time: "
+                "stop that process, use the running image_search server's HTTP API, or keep the index in a Milvus server "
+                "(--milvus-uri http://HOST:19530)."
+            )
+        if not self.is_lite and any(k in text for k in ("UNAVAILABLE", "Fail connecting", "illegal connection", "ConnectionRefused", "Failed to connect")):
+            return StoreError(f"cannot reach the Milvus server at {self.uri}: is it running? ({str(error)[:200]})")
+        message = getattr(error, "message", None) or str(error)
+        return StoreError(f"Milvus {what} failed on {self.uri}: {message[:500]}")
+
+
+@contextmanager
+def _quiet_pymilvus() -> Iterator[None]:
+    pymilvus_logger = logging.getLogger("pymilvus")
+    level = pymilvus_logger.level
+    pymilvus_logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        pymilvus_logger.setLevel(level)
+
+
+def lock_holders(lite_path: str) -> list[int]:
+    """PIDs holding a Milvus Lite database's LOCK file open (Linux /proc; empty elsewhere)."""
+    lock = os.path.join(lite_path, "LOCK")
+    holders = []
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if any(os.readlink(fd) == lock for fd in (entry / "fd").iterdir()):
+                holders.append(int(entry.name))
+        except OSError:
+            continue
+    return holders
