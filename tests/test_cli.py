@@ -50,6 +50,32 @@ def test_index_then_search_finds_the_same_collection(tmp_path: Path, scenes: Pat
     assert stats["total_images"] == 24 and stats["model"] == TEST_MODEL
 
 
+def test_several_folders_report_every_failure_and_a_run_that_indexed_nothing_fails(tmp_path: Path) -> None:
+    from make_scenes import write_scenes
+
+    home = tmp_path / "home"
+    first, second, junk = tmp_path / "first", tmp_path / "second", tmp_path / "junk"
+    write_scenes(first, count=3, seed=1)
+    write_scenes(second, count=2, seed=2)
+    (first / "bad-one.jpg").write_text("not an image")
+    (second / "bad-two.png").write_bytes(b"")
+    done = run_cli("--mode", "index", "--model", TEST_MODEL, "--image-dir", str(first), "--image-dir", str(second),
+                   "--json", "-q", home=home)
+    summary = json.loads(done.stdout)
+    assert summary["indexed"] == 5 and sorted(Path(f["path"]).name for f in summary["failed"]) == ["bad-one.jpg", "bad-two.png"]
+    text = run_cli("--mode", "index", "--image-dir", str(first), "--image-dir", str(second), home=home)
+    assert "indexed 0, unchanged 5, removed 0, failed 2" in text.stdout
+    assert "bad-one.jpg" in text.stderr and "bad-two.png" in text.stderr
+
+    junk.mkdir()
+    (junk / "a.jpg").write_text("no")
+    (junk / "b.png").write_text("no")
+    nothing = run_cli("--mode", "index", "--image-dir", str(junk), home=home, check=False)
+    assert nothing.returncode == 1 and "failed 2" in nothing.stdout  # every file failed: not a success
+    partly = run_cli("--mode", "index", "--image-dir", str(junk), "--image-dir", str(first), home=home, check=False)
+    assert partly.returncode == 0 and "failed 3" in partly.stdout  # some files are fine: reported, not fatal
+
+
 def test_errors_are_one_clear_line_and_nonzero(tmp_path: Path, scenes: Path) -> None:
     home = tmp_path / "home"
     empty = run_cli("--mode", "search", "--query", "  ", home=home, check=False)

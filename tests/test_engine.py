@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -47,8 +48,10 @@ def test_test_model_retrieves_held_out_scenes(held_out_engine: ImageSearchEngine
     r1 = recall_at(held_out_engine, held_out_scenes, language, 1)
     r5 = recall_at(held_out_engine, held_out_scenes, language, 5)
     print(f"{language}: R@1 {r1:.3f} R@5 {r5:.3f}")
-    assert r5 >= 0.6, f"{language} R@5 {r5:.3f}"
-    assert r1 >= 0.25, f"{language} R@1 {r1:.3f}"
+    # measured: English R@1 0.440 / R@5 0.860, Chinese 0.452 / 0.854 (fp32 and bf16 alike); the bars leave
+    # room for instruction-set noise only: shrinking the images to 12 px (a real regression) gives R@5 0.68
+    assert r5 >= 0.82, f"{language} R@5 {r5:.3f}"
+    assert r1 >= 0.40, f"{language} R@1 {r1:.3f}"
 
 
 def test_top_result_matches_the_attributes_asked_for(held_out_engine: ImageSearchEngine, held_out_scenes: Path) -> None:
@@ -97,7 +100,40 @@ def test_reindex_skips_unchanged_reencodes_changed_removes_deleted(tmp_path: Pat
         third = engine.index_directory(scenes)
         assert (third.indexed, third.unchanged, third.removed) == (2, 22, 1)
         assert engine.get_stats()["total_images"] == 24
-        assert all(Path(r.path).name != "scene_00004.png" for r in engine.search("a circle", top_k=24))
+        everything = engine.search("a circle", top_k=100)
+        assert len(everything) == 24 and "scene_00004.png" not in {Path(r.path).name for r in everything}
+
+
+def test_a_file_rewritten_to_the_same_size_is_re_encoded_by_its_mtime(tmp_path: Path, scenes: Path) -> None:
+    """Same size, new content, new mtime (an edit that keeps the byte count): encoded again; a file whose
+    mtime alone moved is encoded again too, and one whose size alone changed as well."""
+    with make_engine(tmp_path) as engine:
+        engine.index_directory(scenes)
+        target = scenes / "scene_00003.png"
+        original = target.stat()
+        replacement = io.BytesIO()
+        Image.new("RGB", (64, 64), (20, 20, 220)).save(replacement, format="PNG")
+        data = replacement.getvalue()
+        assert len(data) <= original.st_size
+        target.write_bytes(data + b"\0" * (original.st_size - len(data)))  # PNG readers ignore bytes after IEND
+        os.utime(target, (original.st_atime, original.st_mtime + 7))
+        assert target.stat().st_size == original.st_size
+        before = {r.path: r.id for r in engine.search("a circle", top_k=100)}
+        summary = engine.index_directory(scenes)
+        assert (summary.indexed, summary.unchanged) == (1, 23)
+        plain_blue = engine.search_by_image(data, top_k=1)[0]
+        assert Path(plain_blue.path).name == "scene_00003.png" and plain_blue.score > 0.999
+
+        touched = scenes / "scene_00007.png"
+        os.utime(touched, (touched.stat().st_atime, touched.stat().st_mtime + 3))  # mtime only
+        grown = scenes / "scene_00008.png"
+        mtime = grown.stat().st_mtime
+        with open(grown, "ab") as handle:
+            handle.write(b"\0" * 16)  # size only: the same mtime put back
+        os.utime(grown, (mtime, mtime))
+        summary = engine.index_directory(scenes)
+        assert (summary.indexed, summary.unchanged) == (2, 22)
+        assert {r.path: r.id for r in engine.search("a circle", top_k=100)}.keys() == before.keys()
 
 
 def test_descriptions_by_name_relative_and_absolute_path_and_update(tmp_path: Path, scenes: Path) -> None:
@@ -216,14 +252,26 @@ def test_engine_on_a_milvus_server_by_host_and_port(milvus_server: str, scenes: 
         engine.store.drop()
 
 
-def test_stats_and_search_of_a_missing_collection_load_no_model(tmp_path: Path) -> None:
-    """ViT-L-14's weights are not here: answering at all shows the model was never loaded."""
+def test_stats_and_search_of_a_missing_collection_load_no_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Asserted, not inferred from missing weights (which a machine with network or a filled cache has):
+    no encoder is ever created and no model class is ever built."""
+    import clip_encoder
+
+    built: list[str] = []
+    original = clip_encoder.CLIPEncoder.__init__
+
+    def spy(self: clip_encoder.CLIPEncoder, *args: object, **kwargs: object) -> None:
+        built.append(str(kwargs.get("model_name")))
+        original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(clip_encoder.CLIPEncoder, "__init__", spy)
     with ImageSearchEngine(model_name="ViT-L-14::openai", milvus_uri=str(tmp_path / "none.db")) as engine:
         stats = engine.get_stats()
         assert stats["total_images"] == 0 and stats["dim"] is None and stats["model"] == "ViT-L-14::openai"
         assert stats["multilingual_query_encoder"] == "M-CLIP/XLM-Roberta-Large-Vit-L-14"
         with pytest.warns(EmptyIndexWarning):
             assert engine.search("a cat") == []
+    assert built == []
 
 
 def test_an_encoder_passed_in_outlives_the_engine(tmp_path: Path, scenes: Path, test_encoder) -> None:  # type: ignore[no-untyped-def]

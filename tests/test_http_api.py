@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from conftest import TEST_MODEL, captions_of
 from http_server import running_server
@@ -25,6 +26,8 @@ def library(tmp_path: Path, scenes: Path) -> Path:
     (scenes / "sub").mkdir()
     for name in ["scene_00010.png", "scene_00011.png"]:
         shutil.move(scenes / name, scenes / "sub" / name)
+    (scenes / "sub2").mkdir()  # a sibling whose name starts with "sub": a folder filter must not take it in
+    shutil.move(scenes / "scene_00014.png", scenes / "sub2" / "scene_00014.png")
     Image.open(scenes / "scene_00012.png").convert("RGB").save(scenes / "scene_00012.jpg", quality=95)
     (scenes / "scene_00012.png").unlink()
     old = scenes / "scene_00013.png"
@@ -49,7 +52,7 @@ def api(engine: ImageSearchEngine, tmp_path: Path):  # type: ignore[no-untyped-d
         yield client
 
 
-def test_text_search_ranks_the_described_scene_first(api: httpx.Client, library: Path) -> None:
+def test_text_search_ranks_the_described_scene_first(api: httpx.Client, library: Path, engine: ImageSearchEngine) -> None:
     captions = captions_of(library)
     name = "scene_00003.png"
     response = api.get("/api/search", params={"q": captions[name]["en"], "top_k": 5})
@@ -57,6 +60,14 @@ def test_text_search_ranks_the_described_scene_first(api: httpx.Client, library:
     results = response.json()["results"]
     assert len(results) == 5 and [r["rank"] for r in results] == [1, 2, 3, 4, 5]
     assert name in [Path(r["path"]).name for r in results]
+    # best first: the order of an exact search over every stored vector, computed here
+    query = engine.encoder.encode_texts([captions[name]["en"]])[0]
+    rows = engine.store.get([int(r["id"]) for r in api.get("/api/search", params={"q": "x", "top_k": 100}).json()["results"]],
+                            with_vectors=True)
+    exact = sorted(rows, key=lambda row: -float(np.asarray(row["vector"], dtype=np.float32) @ query))[:5]
+    assert [r["path"] for r in results] == [row["path"] for row in exact]
+    scores = [r["score"] for r in results]
+    assert scores == sorted(scores, reverse=True) and scores[0] <= 1.0 + 1e-5
     first = results[0]
     assert first["thumbnail_url"] == f"/api/images/{first['id']}/thumbnail" and first["description"]
     chinese = api.get("/api/search", params={"q": captions[name]["zh"], "top_k": 5}).json()["results"]
@@ -66,6 +77,10 @@ def test_text_search_ranks_the_described_scene_first(api: httpx.Client, library:
 def test_filters_folder_type_and_dates(api: httpx.Client, library: Path) -> None:
     sub = api.get("/api/search", params={"q": "shape", "top_k": 50, "folder": str(library / "sub")}).json()["results"]
     assert sorted(Path(r["path"]).name for r in sub) == ["scene_00010.png", "scene_00011.png"]
+    slash = api.get("/api/search", params={"q": "shape", "top_k": 50, "folder": str(library / "sub") + "/"}).json()["results"]
+    assert sorted(Path(r["path"]).name for r in slash) == ["scene_00010.png", "scene_00011.png"]
+    sub2 = api.get("/api/search", params={"q": "shape", "top_k": 50, "folder": str(library / "sub2")}).json()["results"]
+    assert [Path(r["path"]).name for r in sub2] == ["scene_00014.png"]
     jpg = api.get("/api/search", params={"q": "shape", "top_k": 50, "ext": "jpg"}).json()["results"]
     assert [Path(r["path"]).name for r in jpg] == ["scene_00012.jpg"]
     old = api.get("/api/search", params={"q": "shape", "top_k": 50, "modified_before": "2018-01-01"}).json()["results"]
@@ -135,6 +150,26 @@ def test_a_file_swapped_for_a_symlink_is_not_served(api: httpx.Client, library: 
         assert response.status_code in (404, 409) and b"secret" not in response.content
 
 
+@pytest.mark.parametrize("change", ["content and mtime, same size", "size only, same mtime"])
+def test_a_file_changed_since_indexing_is_not_served(api: httpx.Client, change: str) -> None:
+    """Either change alone is enough to refuse: the size check and the mtime check each have a case."""
+    result = api.get("/api/search", params={"q": "shape", "top_k": 1}).json()["results"][0]
+    path = Path(result["path"])
+    before = path.stat()
+    if change.startswith("content"):
+        data = path.read_bytes()
+        path.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
+        os.utime(path, (before.st_atime, before.st_mtime + 5))
+        assert path.stat().st_size == before.st_size
+    else:
+        with path.open("ab") as handle:
+            handle.write(b"\0" * 10)
+        os.utime(path, (before.st_atime, before.st_mtime))
+        assert path.stat().st_mtime == before.st_mtime
+    for url in (result["image_url"], result["thumbnail_url"]):
+        assert api.get(url).status_code == 409, (change, url)
+
+
 def test_index_job_reports_progress_and_summary(api: httpx.Client, tmp_path: Path) -> None:
     from make_scenes import write_scenes
 
@@ -161,6 +196,10 @@ def test_index_refuses_bad_and_disallowed_folders(api: httpx.Client, tmp_path: P
     assert missing.status_code == 400 and "does not exist" in missing.json()["error"]
     outside = api.post("/api/index", json={"folder": "/usr/share"})
     assert outside.status_code == 403
+    # a symlink inside the allowed root that points outside it: its real path decides
+    (tmp_path / "escape").symlink_to("/usr/share")
+    through_link = api.post("/api/index", json={"folder": str(tmp_path / "escape")})
+    assert through_link.status_code == 403
 
 
 def test_bad_parameters_get_clear_4xx(api: httpx.Client) -> None:

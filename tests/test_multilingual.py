@@ -201,9 +201,16 @@ def test_chinese_clip_loads_offline_and_searches(tmp_path: Path, scenes: Path) -
             expected = reference.encode_text(tokenize(texts, context_length=52)).numpy()
             paths = sorted(p for p in os.listdir({str(scenes)!r}) if p.endswith(".png"))[:4]
             images = [Image.open(os.path.join({str(scenes)!r}, p)).convert("RGB") for p in paths]
+            # non-square too, with different colours left and right: a centre crop or a channel swap shows
+            images += [Image.merge("RGB", (i.resize((300, 451)).split()[0], i.resize((300, 451)).split()[1],
+                                           Image.linear_gradient("L").resize((300, 451)))) for i in images[:2]]
             expected_images = reference.encode_image(torch.stack([image_transform(224)(i) for i in images])).numpy()
         expected /= np.linalg.norm(expected, axis=1, keepdims=True)
         expected_images /= np.linalg.norm(expected_images, axis=1, keepdims=True)
+        # the tensors the model sees, compared before any weights can blur a difference
+        ours_in = torch.stack([encoder.prepare_image(i) for i in images])
+        theirs_in = torch.stack([image_transform(224)(i) for i in images])
+        input_diff = float((ours_in - theirs_in).abs().max())
         text_cos = (encoder.encode_texts(texts) * expected).sum(1)
         image_cos = (encoder.encode_images(images) * expected_images).sum(1)
         by_file = CLIPEncoder(model_name="CN-CLIP/RN50::" + os.path.join(snapshot, "clip_cn_rn50.pt"), device="cpu")
@@ -216,7 +223,7 @@ def test_chinese_clip_loads_offline_and_searches(tmp_path: Path, scenes: Path) -
             hits = engine.search("一只可爱的猫咪", top_k=3)
             stats = engine.get_stats()
         print(json.dumps({{"missing": missing, "missing_seconds": missing_seconds, "dim": encoder.dim,
-                          "text_cos": float(text_cos.min()), "image_cos": float(image_cos.min()), "file_cos": file_cos,
+                          "input_diff": input_diff, "text_cos": float(text_cos.min()), "image_cos": float(image_cos.min()), "file_cos": file_cos,
                           "indexed": summary.indexed, "first": os.path.basename(first.path),
                           "query_encoder": hits[0].query_encoder, "count": len(hits), "model": stats["model"],
                           "stats_dim": stats["dim"]}}))
@@ -228,6 +235,7 @@ def test_chinese_clip_loads_offline_and_searches(tmp_path: Path, scenes: Path) -
     assert "OFA-Sys/chinese-clip-vit-base-patch16" in result["missing"] and "CN-CLIP/ViT-B-16::/path/to/" in result["missing"]
     assert result["missing_seconds"] < 10
     assert result["dim"] == 1024 and result["text_cos"] > 0.9999 and result["image_cos"] > 0.9999
+    assert result["input_diff"] < 1e-6  # cn_clip's own square resize and normalisation, channel for channel
     assert result["file_cos"] > 0.9999  # CN-CLIP/RN50::/path/to/file.pt names a local checkpoint
     assert result["indexed"] == 24 and result["first"] == "scene_00000.png" and result["count"] == 3
     assert result["query_encoder"] == "CN-CLIP/RN50" and result["model"] == "CN-CLIP/RN50" and result["stats_dim"] == 1024

@@ -347,3 +347,22 @@ def test_a_server_that_dies_mid_index_loses_nothing(test_encoder: CLIPEncoder, t
             assert engine.get_stats()["total_images"] == 24
     finally:
         second.stop(grace=None)
+
+
+def test_large_non_square_photos_give_local_modes_vectors(encoder_url: str, tmp_path: Path, scenes: Path) -> None:
+    """Photos larger than the 448 px the client sends take its downscale + JPEG branch. Measured with the
+    test model on such scenes: cosine to local mode >= 0.998, while a mirrored image gives 0.89 and a
+    red/blue swap -0.34 (min over the scenes), so a bar of 0.995 catches either mistake."""
+    big = tmp_path / "big"
+    big.mkdir()
+    for source in sorted(scenes.glob("scene_0000*.png")):
+        Image.open(source).convert("RGB").resize((1600, 1200), Image.Resampling.BICUBIC).save(big / f"{source.stem}.jpg", quality=92)
+    vectors = {}
+    for label, options in (("service", {"mode": "service", "clip_server": encoder_url}),
+                           ("local", {"model_name": TEST_MODEL, "device": "cpu"})):
+        with ImageSearchEngine(milvus_uri=str(tmp_path / f"{label}.db"), **options) as engine:  # type: ignore[arg-type]
+            assert engine.index_directory(big).indexed == 10
+            rows = engine.store.get([r.id for r in engine.search("shape", top_k=10)], with_vectors=True)
+            vectors[label] = {row["path"]: np.asarray(row["vector"], dtype=np.float32) for row in rows}
+    cosines = [float(vectors["service"][path] @ vectors["local"][path]) for path in vectors["local"]]
+    assert len(cosines) == 10 and min(cosines) >= 0.995, cosines
