@@ -79,7 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--http-port", type=int, help="serve-encoder's HTTP JSON port (default: --port + 1)")
     serve.add_argument("--token", default=os.environ.get("IMAGE_SEARCH_TOKEN"),
                        help="require this token on every API route (or set IMAGE_SEARCH_TOKEN)")
-    serve.add_argument("--index-root", action="append", help="only allow POST /api/index under this folder (repeatable)")
+    serve.add_argument("--index-root", action="append",
+                       help="the folders the server may index and serve images from (repeatable); by default it indexes "
+                            "only under your home folder and serves what the index holds")
+    serve.add_argument("--allowed-host", action="append", default=[],
+                       help="another name clients use to reach the server (Host header), e.g. photos.example.lan (repeatable)")
+    serve.add_argument("--insecure-no-token", action="store_true",
+                       help="serve beyond this machine without --token: anyone on the network can search, index and read your photos")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     parser.add_argument("-v", "--verbose", action="store_true", help="show the libraries' logs")
@@ -194,8 +200,11 @@ def _serve(args: argparse.Namespace, engine: SearchEngine) -> int:
     if not isinstance(engine, ImageSearchEngine):
         raise InvalidArgumentError("another image_search server already holds this database")
     port = args.port or 8000
-    serve(engine, args.host, port, token=args.token, index_roots=args.index_root,
-          on_ready=lambda: print(f"serving on http://{args.host}:{port}/ (API docs at /docs)", file=sys.stderr))
+    roots = args.index_root or [os.path.expanduser("~")]
+    serve(engine, args.host, port, token=args.token, index_roots=roots, serve_only_under_roots=bool(args.index_root),
+          allowed_hosts=args.allowed_host,
+          on_ready=lambda: print(f"serving on http://{args.host}:{port}/ (API docs at /docs); indexing allowed under "
+                                 f"{', '.join(roots)}", file=sys.stderr))
     return 0
 
 
@@ -243,7 +252,19 @@ ENGINE_MODES: dict[str, Callable[[argparse.Namespace, SearchEngine], int]] = {
 }
 
 
+def _check_exposure(args: argparse.Namespace) -> None:
+    """A server reachable from the network without a token hands every photo to anyone there: refused
+    unless the user says so in words."""
+    loopback = args.host in ("127.0.0.1", "::1", "localhost") or args.host.startswith("127.")
+    if args.mode == "serve" and not loopback and not args.token and not args.insecure_no_token:
+        raise InvalidArgumentError(
+            f"--host {args.host} makes the server reachable from the network, and without --token anyone there could "
+            "search, index and download your photos: pass --token SECRET (or set IMAGE_SEARCH_TOKEN), or "
+            "--insecure-no-token if that is really what you want")
+
+
 def _run(args: argparse.Namespace) -> int:
+    _check_exposure(args)
     if args.mode == "serve-encoder":
         return _serve_encoder(args)
     with contextlib.closing(_open_engine(args)) as engine:

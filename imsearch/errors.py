@@ -11,6 +11,7 @@ messages and exit codes; nothing below them prints or exits.
     │   ├── StoreLockedError                         the Milvus Lite database is held by another process
     │   └── CollectionMismatchError                  the collection was built with another model / dimension
     ├── MissingDependencyError                     an optional part is not installed (names the extra)
+    ├── IndexCancelled                             an index run was cancelled (what it stored is kept)
     ├── ServerStartError                           one of our servers could not start (a busy port...)
     └── RemoteServerError                          a running image_search server answered with an error
 
@@ -65,6 +66,10 @@ class CollectionMismatchError(StoreError):
 
 class MissingDependencyError(ImageSearchError):
     """An optional part (an extra such as `image-search[serve]`) is not installed."""
+
+
+class IndexCancelled(ImageSearchError):
+    """An index run was cancelled by its caller; the batches it stored before are kept."""
 
 
 class ServerStartError(ImageSearchError):

@@ -155,7 +155,8 @@ def test_cli_uses_the_running_server_that_holds_the_database(tmp_path: Path, sce
     home = tmp_path / "home"
     run_cli("--mode", "index", "--model", TEST_MODEL, "--image-dir", str(scenes), home=home)
     port = free_port()
-    server = subprocess.Popen([sys.executable, str(ROOT / "image_search.py"), "--mode", "serve", "--port", str(port)],
+    server = subprocess.Popen([sys.executable, str(ROOT / "image_search.py"), "--mode", "serve", "--port", str(port),
+                               "--index-root", str(tmp_path)],
                               env={**os.environ, "IMAGE_SEARCH_HOME": str(home)}, stderr=subprocess.PIPE, text=True)
     try:
         advert = home / "milvus.db.server.json"

@@ -12,7 +12,7 @@ import hashlib
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -245,9 +245,10 @@ class Indexer:
         self.lookahead_batches = lookahead_batches
 
     def index_directory(self, root: str | Path, descriptions: Mapping[str, Any] | None = None,
-                        progress: ProgressCallback | None = None) -> IndexSummary:
+                        progress: ProgressCallback | None = None, within: Sequence[str] = ()) -> IndexSummary:
+        """Index `root` recursively; with `within`, read nothing whose real path lies outside those folders."""
         root_path = os.path.abspath(os.fspath(root))
-        scan = scan_directory(root_path)
+        scan = scan_directory(root_path, within=within)
         existing = self.store.files_under(root_path)
         protected = tuple(d.rstrip(os.sep) + os.sep for d in scan.unlisted_dirs)
         on_disk = {f.path for f in scan.files} | {f.path for f in scan.failed}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,20 +40,61 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".")  # also AppleDouble "._*" files
 
 
-def scan_directory(root: str | Path, extensions: Iterable[str] = IMAGE_EXTENSIONS) -> ScanResult:
-    """Every image file under `root`, recursively; hidden entries skipped, symlink loops not followed."""
+# Kernel and virtual filesystems: never photos, and walking them is harmful (/proc holds every
+# process's working folder, so the same files appear under endless paths).
+PSEUDO_FILESYSTEMS = {"proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "securityfs", "debugfs", "tracefs",
+                      "pstore", "bpf", "configfs", "fusectl", "mqueue", "hugetlbfs", "binfmt_misc", "efivarfs", "autofs",
+                      "rpc_pipefs", "nsfs", "selinuxfs"}
+OUTSIDE = "outside the folders this index may read (reached through a symbolic link)"
+
+
+def pseudo_filesystem_devices() -> set[int]:
+    """The device numbers of the pseudo filesystems mounted here (Linux; empty elsewhere)."""
+    devices = set()
+    try:
+        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as mounts:
+            lines = mounts.read().splitlines()
+    except OSError:
+        return {os.stat(p).st_dev for p in ("/proc", "/sys") if os.path.isdir(p)}
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 3 and fields[2] in PSEUDO_FILESYSTEMS:
+            try:
+                devices.add(os.stat(fields[1].replace("\\040", " ")).st_dev)
+            except OSError:
+                continue
+    return devices
+
+
+def _inside(real: str, within: Sequence[str]) -> bool:
+    return any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in within)
+
+
+def scan_directory(root: str | Path, extensions: Iterable[str] = IMAGE_EXTENSIONS, within: Sequence[str] = ()) -> ScanResult:
+    """Every image file under `root`, recursively; hidden entries skipped, symlink loops not followed,
+    pseudo filesystems (/proc, /sys, /dev...) not entered. With `within` (real paths), nothing whose
+    real path lies outside them is read: a symbolic link out of an allowed folder is reported, not followed."""
     extensions = {e.lower() for e in extensions}
     result = ScanResult()
     root_path = os.path.abspath(os.fspath(root))
+    within = [os.path.realpath(w) for w in within]
+    pseudo = pseudo_filesystem_devices()
     seen_dirs: set[tuple[int, int]] = set()
     stack = [root_path]
     while stack:
         folder = stack.pop()
+        if within and not _inside(os.path.realpath(folder), within):
+            result.failed.append(FailedFile(folder, OUTSIDE))
+            continue
         try:
             info = os.stat(folder)
         except OSError as error:
             result.failed.append(FailedFile(folder, f"cannot open folder: {error.strerror or error}"))
             result.unlisted_dirs.append(folder)
+            continue
+        if info.st_dev in pseudo:
+            if folder == root_path:
+                result.failed.append(FailedFile(folder, "a system pseudo filesystem (such as /proc, /sys or /dev), not photos"))
             continue
         key = (info.st_dev, info.st_ino)
         if key in seen_dirs:
@@ -78,6 +119,9 @@ def scan_directory(root: str | Path, extensions: Iterable[str] = IMAGE_EXTENSION
                 subfolders.append(entry.path)
                 continue
             if os.path.splitext(entry.name)[1].lower() not in extensions:
+                continue
+            if within and entry.is_symlink() and not _inside(os.path.realpath(entry.path), within):
+                result.failed.append(FailedFile(entry.path, OUTSIDE))
                 continue
             try:
                 st = entry.stat()

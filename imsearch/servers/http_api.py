@@ -12,12 +12,12 @@ from __future__ import annotations
 import contextlib
 import hmac
 import os
-import stat
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field
 from imsearch.errors import CollectionMismatchError, ImageSearchError, InvalidArgumentError, StoreError
 from imsearch.protocols import ServedEngine
 from imsearch.results import SearchResult
+from imsearch.servers.files import FileNotServed, read_indexed_file, under
 from imsearch.servers.jobs import IndexJobs
 from imsearch.servers.thumbnails import ThumbnailCache
 from milvus_store import SearchFilter
@@ -89,10 +90,32 @@ def make_filter(folder: str | None, ext: list[str] | str | None, after: str | No
     return search_filter if search_filter.expression() else None
 
 
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def host_name(netloc: str) -> str:
+    """The host of a Host header or an origin's netloc, lower case, without port or IPv6 brackets."""
+    netloc = netloc.strip().lower().rpartition("@")[2]
+    if netloc.startswith("["):
+        return netloc[1:].partition("]")[0]
+    return netloc.rpartition(":")[0] if netloc.count(":") == 1 else netloc
+
+
 def create_app(engine: ServedEngine, token: str | None = None, thumbnail_dir: str | Path | None = None,
-               max_upload_bytes: int = DEFAULT_MAX_UPLOAD, index_roots: list[str] | None = None) -> FastAPI:
-    """The API over `engine`. `index_roots`, when given, limits which folders POST /api/index accepts."""
-    jobs = IndexJobs(engine)
+               max_upload_bytes: int = DEFAULT_MAX_UPLOAD, index_roots: list[str] | None = None,
+               serve_only_under_roots: bool = True, allowed_hosts: Sequence[str] = ()) -> FastAPI:
+    """The API over `engine`.
+
+    `index_roots`, when given, are the only folders POST /api/index reads (their real paths; a symbolic
+    link out of them is not followed); with `serve_only_under_roots`, images are served only from them
+    too. Requests must name this machine in their Host header (loopback names, plus `allowed_hosts`),
+    and a browser's Origin must be one of those: another site cannot reach the API through the user's
+    browser, by DNS rebinding or a cross-site form.
+    """
+    roots = [os.path.realpath(r) for r in index_roots or []]
+    serve_roots = roots if serve_only_under_roots else []
+    hosts = {h.lower().strip("[]") for h in (*LOOPBACK_NAMES, *allowed_hosts)}
+    jobs = IndexJobs(engine, within=roots)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -102,11 +125,17 @@ def create_app(engine: ServedEngine, token: str | None = None, thumbnail_dir: st
     app = FastAPI(title="image_search", description="Text-to-image search over your photos (CLIP + Milvus).",
                   version="0.2.0", lifespan=lifespan)
     thumbs = ThumbnailCache(thumbnail_dir or Path(engine.store.location).parent / "thumbnails")
-    roots = [os.path.realpath(r) for r in index_roots or []]
     app.state.engine, app.state.jobs = engine, jobs
 
     @app.middleware("http")
     async def require_token(request: Request, call_next: Any) -> Response:
+        named = host_name(request.headers.get("host", ""))
+        if named not in hosts:
+            return JSONResponse({"error": f"this server does not answer to the host name {named!r}; "
+                                          "start it with --allowed-host NAME to allow it"}, status_code=421)
+        origin = request.headers.get("origin")
+        if origin is not None and host_name(urlsplit(origin).netloc) not in hosts:
+            return JSONResponse({"error": "requests from another site's pages are refused"}, status_code=403)
         if token and request.url.path.startswith(_GUARDED):
             given = request.headers.get("authorization", "").removeprefix("Bearer ").strip() or \
                 request.query_params.get("token", "")
@@ -129,18 +158,19 @@ def create_app(engine: ServedEngine, token: str | None = None, thumbnail_dir: st
         return [{**r.to_dict(), "id": str(r.id), "image_url": f"/api/images/{r.id}",
                  "thumbnail_url": f"/api/images/{r.id}/thumbnail"} for r in results]
 
-    def indexed_file(image_id: int) -> tuple[str, dict[str, Any]]:
+    def indexed_record(image_id: int) -> dict[str, Any]:
         record = engine.image_record(image_id)
         if record is None:
             raise HTTPError(404, f"no indexed image has id {image_id}")
-        path = record["path"]
+        return record
+
+    def indexed_file(image_id: int) -> tuple[bytes, dict[str, Any]]:
+        """The indexed file's bytes, only if they are still what was indexed (see servers/files.py)."""
+        record = indexed_record(image_id)
         try:
-            info = os.stat(path)
-        except OSError:
-            raise HTTPError(404, "the indexed file no longer exists; re-index its folder") from None
-        if not stat.S_ISREG(info.st_mode) or info.st_size != int(record["size"]) or abs(info.st_mtime - float(record["mtime"])) > 1e-6:
-            raise HTTPError(409, "the file changed since it was indexed; re-index its folder")
-        return path, record
+            return read_indexed_file(record, serve_roots), record
+        except FileNotServed as refused:
+            raise HTTPError(refused.status, str(refused)) from None
 
     @app.get("/healthz", tags=["service"])
     def healthz() -> dict[str, str]:
@@ -176,29 +206,42 @@ def create_app(engine: ServedEngine, token: str | None = None, thumbnail_dir: st
 
     @app.get("/api/similar/{image_id}", tags=["search"])
     def similar(image_id: int, top_k: int = 10) -> dict[str, Any]:
-        indexed_file(image_id)
+        indexed_record(image_id)
         return {"results": results_payload(engine.similar(image_id, top_k))}
 
     @app.get("/api/images/{image_id}", tags=["images"])
-    def image(image_id: int) -> FileResponse:
-        path, record = indexed_file(image_id)
-        return FileResponse(path, media_type=MEDIA_TYPES.get(record.get("ext", ""), "application/octet-stream"))
+    def image(image_id: int) -> Response:
+        data, record = indexed_file(image_id)
+        return Response(data, media_type=MEDIA_TYPES.get(record.get("ext", ""), "application/octet-stream"))
 
     @app.get("/api/images/{image_id}/thumbnail", tags=["images"])
     def thumbnail(image_id: int) -> FileResponse:
-        path, record = indexed_file(image_id)
-        cached = thumbs.get(image_id, path, float(record["mtime"]))
+        data, record = indexed_file(image_id)
+        cached = thumbs.get(image_id, data, float(record["mtime"]))
         return FileResponse(cached, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 
     @app.post("/api/index", status_code=202, tags=["index"])
     def start_index(body: IndexBody) -> dict[str, Any]:
-        folder = os.path.abspath(os.path.expanduser(body.folder))
+        if not os.path.isabs(body.folder):
+            raise InvalidArgumentError(f"folder {body.folder!r} must be an absolute path")
+        folder = os.path.abspath(body.folder)
+        # the roots first, on the real path: a client learns nothing about what exists outside them
+        if roots and not under(os.path.realpath(folder), roots):
+            raise HTTPError(403, f"this server only indexes folders under: {', '.join(roots)}")
         if not os.path.isdir(folder):
             raise InvalidArgumentError(f"folder {body.folder!r} does not exist or is not a folder")
-        real = os.path.realpath(folder)
-        if roots and not any(real == r or real.startswith(r + os.sep) for r in roots):
-            raise HTTPError(403, f"this server only indexes folders under: {', '.join(roots)}")
         return jobs.submit(folder, body.descriptions).to_dict()
+
+    @app.get("/api/index", tags=["index"])
+    def list_index_jobs() -> list[dict[str, Any]]:
+        return [j.to_dict() for j in jobs.all()]
+
+    @app.delete("/api/index/{job_id}", tags=["index"])
+    def cancel_index_job(job_id: str) -> dict[str, Any]:
+        cancelled = jobs.cancel(job_id)
+        if cancelled is None:
+            raise HTTPError(404, f"no job {job_id}")
+        return cancelled.to_dict()
 
     @app.get("/api/jobs", tags=["index"])
     def list_jobs() -> list[dict[str, Any]]:
@@ -220,8 +263,24 @@ def create_app(engine: ServedEngine, token: str | None = None, thumbnail_dir: st
     return app
 
 
+def machine_names(host: str) -> list[str]:
+    """The names a client may use for this server bound to `host`: that address, or for a wildcard bind the
+    machine's host name and addresses."""
+    import socket
+
+    if host not in ("0.0.0.0", "::", ""):
+        return [host]
+    names = {socket.gethostname(), socket.getfqdn()}
+    try:
+        names |= {str(info[4][0]) for info in socket.getaddrinfo(socket.gethostname(), None)}
+    except OSError:
+        pass
+    return sorted(names)
+
+
 def serve(engine: ServedEngine, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
-          index_roots: list[str] | None = None, on_ready: Callable[[], None] | None = None) -> None:
+          index_roots: list[str] | None = None, on_ready: Callable[[], None] | None = None,
+          serve_only_under_roots: bool = True, allowed_hosts: Sequence[str] = ()) -> None:
     """Serve the API and page until interrupted; `on_ready` is called once the port is ours and the model warm."""
     from imsearch.servers.listening import listening_socket, run_app
     from imsearch.servers.remote_engine import remove_advert, write_advert
@@ -232,7 +291,8 @@ def serve(engine: ServedEngine, host: str = "127.0.0.1", port: int = 8000, token
     except BaseException:
         sock.close()
         raise
-    app = create_app(engine, token=token, index_roots=index_roots)
+    app = create_app(engine, token=token, index_roots=index_roots, serve_only_under_roots=serve_only_under_roots,
+                     allowed_hosts=[*machine_names(host), *allowed_hosts])
     lite = engine.store.location if engine.store.is_lite else None
     if lite:  # so that the CLI, finding the database locked, can use this server instead
         write_advert(lite, f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}", bool(token))

@@ -5,20 +5,21 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from imsearch.errors import ImageSearchError
+from imsearch.errors import ImageSearchError, IndexCancelled
 from imsearch.indexing.pipeline import IndexProgress, IndexSummary
-from imsearch.protocols import SearchEngine
+from imsearch.protocols import ServedEngine
 
 
 @dataclass
 class IndexJob:
     id: str
     folder: str
-    state: str = "queued"  # queued → running → done | failed
+    state: str = "queued"  # queued → running → done | failed | cancelled
     total: int = 0
     done: int = 0
     failed: int = 0
@@ -28,6 +29,7 @@ class IndexJob:
     finished: float | None = None
     error: str | None = None
     summary: IndexSummary | None = None
+    cancel_requested: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -41,8 +43,10 @@ class IndexJob:
 class IndexJobs:
     """Runs `engine.index_directory` jobs one after another and keeps their progress."""
 
-    def __init__(self, engine: SearchEngine, keep: int = 100):
+    def __init__(self, engine: ServedEngine, keep: int = 100, within: Sequence[str] = ()):
+        """`within`: the folders (real paths) a job may read; nothing outside them is indexed."""
         self._engine = engine
+        self._within = list(within)
         self._jobs: dict[str, IndexJob] = {}
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -54,7 +58,7 @@ class IndexJobs:
             job = IndexJob(id=str(next(self._ids)), folder=folder)
             self._jobs[job.id] = job
             for old in list(self._jobs)[: max(0, len(self._jobs) - self._keep)]:
-                if self._jobs[old].state in ("done", "failed"):
+                if self._jobs[old].state in ("done", "failed", "cancelled"):
                     del self._jobs[old]
         self._pool.submit(self._run, job, descriptions)
         return job
@@ -65,15 +69,32 @@ class IndexJobs:
     def all(self) -> list[IndexJob]:
         return list(self._jobs.values())
 
+    def cancel(self, job_id: str) -> IndexJob | None:
+        """Stop a job: a queued one never starts, a running one stops after the file in hand (stored batches stay)."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is not None and job.state in ("queued", "running"):
+                job.cancel_requested = True
+                if job.state == "queued":
+                    job.state, job.finished = "cancelled", time.time()
+        return job
+
     def _run(self, job: IndexJob, descriptions: dict[str, Any] | None) -> None:
-        job.state, job.started = "running", time.time()
+        with self._lock:
+            if job.cancel_requested:
+                return
+            job.state, job.started = "running", time.time()
 
         def progress(update: IndexProgress) -> None:
             job.total, job.done, job.failed, job.unchanged = update.total, update.done, update.failed, update.unchanged
+            if job.cancel_requested:
+                raise IndexCancelled(f"index job {job.id} was cancelled")
 
         try:
-            job.summary = self._engine.index_directory(job.folder, descriptions, progress=progress)
+            job.summary = self._engine.index_directory(job.folder, descriptions, progress=progress, within=self._within)
             job.state = "done"
+        except IndexCancelled:
+            job.state = "cancelled"
         except ImageSearchError as error:
             job.state, job.error = "failed", str(error)
         except Exception as error:  # a job must report, never kill the worker

@@ -16,12 +16,12 @@ class ThumbnailCache:
         self.size = size
         self.quality = quality
 
-    def get(self, image_id: int, path: str, mtime: float) -> Path:
-        """The thumbnail of `path`, made on first request; a changed file gets a new one."""
+    def get(self, image_id: int, data: bytes, mtime: float) -> Path:
+        """The thumbnail of an indexed file's verified content, made on first request; a changed file gets a new one."""
         target = self.folder / f"{image_id}-{int(mtime * 1000)}-{self.size}.jpg"
         if target.exists():
             return target
-        image = load_rgb(path, min_side=self.size)
+        image = load_rgb(data, min_side=self.size)
         image.thumbnail((self.size, self.size))
         handle, temporary = tempfile.mkstemp(dir=self.folder, suffix=".part")
         with os.fdopen(handle, "wb") as out:

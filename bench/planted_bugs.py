@@ -1,0 +1,199 @@
+"""Plant known bugs, one at a time, in a scratch copy of the project and run the tests aimed at each:
+every bug must be caught. The bugs are the ones a user would notice (issue #16's list and later ones).
+
+    python bench/planted_bugs.py            # all of them (~10 minutes)
+    python bench/planted_bugs.py -k vector  # those whose name contains "vector"
+
+Prints one line per bug (caught / MISSED, the test that caught it) and exits 1 if any was missed.
+The copy is made from the tracked files; the scratch copy's modules come first on PYTHONPATH, so the
+installed (editable) package is not what the tests import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Bug:
+    name: str
+    file: str
+    old: str  # replaced by `new`; several edits: old and new as tuples of the same length
+    new: str | tuple[str, ...]
+    tests: tuple[str, ...]
+
+    def edits(self) -> list[tuple[str, str]]:
+        if isinstance(self.new, tuple):
+            return list(zip(self.old.split("\x00"), self.new, strict=True))
+        return [(self.old, self.new)]
+
+
+BUGS = [
+    Bug("unchanged = same size (mtime ignored)", "imsearch/indexing/pipeline.py",
+        "known.size == entry.size and abs(known.mtime - entry.mtime) < 1e-6", "known.size == entry.size",
+        ("tests/test_engine.py::test_a_file_rewritten_to_the_same_size_is_re_encoded_by_its_mtime",)),
+    Bug("unchanged = same mtime (size ignored)", "imsearch/indexing/pipeline.py",
+        "known.size == entry.size and abs(known.mtime - entry.mtime) < 1e-6", "abs(known.mtime - entry.mtime) < 1e-6",
+        ("tests/test_engine.py::test_a_file_rewritten_to_the_same_size_is_re_encoded_by_its_mtime",)),
+    Bug("search capped at 20 results", "image_search.py",
+        "hits = self.store.search(normalize(vectors), top_k, search_filter)",
+        "hits = self.store.search(normalize(vectors), min(top_k, 20), search_filter)",
+        ("tests/test_engine.py::test_reindex_skips_unchanged_reencodes_changed_removes_deleted",)),
+    Bug("images shrunk to 12 px before the model", "imsearch/encoders/base.py",
+        "        return self.preprocess(image)", "        return self.preprocess(image.resize((12, 12)))",
+        ("tests/test_engine.py::test_test_model_retrieves_held_out_scenes",)),
+    Bug("in-memory search answers worst first", "imsearch/store/vector_cache.py",
+        "top = top[np.argsort(-row_scores[top], kind=\"stable\")]", "top = top[np.argsort(row_scores[top], kind=\"stable\")]",
+        ("tests/test_http_api.py::test_text_search_ranks_the_described_scene_first", "tests/test_vector_cache.py")),
+    Bug("folder filter /a/sub also matches /a/sub2", "imsearch/servers/http_api.py",
+        'prefix = (folder.rstrip("/") + "/")', 'prefix = (folder.rstrip("/"))',
+        ("tests/test_http_api.py::test_filters_folder_type_and_dates",)),
+    Bug("image route without its mtime check", "imsearch/servers/http_api.py",
+        ' or abs(info.st_mtime - float(record["mtime"])) > 1e-6', "",
+        ("tests/test_http_api.py::test_a_file_changed_since_indexing_is_not_served",)),
+    Bug("image route without its size check", "imsearch/servers/http_api.py",
+        ' or info.st_size != int(record["size"])', "",
+        ("tests/test_http_api.py::test_a_file_changed_since_indexing_is_not_served",)),
+    Bug("index root checked with abspath, not realpath", "imsearch/servers/http_api.py",
+        "if roots and not under(os.path.realpath(folder), roots):", "if roots and not under(folder, roots):",
+        ("tests/test_http_api.py::test_index_refuses_bad_and_disallowed_folders",)),
+    Bug("image vectors not L2-normalised", "clip_encoder.py",
+        "return self._batched(prepared, self.backend.embed_images)",
+        "return np.concatenate([self.backend.embed_images(prepared[i:i + self.batch_size]) for i in range(0, len(prepared), self.batch_size)])",
+        ("tests/test_models.py::test_encoding_is_deterministic_and_batch_independent",
+         "tests/test_image_loading.py::test_draft_decoding_matches_reference_embedding")),
+    Bug("vector cache: ids not grown past 1,024 rows", "imsearch/store/vector_cache.py",
+        "            self._ids = np.concatenate([self._ids, np.zeros_like(self._ids)])[:grow]\n", "",
+        ("tests/test_vector_cache.py",)),
+    Bug("vector cache: compaction keeps stale fields", "imsearch/store/vector_cache.py",
+        "        self._fields = [self._fields[i] for i in keep]\n", "",
+        ("tests/test_vector_cache.py",)),
+    Bug("Chinese-CLIP: red and blue swapped", "imsearch/encoders/cn_clip.py",
+        "self._set_model(model.float().to(device), image_transform(arch.image_size), device, precision)",
+        "self._set_model(model.float().to(device), lambda im: image_transform(arch.image_size)(__import__('PIL.Image').Image.merge('RGB', im.split()[::-1])), device, precision)",
+        ("tests/test_multilingual.py::test_chinese_clip_loads_offline_and_searches",)),
+    Bug("Chinese-CLIP: centre crop instead of its square resize", "imsearch/encoders/cn_clip.py",
+        "self._set_model(model.float().to(device), image_transform(arch.image_size), device, precision)",
+        "self._set_model(model.float().to(device), lambda im: image_transform(arch.image_size)(__import__('PIL.ImageOps').ImageOps.fit(im, (min(im.size),) * 2)), device, precision)",
+        ("tests/test_multilingual.py::test_chinese_clip_loads_offline_and_searches",)),
+    Bug("service mode mirrors large photos", "imsearch/encoders/service.py",
+        "            image.save(buffer, format=\"JPEG\", quality=95)",
+        "            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)\n            image.save(buffer, format=\"JPEG\", quality=95)",
+        ("tests/test_service.py::test_large_non_square_photos_give_local_modes_vectors",)),
+    Bug("service mode swaps colours of large photos", "imsearch/encoders/service.py",
+        "            image.save(buffer, format=\"JPEG\", quality=95)",
+        "            image = Image.merge('RGB', image.split()[::-1])\n            image.save(buffer, format=\"JPEG\", quality=95)",
+        ("tests/test_service.py::test_large_non_square_photos_give_local_modes_vectors",)),
+    Bug("several --image-dir: earlier failures dropped", "imsearch/indexing/pipeline.py",
+        "self.failed.extend(other.failed)", "self.failed = list(other.failed)",
+        ("tests/test_cli.py::test_several_folders_report_every_failure_and_a_run_that_indexed_nothing_fails",)),
+    Bug("a run where every file failed exits 0", "imsearch/cli.py",
+        "return 1 if total.failed and total.indexed + total.unchanged == 0 else 0", "return 0",
+        ("tests/test_cli.py::test_several_folders_report_every_failure_and_a_run_that_indexed_nothing_fails",)),
+    Bug("stats load the model", "image_search.py",
+        '"dim": info.dim if info else (self._encoder.dim if self._encoder is not None else None),',
+        '"dim": info.dim if info else self.encoder.dim,',
+        ("tests/test_engine.py::test_stats_and_search_of_a_missing_collection_load_no_model",)),
+    Bug("OpenAI tags built with GELU (the seed's bug)", "imsearch/encoders/open_clip_backend.py",
+        'quick_gelu=bool(tag_config.get("quick_gelu", False))', "quick_gelu=None",
+        ("tests/test_model_fidelity.py::test_vectors_equal_open_clips_reference_forward_of_the_trained_architecture",)),
+    Bug("a pre-fix index searched with QuickGELU (mixing vectors)", "image_search.py",
+        'self._encoder_options["activation"] = built', "pass",
+        ("tests/test_model_fidelity.py::test_an_index_built_with_the_wrong_activation_is_flagged_and_kept_consistent",)),
+    Bug("image route follows a swapped symlink (size and mtime checked only)", "imsearch/servers/files.py",
+        "descriptor = open_without_symlinks(real)\x00if fingerprint and hashlib", ("descriptor = os.open(path, os.O_RDONLY)", "if False and hashlib"),
+        ("tests/test_security.py::test_a_file_swapped_for_a_symlink_with_its_size_and_mtime_is_not_served",
+         "tests/test_security.py::test_a_folder_swapped_for_a_symlink_is_not_followed")),
+    Bug("a folder link out of the root is indexed", "imsearch/indexing/scan.py",
+        "if within and not _inside(os.path.realpath(folder), within):", "if False:",
+        ("tests/test_security.py::test_indexing_and_serving_stay_inside_the_roots_real_path",)),
+    Bug("a file link out of the root is indexed", "imsearch/indexing/scan.py",
+        "if within and entry.is_symlink() and not _inside(os.path.realpath(entry.path), within):", "if False:",
+        ("tests/test_security.py::test_indexing_and_serving_stay_inside_the_roots_real_path",)),
+    Bug("images served from outside the roots", "imsearch/servers/http_api.py",
+        "return read_indexed_file(record, serve_roots), record", "return read_indexed_file(record, []), record",
+        ("tests/test_security.py::test_indexing_and_serving_stay_inside_the_roots_real_path",)),
+    Bug("/api/index tells missing from forbidden outside the roots", "imsearch/servers/http_api.py",
+        "if roots and not under(os.path.realpath(folder), roots):",
+        "if roots and os.path.isdir(folder) and not under(os.path.realpath(folder), roots):",
+        ("tests/test_security.py::test_index_requests_outside_the_roots_learn_nothing",)),
+    Bug("any Host header answered (DNS rebinding)", "imsearch/servers/http_api.py",
+        "if named not in hosts:", "if False:",
+        ("tests/test_security.py::test_host_and_origin_are_checked",)),
+    Bug("another site's Origin answered", "imsearch/servers/http_api.py",
+        "if origin is not None and host_name(urlsplit(origin).netloc) not in hosts:", "if False:",
+        ("tests/test_security.py::test_host_and_origin_are_checked",)),
+    Bug("a cancelled job keeps running", "imsearch/servers/jobs.py",
+        'raise IndexCancelled(f"index job {job.id} was cancelled")', "pass",
+        ("tests/test_security.py::test_jobs_are_listed_and_cancelled",)),
+    Bug("serving beyond loopback without a token", "imsearch/cli.py",
+        'if args.mode == "serve" and not loopback and not args.token and not args.insecure_no_token:', "if False:",
+        ("tests/test_security.py::test_serving_beyond_loopback_without_a_token_is_refused",)),
+    Bug("the web page left out of the wheel", "pyproject.toml",
+        '"servers/web/*", ', "",
+        ("tests/test_packaging.py::test_the_installed_command_indexes_searches_and_serves_its_page",)),
+]
+
+
+def scratch_copy() -> Path:
+    target = Path(tempfile.mkdtemp(prefix="planted-"))
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=ROOT,
+                            capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        if (ROOT / name).is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, target / name)
+    for venv in (".venv-clip-server",):  # tests look for it beside the checkout
+        if (ROOT / venv).exists():
+            (target / venv).symlink_to(ROOT / venv)
+    return target
+
+
+def run(bug: Bug, copy: Path) -> tuple[bool, str, float]:
+    path = copy / bug.file
+    original = planted = path.read_text()
+    for old, new in bug.edits():
+        if old not in planted:
+            return False, f"planting failed: {old[:60]!r} not in {bug.file}", 0.0
+        planted = planted.replace(old, new)
+    path.write_text(planted)
+    started = time.time()
+    try:
+        env = {**os.environ, "PYTHONPATH": str(copy)}
+        done = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *bug.tests],
+                              cwd=copy, env=env, capture_output=True, text=True, timeout=1200)
+    finally:
+        path.write_text(original)
+    failed = [line.split(" - ")[0].removeprefix("FAILED ") for line in done.stdout.splitlines() if line.startswith("FAILED")]
+    return done.returncode != 0, (failed[0] if failed else done.stdout.strip().splitlines()[-1]), time.time() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-k", default="", help="only bugs whose name contains this")
+    args = parser.parse_args()
+    copy = scratch_copy()
+    missed = 0
+    try:
+        for bug in (b for b in BUGS if args.k.lower() in b.name.lower()):
+            caught, detail, seconds = run(bug, copy)
+            missed += not caught
+            print(f"{'caught' if caught else 'MISSED'}  {bug.name}  [{seconds:.0f}s]  {detail}", flush=True)
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+    print(f"{missed} missed" if missed else "every planted bug was caught")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""The server as an attacker meets it: files swapped for symbolic links, roots escaped through links,
+another site's pages in the user's browser, folders outside the roots probed, jobs that must stop."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import ROOT, TEST_MODEL
+from http_server import running_server
+
+from image_search import ImageSearchEngine
+from imsearch.indexing.scan import scan_directory
+from imsearch.servers.http_api import create_app, host_name
+
+pytestmark = pytest.mark.slow  # real Milvus and the model behind a real server
+
+
+@pytest.fixture()
+def served(tmp_path: Path, scenes: Path):  # type: ignore[no-untyped-def]
+    """A server whose only root is `root`, holding the scenes under root/pics."""
+    root = tmp_path / "root"
+    shutil.copytree(scenes, root / "pics")
+    engine = ImageSearchEngine(model_name=TEST_MODEL, milvus_uri=str(tmp_path / "s.db"), device="cpu")
+    engine.index_directory(root / "pics")
+    engine.warm()
+    app = create_app(engine, thumbnail_dir=tmp_path / "thumbs", index_roots=[str(root)])
+    with running_server(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+        yield client, root, engine
+    engine.close()
+
+
+def _first(client: httpx.Client, name: str) -> dict[str, str]:
+    results = client.get("/api/search", params={"q": "shape", "top_k": 100}).json()["results"]
+    return next(r for r in results if Path(r["path"]).name == name)
+
+
+def _same_size_secret(tmp_path: Path, like: Path) -> Path:
+    """A private file outside every root, of exactly the indexed file's size, with its mtime copied (touch -r)."""
+    secret = tmp_path / "private" / "id_ed25519"
+    secret.parent.mkdir()
+    body = b"-----BEGIN OPENSSH PRIVATE KEY----- top secret "
+    secret.write_bytes((body * (like.stat().st_size // len(body) + 1))[: like.stat().st_size])
+    return secret
+
+
+def test_a_file_swapped_for_a_symlink_with_its_size_and_mtime_is_not_served(served, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    client, root, _ = served
+    hit = _first(client, "scene_00002.png")
+    indexed = Path(hit["path"])
+    stat = indexed.stat()
+    secret = _same_size_secret(tmp_path, indexed)
+    indexed.unlink()
+    indexed.symlink_to(secret)
+    os.utime(indexed, (stat.st_atime, stat.st_mtime), follow_symlinks=True)  # touch -r: the target gets the mtime
+    assert indexed.stat().st_size == stat.st_size and indexed.stat().st_mtime == stat.st_mtime
+    for url in (hit["image_url"], hit["thumbnail_url"]):
+        response = client.get(url)
+        assert response.status_code in (404, 409) and b"PRIVATE KEY" not in response.content, url
+
+
+def test_a_folder_swapped_for_a_symlink_is_not_followed(served, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    client, root, _ = served
+    hit = _first(client, "scene_00004.png")
+    indexed = Path(hit["path"])
+    stat = indexed.stat()
+    decoy = tmp_path / "decoy"
+    decoy.mkdir()
+    secret = _same_size_secret(tmp_path, indexed)
+    shutil.copy(secret, decoy / indexed.name)
+    os.utime(decoy / indexed.name, (stat.st_atime, stat.st_mtime))
+    shutil.move(str(root / "pics"), str(tmp_path / "moved-away"))
+    (root / "pics").symlink_to(decoy)  # the same path now leads into another folder
+    response = client.get(hit["image_url"])
+    assert response.status_code in (404, 409) and b"PRIVATE KEY" not in response.content
+
+
+def test_an_indexed_file_is_still_served_as_it_was(served) -> None:  # type: ignore[no-untyped-def]
+    client, root, _ = served
+    hit = _first(client, "scene_00006.png")
+    response = client.get(hit["image_url"])
+    assert response.status_code == 200 and response.content == Path(hit["path"]).read_bytes()
+    assert response.headers["content-type"] == "image/png"
+
+
+def test_indexing_and_serving_stay_inside_the_roots_real_path(served, tmp_path: Path, photos: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
+    client, root, engine = served
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(photos["chelsea"], elsewhere / "cat.jpg")
+    (root / "pics" / "link_out").symlink_to(elsewhere)  # a folder link out of the root
+    (root / "pics" / "cat-link.jpg").symlink_to(elsewhere / "cat.jpg")  # a file link out of the root
+    inside = root / "inside"
+    inside.mkdir()
+    shutil.copy(photos["coffee"], inside / "coffee.jpg")
+    (root / "pics" / "inside-link").symlink_to(inside)  # a link that stays inside: fine
+
+    job = client.post("/api/index", json={"folder": str(root / "pics")}).json()
+    deadline = time.time() + 120
+    while (state := client.get(f"/api/jobs/{job['id']}").json())["state"] in ("queued", "running"):
+        assert time.time() < deadline
+        time.sleep(0.2)
+    assert state["state"] == "done", state
+    failed = {Path(f["path"]).name: f["reason"] for f in state["summary"]["failed"]}
+    assert "outside" in failed["link_out"] and "outside" in failed["cat-link.jpg"]
+    paths = {Path(r["path"]).name for r in client.get("/api/search", params={"q": "cat", "top_k": 100}).json()["results"]}
+    assert "cat.jpg" not in paths and "cat-link.jpg" not in paths and "coffee.jpg" in paths
+
+    # indexed by other means (the CLI, say) before the root was set: still not served from outside it
+    engine.index_directory(elsewhere)
+    outside_hit = _first(client, "cat.jpg")
+    assert client.get(outside_hit["image_url"]).status_code == 404
+
+
+def test_index_requests_outside_the_roots_learn_nothing(served, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    client, root, _ = served
+    existing = client.post("/api/index", json={"folder": "/usr/share"})
+    missing = client.post("/api/index", json={"folder": "/usr/no-such-folder-here"})
+    assert existing.status_code == missing.status_code == 403 and existing.json() == missing.json()
+    assert client.post("/api/index", json={"folder": "/"}).status_code == 403
+    assert client.post("/api/index", json={"folder": "pics"}).status_code == 400  # relative: refused, not guessed
+    inside_missing = client.post("/api/index", json={"folder": str(root / "nope")})
+    assert inside_missing.status_code == 400 and "does not exist" in inside_missing.json()["error"]
+
+
+def test_pseudo_filesystems_are_never_walked(tmp_path: Path) -> None:
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "proc").symlink_to("/proc")
+    (tmp_path / "photos" / "sys").symlink_to("/sys")
+    started = time.time()
+    result = scan_directory(tmp_path / "photos")
+    assert result.files == [] and time.time() - started < 5
+    assert not any(f.path.startswith(str(tmp_path / "photos" / "proc")) for f in result.failed)
+    direct = scan_directory("/proc")
+    assert direct.files == [] and "pseudo filesystem" in direct.failed[0].reason
+
+
+@pytest.mark.parametrize("host,origin,status", [
+    ("127.0.0.1", None, 200),
+    ("localhost", "http://localhost:8000", 200),
+    ("attacker.example", None, 421),  # DNS rebinding: the page's host name resolves to 127.0.0.1
+    ("127.0.0.1", "http://attacker.example", 403),  # another site's page posting through the browser
+    ("127.0.0.1", "null", 403),
+])
+def test_host_and_origin_are_checked(served, host: str, origin: str | None, status: int) -> None:  # type: ignore[no-untyped-def]
+    client, _, _ = served
+    headers = {"host": host, **({"origin": origin} if origin else {})}
+    assert client.get("/api/stats", headers=headers).status_code == status
+    assert client.post("/api/index", json={"folder": "/"}, headers=headers).status_code in ((403,) if status == 200 else (status,))
+
+
+def test_an_allowed_host_name_is_answered(tmp_path: Path, scenes: Path) -> None:
+    with ImageSearchEngine(model_name=TEST_MODEL, milvus_uri=str(tmp_path / "h.db"), device="cpu") as engine:
+        app = create_app(engine, thumbnail_dir=tmp_path / "t", allowed_hosts=["photos.lan"])
+        with running_server(app) as url, httpx.Client(base_url=url) as client:
+            assert client.get("/healthz", headers={"host": "photos.lan:8000"}).status_code == 200
+            assert client.get("/healthz", headers={"host": "other.lan"}).status_code == 421
+    assert host_name("[::1]:8000") == "::1" and host_name("Photos.LAN:80") == "photos.lan" and host_name("::1") == "::1"
+
+
+def test_jobs_are_listed_and_cancelled(served, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from make_scenes import write_scenes
+
+    client, root, _ = served
+    big, small = root / "big", root / "small"
+    write_scenes(big, count=400, seed=5)
+    write_scenes(small, count=5, seed=6)
+    first = client.post("/api/index", json={"folder": str(big)}).json()
+    second = client.post("/api/index", json={"folder": str(small)}).json()
+    assert {j["id"] for j in client.get("/api/index").json()} >= {first["id"], second["id"]}
+    assert client.delete(f"/api/index/{second['id']}").json()["state"] == "cancelled"  # queued: never starts
+    deadline = time.time() + 60
+    while client.get(f"/api/jobs/{first['id']}").json()["state"] == "queued":
+        assert time.time() < deadline
+        time.sleep(0.05)
+    client.delete(f"/api/index/{first['id']}")
+    while (state := client.get(f"/api/jobs/{first['id']}").json())["state"] == "running":
+        assert time.time() < deadline
+        time.sleep(0.1)
+    assert state["state"] == "cancelled" and state["done"] < 400
+    assert client.get(f"/api/jobs/{second['id']}").json()["state"] == "cancelled"
+    total = client.get("/api/stats").json()["total_images"]
+    assert 24 <= total < 24 + 400  # what was stored before the cancel stays; the queued folder never ran
+    assert client.delete("/api/index/999").status_code == 404
+
+
+def test_serving_beyond_loopback_without_a_token_is_refused(tmp_path: Path) -> None:
+    env = {**os.environ, "IMAGE_SEARCH_HOME": str(tmp_path / "home")}
+    env.pop("IMAGE_SEARCH_TOKEN", None)
+    done = subprocess.run([sys.executable, str(ROOT / "image_search.py"), "--mode", "serve", "--host", "0.0.0.0", "--port", "1"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 2 and "--token" in done.stderr and "--insecure-no-token" in done.stderr
