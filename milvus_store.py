@@ -29,6 +29,11 @@ if TYPE_CHECKING:
     from imsearch.store.vector_cache import VectorCache  # imports torch: only long-lived processes need it
 
 SCHEMA_VERSION = 1
+# Exact search on both stores: an approximate index returned fewer than k rows and rankings that moved
+# with filters (HNSW at 20,000 x 512 clustered vectors: recall@10 0.32 at ef 64, 0.94 at k=1000 even with
+# ef 4,000), while FLAT answers 20,000 rows in ~6 ms on a server. Milvus Lite 3.x walks every row anyway.
+VECTOR_INDEX = "FLAT"
+logger = logging.getLogger("image_search")
 _lite_users: dict[str, int] = {}  # open MilvusStores per Lite database in this process
 META_PROPERTY = "image_search.meta"
 PATH_MAX_BYTES = 4096
@@ -288,10 +293,7 @@ class MilvusStore:
         schema.add_field("ext", DataType.VARCHAR, max_length=16)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
         index_params = self._client.prepare_index_params()
-        if self.is_lite:
-            index_params.add_index("vector", index_type="AUTOINDEX", metric_type="COSINE")
-        else:
-            index_params.add_index("vector", index_type="HNSW", metric_type="COSINE", params={"M": 16, "efConstruction": 200})
+        index_params.add_index("vector", index_type=VECTOR_INDEX, metric_type="COSINE")
         meta: dict[str, Any] = {"model": model, "dim": dim, "schema_version": SCHEMA_VERSION}
         if build is not None:
             meta["build"] = build
@@ -308,10 +310,28 @@ class MilvusStore:
     def _ensure_loaded(self) -> None:
         if self._loaded:
             return
+        self._ensure_exact_index()
         state = self._call("get_load_state", self.collection_name)
         if "Loaded" not in str(state.get("state")):
             self._call("load_collection", self.collection_name)
         self._loaded = True
+
+    def _ensure_exact_index(self) -> None:
+        """Collections made before searches were exact carry an approximate index (HNSW on a server,
+        AUTOINDEX on Lite) that returned fewer than k results and other rankings under filters: swap it
+        for FLAT once (no data is rewritten; the collection is reloaded)."""
+        try:
+            described = self._client.describe_index(self.collection_name, "vector") or {}
+        except Exception:  # no index of that name: nothing to migrate
+            return
+        if str(described.get("index_type", VECTOR_INDEX)).upper() == VECTOR_INDEX:
+            return
+        logger.info("collection %s: replacing its %s index with an exact FLAT index", self.collection_name, described.get("index_type"))
+        self._call("release_collection", self.collection_name)
+        self._call("drop_index", self.collection_name, "vector")
+        index_params = self._client.prepare_index_params()
+        index_params.add_index("vector", index_type=VECTOR_INDEX, metric_type="COSINE")
+        self._call("create_index", self.collection_name, index_params)
 
     def close(self) -> None:
         if self._closed:
@@ -420,8 +440,6 @@ class MilvusStore:
             return [[Hit(i, score, fields) for i, score, fields in hits] for hits in self._cache.search(vectors, top_k)]
         self._ensure_loaded()
         params: dict[str, Any] = {"metric_type": "COSINE"}
-        if not self.is_lite:
-            params["params"] = {"ef": max(64, top_k)}
         results = self._call("search", self.collection_name, data=[v.tolist() for v in vectors], limit=top_k,
                              filter=expression, output_fields=_RESULT_FIELDS, search_params=params,
                              consistency_level=SEARCH_CONSISTENCY)

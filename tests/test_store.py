@@ -134,3 +134,72 @@ def test_lite_vector_cache_gives_milvus_results_and_follows_writes(tmp_path) -> 
     assert [h.fields["path"] for h in filtered[0]] == ["/p/new.jpg"]
     plain.drop()
     plain.close()
+
+
+def _clustered_library(count: int, dim: int = 512) -> tuple[list[ImageRecord], np.ndarray]:
+    """Vectors bunched around one direction, as one model's photo embeddings are (the hard case for HNSW)."""
+    rng = np.random.default_rng(11)
+    vectors = (rng.normal(size=(1, dim)) + 0.3 * rng.normal(size=(count, dim))).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    records = [ImageRecord(f"/lib/{'trips' if i % 3 else 'trips2'}/{i}.{'jpg' if i % 2 else 'png'}", vectors[i], size=i,
+                           mtime=1000.0 + i, fingerprint=f"{i:032x}") for i in range(count)]
+    return records, vectors
+
+
+@pytest.mark.parametrize("reopen", [False, True])
+def test_search_is_exact_at_any_k_with_and_without_filters(store_uri: str, collection_name: str, reopen: bool) -> None:
+    """k results whenever k rows match, in the order of an exact search, filtered or not (measured before:
+    HNSW recall@10 0.32 on a server, 852 of 1,000 rows on Lite after a reopen)."""
+    records, vectors = _clustered_library(3000)
+    store = MilvusStore(uri=store_uri, collection_name=collection_name)
+    store.open_collection("test-model::v0", 512)
+    for start in range(0, len(records), 500):
+        store.upsert(records[start:start + 500])
+    store.flush()
+    if reopen:  # a one-shot CLI search opens a flushed, indexed collection
+        store.close()
+        store = MilvusStore(uri=store_uri, collection_name=collection_name)
+    try:
+        rng = np.random.default_rng(5)
+        query = vectors[rng.integers(len(vectors))] + 0.05 * rng.normal(size=512).astype(np.float32)
+        query /= np.linalg.norm(query)
+        order = np.argsort(-(vectors @ query), kind="stable")
+        cases = {"none": (None, lambda r: True), "ext matching all": (SearchFilter(extensions=("jpg", "png")), lambda r: True),
+                 "folder": (SearchFilter(path_prefix="/lib/trips/"), lambda r: "/trips/" in r.path)}
+        for k in (10, 100, 1000):
+            for label, (search_filter, keep) in cases.items():
+                expected = [records[i].id for i in order if keep(records[i])][:k]
+                got = [h.id for h in store.search(query[None], k, search_filter)[0]]
+                assert len(got) == len(expected), (k, label, len(got))
+                assert len(set(got) & set(expected)) / len(expected) >= 0.999, (k, label)
+                assert got[:10] == expected[:10], (k, label)
+    finally:
+        store.drop()
+        store.close()
+
+
+def test_a_collection_with_an_approximate_index_is_moved_to_exact_search(store_uri: str, collection_name: str) -> None:
+    from pymilvus import MilvusClient
+
+    records, vectors = _clustered_library(2000)
+    store = MilvusStore(uri=store_uri, collection_name=collection_name)
+    store.open_collection("test-model::v0", 512)
+    store.upsert(records)
+    store.flush()
+    store.close()
+    client = MilvusClient(uri=store_uri)  # what image_search made before: HNSW (server) / AUTOINDEX (Lite)
+    client.release_collection(collection_name)
+    client.drop_index(collection_name, "vector")
+    old = client.prepare_index_params()
+    old.add_index("vector", index_type="HNSW", metric_type="COSINE", params={"M": 16, "efConstruction": 200})
+    client.create_index(collection_name, old)
+    client.close()
+    store = MilvusStore(uri=store_uri, collection_name=collection_name)
+    try:
+        query = vectors[7]
+        expected = [records[i].id for i in np.argsort(-(vectors @ query))[:1000]]
+        got = [h.id for h in store.search(query[None], 1000)[0]]
+        assert len(got) == 1000 and len(set(got) & set(expected)) >= 999
+    finally:
+        store.drop()
+        store.close()
