@@ -11,29 +11,36 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import logging
+import math
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from fastapi import FastAPI, File, Form, Query, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from imsearch.errors import CollectionMismatchError, ImageSearchError, InvalidArgumentError, StoreError
 from imsearch.protocols import ServedEngine
 from imsearch.results import SearchResult
 from imsearch.servers.files import FileNotServed, read_indexed_file, under
 from imsearch.servers.jobs import IndexJobs
+from imsearch.servers.limits import BodyLimit
 from imsearch.servers.thumbnails import ThumbnailCache
 from milvus_store import SearchFilter
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024
+logger = logging.getLogger("image_search")
 MEDIA_TYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp", "bmp": "image/bmp",
                "gif": "image/gif", "tif": "image/tiff", "tiff": "image/tiff", "heic": "image/heic", "heif": "image/heif"}
 _GUARDED = ("/api", "/healthz", "/docs", "/redoc", "/openapi.json")
@@ -46,8 +53,12 @@ class FilterBody(BaseModel):
     modified_before: str | None = None
 
 
+MAX_QUERY_CHARS = 1000  # far past what a text tower reads (77 tokens); keeps a request's work bounded
+MAX_JSON_BYTES = 1024 * 1024
+
+
 class BatchSearchBody(FilterBody):
-    queries: list[str] = Field(..., min_length=1, max_length=100)
+    queries: list[Annotated[str, StringConstraints(max_length=MAX_QUERY_CHARS)]] = Field(..., min_length=1, max_length=100)
     top_k: int = 10
 
 
@@ -67,9 +78,13 @@ def _parse_time(value: str | None, name: str) -> float | None:
     if value is None or value == "":
         return None
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(number) or abs(number) > 1e11:  # nan, inf, 1e400 and dates beyond year 5000
+            raise InvalidArgumentError(f"{name} must be a finite date (Unix seconds or ISO), got {value!r}")
+        return number
     try:
         return datetime.fromisoformat(value).timestamp()
     except ValueError:
@@ -137,8 +152,8 @@ def create_app(engine: ServedEngine, token: str | None = None, thumbnail_dir: st
         if origin is not None and host_name(urlsplit(origin).netloc) not in hosts:
             return JSONResponse({"error": "requests from another site's pages are refused"}, status_code=403)
         if token and request.url.path.startswith(_GUARDED):
-            given = request.headers.get("authorization", "").removeprefix("Bearer ").strip() or \
-                request.query_params.get("token", "")
+            scheme, _, credentials = request.headers.get("authorization", "").strip().partition(" ")
+            given = (credentials.strip() if scheme.lower() == "bearer" else "") or request.query_params.get("token", "")
             if not hmac.compare_digest(given.encode(), token.encode()):
                 return JSONResponse({"error": "a valid token is required (Authorization: Bearer TOKEN or ?token=TOKEN)"},
                                     status_code=401)
@@ -149,10 +164,26 @@ def create_app(engine: ServedEngine, token: str | None = None, thumbnail_dir: st
         return JSONResponse({"error": error.message}, status_code=error.status)
 
     @app.exception_handler(ImageSearchError)
-    async def library_error(_: Request, error: ImageSearchError) -> JSONResponse:
+    async def library_error(request: Request, error: ImageSearchError) -> JSONResponse:
         status = 400 if isinstance(error, InvalidArgumentError) else 409 if isinstance(error, CollectionMismatchError) \
             else 503 if isinstance(error, StoreError) else 500
-        return JSONResponse({"error": str(error)}, status_code=status)
+        if status >= 500:  # the detail (database path, schema, a library's words) stays in the server's log
+            logger.error("%s failed: %s", request.url.path, error)
+            message = "the index store is not available; see the server's log" if isinstance(error, StoreError) else \
+                "the server failed to answer; see its log"
+        else:
+            message = str(error).replace(engine.store.location, "the index")
+        return JSONResponse({"error": message}, status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
+        problems = [f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'body'}: {e.get('msg', 'invalid')}"
+                    for e in error.errors()]
+        return JSONResponse({"error": "; ".join(problems) or "invalid request"}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def starlette_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(error.detail)}, status_code=error.status_code, headers=error.headers)
 
     def results_payload(results: list[SearchResult]) -> list[dict[str, Any]]:
         return [{**r.to_dict(), "id": str(r.id), "image_url": f"/api/images/{r.id}",
@@ -181,7 +212,7 @@ def create_app(engine: ServedEngine, token: str | None = None, thumbnail_dir: st
         return {**engine.get_stats(), "jobs_running": sum(j.state == "running" for j in jobs.all())}
 
     @app.get("/api/search", tags=["search"])
-    def search(q: str = Query(..., description="what to look for, in words"), top_k: int = 10,
+    def search(q: str = Query(..., max_length=MAX_QUERY_CHARS, description="what to look for, in words"), top_k: int = 10,
                folder: str | None = None, ext: list[str] | None = Query(None), modified_after: str | None = None,
                modified_before: str | None = None) -> dict[str, Any]:
         started = time.perf_counter()
@@ -201,7 +232,8 @@ def create_app(engine: ServedEngine, token: str | None = None, thumbnail_dir: st
             data += chunk
             if len(data) > max_upload_bytes:
                 raise HTTPError(413, f"upload larger than {max_upload_bytes // (1024 * 1024)} MB")
-        results = engine.search_by_image(bytes(data), top_k)
+        # decoding a large upload takes seconds of CPU: off the event loop, so /healthz and small requests stay fast
+        results = await run_in_threadpool(engine.search_by_image, bytes(data), top_k)
         return {"results": results_payload(results)}
 
     @app.get("/api/similar/{image_id}", tags=["search"])
@@ -260,6 +292,7 @@ def create_app(engine: ServedEngine, token: str | None = None, thumbnail_dir: st
 
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
 
+    app.add_middleware(BodyLimit, limit_for=lambda path: max_upload_bytes + 65536 if path == "/api/search/image" else MAX_JSON_BYTES)
     return app
 
 
