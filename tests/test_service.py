@@ -55,7 +55,7 @@ def test_http_protocol_status_and_errors(encoder_urls: dict[str, str]) -> None:
     body = httpx.post(encoder_url + "/post", json={"execEndpoint": "/encode", "data": [{"text": "a red circle"}]}).json()
     assert body["header"]["status"] is None and len(body["data"][0]["embedding"]) == 64
     bad = httpx.post(encoder_url + "/post", json={"execEndpoint": "/encode", "data": [{"blob": base64.b64encode(b"junk").decode()}]})
-    assert bad.status_code == 200 and "not a recognised image format" in bad.json()["header"]["status"]["description"]
+    assert bad.status_code == 400 and "not a recognised image format" in bad.json()["header"]["status"]["description"]
     local_file = httpx.post(encoder_url + "/post", json={"data": [{"uri": "/etc/passwd"}]}).json()
     assert "reads no files" in local_file["header"]["status"]["description"]
 
@@ -368,3 +368,111 @@ def test_large_non_square_photos_give_local_modes_vectors(encoder_url: str, tmp_
             vectors[label] = {row["path"]: np.asarray(row["vector"], dtype=np.float32) for row in rows}
     cosines = [float(vectors["service"][path] @ vectors["local"][path]) for path in vectors["local"]]
     assert len(cosines) == 10 and min(cosines) >= 0.995, cosines
+
+
+@pytest.mark.parametrize("body,message", [
+    ([1, 2, 3], "expected"), ("x", "expected"), ({"data": [{"blob": 123}]}, "base64 text"),
+    ({"data": [{"uri": "data:image/png;base64,@@@not-base64@@@"}]}, "not valid base64"),
+    ({"data": [{"uri": "data:image/png,rawbytes"}]}, "base64 encoded"), ({"data": [{"other": 1}]}, "needs a 'text'"),
+])
+def test_malformed_http_requests_are_client_errors(encoder_urls: dict[str, str], body: object, message: str) -> None:
+    response = httpx.post(encoder_urls["http"] + "/post", json=body)
+    assert response.status_code == 400 and message in response.json()["header"]["status"]["description"], response.text
+    not_json = httpx.post(encoder_urls["http"] + "/post", content=b"{nope", headers={"content-type": "application/json"})
+    assert not_json.status_code == 400
+
+
+def _tensor_doc(request: object, array: np.ndarray | None = None, dtype: str | None = None) -> None:
+    doc = request.data.docs.docs.add(id="t")  # type: ignore[attr-defined]
+    if array is not None:
+        jp.write_array(doc.tensor, array)
+    if dtype is not None:
+        doc.tensor.dense.dtype = dtype
+
+
+def test_one_bad_document_in_a_grpc_stream_fails_alone(encoder_urls: dict[str, str]) -> None:
+    """Ten requests on jina's Call stream, the third with a 4-D tensor, the sixth with an unknown dtype:
+    those two get error answers, the other eight their vectors, and the stream ends normally."""
+    import grpc
+
+    requests = []
+    for i in range(10):
+        request = jp.DataRequest()
+        request.header.request_id = f"r{i}"
+        request.header.exec_endpoint = "/encode"
+        if i == 2:
+            _tensor_doc(request, np.zeros((2, 8, 8, 3), dtype=np.uint8))
+        elif i == 5:
+            _tensor_doc(request, np.zeros((8, 8, 3), dtype=np.uint8), dtype="<x9")
+        else:
+            request.data.docs.docs.add(id=f"d{i}", text=f"a red circle {i}")
+        requests.append(request)
+    with grpc.insecure_channel(encoder_urls["grpc"].removeprefix("grpc://")) as channel:
+        call = channel.stream_stream(jp.CALL, request_serializer=jp.DataRequest.SerializeToString,
+                                     response_deserializer=jp.DataRequest.FromString)
+        answers = list(call(iter(requests), timeout=60))
+    assert [a.header.request_id for a in answers] == [f"r{i}" for i in range(10)]
+    failed = {a.header.request_id: a.header.status.description for a in answers if a.header.status.code == jp.ERROR}
+    assert set(failed) == {"r2", "r5"} and "H x W" in failed["r2"] and "tensor" in failed["r5"]
+    assert all(jp.read_array(a.data.docs.docs[0].embedding).shape == (64,) for a in answers if a.header.request_id not in failed)
+
+
+def test_the_encoder_server_caps_requests(test_encoder: CLIPEncoder) -> None:
+    import grpc
+
+    from imsearch.servers.encoder_server import EncoderLimits
+
+    limits = EncoderLimits(max_request_bytes=2 * 1024 * 1024, max_documents=8, max_tensor_pixels=10_000)
+    batcher = MicroBatcher(test_encoder)
+    server, port = create_grpc_server(test_encoder, "127.0.0.1:0", batcher, limits)
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}", options=jp.CHANNEL_OPTIONS) as channel:
+            single = channel.unary_unary(jp.PROCESS_SINGLE_DATA, request_serializer=jp.DataRequest.SerializeToString,
+                                         response_deserializer=jp.DataRequest.FromString)
+            huge = jp.DataRequest()
+            huge.data.docs.docs.add(id="big", blob=b"\0" * (3 * 1024 * 1024))
+            with pytest.raises(grpc.RpcError) as too_big:
+                single(huge, timeout=30)
+            assert too_big.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            many = jp.DataRequest()
+            for i in range(9):
+                many.data.docs.docs.add(text=f"t{i}")
+            assert "at most 8 documents" in single(many, timeout=30).header.status.description
+            wide = jp.DataRequest()
+            _tensor_doc(wide, np.zeros((200, 200, 3), dtype=np.uint8))
+            assert "pixels" in single(wide, timeout=30).header.status.description
+        with running_server(create_encoder_app(test_encoder, batcher, limits)) as url:
+            over = httpx.post(url + "/post", json={"data": [{"text": "x"}] * 9})
+            assert over.status_code == 400 and "at most 8" in over.json()["header"]["status"]["description"]
+            assert httpx.post(url + "/post", content=b"x" * (3 * 1024 * 1024)).status_code == 413
+    finally:
+        server.stop(grace=None)
+
+
+def test_work_for_requests_that_went_away_is_dropped(test_encoder: CLIPEncoder) -> None:
+    """Abandoned requests of thousands of texts must not make the next one-text request wait behind them."""
+    import grpc
+
+    batcher = MicroBatcher(test_encoder, max_batch=8)
+    server, port = create_grpc_server(test_encoder, "127.0.0.1:0", batcher)
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}", options=jp.CHANNEL_OPTIONS) as channel:
+            single = channel.unary_unary(jp.PROCESS_SINGLE_DATA, request_serializer=jp.DataRequest.SerializeToString,
+                                         response_deserializer=jp.DataRequest.FromString)
+            for round_ in range(3):
+                abandoned = jp.DataRequest()
+                for i in range(1000):
+                    abandoned.data.docs.docs.add(text=f"a long forgotten query number {round_} {i} " * 3)
+                with pytest.raises(grpc.RpcError):
+                    single(abandoned, timeout=0.2)  # the client gives up long before 1,000 texts are encoded
+            time.sleep(0.3)
+            one = jp.DataRequest()
+            one.data.docs.docs.add(text="a red circle")
+            started = time.perf_counter()
+            answer = single(one, timeout=30)
+            waited = time.perf_counter() - started
+    finally:
+        server.stop(grace=None)
+    assert answer.header.status.code != jp.ERROR and waited < 1.0, waited

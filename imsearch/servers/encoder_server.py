@@ -16,20 +16,25 @@ the model and dimension. Concurrent requests are batched together before they re
 from __future__ import annotations
 
 import base64
+import binascii
 import queue
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from PIL import Image
 
 from clip_encoder import CLIPEncoder
 from imsearch.encoders import jina_protocol
 from imsearch.errors import ImageSearchError, InvalidArgumentError, ServerStartError
 from imsearch.indexing.decode import load_rgb
+from imsearch.servers.limits import BodyLimit
 
 MAX_WAIT_SECONDS = 0.005  # how long a batch waits for company
 
@@ -57,6 +62,8 @@ class MicroBatcher:
                     batch.append(self._queue.get(timeout=MAX_WAIT_SECONDS))
             except queue.Empty:
                 pass
+            # work for a client that went away (a cancelled future) is dropped, not computed
+            batch = [(k, item, future) for k, item, future in batch if future.set_running_or_notify_cancel()]
             for kind in ("text", "image"):
                 group = [(item, future) for k, item, future in batch if k == kind]
                 if not group:
@@ -75,19 +82,60 @@ def _status(description: str) -> dict[str, Any]:
     return {"data": None, "header": {"status": {"code": 1, "description": description}}}
 
 
-def create_encoder_app(encoder: CLIPEncoder, batcher: MicroBatcher | None = None) -> FastAPI:
+@dataclass(frozen=True)
+class EncoderLimits:
+    """What one request may ask of the encoder server (both protocols)."""
+
+    max_request_bytes: int = 64 * 1024 * 1024  # a gRPC message or an HTTP body
+    max_documents: int = 1024  # per request
+    max_tensor_pixels: int = 50_000_000  # per image sent as a tensor (height x width)
+
+
+def decode_base64(text: object) -> bytes:
+    if not isinstance(text, (str, bytes)):
+        raise InvalidArgumentError(f"a blob must be base64 text, got {type(text).__name__}")
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidArgumentError("not valid base64") from None
+    if not data:
+        raise InvalidArgumentError("an empty blob")
+    return data
+
+
+def data_uri_bytes(uri: str) -> bytes:
+    if not uri.startswith("data:") or "," not in uri:
+        raise InvalidArgumentError("only data: URIs are accepted as uri (this server reads no files)")
+    header, _, payload = uri.partition(",")
+    if not header.endswith(";base64"):
+        raise InvalidArgumentError("a data: URI must be base64 encoded (data:image/...;base64,...)")
+    return decode_base64(payload)
+
+
+def tensor_image(array: np.ndarray, limits: EncoderLimits) -> Image.Image:
+    """An image from a tensor a client sent: H x W or H x W x C (C of 1, 3 or 4), numbers only, bounded."""
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
+        raise InvalidArgumentError(f"a tensor image must be H x W or H x W x C with C of 1, 3 or 4, got shape {array.shape}")
+    if array.shape[0] * array.shape[1] > limits.max_tensor_pixels or 0 in array.shape:
+        raise InvalidArgumentError(f"a tensor image must have 1 to {limits.max_tensor_pixels} pixels, got shape {array.shape}")
+    if array.dtype.kind not in "uif" or (array.dtype.kind == "f" and not np.isfinite(array).all()):
+        raise InvalidArgumentError(f"a tensor image must hold finite numbers, got {array.dtype}")
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    return Image.fromarray(np.clip(array, 0, 255).astype("uint8")).convert("RGB")
+
+
+def create_encoder_app(encoder: CLIPEncoder, batcher: MicroBatcher | None = None,
+                       limits: EncoderLimits = EncoderLimits()) -> FastAPI:
     app = FastAPI(title="image_search encoder", description="CLIP encoding over clip-as-service's HTTP protocol")
     batcher = batcher or MicroBatcher(encoder, max_batch=max(encoder.batch_size, 8))
 
     def prepared_image(doc: dict[str, Any]) -> Any:
-        if "blob" in doc:
-            data = base64.b64decode(doc["blob"], validate=True)
-        else:
-            uri = str(doc["uri"])
-            if not uri.startswith("data:") or "," not in uri:
-                raise InvalidArgumentError("only data: URIs are accepted as uri (this server reads no files)")
-            data = base64.b64decode(uri.split(",", 1)[1])
+        data = decode_base64(doc["blob"]) if "blob" in doc else data_uri_bytes(str(doc["uri"]))
         return encoder.prepare_image(load_rgb(data, min_side=encoder.image_size))
+
+    def rejected(message: str) -> JSONResponse:
+        return JSONResponse(_status(message), status_code=400)
 
     @app.get("/dry_run")
     def dry_run() -> dict[str, Any]:
@@ -101,25 +149,40 @@ def create_encoder_app(encoder: CLIPEncoder, batcher: MicroBatcher | None = None
     async def post(request: Request) -> JSONResponse:
         try:
             body = await request.json()
-            docs = body.get("data")
-            if body.get("execEndpoint", "/encode") != "/encode" or not isinstance(docs, list):
-                return JSONResponse(_status("expected {'execEndpoint': '/encode', 'data': [...]}"))
-            futures = []
-            for doc in docs:
+        except ValueError:
+            return rejected("the body is not JSON")
+        docs = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(body, dict) or body.get("execEndpoint", "/encode") != "/encode" or not isinstance(docs, list):
+            return rejected("expected {'execEndpoint': '/encode', 'data': [...]}")
+        if len(docs) > limits.max_documents:
+            return rejected(f"at most {limits.max_documents} documents per request, got {len(docs)}")
+        futures: list[Future[np.ndarray]] = []
+        try:
+            for position, doc in enumerate(docs):
                 if isinstance(doc, dict) and isinstance(doc.get("text"), str):
                     futures.append(batcher.submit("text", doc["text"]))
                 elif isinstance(doc, dict) and ("blob" in doc or "uri" in doc):
-                    futures.append(batcher.submit("image", prepared_image(doc)))
+                    try:  # decoding is CPU work: off the event loop
+                        prepared = await run_in_threadpool(prepared_image, doc)
+                    except (ImageSearchError, ValueError, TypeError) as error:
+                        raise InvalidArgumentError(f"document {position}: {error}") from None
+                    futures.append(batcher.submit("image", prepared))
                 else:
-                    return JSONResponse(_status("each document needs a 'text', a 'blob' or a data 'uri'"))
+                    raise InvalidArgumentError(f"document {position} needs a 'text', a 'blob' or a data 'uri'")
             out = []
             for doc, future in zip(docs, futures, strict=True):
                 vector = await _wait(future)
                 out.append({**{k: v for k, v in doc.items() if k not in ("blob", "uri")}, "embedding": vector.tolist()})
             return JSONResponse({"data": out, "header": {"status": None}})
-        except (ImageSearchError, ValueError) as error:
-            return JSONResponse(_status(str(error)))
+        except InvalidArgumentError as error:
+            return rejected(str(error))
+        except ImageSearchError as error:
+            return JSONResponse(_status(str(error)), status_code=500)
+        finally:
+            for future in futures:  # a request that failed or went away leaves no work behind
+                future.cancel()
 
+    app.add_middleware(BodyLimit, limit_for=lambda path: limits.max_request_bytes)
     return app
 
 
@@ -136,23 +199,25 @@ class JinaGrpcEncoder:
     naming it; clients that want the rest encoded resend the others (ours does).
     """
 
-    def __init__(self, encoder: CLIPEncoder, batcher: MicroBatcher):
+    def __init__(self, encoder: CLIPEncoder, batcher: MicroBatcher, limits: EncoderLimits = EncoderLimits()):
         self.encoder = encoder
         self.batcher = batcher
+        self.limits = limits
 
     def _image(self, doc: Any) -> Any:
         content = doc.WhichOneof("content")
         if content == "blob":
             data = doc.blob
         elif content == "tensor":
-            array = jina_protocol.read_array(doc.tensor)
+            try:
+                array = jina_protocol.read_array(doc.tensor)
+            except (TypeError, ValueError) as error:  # an unknown dtype, a buffer that does not fit its shape
+                raise InvalidArgumentError(f"an unreadable tensor: {error}") from None
             if array is None:
                 raise InvalidArgumentError("an empty tensor")
-            from PIL import Image
-
-            return self.encoder.prepare_image(Image.fromarray(array.astype("uint8")).convert("RGB"))
-        elif doc.uri.startswith("data:") and "," in doc.uri:
-            data = base64.b64decode(doc.uri.split(",", 1)[1])
+            return self.encoder.prepare_image(tensor_image(array, self.limits))
+        elif doc.uri.startswith("data:"):
+            data = data_uri_bytes(doc.uri)
         else:
             raise InvalidArgumentError("only text, blob, tensor or data: URIs are accepted (this server reads no files)")
         return self.encoder.prepare_image(load_rgb(data, min_side=self.encoder.image_size))
@@ -164,6 +229,8 @@ class JinaGrpcEncoder:
             return f"this server answers /encode only, not {endpoint}"
         if request.data.WhichOneof("documents") == "docs_bytes":
             return "documents sent as docs_bytes are not supported; send them as protobuf (jina's default)"
+        if len(request.data.docs.docs) > self.limits.max_documents:
+            return f"at most {self.limits.max_documents} documents per request, got {len(request.data.docs.docs)}"
         futures = []
         for position, doc in enumerate(request.data.docs.docs):
             if doc.WhichOneof("content") == "text":
@@ -171,8 +238,11 @@ class JinaGrpcEncoder:
                 continue
             try:
                 futures.append(self.batcher.submit("image", self._image(doc)))
-            except (ImageSearchError, ValueError) as error:
-                return f"document {position} ({doc.id or 'no id'}): {error}"
+            except Exception as error:  # one bad document fails its own request, never the stream
+                for future in futures:
+                    future.cancel()
+                reason = str(error) if isinstance(error, (ImageSearchError, ValueError)) else f"{type(error).__name__}: {error}"
+                return f"document {position} ({doc.id or 'no id'}): {reason}"
         return futures
 
     def _answer(self, request: Any, futures: list[Future[np.ndarray]] | str) -> Any:
@@ -200,17 +270,25 @@ class JinaGrpcEncoder:
 
     # ------------------------------------------------------------------ RPCs
 
-    def process_single_data(self, request: Any, _: Any) -> Any:
-        return self._answer(request, self._submit(request))
+    def process_single_data(self, request: Any, context: Any) -> Any:
+        futures = self._submit(request)
+        if not isinstance(futures, str):  # a client that cancels or times out leaves no work behind
+            context.add_callback(lambda: [future.cancel() for future in futures])
+        return self._answer(request, futures)
 
-    def call(self, requests: Iterator[Any], _: Any) -> Iterator[Any]:
+    def call(self, requests: Iterator[Any], context: Any) -> Iterator[Any]:
         """jina's bidirectional stream: read ahead so that a client's requests share model batches."""
         pending: queue.Queue[tuple[Any, Any] | None] = queue.Queue(maxsize=64)
+        submitted: list[Future[np.ndarray]] = []
+        context.add_callback(lambda: [future.cancel() for future in submitted])  # the client went away
 
         def read_ahead() -> None:
             try:
                 for request in requests:
-                    pending.put((request, self._submit(request)))
+                    futures = self._submit(request)
+                    if not isinstance(futures, str):
+                        submitted.extend(futures)
+                    pending.put((request, futures))
             except Exception:  # the client went away: nothing left to answer
                 pass
             finally:
@@ -233,13 +311,14 @@ class JinaGrpcEncoder:
         return jina_protocol.Endpoints(endpoints=["/encode"])
 
 
-def create_grpc_server(encoder: CLIPEncoder, address: str, batcher: MicroBatcher | None = None) -> tuple[Any, int]:
+def create_grpc_server(encoder: CLIPEncoder, address: str, batcher: MicroBatcher | None = None,
+                       limits: EncoderLimits = EncoderLimits()) -> tuple[Any, int]:
     """A gRPC server (not yet started) bound to `address` ("host:port"; port 0 picks one), and its port."""
     from concurrent.futures import ThreadPoolExecutor
 
     import grpc
 
-    service = JinaGrpcEncoder(encoder, batcher or MicroBatcher(encoder, max_batch=max(encoder.batch_size, 8)))
+    service = JinaGrpcEncoder(encoder, batcher or MicroBatcher(encoder, max_batch=max(encoder.batch_size, 8)), limits)
     request = jina_protocol.DataRequest
 
     def unary(method: Any, deserialize: Any, serialize: Any) -> Any:
@@ -259,7 +338,8 @@ def create_grpc_server(encoder: CLIPEncoder, address: str, batcher: MicroBatcher
     ]
     # no SO_REUSEPORT: a second server on a busy port must fail, not silently share it
     server = grpc.server(ThreadPoolExecutor(max_workers=32, thread_name_prefix="grpc"), handlers=handlers,
-                         options=[*jina_protocol.CHANNEL_OPTIONS, ("grpc.so_reuseport", 0)])
+                         options=[("grpc.max_receive_message_length", limits.max_request_bytes),
+                                  ("grpc.max_send_message_length", -1), ("grpc.so_reuseport", 0)])
     try:
         port = server.add_insecure_port(address)
     except RuntimeError:  # newer grpcio raises where older ones returned 0
