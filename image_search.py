@@ -37,6 +37,7 @@ from imsearch.encoders.open_clip_backend import architecture_quick_gelu, trained
 from imsearch.errors import (
     CollectionMismatchError,
     EmptyIndexWarning,
+    ForeignCollectionError,
     InvalidArgumentError,
     ModelFidelityWarning,
 )
@@ -62,6 +63,7 @@ class ImageSearchEngine:
                  milvus_token: str | None = None, milvus_user: str | None = None, milvus_password: str | None = None,
                  batch_size: int = 32, device: str | None = "auto", precision: str = "auto", clip_server: str | None = None,
                  rebuild: bool = False, decode_workers: int | None = None, query_model: str = "auto",
+                 drop_foreign_collection: bool = False,
                  encoder: CLIPEncoder | None = None, store: MilvusStore | None = None):
         if batch_size < 1:
             raise InvalidArgumentError(f"batch_size must be at least 1, got {batch_size}")
@@ -71,12 +73,24 @@ class ImageSearchEngine:
         self.store = store or MilvusStore(milvus_uri, milvus_host, milvus_port, collection_name, milvus_token,
                                           milvus_user, milvus_password)
         try:
+            if rebuild and not drop_foreign_collection:
+                self._refuse_to_drop_a_foreign_collection()
             self._setup(mode, model_name, batch_size, device, precision, clip_server, rebuild, decode_workers,
                         query_model, encoder)
         except BaseException:
             if self._owns_store:
                 self.store.close()  # do not keep a Lite database locked for an engine that never came to be
             raise
+
+    def _refuse_to_drop_a_foreign_collection(self) -> None:
+        """--rebuild drops the collection: only one image_search made, unless the caller confirms."""
+        try:
+            self.store.collection_info()
+        except ForeignCollectionError as foreign:
+            raise InvalidArgumentError(f"{foreign}; --rebuild would delete it and everything in it. If that is what you "
+                                       "want, add --drop-foreign-collection") from None
+        except CollectionMismatchError:
+            pass
 
     def _setup(self, mode: str, model_name: str | None, batch_size: int, device: str | None, precision: str,
                clip_server: str | None, rebuild: bool, decode_workers: int | None, query_model: str,

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from imsearch.errors import CollectionMismatchError, InvalidArgumentError, StoreError, StoreLockedError
+from imsearch.errors import CollectionMismatchError, ForeignCollectionError, InvalidArgumentError, StoreError, StoreLockedError
 
 if TYPE_CHECKING:
     from imsearch.store.vector_cache import VectorCache  # imports torch: only long-lived processes need it
@@ -204,6 +204,7 @@ class MilvusStore:
             raise self._translate(error, "connect") from error
         if self.is_lite:
             _lite_users[self.uri] = _lite_users.get(self.uri, 0) + 1
+            _silence_lite_alloc_timestamp()
         self._closed = False
 
     # ----------------------------------------------------------------- lifecycle and metadata
@@ -222,7 +223,7 @@ class MilvusStore:
         meta_text = (description.get("properties") or {}).get(META_PROPERTY)
         dims = [int(f["params"]["dim"]) for f in description["fields"] if f["name"] == "vector"]
         if not meta_text:
-            raise CollectionMismatchError(
+            raise ForeignCollectionError(
                 f"collection {self.collection_name!r} at {self.uri} was not created by image_search "
                 "(it records no model); choose another collection name with --collection"
             )
@@ -475,6 +476,24 @@ class MilvusStore:
             return StoreError(f"cannot reach the Milvus server at {self.uri}: is it running? ({str(error)[:200]})")
         message = getattr(error, "message", None) or str(error)
         return StoreError(f"Milvus {what} failed on {self.uri}: {message[:500]}")
+
+
+class _LiteAllocTimestampFilter(logging.Filter):
+    """pymilvus 3.x asks for AllocTimestamp, which Milvus Lite's in-process gRPC server does not implement;
+    pymilvus copes, but grpc logs the NotImplementedError with a traceback on stderr. Only that is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], NotImplementedError):
+            import traceback
+
+            return "AllocTimestamp" not in "".join(traceback.format_tb(record.exc_info[2]))
+        return True
+
+
+def _silence_lite_alloc_timestamp() -> None:
+    grpc_server_logger = logging.getLogger("grpc._server")
+    if not any(isinstance(f, _LiteAllocTimestampFilter) for f in grpc_server_logger.filters):
+        grpc_server_logger.addFilter(_LiteAllocTimestampFilter())
 
 
 @contextmanager

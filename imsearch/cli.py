@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--image-dir", action="append", help="folder to index, recursively (repeatable)")
     index.add_argument("--descriptions", help="JSON file mapping file names or paths to descriptions")
     index.add_argument("--rebuild", action="store_true", help="drop the collection and encode everything again")
+    index.add_argument("--drop-foreign-collection", action="store_true",
+                       help="with --rebuild: also drop a collection that image_search did not create (refused otherwise)")
     index.add_argument("--batch-size", type=int, default=32)
     index.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     index.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
@@ -132,7 +134,7 @@ def _open_engine(args: argparse.Namespace) -> SearchEngine:
             mode=args.encode_mode or ("service" if args.clip_server else "local"), model_name=args.model, collection_name=args.collection, milvus_uri=args.milvus_uri,
             milvus_host=args.milvus_host, milvus_port=args.milvus_port, milvus_token=args.milvus_token,
             batch_size=args.batch_size, device=args.device, precision=args.precision, clip_server=args.clip_server,
-            rebuild=args.rebuild, query_model=args.query_model)
+            rebuild=args.rebuild, query_model=args.query_model, drop_foreign_collection=args.drop_foreign_collection)
     except StoreLockedError:
         from imsearch.servers.remote_engine import RemoteEngine, find_server
         from milvus_store import is_lite_uri, resolve_uri

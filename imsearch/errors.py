@@ -10,6 +10,7 @@ messages and exit codes; nothing below them prints or exits.
     ├── StoreError                                 the vector store failed or could not be reached
     │   ├── StoreLockedError                         the Milvus Lite database is held by another process
     │   └── CollectionMismatchError                  the collection was built with another model / dimension
+    │       └── ForeignCollectionError                 ... or not by image_search at all
     ├── MissingDependencyError                     an optional part is not installed (names the extra)
     ├── IndexCancelled                             an index run was cancelled (what it stored is kept)
     ├── ServerStartError                           one of our servers could not start (a busy port...)
@@ -70,6 +71,10 @@ class MissingDependencyError(ImageSearchError):
 
 class IndexCancelled(ImageSearchError):
     """An index run was cancelled by its caller; the batches it stored before are kept."""
+
+
+class ForeignCollectionError(CollectionMismatchError):
+    """The collection exists but image_search did not create it (it records no model)."""
 
 
 class ServerStartError(ImageSearchError):

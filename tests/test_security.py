@@ -303,3 +303,75 @@ def test_the_bearer_scheme_name_is_case_insensitive(tmp_path: Path) -> None:
             for scheme in ("Bearer", "bearer", "BEARER"):
                 assert client.get("/api/stats", headers={"Authorization": f"{scheme} s3cret"}).status_code == 200
             assert client.get("/api/stats", headers={"Authorization": "Basic s3cret"}).status_code == 401
+
+
+def test_sigterm_removes_the_servers_advert(tmp_path: Path, scenes: Path) -> None:
+    import signal
+
+    from http_server import free_port
+
+    env = {**os.environ, "IMAGE_SEARCH_HOME": str(tmp_path / "home")}
+    cli = [sys.executable, str(ROOT / "image_search.py")]
+    subprocess.run([*cli, "--mode", "index", "--model", TEST_MODEL, "--image-dir", str(scenes), "-q"], env=env, check=True, timeout=300)
+    server = subprocess.Popen([*cli, "--mode", "serve", "--port", str(free_port())], env=env, stderr=subprocess.PIPE, text=True)
+    advert = tmp_path / "home" / "milvus.db.server.json"
+    deadline = time.time() + 60
+    while not advert.exists():
+        assert server.poll() is None and time.time() < deadline, "server did not start"
+        time.sleep(0.2)
+    server.send_signal(signal.SIGTERM)
+    server.wait(timeout=60)
+    assert not advert.exists()
+
+
+def test_headers_that_never_finish_time_out(tmp_path: Path) -> None:
+    import socket
+    import threading
+
+    from fastapi import FastAPI
+
+    from imsearch.servers.listening import listening_socket, run_app
+
+    app = FastAPI()
+    app.get("/ping")(lambda: {"ok": True})
+    sock = listening_socket("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    threading.Thread(target=run_app, args=(app, sock), kwargs={"header_timeout": 1.0}, daemon=True).start()
+    deadline = time.time() + 10
+    while True:
+        try:
+            assert httpx.get(f"http://127.0.0.1:{port}/ping").json() == {"ok": True}
+            break
+        except httpx.HTTPError:
+            assert time.time() < deadline
+            time.sleep(0.1)
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as slow:
+        slow.sendall(b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")  # and nothing more
+        started = time.time()
+        assert slow.recv(100) == b"" and time.time() - started < 5  # closed by the server, not by our timeout
+
+
+def test_rebuild_refuses_to_drop_a_collection_image_search_did_not_make(tmp_path: Path) -> None:
+    db = str(tmp_path / "other.db")
+    other_program = ("import sys\nfrom pymilvus import DataType, MilvusClient\nclient = MilvusClient(uri=sys.argv[1])\n"
+                     "schema = MilvusClient.create_schema(auto_id=False)\nschema.add_field('pk', DataType.INT64, is_primary=True)\n"
+                     "schema.add_field('embedding', DataType.FLOAT_VECTOR, dim=8)\n"
+                     "client.create_collection('someone_elses', schema=schema)\nprint(client.has_collection('someone_elses'))\n")
+    made = subprocess.run([sys.executable, "-c", other_program, db], capture_output=True, text=True, timeout=120)
+    assert made.stdout.strip() == "True", made.stderr[-2000:]
+    env = {**os.environ, "IMAGE_SEARCH_HOME": str(tmp_path / "home")}
+    done = subprocess.run([sys.executable, str(ROOT / "image_search.py"), "--mode", "index", "--model", TEST_MODEL,
+                           "--milvus-uri", db, "--collection", "someone_elses", "--rebuild", "--image-dir", str(tmp_path)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 2 and "--drop-foreign-collection" in done.stderr, done.stderr
+    still = subprocess.run([sys.executable, "-c", other_program.split("client.create_collection")[0]
+                            + "print(client.has_collection('someone_elses'))\n", db], capture_output=True, text=True, timeout=120)
+    assert still.stdout.strip() == "True"  # untouched
+
+
+def test_the_python_api_writes_no_traceback_on_stderr(tmp_path: Path, scenes: Path) -> None:
+    script = (f"from image_search import ImageSearchEngine\n"
+              f"with ImageSearchEngine(model_name={TEST_MODEL!r}, milvus_uri={str(tmp_path / 'p.db')!r}, device='cpu') as e:\n"
+              f"    e.index_directory({str(scenes)!r}); e.search('a red circle')\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "Traceback" not in done.stderr and "AllocTimestamp" not in done.stderr, done.stderr

@@ -461,7 +461,7 @@ def test_work_for_requests_that_went_away_is_dropped(test_encoder: CLIPEncoder) 
         with grpc.insecure_channel(f"127.0.0.1:{port}", options=jp.CHANNEL_OPTIONS) as channel:
             single = channel.unary_unary(jp.PROCESS_SINGLE_DATA, request_serializer=jp.DataRequest.SerializeToString,
                                          response_deserializer=jp.DataRequest.FromString)
-            for round_ in range(3):
+            for round_ in range(10):
                 abandoned = jp.DataRequest()
                 for i in range(1000):
                     abandoned.data.docs.docs.add(text=f"a long forgotten query number {round_} {i} " * 3)

@@ -21,11 +21,54 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run_app(app: Any, sock: socket.socket) -> None:
-    """Serve `app` with uvicorn on a socket from `listening_socket` until interrupted; closes the socket."""
+HEADER_TIMEOUT_SECONDS = 10.0
+
+
+def header_timeout_protocol(seconds: float) -> type[Any]:
+    """uvicorn's h11 protocol, closing a connection whose request headers are not complete `seconds` after it
+    opened or after its last response (uvicorn times out idle keep-alive connections, not slow headers)."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderTimeoutProtocol(H11Protocol):
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm_header_timer()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm_header_timer()
+
+        def _arm_header_timer(self) -> None:
+            waiting_for = self.cycle  # a new request replaces the cycle once its headers are complete
+
+            def expire() -> None:
+                if self.cycle is waiting_for and not self.transport.is_closing():
+                    self.transport.close()
+
+            self.loop.call_later(seconds, expire)
+
+    return HeaderTimeoutProtocol
+
+
+def run_app(app: Any, sock: socket.socket, header_timeout: float = HEADER_TIMEOUT_SECONDS) -> None:
+    """Serve `app` with uvicorn on a socket from `listening_socket` until interrupted (SIGINT or SIGTERM);
+    closes the socket. The caller's `finally` clauses run on either signal."""
+    import signal
+    import threading
+
     import uvicorn
 
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again for its previous handler:
+    # by default that kills the process before any cleanup. Make that previous handler an exit instead.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    config = uvicorn.Config(app, log_level="warning", timeout_keep_alive=5, h11_max_incomplete_event_size=64 * 1024,
+                            http=header_timeout_protocol(header_timeout))
     try:
-        uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+        uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()
+
+
+def _exit_on_sigterm(*_: object) -> None:
+    raise SystemExit(143)
