@@ -46,6 +46,36 @@ def build_index(count: int) -> Path:
     return db
 
 
+def healthz_while_decoding(base: str, uploads: int = 4) -> np.ndarray:
+    """/healthz latencies (ms) while `uploads` clients each search by an 80-megapixel PNG."""
+    import io
+
+    import httpx
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.linear_gradient("L").resize((10000, 8000)).convert("RGB").save(buffer, format="PNG", compress_level=1)
+    data = buffer.getvalue()
+
+    def upload() -> None:
+        with httpx.Client(base_url=base, timeout=300) as http:
+            http.post("/api/search/image", files={"file": ("big.png", data, "image/png")}).raise_for_status()
+
+    threads = [threading.Thread(target=upload) for _ in range(uploads)]
+    for thread in threads:
+        thread.start()
+    latencies = []
+    with httpx.Client(base_url=base, timeout=60) as http:
+        while any(thread.is_alive() for thread in threads):
+            started = time.perf_counter()
+            http.get("/healthz").raise_for_status()
+            latencies.append((time.perf_counter() - started) * 1000)
+            time.sleep(0.05)
+    for thread in threads:
+        thread.join()
+    return np.asarray(latencies)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=10_000)
@@ -94,6 +124,9 @@ def main() -> None:
               f"in {wall:.1f}s: {len(values) / wall:.1f} req/s")
         print(f"GET /api/search latency: p50 {np.percentile(values, 50):.1f} ms, p95 {np.percentile(values, 95):.1f} ms, "
               f"p99 {np.percentile(values, 99):.1f} ms")
+        health = healthz_while_decoding(base)
+        print(f"GET /healthz while four 80 MP PNG uploads decode: p50 {np.percentile(health, 50):.1f} ms, "
+              f"p99 {np.percentile(health, 99):.1f} ms, max {health.max():.1f} ms ({len(health)} requests)")
     finally:
         server.send_signal(2)
         try:
