@@ -478,3 +478,29 @@ def test_work_for_requests_that_went_away_is_dropped(test_encoder: CLIPEncoder) 
     finally:
         server.stop(grace=None)
     assert answer.header.status.code != jp.ERROR and waited < 1.0, waited
+
+
+def test_a_text_request_does_not_wait_behind_images_being_decoded(encoder_urls: dict[str, str]) -> None:
+    """Three 40-megapixel images posted to the encoder's HTTP /post decode in worker threads: a one-text
+    request meanwhile is answered at once (it waited 2.4 s behind them when decoding ran on the event loop)."""
+    import concurrent.futures
+
+    buffer = io.BytesIO()
+    Image.linear_gradient("L").resize((8000, 5000)).convert("RGB").save(buffer, format="PNG", compress_level=1)
+    blob = base64.b64encode(buffer.getvalue()).decode("ascii")
+    url = encoder_urls["http"] + "/post"
+
+    def post_image(_: int) -> int:
+        return httpx.post(url, json={"data": [{"blob": blob}]}, timeout=120).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        images = [pool.submit(post_image, i) for i in range(3)]
+        time.sleep(0.3)
+        waits = []
+        while not all(f.done() for f in images):
+            started = time.perf_counter()
+            assert httpx.post(url, json={"data": [{"text": "a red circle"}]}, timeout=60).status_code == 200
+            waits.append(time.perf_counter() - started)
+            time.sleep(0.05)
+        assert [f.result() for f in images] == [200] * 3
+    assert waits and max(waits) < 1.0, waits
