@@ -5,7 +5,8 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import Any
 
@@ -34,3 +35,14 @@ def running_server(app: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def latencies_while(busy: list[Future[Any]], probe: Callable[[], None], pause: float = 0.05) -> list[float]:
+    """Seconds each `probe()` took, called again and again until every `busy` future is done."""
+    latencies = []
+    while not all(f.done() for f in busy):
+        started = time.perf_counter()
+        probe()
+        latencies.append(time.perf_counter() - started)
+        time.sleep(pause)
+    return latencies

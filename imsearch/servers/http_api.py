@@ -33,7 +33,7 @@ from imsearch.errors import CollectionMismatchError, ImageSearchError, InvalidAr
 from imsearch.protocols import ServedEngine
 from imsearch.results import SearchResult
 from imsearch.servers.files import FileNotServed, read_indexed_file, under
-from imsearch.servers.jobs import IndexJobs
+from imsearch.servers.jobs import IndexJob, IndexJobs
 from imsearch.servers.limits import BodyLimit
 from imsearch.servers.thumbnails import ThumbnailCache
 from milvus_store import SearchFilter
@@ -264,27 +264,24 @@ def create_app(engine: ServedEngine, token: str | None = None, thumbnail_dir: st
             raise InvalidArgumentError(f"folder {body.folder!r} does not exist or is not a folder")
         return jobs.submit(folder, body.descriptions).to_dict()
 
-    @app.get("/api/index", tags=["index"])
-    def list_index_jobs() -> list[dict[str, Any]]:
-        return [j.to_dict() for j in jobs.all()]
+    def job_state(job_id: str, found: IndexJob | None) -> dict[str, Any]:
+        if found is None:
+            raise HTTPError(404, f"no job {job_id}")
+        return found.to_dict()
 
     @app.delete("/api/index/{job_id}", tags=["index"])
     def cancel_index_job(job_id: str) -> dict[str, Any]:
-        cancelled = jobs.cancel(job_id)
-        if cancelled is None:
-            raise HTTPError(404, f"no job {job_id}")
-        return cancelled.to_dict()
+        return job_state(job_id, jobs.cancel(job_id))
 
+    @app.get("/api/index", tags=["index"])
     @app.get("/api/jobs", tags=["index"])
     def list_jobs() -> list[dict[str, Any]]:
         return [j.to_dict() for j in jobs.all()]
 
+    @app.get("/api/index/{job_id}", tags=["index"])
     @app.get("/api/jobs/{job_id}", tags=["index"])
     def job(job_id: str) -> dict[str, Any]:
-        found = jobs.get(job_id)
-        if found is None:
-            raise HTTPError(404, f"no job {job_id}")
-        return found.to_dict()
+        return job_state(job_id, jobs.get(job_id))
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
