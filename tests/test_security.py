@@ -3,6 +3,7 @@ another site's pages in the user's browser, folders outside the roots probed, jo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -22,18 +23,33 @@ from imsearch.servers.http_api import create_app, host_name
 pytestmark = pytest.mark.slow  # real Milvus and the model behind a real server
 
 
-@pytest.fixture()
-def served(tmp_path: Path, scenes: Path):  # type: ignore[no-untyped-def]
-    """A server whose only root is `root`, holding the scenes under root/pics."""
+@contextlib.contextmanager
+def _server(tmp_path: Path, scenes: Path, serve_only_under_roots: bool):  # type: ignore[no-untyped-def]
     root = tmp_path / "root"
     shutil.copytree(scenes, root / "pics")
     engine = ImageSearchEngine(model_name=TEST_MODEL, milvus_uri=str(tmp_path / "s.db"), device="cpu")
     engine.index_directory(root / "pics")
     engine.warm()
-    app = create_app(engine, thumbnail_dir=tmp_path / "thumbs", index_roots=[str(root)])
+    app = create_app(engine, thumbnail_dir=tmp_path / "thumbs", index_roots=[str(root)],
+                     serve_only_under_roots=serve_only_under_roots)
     with running_server(app) as url, httpx.Client(base_url=url, timeout=60) as client:
         yield client, root, engine
     engine.close()
+
+
+@pytest.fixture()
+def served(tmp_path: Path, scenes: Path):  # type: ignore[no-untyped-def]
+    """A server whose only root is `root` (for indexing and serving), holding the scenes under root/pics."""
+    with _server(tmp_path, scenes, serve_only_under_roots=True) as server:
+        yield server
+
+
+@pytest.fixture()
+def served_anywhere(tmp_path: Path, scenes: Path):  # type: ignore[no-untyped-def]
+    """The same as `served` started without --index-root: images served wherever they were indexed, so only
+    the file checks themselves stand between a swapped symlink and the file it points to."""
+    with _server(tmp_path, scenes, serve_only_under_roots=False) as server:
+        yield server
 
 
 def _first(client: httpx.Client, name: str) -> dict[str, str]:
@@ -50,8 +66,8 @@ def _same_size_secret(tmp_path: Path, like: Path) -> Path:
     return secret
 
 
-def test_a_file_swapped_for_a_symlink_with_its_size_and_mtime_is_not_served(served, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    client, root, _ = served
+def test_a_file_swapped_for_a_symlink_with_its_size_and_mtime_is_not_served(served_anywhere, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    client, root, _ = served_anywhere
     hit = _first(client, "scene_00002.png")
     indexed = Path(hit["path"])
     stat = indexed.stat()
@@ -65,8 +81,8 @@ def test_a_file_swapped_for_a_symlink_with_its_size_and_mtime_is_not_served(serv
         assert response.status_code in (404, 409) and b"PRIVATE KEY" not in response.content, url
 
 
-def test_a_folder_swapped_for_a_symlink_is_not_followed(served, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    client, root, _ = served
+def test_a_folder_swapped_for_a_symlink_is_not_followed(served_anywhere, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    client, root, _ = served_anywhere
     hit = _first(client, "scene_00004.png")
     indexed = Path(hit["path"])
     stat = indexed.stat()

@@ -481,12 +481,12 @@ def test_work_for_requests_that_went_away_is_dropped(test_encoder: CLIPEncoder) 
 
 
 def test_a_text_request_does_not_wait_behind_images_being_decoded(encoder_urls: dict[str, str]) -> None:
-    """Three 40-megapixel images posted to the encoder's HTTP /post decode in worker threads: a one-text
+    """Three 80-megapixel images posted to the encoder's HTTP /post decode in worker threads: a one-text
     request meanwhile is answered at once (it waited 2.4 s behind them when decoding ran on the event loop)."""
     import concurrent.futures
 
     buffer = io.BytesIO()
-    Image.linear_gradient("L").resize((8000, 5000)).convert("RGB").save(buffer, format="PNG", compress_level=1)
+    Image.linear_gradient("L").resize((10000, 8000)).convert("RGB").save(buffer, format="PNG", compress_level=1)
     blob = base64.b64encode(buffer.getvalue()).decode("ascii")
     url = encoder_urls["http"] + "/post"
 
@@ -498,4 +498,5 @@ def test_a_text_request_does_not_wait_behind_images_being_decoded(encoder_urls: 
         time.sleep(0.3)
         waits = latencies_while(images, lambda: httpx.post(url, json={"data": [{"text": "a red circle"}]}, timeout=60).raise_for_status())
         assert [f.result() for f in images] == [200] * 3
-    assert waits and max(waits) < 1.0, waits
+    print(f"one-text requests while three 80 MP images decode: max {max(waits) * 1000:.0f} ms over {len(waits)}")
+    assert waits and max(waits) < 0.5, waits
