@@ -166,13 +166,15 @@ class ImageSearchEngine:
         return Indexer(self.encoder, self.store, decode_workers=self._decode_workers)
 
     def index_directory(self, image_dir: str | os.PathLike[str], descriptions: Mapping[str, Any] | None = None,
-                        progress: ProgressCallback | None = None, within: Sequence[str] = ()) -> IndexSummary:
+                        progress: ProgressCallback | None = None, within: Sequence[str] = (),
+                        exclude: Sequence[str] = ()) -> IndexSummary:
         """Index every image under `image_dir`, recursively; unchanged files are skipped, deleted ones removed.
-        `within`: folders (e.g. a server's allowed roots) outside whose real paths nothing is read."""
+        `within`: folders (e.g. a server's allowed roots) outside whose real paths nothing is read.
+        `exclude`: glob patterns matched against names and paths relative to `image_dir` (`*.tmp`, `exports/*`)."""
         folder = Path(image_dir).expanduser()
         if not folder.is_dir():
             raise InvalidArgumentError(f"image folder {str(image_dir)!r} does not exist or is not a folder")
-        return self._indexer().index_directory(folder, descriptions, progress, within)
+        return self._indexer().index_directory(folder, descriptions, progress, within, exclude)
 
     def index_images(self, image_paths: Sequence[str | os.PathLike[str]], descriptions: Mapping[str, Any] | None = None,
                      progress: ProgressCallback | None = None) -> IndexSummary:

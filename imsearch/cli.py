@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     store.add_argument("--milvus-token", default=os.environ.get("MILVUS_TOKEN"))
     index = parser.add_argument_group("index")
     index.add_argument("--image-dir", action="append", help="folder to index, recursively (repeatable)")
+    index.add_argument("--exclude", action="append", default=[],
+                       help="leave out files or folders whose name or path below --image-dir matches this glob, e.g. "
+                            "'*.tmp', 'exports/*', Screenshots (repeatable); @eaDir, node_modules, $RECYCLE.BIN, "
+                            "System Volume Information and hidden folders are always left out")
     index.add_argument("--descriptions", help="JSON file mapping file names or paths to descriptions")
     index.add_argument("--rebuild", action="store_true", help="drop the collection and encode everything again")
     index.add_argument("--drop-foreign-collection", action="store_true",
@@ -177,7 +181,7 @@ def _index(args: argparse.Namespace, engine: SearchEngine) -> int:
     for folder in args.image_dir:
         update, bar = _progress_bar(args.quiet or args.json)
         try:
-            summary = engine.index_directory(folder, descriptions, progress=update)
+            summary = engine.index_directory(folder, descriptions, progress=update, exclude=args.exclude)
         finally:
             bar.close()
         total.add(summary)

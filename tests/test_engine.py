@@ -280,3 +280,18 @@ def test_an_encoder_passed_in_outlives_the_engine(tmp_path: Path, scenes: Path, 
         with ImageSearchEngine(encoder=test_encoder, milvus_uri=str(tmp_path / name)) as engine:
             assert engine.index_directory(scenes).indexed == 24
     assert test_encoder.encode_texts(["a red circle"]).shape == (1, 64)
+
+
+def test_excluded_files_are_left_out_and_leave_the_index(tmp_path: Path, scenes: Path) -> None:
+    (scenes / "exports").mkdir()
+    for name in ("scene_00001.png", "scene_00002.png"):
+        shutil.move(scenes / name, scenes / "exports" / name)
+    (scenes / "@eaDir").mkdir()
+    shutil.copy(scenes / "scene_00003.png", scenes / "@eaDir" / "SYNOFILE_THUMB_XL.png")  # a NAS's thumbnail
+    with make_engine(tmp_path) as engine:
+        first = engine.index_directory(scenes)
+        assert first.indexed == 24  # the NAS thumbnail folder is never read
+        second = engine.index_directory(scenes, exclude=["exports/*", "scene_0000[45].png"])
+        assert (second.indexed, second.removed) == (0, 4)  # rows under what is now excluded leave the index
+        names = {Path(r.path).name for r in engine.search("shape", top_k=100)}
+        assert len(names) == 20 and not names & {"scene_00001.png", "scene_00002.png", "scene_00004.png", "scene_00005.png"}

@@ -245,10 +245,12 @@ class Indexer:
         self.lookahead_batches = lookahead_batches
 
     def index_directory(self, root: str | Path, descriptions: Mapping[str, Any] | None = None,
-                        progress: ProgressCallback | None = None, within: Sequence[str] = ()) -> IndexSummary:
-        """Index `root` recursively; with `within`, read nothing whose real path lies outside those folders."""
+                        progress: ProgressCallback | None = None, within: Sequence[str] = (),
+                        exclude: Sequence[str] = ()) -> IndexSummary:
+        """Index `root` recursively; with `within`, read nothing whose real path lies outside those folders;
+        `exclude`: glob patterns of names or relative paths to leave out (rows under them are removed)."""
         root_path = os.path.abspath(os.fspath(root))
-        scan = scan_directory(root_path, within=within)
+        scan = scan_directory(root_path, within=within, exclude=exclude)
         existing = self.store.files_under(root_path)
         protected = tuple(d.rstrip(os.sep) + os.sep for d in scan.unlisted_dirs)
         on_disk = {f.path for f in scan.files} | {f.path for f in scan.failed}

@@ -6,6 +6,7 @@ folder that cannot be listed is reported and remembered, so that the rows under 
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import stat
 from collections.abc import Iterable, Sequence
@@ -37,7 +38,17 @@ class ScanResult:
 
 
 def _is_hidden(name: str) -> bool:
-    return name.startswith(".")  # also AppleDouble "._*" files
+    return name.startswith(".")  # also AppleDouble "._*" files (and .git, .thumbnails, .Trash...)
+
+
+# Folders that hold no one's photos, only copies, caches or system files (rclip skips the same):
+# Synology thumbnails, package trees, Windows system and recycle folders, Synology/QNAP recycle bins.
+EXCLUDED_FOLDERS = frozenset({"@eaDir", "node_modules", "System Volume Information", "$RECYCLE.BIN", "#recycle", "@Recycle"})
+
+
+def _excluded(name: str, relative: str, patterns: Sequence[str]) -> bool:
+    """A user's --exclude glob matches an entry's name or its path below the indexed folder."""
+    return any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(relative, p) for p in patterns)
 
 
 # Kernel and virtual filesystems: never photos, and walking them is harmful (/proc holds every
@@ -70,10 +81,13 @@ def _inside(real: str, within: Sequence[str]) -> bool:
     return any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in within)
 
 
-def scan_directory(root: str | Path, extensions: Iterable[str] = IMAGE_EXTENSIONS, within: Sequence[str] = ()) -> ScanResult:
-    """Every image file under `root`, recursively; hidden entries skipped, symlink loops not followed,
-    pseudo filesystems (/proc, /sys, /dev...) not entered. With `within` (real paths), nothing whose
-    real path lies outside them is read: a symbolic link out of an allowed folder is reported, not followed."""
+def scan_directory(root: str | Path, extensions: Iterable[str] = IMAGE_EXTENSIONS, within: Sequence[str] = (),
+                   exclude: Sequence[str] = ()) -> ScanResult:
+    """Every image file under `root`, recursively; hidden entries and EXCLUDED_FOLDERS skipped, symlink loops
+    not followed, pseudo filesystems (/proc, /sys, /dev...) not entered. `exclude`: glob patterns matched
+    against each entry's name and its path relative to `root` (`*.tmp`, `exports/*`, `Screenshots`).
+    With `within` (real paths), nothing whose real path lies outside them is read: a symbolic link out of
+    an allowed folder is reported, not followed."""
     extensions = {e.lower() for e in extensions}
     result = ScanResult()
     root_path = os.path.abspath(os.fspath(root))
@@ -111,12 +125,16 @@ def scan_directory(root: str | Path, extensions: Iterable[str] = IMAGE_EXTENSION
         for entry in entries:
             if _is_hidden(entry.name):
                 continue
+            relative = os.path.relpath(entry.path, root_path).replace(os.sep, "/")
+            if exclude and _excluded(entry.name, relative, exclude):
+                continue
             try:
                 is_dir = entry.is_dir()  # follows symlinks
             except OSError:
                 is_dir = False
             if is_dir:
-                subfolders.append(entry.path)
+                if entry.name not in EXCLUDED_FOLDERS:
+                    subfolders.append(entry.path)
                 continue
             if os.path.splitext(entry.name)[1].lower() not in extensions:
                 continue

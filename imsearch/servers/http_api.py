@@ -65,6 +65,8 @@ class BatchSearchBody(FilterBody):
 class IndexBody(BaseModel):
     folder: str
     descriptions: dict[str, Any] | None = None
+    exclude: list[Annotated[str, StringConstraints(max_length=200)]] = Field([], max_length=100,
+                                                                             description="glob patterns of names or relative paths to leave out")
 
 
 class HTTPError(Exception):
@@ -262,7 +264,7 @@ def create_app(engine: ServedEngine, token: str | None = None, thumbnail_dir: st
             raise HTTPError(403, f"this server only indexes folders under: {', '.join(roots)}")
         if not os.path.isdir(folder):
             raise InvalidArgumentError(f"folder {body.folder!r} does not exist or is not a folder")
-        return jobs.submit(folder, body.descriptions).to_dict()
+        return jobs.submit(folder, body.descriptions, body.exclude).to_dict()
 
     def job_state(job_id: str, found: IndexJob | None) -> dict[str, Any]:
         if found is None:

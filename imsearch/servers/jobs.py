@@ -53,14 +53,14 @@ class IndexJobs:
         self._keep = keep
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="index-job")
 
-    def submit(self, folder: str, descriptions: dict[str, Any] | None = None) -> IndexJob:
+    def submit(self, folder: str, descriptions: dict[str, Any] | None = None, exclude: Sequence[str] = ()) -> IndexJob:
         with self._lock:
             job = IndexJob(id=str(next(self._ids)), folder=folder)
             self._jobs[job.id] = job
             for old in list(self._jobs)[: max(0, len(self._jobs) - self._keep)]:
                 if self._jobs[old].state in ("done", "failed", "cancelled"):
                     del self._jobs[old]
-        self._pool.submit(self._run, job, descriptions)
+        self._pool.submit(self._run, job, descriptions, list(exclude))
         return job
 
     def get(self, job_id: str) -> IndexJob | None:
@@ -79,7 +79,7 @@ class IndexJobs:
                     job.state, job.finished = "cancelled", time.time()
         return job
 
-    def _run(self, job: IndexJob, descriptions: dict[str, Any] | None) -> None:
+    def _run(self, job: IndexJob, descriptions: dict[str, Any] | None, exclude: list[str]) -> None:
         with self._lock:
             if job.cancel_requested:
                 return
@@ -91,7 +91,8 @@ class IndexJobs:
                 raise IndexCancelled(f"index job {job.id} was cancelled")
 
         try:
-            job.summary = self._engine.index_directory(job.folder, descriptions, progress=progress, within=self._within)
+            job.summary = self._engine.index_directory(job.folder, descriptions, progress=progress, within=self._within,
+                                                       exclude=exclude)
             job.state = "done"
         except IndexCancelled:
             job.state = "cancelled"

@@ -100,8 +100,9 @@ class RemoteEngine:
         return dict(self._call("GET", "/api/stats"))
 
     def index_directory(self, image_dir: str, descriptions: Mapping[str, Any] | None = None,
-                        progress: ProgressCallback | None = None) -> IndexSummary:
-        job = self._call("POST", "/api/index", json={"folder": os.path.abspath(image_dir), "descriptions": descriptions})
+                        progress: ProgressCallback | None = None, exclude: Sequence[str] = ()) -> IndexSummary:
+        job = self._call("POST", "/api/index", json={"folder": os.path.abspath(image_dir), "descriptions": descriptions,
+                                                     "exclude": list(exclude)})
         while job["state"] in ("queued", "running"):
             time.sleep(0.3)
             job = self._call("GET", f"/api/jobs/{job['id']}")
