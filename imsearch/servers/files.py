@@ -63,6 +63,16 @@ def open_without_symlinks(path: str) -> int:
         os.close(directory)
 
 
+def unchanged_on_disk(record: dict[str, Any]) -> bool:
+    """A cheap check (one stat) that the indexed path still has the indexed size and mtime. Not a guarantee
+    of content, so only for answering with something already derived from verified content."""
+    try:
+        info = os.stat(str(record["path"]))
+    except OSError:
+        return False
+    return stat.S_ISREG(info.st_mode) and info.st_size == int(record["size"]) and abs(info.st_mtime - float(record["mtime"])) <= 1e-6
+
+
 def read_indexed_file(record: dict[str, Any], roots: Sequence[str] = ()) -> bytes:
     """The content of the indexed file `record` (path, size, mtime, fingerprint), verified as described above."""
     path = str(record["path"])

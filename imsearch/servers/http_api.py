@@ -2,9 +2,9 @@
 
     python image_search.py --mode serve [--host 127.0.0.1] [--port 8000] [--token SECRET]
 
-Files are served only for indexed images, looked up by id in the index, and only while the file
-on disk is still the one that was indexed (same size and mtime): no path from a request ever
-reaches the file system.
+Files are served only for indexed images, looked up by id in the index, and only while their bytes
+are still the ones that were indexed (servers/files.py): no path from a request ever reaches the
+file system.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from imsearch.errors import CollectionMismatchError, ImageSearchError, InvalidArgumentError, StoreError
 from imsearch.protocols import ServedEngine
 from imsearch.results import SearchResult
-from imsearch.servers.files import FileNotServed, read_indexed_file, under
+from imsearch.servers.files import FileNotServed, read_indexed_file, unchanged_on_disk, under
 from imsearch.servers.jobs import IndexJob, IndexJobs
 from imsearch.servers.limits import BodyLimit
 from imsearch.servers.thumbnails import ThumbnailCache
@@ -250,8 +250,13 @@ def create_app(engine: ServedEngine, token: str | None = None, thumbnail_dir: st
 
     @app.get("/api/images/{image_id}/thumbnail", tags=["images"])
     def thumbnail(image_id: int) -> FileResponse:
-        data, record = indexed_file(image_id)
-        cached = thumbs.get(image_id, data, float(record["mtime"]))
+        record = indexed_record(image_id)
+        cached = thumbs.path_for(image_id, float(record["mtime"]))
+        # A cached thumbnail was made from verified bytes, so a stat suffices to answer with it; reading and
+        # hashing the whole original for each of a results page's thumbnails would cost ~10 ms per photo.
+        if not (cached.exists() and unchanged_on_disk(record) and (not serve_roots or under(os.path.realpath(record["path"]), serve_roots))):
+            data, record = indexed_file(image_id)
+            cached = thumbs.make(image_id, data, float(record["mtime"]))
         return FileResponse(cached, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 
     @app.post("/api/index", status_code=202, tags=["index"])

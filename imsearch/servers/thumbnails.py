@@ -16,11 +16,13 @@ class ThumbnailCache:
         self.size = size
         self.quality = quality
 
-    def get(self, image_id: int, data: bytes, mtime: float) -> Path:
-        """The thumbnail of an indexed file's verified content, made on first request; a changed file gets a new one."""
-        target = self.folder / f"{image_id}-{int(mtime * 1000)}-{self.size}.jpg"
-        if target.exists():
-            return target
+    def path_for(self, image_id: int, mtime: float) -> Path:
+        """Where the thumbnail of this version of the file is (or will be) kept; a changed file gets a new one."""
+        return self.folder / f"{image_id}-{int(mtime * 1000)}-{self.size}.jpg"
+
+    def make(self, image_id: int, data: bytes, mtime: float) -> Path:
+        """Render the thumbnail of an indexed file's verified content."""
+        target = self.path_for(image_id, mtime)
         image = load_rgb(data, min_side=self.size)
         image.thumbnail((self.size, self.size))
         handle, temporary = tempfile.mkstemp(dir=self.folder, suffix=".part")
