@@ -125,8 +125,7 @@ def scan_directory(root: str | Path, extensions: Iterable[str] = IMAGE_EXTENSION
         for entry in entries:
             if _is_hidden(entry.name):
                 continue
-            relative = os.path.relpath(entry.path, root_path).replace(os.sep, "/")
-            if exclude and _excluded(entry.name, relative, exclude):
+            if exclude and _excluded(entry.name, os.path.relpath(entry.path, root_path).replace(os.sep, "/"), exclude):
                 continue
             try:
                 is_dir = entry.is_dir()  # follows symlinks
