@@ -3,6 +3,7 @@
 # server for the server-path tests, and (as root on Debian/Ubuntu) Chromium for the browser test.
 set -euo pipefail
 cd "$(dirname "$0")"
+export PIP_NO_CACHE_DIR=1  # the CI disk is small: no second copy of every wheel
 python3 -m venv .venv
 .venv/bin/pip install -r requirements-dev.txt
 # clip-as-service's server in its own venv, for the service-mode tests against a real clip-server
