@@ -26,10 +26,11 @@ from imsearch.encoders.base import (
     DEFAULT_MODEL,
     EncoderBackend,
     backend_factory,
+    choose_local_runtime,
     normalize,
     register_backend,
 )
-from imsearch.errors import InvalidArgumentError
+from imsearch.errors import InvalidArgumentError, UnsupportedForOnnx
 
 __all__ = ["CLIPEncoder", "EncoderBackend", "register_backend", "BACKENDS", "BUILTIN_MODELS", "DEFAULT_MODEL", "normalize"]
 
@@ -40,18 +41,33 @@ class CLIPEncoder:
     """The project's encoder: pick a backend by mode, batch, normalise."""
 
     def __init__(self, mode: str = "local", model_name: str | None = DEFAULT_MODEL, batch_size: int = 32, **options: Any):
-        if mode == "local" and model_name and model_name.strip().startswith(CN_CLIP_PREFIX):
-            mode = "local-cn-clip"  # Chinese-CLIP is not an open_clip model
         if batch_size < 1:
             raise InvalidArgumentError(f"batch_size must be at least 1, got {batch_size}")
-        factory = backend_factory(mode)
-        self.mode = "local" if mode == "local-cn-clip" else mode
+        runtime = options.pop("runtime", None)
+        self.runtime_note = ""
+        if mode == "local" and model_name and model_name.strip().startswith(CN_CLIP_PREFIX):
+            mode = "local-cn-clip"  # Chinese-CLIP is not an open_clip model; it runs on torch
+        elif mode == "local" and choose_local_runtime(runtime, options.get("device"), options.get("precision")) == "onnx":
+            mode = "local-onnx"
+        self.mode = "local" if mode.startswith("local") else mode
         self.batch_size = batch_size
-        self.backend: EncoderBackend = factory(model_name=model_name, **options)
+        try:
+            self.backend: EncoderBackend = backend_factory(mode)(model_name=model_name, **options)
+        except UnsupportedForOnnx as reason:
+            if runtime == "onnx":
+                raise
+            # models ONNX cannot take here (their tokenizer has no torch-free twin) run on torch
+            self.runtime_note = f"{model_name} runs on torch: {reason}"
+            self.backend = backend_factory("local")(model_name=model_name, **options)
 
     @property
     def model_name(self) -> str:
         return self.backend.model_name
+
+    @property
+    def runtime(self) -> str:
+        """Where the model runs: 'onnx', 'torch', or 'service'."""
+        return "service" if self.mode == "service" else str(getattr(self.backend, "runtime", "torch"))
 
     @property
     def dim(self) -> int:

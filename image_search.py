@@ -31,7 +31,6 @@ import numpy as np
 from PIL import Image
 
 from clip_encoder import DEFAULT_MODEL, CLIPEncoder, normalize
-from imsearch.encoders.base import pick_device
 from imsearch.encoders.multilingual import QueryRouter, planned_query_encoder
 from imsearch.encoders.open_clip_backend import architecture_quick_gelu, trained_activation
 from imsearch.errors import (
@@ -62,7 +61,7 @@ class ImageSearchEngine:
                  milvus_uri: str | None = None, milvus_host: str | None = None, milvus_port: str | int | None = None,
                  milvus_token: str | None = None, milvus_user: str | None = None, milvus_password: str | None = None,
                  batch_size: int = 32, device: str | None = "auto", precision: str = "auto", clip_server: str | None = None,
-                 rebuild: bool = False, decode_workers: int | None = None, query_model: str = "auto",
+                 runtime: str = "auto", rebuild: bool = False, decode_workers: int | None = None, query_model: str = "auto",
                  drop_foreign_collection: bool = False,
                  encoder: CLIPEncoder | None = None, store: MilvusStore | None = None):
         if batch_size < 1:
@@ -76,7 +75,7 @@ class ImageSearchEngine:
             if rebuild and not drop_foreign_collection:
                 self._refuse_to_drop_a_foreign_collection()
             self._setup(mode, model_name, batch_size, device, precision, clip_server, rebuild, decode_workers,
-                        query_model, encoder)
+                        query_model, encoder, runtime)
         except BaseException:
             if self._owns_store:
                 self.store.close()  # do not keep a Lite database locked for an engine that never came to be
@@ -94,10 +93,12 @@ class ImageSearchEngine:
 
     def _setup(self, mode: str, model_name: str | None, batch_size: int, device: str | None, precision: str,
                clip_server: str | None, rebuild: bool, decode_workers: int | None, query_model: str,
-               encoder: CLIPEncoder | None) -> None:
+               encoder: CLIPEncoder | None, runtime: str = "auto") -> None:
         info = None if rebuild else self.store.collection_info()
         self._encoder = encoder
         self._encoder_options: dict[str, Any] = {"batch_size": batch_size, "device": device, "precision": precision}
+        if mode == "local":
+            self._encoder_options["runtime"] = runtime
         if clip_server:
             self._encoder_options["server"] = clip_server
         if mode == "service" and not model_name and info is None and encoder is None:
@@ -215,7 +216,7 @@ class ImageSearchEngine:
         if self._router is None:
             info = self.store.collection_info()
             dim = info.dim if info else self.encoder.dim
-            self._router = QueryRouter(self.model_name, dim, self._query_model, device=pick_device(self._encoder_options.get("device")))
+            self._router = QueryRouter(self.model_name, dim, self._query_model, device=self._encoder_options.get("device") or "auto")
         return self._router
 
     def search_by_image(self, image: str | os.PathLike[str] | bytes | Image.Image, top_k: int = 5,

@@ -65,8 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --rebuild: also drop a collection that image_search did not create (refused otherwise)")
     index.add_argument("--batch-size", type=int, default=32)
     index.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    index.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                       help="image-tower precision; auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32 (exact)")
+    index.add_argument("--runtime", default="auto", choices=["auto", "onnx", "torch"],
+                       help="how a local open_clip model runs; auto: ONNX Runtime on a CPU (exported once into the cache, "
+                            "then no torch at all), torch on CUDA and for bf16/fp16")
+    index.add_argument("--precision", default="auto", choices=["auto", "fp32", "int8", "bf16", "fp16"],
+                       help="image-tower precision; auto: fp32 on ONNX Runtime (exact), fp16 on CUDA; int8 on ONNX Runtime; "
+                            "bf16 (CPUs with native bf16) and fp16 on torch")
     index.add_argument("--clip-server", default=os.environ.get("IMAGE_SEARCH_CLIP_SERVER"),
                        help="grpc://host:51000 or http://host:port: a clip-as-service server (clip-server) or our --mode "
                             "serve-encoder (service mode; or set IMAGE_SEARCH_CLIP_SERVER)")
@@ -137,8 +141,8 @@ def _open_engine(args: argparse.Namespace) -> SearchEngine:
         return ImageSearchEngine(
             mode=args.encode_mode or ("service" if args.clip_server else "local"), model_name=args.model, collection_name=args.collection, milvus_uri=args.milvus_uri,
             milvus_host=args.milvus_host, milvus_port=args.milvus_port, milvus_token=args.milvus_token,
-            batch_size=args.batch_size, device=args.device, precision=args.precision, clip_server=args.clip_server,
-            rebuild=args.rebuild, query_model=args.query_model, drop_foreign_collection=args.drop_foreign_collection)
+            batch_size=args.batch_size, device=args.device, precision=args.precision, runtime=args.runtime,
+            clip_server=args.clip_server, rebuild=args.rebuild, query_model=args.query_model, drop_foreign_collection=args.drop_foreign_collection)
     except StoreLockedError:
         from imsearch.servers.remote_engine import RemoteEngine, find_server
         from milvus_store import is_lite_uri, resolve_uri
@@ -164,7 +168,7 @@ def _serve_encoder(args: argparse.Namespace) -> int:
     for busy in (port, http_port):  # before the model loads: a busy port fails in a second
         listening_socket(args.host, busy).close()
     encoder = CLIPEncoder(mode="local", model_name=args.model or DEFAULT_MODEL, batch_size=args.batch_size,
-                          device=args.device, precision=args.precision)
+                          device=args.device, precision=args.precision, runtime=args.runtime)
     print(f"encoder {encoder.model_name} ({encoder.dim}-d): grpc://{args.host}:{port} (clip-client, clip-as-service's "
           f"gRPC protocol) and http://{args.host}:{http_port} (its HTTP JSON protocol)", file=sys.stderr)
     serve_encoder(encoder, args.host, port, http_port)

@@ -5,6 +5,7 @@ messages and exit codes; nothing below them prints or exits.
     ├── InvalidArgumentError (also a ValueError)   a value we cannot use: empty query, bad top_k, path...
     │   └── ImageDecodeError                         a file or upload is not a usable image (`reason`)
     ├── ModelLoadError                             a model name could not be resolved or its weights loaded
+    │   └── UnsupportedForOnnx                       this model cannot run on ONNX Runtime here (it keeps torch)
     ├── EncoderError                               encoding failed: service down, bad answer...
     │   └── EncoderRejectedError                     the encoder refused a batch: resend its items one by one
     ├── StoreError                                 the vector store failed or could not be reached
@@ -43,6 +44,10 @@ class ImageDecodeError(InvalidArgumentError):
 
 class ModelLoadError(ImageSearchError):
     """A model could not be resolved or its weights could not be loaded."""
+
+
+class UnsupportedForOnnx(ModelLoadError):
+    """This model's tokenizer or towers have no torch-free path here; it keeps running on torch."""
 
 
 class EncoderError(ImageSearchError):

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # The package is installed (pip install -e .); the tests' own helpers (tests/, tools/) are on pytest's
 # path, and child processes that tests start get the same through PYTHONPATH.
 os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), str(ROOT / "tools"), *filter(None, [os.environ.get("PYTHONPATH")])])
+
+# ONNX exports go to a cache of this test session (children inherit it), never the user's own.
+os.environ["IMAGE_SEARCH_CACHE"] = tempfile.mkdtemp(prefix="image-search-test-cache-")
 
 TEST_MODEL = "shapes-tiny::v1"
 # A test that uses one of these needs Milvus or loads a model: never in the fast tier (-m "not slow").
@@ -46,6 +50,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(os.environ["IMAGE_SEARCH_CACHE"], ignore_errors=True)
     if _skipped and exitstatus == 0:
         session.exitstatus = 1
 
@@ -62,7 +67,7 @@ HELD_OUT_SEED = 424242  # not the training seed (0) nor the training script's he
 def test_encoder():  # type: ignore[no-untyped-def]
     from clip_encoder import CLIPEncoder
 
-    encoder = CLIPEncoder(mode="local", model_name=TEST_MODEL, device="cpu")
+    encoder = CLIPEncoder(mode="local", model_name=TEST_MODEL, device="cpu", runtime="torch")  # its torch internals are tested
     yield encoder
     encoder.close()
 

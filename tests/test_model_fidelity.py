@@ -139,7 +139,7 @@ del truth
 from clip_encoder import CLIPEncoder
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
-    ours = CLIPEncoder(model_name=name, device="cpu", precision="fp32")
+    ours = CLIPEncoder(model_name=name, device="cpu", precision="fp32", runtime="torch")
 our_text, our_image = ours.encode_texts(texts), ours.encode_images(images)
 result = {
     "text": float((our_text * ref_text).sum(1).min()), "image": float((our_image * ref_image).sum(1).min()),

@@ -56,6 +56,7 @@ BackendFactory = Callable[..., EncoderBackend]
 # mode -> a factory, or "module:Class" imported when the mode is first used
 BACKENDS: dict[str, BackendFactory | str] = {
     "local": "imsearch.encoders.open_clip_backend:OpenCLIPBackend",
+    "local-onnx": "imsearch.encoders.onnx_backend:OnnxCLIPBackend",
     "local-cn-clip": "imsearch.encoders.cn_clip:ChineseCLIPBackend",
     "service": "imsearch.encoders.service:ServiceBackend",
 }
@@ -100,7 +101,34 @@ def pick_device(device: str | None) -> str:
     return device
 
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
+RUNTIMES = ("auto", "onnx", "torch")
+
+
+def cuda_probably_present() -> bool:
+    """Whether an NVIDIA driver is loaded, without importing torch (which costs a second)."""
+    return os.path.exists("/proc/driver/nvidia/version") and os.environ.get("CUDA_VISIBLE_DEVICES", "x") not in ("", "-1")
+
+
+def choose_local_runtime(runtime: str | None, device: str | None, precision: str | None) -> str:
+    """'onnx' or 'torch' for an open_clip model in this process.
+
+    auto: ONNX Runtime on a CPU (fp32 exact, or int8), which starts without torch and runs the towers
+    faster than torch fp32; torch on CUDA and for bf16/fp16, which ONNX Runtime's CPU provider does not
+    run faster.
+    """
+    runtime = runtime or "auto"
+    if runtime not in RUNTIMES:
+        raise InvalidArgumentError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    if runtime != "auto":
+        return runtime
+    if device and device not in ("auto", "cpu"):
+        return "torch"
+    if precision in ("bf16", "fp16"):
+        return "torch"
+    if device in (None, "", "auto") and cuda_probably_present():
+        return "torch"
+    return "onnx"
 
 
 def pick_precision(precision: str | None, device: str) -> str:
@@ -108,6 +136,8 @@ def pick_precision(precision: str | None, device: str) -> str:
     precision = precision or "auto"
     if precision not in PRECISIONS:
         raise InvalidArgumentError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "int8":
+        raise InvalidArgumentError("int8 runs on the ONNX runtime only (--runtime onnx)")
     if precision != "auto":
         return precision
     if device.startswith("cuda"):

@@ -198,7 +198,9 @@ class QueryRouter:
     def _get(self, name: str) -> TextEncoder | None:
         if self._encoder is None:
             try:
-                encoder = self._loader(name, self.device)
+                from imsearch.encoders.base import pick_device  # imports torch: only when a query needs this encoder
+
+                encoder = self._loader(name, pick_device(self.device))
             except ModelLoadError as error:
                 if self.mode != "auto":
                     raise

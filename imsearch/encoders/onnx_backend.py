@@ -1,0 +1,178 @@
+"""open_clip models on ONNX Runtime: the default local path on a CPU, and torch-free once exported.
+
+The first use of a model exports its towers from open_clip (`onnx_export`, which needs torch) into the
+user's cache, keyed by the model, its weights file, the activation, and the versions of open_clip,
+torch, onnx and onnxruntime; every later process loads the ONNX files, our tokenizer and our numpy
+transform, and never imports torch, torchvision or open_clip. Each tower's session is created on its
+first use, so a text search never loads the image tower.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from imsearch.encoders.base import BUILTIN_MODELS, DEFAULT_MODEL
+from imsearch.encoders.clip_tokenizer import CLIPTokenizer
+from imsearch.encoders.preprocess import ImageTransform
+from imsearch.errors import InvalidArgumentError, MissingDependencyError, ModelLoadError, UnsupportedForOnnx
+
+ONNX_PRECISIONS = ("auto", "fp32", "int8")
+# What `auto` runs the image tower in, chosen by measurement (README, Performance; bench/onnx_precision.py).
+AUTO_IMAGE_PRECISION = "fp32"
+EXPORT_FORMAT = 2  # what the export folder holds; a change re-exports
+EXPORTER_PACKAGES = ("open_clip_torch", "torch", "onnx", "onnxruntime")
+
+
+def cache_root() -> Path:
+    """$IMAGE_SEARCH_CACHE, else $XDG_CACHE_HOME/image_search, else ~/.cache/image_search."""
+    explicit = os.environ.get("IMAGE_SEARCH_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "image_search"
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "missing"
+
+
+def _file_identity(path: Path) -> list[Any]:
+    stat = path.stat()
+    return [str(path), stat.st_size, stat.st_mtime_ns]
+
+
+def export_key(model_name: str, activation: str | None = None) -> dict[str, Any]:
+    """Everything an export depends on, without importing torch or open_clip."""
+    name = model_name.strip()
+    weights: list[Any] = []
+    folder = BUILTIN_MODELS.get(name) or (Path(name).expanduser() if Path(name).expanduser().is_dir() else None)
+    if folder is not None:
+        weights = [_file_identity(p) for p in sorted(folder.resolve().iterdir()) if p.is_file()]
+    else:
+        arch, _, tag = name.partition("::")
+        checkpoint = Path(tag).expanduser()
+        if checkpoint.is_file():
+            weights = [_file_identity(checkpoint.resolve())]
+    return {"format": EXPORT_FORMAT, "model": name, "weights": weights, "activation": activation,
+            "versions": {package: _version(package) for package in EXPORTER_PACKAGES}}
+
+
+def export_folder(model_name: str, activation: str | None = None) -> tuple[Path, dict[str, Any]]:
+    key = export_key(model_name, activation)
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model_name.strip().rsplit("/", 1)[-1])[:60] or "model"
+    return cache_root() / "onnx" / f"{slug}-{digest}", key
+
+
+def ensure_export(model_name: str, activation: str | None = None) -> Path:
+    """The export folder for this model, exporting it first if needed (which imports torch, once)."""
+    folder, key = export_folder(model_name, activation)
+    if (folder / "export.json").is_file():
+        return folder
+    refused = folder.with_name(folder.name + ".unsupported")
+    if refused.is_file():  # remembered, so that such a model does not pay for a failed export at every start
+        raise UnsupportedForOnnx(refused.read_text(errors="replace").strip())
+    try:
+        from imsearch.encoders.onnx_export import export_model
+    except ImportError as error:
+        raise MissingDependencyError(f"exporting {model_name!r} to ONNX needs torch and open_clip ({error}); "
+                                     "install image-search with its default dependencies") from error
+    try:
+        export_model(model_name, folder, activation=activation, key=key)
+    except UnsupportedForOnnx as reason:
+        refused.parent.mkdir(parents=True, exist_ok=True)
+        refused.write_text(str(reason))
+        raise
+    return folder
+
+
+class OnnxCLIPBackend:
+    """An exported open_clip model on ONNX Runtime's CPU provider."""
+
+    batches_in_flight = 1
+    runtime = "onnx"
+
+    def __init__(self, model_name: str | None = DEFAULT_MODEL, device: str | None = "auto", precision: str | None = "auto",
+                 activation: str | None = None, threads: int | None = None, **_: Any):
+        if device not in (None, "", "auto", "cpu"):
+            raise InvalidArgumentError(f"the ONNX runtime runs on the CPU, not {device!r}: use --runtime torch for it")
+        precision = precision or "auto"
+        if precision not in ONNX_PRECISIONS:
+            raise InvalidArgumentError(f"the ONNX runtime runs the image tower in {', '.join(ONNX_PRECISIONS)}, not {precision!r}; "
+                                       "use --runtime torch for bf16 or fp16")
+        if activation not in (None, "gelu", "quick_gelu"):
+            raise InvalidArgumentError(f"activation must be 'gelu' or 'quick_gelu', got {activation!r}")
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError as error:
+            raise MissingDependencyError("the ONNX runtime needs onnxruntime (pip install onnxruntime), or use --runtime torch") from error
+        self.model_name = (model_name or DEFAULT_MODEL).strip()
+        self.precision = AUTO_IMAGE_PRECISION if precision == "auto" else precision
+        self.device = "cpu"
+        self.folder = ensure_export(self.model_name, activation)
+        try:
+            self.meta: dict[str, Any] = json.loads((self.folder / "export.json").read_text())
+        except (OSError, ValueError) as error:
+            raise ModelLoadError(f"the ONNX export at {self.folder} is unreadable ({error}); delete that folder to export again") from None
+        self.dim = int(self.meta["dim"])
+        self.image_size = int(self.meta["image_size"])
+        self.build: dict[str, Any] = dict(self.meta["build"])
+        self._transform = ImageTransform.from_record(self.meta["transform"])
+        self._threads = threads
+        self._sessions: dict[str, Any] = {}
+        self._tokenizer: CLIPTokenizer | None = None
+
+    def _session(self, tower: str) -> Any:
+        session = self._sessions.get(tower)
+        if session is None:
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.log_severity_level = 3
+            if self._threads:
+                options.intra_op_num_threads = self._threads
+            file = {"text": "textual.onnx", "image": "visual.int8.onnx" if self.precision == "int8" else "visual.onnx"}[tower]
+            try:
+                session = ort.InferenceSession(str(self.folder / file), options, providers=["CPUExecutionProvider"])
+            except Exception as error:  # onnxruntime raises its own untyped errors for a damaged file
+                raise ModelLoadError(f"cannot load {self.folder / file} ({error}); delete {self.folder} to export again") from None
+            self._sessions[tower] = session
+        return session
+
+    @property
+    def tokenizer(self) -> CLIPTokenizer:
+        if self._tokenizer is None:
+            record = self.meta["tokenizer"]
+            self._tokenizer = CLIPTokenizer(self.folder / "bpe_simple_vocab_16e6.txt.gz", int(record["context_length"]),
+                                            record["clean"], record.get("additional_special_tokens", ()))
+        return self._tokenizer
+
+    def prepare_image(self, image: Image.Image) -> np.ndarray:
+        return self._transform(image)
+
+    def embed_images(self, prepared: Sequence[Any]) -> np.ndarray:
+        pixels = np.ascontiguousarray(np.stack(list(prepared)), dtype=np.float32)
+        return np.asarray(self._session("image").run(None, {"pixels": pixels})[0], dtype=np.float32)
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        tokens = self.tokenizer(list(texts))
+        if self.meta.get("text_trim_padding"):
+            # causal tower pooled at the end-of-text token (the largest id): the padding after it changes nothing
+            tokens = tokens[:, : int(tokens.argmax(axis=1).max()) + 1]
+        return np.asarray(self._session("text").run(None, {"tokens": tokens})[0], dtype=np.float32)
+
+    def close(self) -> None:
+        self._sessions.clear()

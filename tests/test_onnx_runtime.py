@@ -1,0 +1,187 @@
+"""The ONNX Runtime path: the torch-free tokenizer and transform equal open_clip's, the exported towers
+equal the torch model, exports are cached and keyed, and a search or an unchanged index run never
+imports torch, torchvision or open_clip."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOT, TEST_MODEL
+from PIL import Image
+
+from clip_encoder import CLIPEncoder
+from imsearch.encoders.base import BUILTIN_MODELS, choose_local_runtime
+from imsearch.errors import InvalidArgumentError
+
+TEXTS = ["a cute cat", "一只可爱的猫咪", "🐱🐶 emoji!!", "café naïve résumé Ünïcödé", "", "   ", "x" * 500,
+         " ".join(["word"] * 200), "&amp;lt;b&gt; html &amp; entities", "Don't you'll we've I'm", "ＦＵＬＬ width ｔｅｘｔ",
+         "e\u0301 combining accents", "tab\tnew\nline", "日本語とEnglish mixed 123,456.78", "Ελληνικά и русский", "🇯🇵 flags 👩‍👩‍👧"]
+
+
+def test_tokenizer_matches_open_clip_token_for_token() -> None:
+    from open_clip.tokenizer import SimpleTokenizer, default_bpe
+
+    from imsearch.encoders.clip_tokenizer import CLIPTokenizer
+
+    for clean in ("lower", "whitespace", "canonicalize"):
+        reference = SimpleTokenizer(clean=clean)
+        ours = CLIPTokenizer(default_bpe(), clean=clean)
+        for text in TEXTS:
+            assert np.array_equal(ours([text]), reference([text]).numpy()), (clean, text)
+    shorter = SimpleTokenizer(context_length=16)
+    assert np.array_equal(CLIPTokenizer(default_bpe(), context_length=16)(TEXTS), shorter(TEXTS).numpy())
+
+
+@pytest.mark.parametrize("resize_mode", ["shortest", "longest", "squash"])
+def test_transform_matches_open_clip_on_photos_and_odd_sizes(photos: dict[str, Path], resize_mode: str) -> None:
+    from open_clip.transform import image_transform
+
+    from imsearch.encoders.preprocess import ImageTransform
+
+    mean, std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+    rng = np.random.default_rng(0)
+    images = [Image.open(p).convert("RGB") for p in photos.values()]
+    images += [Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for w, h in [(301, 199), (33, 500), (224, 224), (50, 20)]]
+    for size in (224, (224, 256), 64):
+        for interpolation in ("bicubic", "bilinear"):
+            reference = image_transform(size, is_train=False, mean=mean, std=std, resize_mode=resize_mode,
+                                        interpolation=interpolation, fill_color=0)
+            ours = ImageTransform((size, size) if isinstance(size, int) else size, mean, std, interpolation, resize_mode)
+            for image in images:
+                expected, got = reference(image).numpy(), ours(image)
+                assert got.shape == expected.shape and got.dtype == np.float32
+                assert np.abs(got - expected).max() < 1e-5, (size, interpolation, image.size)
+
+
+@pytest.fixture(scope="module")
+def onnx_and_torch() -> tuple[CLIPEncoder, CLIPEncoder]:
+    onnx = CLIPEncoder(model_name=TEST_MODEL, device="cpu", precision="fp32")
+    torch_ = CLIPEncoder(model_name=TEST_MODEL, device="cpu", precision="fp32", runtime="torch")
+    return onnx, torch_
+
+
+@pytest.mark.slow
+def test_onnx_towers_equal_the_torch_model(onnx_and_torch: tuple[CLIPEncoder, CLIPEncoder], photos: dict[str, Path]) -> None:
+    onnx, torch_ = onnx_and_torch
+    assert onnx.runtime == "onnx" and torch_.runtime == "torch"
+    assert onnx.dim == torch_.dim and onnx.image_size == torch_.image_size and onnx.build == torch_.build
+    images = [Image.open(p).convert("RGB") for p in photos.values()]
+    a, b = onnx.encode_images(images), torch_.encode_images(images)
+    assert np.allclose(np.linalg.norm(a, axis=1), 1, atol=1e-5)
+    assert (a * b).sum(axis=1).min() >= 0.9999
+    texts = [t for t in TEXTS if t.strip()] + ["a big red circle and a small blue star"]
+    a, b = onnx.encode_texts(texts), torch_.encode_texts(texts)
+    assert (a * b).sum(axis=1).min() >= 0.9999
+    # one query alone (its own length) and inside a batch of longer ones give the same vector
+    assert np.allclose(onnx.encode_texts(["a red circle"])[0], onnx.encode_texts(["a red circle", "x " * 100])[0], atol=1e-5)
+
+
+@pytest.mark.slow
+def test_int8_images_stay_close_and_activation_override_is_honoured(photos: dict[str, Path]) -> None:
+    images = [Image.open(p).convert("RGB") for p in photos.values()]
+    exact = CLIPEncoder(model_name=TEST_MODEL, device="cpu", precision="fp32")
+    quantised = CLIPEncoder(model_name=TEST_MODEL, device="cpu", precision="int8")
+    cosines = (exact.encode_images(images) * quantised.encode_images(images)).sum(axis=1)
+    assert cosines.min() >= 0.99, cosines
+    # a collection filled with QuickGELU keeps QuickGELU on ONNX too (its own export, not GELU's)
+    quick = CLIPEncoder(model_name=TEST_MODEL, device="cpu", precision="fp32", activation="quick_gelu")
+    quick_torch = CLIPEncoder(model_name=TEST_MODEL, device="cpu", precision="fp32", activation="quick_gelu", runtime="torch")
+    assert quick.build["activation"] == "quick_gelu" and exact.build["activation"] == "gelu"
+    a, b = quick.encode_images(images), quick_torch.encode_images(images)
+    assert (a * b).sum(axis=1).min() >= 0.9999
+    assert not np.allclose(a, exact.encode_images(images), atol=1e-4)
+
+
+def test_runtime_choice_and_refusals() -> None:
+    assert choose_local_runtime("auto", "cpu", "auto") == "onnx"
+    assert choose_local_runtime("auto", "cpu", "fp32") == "onnx"
+    assert choose_local_runtime("auto", "cpu", "bf16") == "torch"  # ONNX Runtime's CPU provider has no fast bf16
+    assert choose_local_runtime("auto", "cuda", "auto") == "torch"
+    assert choose_local_runtime("torch", "cpu", "auto") == "torch"
+    with pytest.raises(InvalidArgumentError, match="runtime must be one of"):
+        choose_local_runtime("tensorrt", "cpu", "auto")
+    with pytest.raises(InvalidArgumentError, match="ONNX runtime runs on the CPU"):
+        CLIPEncoder(model_name=TEST_MODEL, device="cuda", runtime="onnx")
+    with pytest.raises(InvalidArgumentError, match="int8 runs on the ONNX runtime only"):
+        CLIPEncoder(model_name=TEST_MODEL, device="cpu", precision="int8", runtime="torch")
+
+
+@pytest.mark.slow
+def test_export_is_cached_and_keyed_by_the_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from imsearch.encoders import onnx_backend
+
+    monkeypatch.setenv("IMAGE_SEARCH_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "model"
+    shutil.copytree(BUILTIN_MODELS[TEST_MODEL], folder)
+    first = CLIPEncoder(model_name=str(folder), device="cpu")
+    export = first.backend.folder  # type: ignore[attr-defined]
+    made = (export / "export.json").stat().st_mtime_ns
+    assert (export / "textual.onnx.data").is_file() and (export / "visual.onnx.data").is_file()
+    checks = json.loads((export / "export.json").read_text())["checks"]
+    assert checks["image_cosine_min"] >= 0.9999 and checks["text_cosine_min"] >= 0.9999
+
+    calls: list[str] = []
+    real_export = onnx_backend.ensure_export.__globals__["export_folder"]
+    monkeypatch.setattr(onnx_backend, "export_folder", lambda *a, **k: (calls.append("x"), real_export(*a, **k))[1])
+    again = CLIPEncoder(model_name=str(folder), device="cpu")
+    assert again.backend.folder == export and (export / "export.json").stat().st_mtime_ns == made  # type: ignore[attr-defined]
+    assert np.allclose(first.encode_texts(["a red circle"]), again.encode_texts(["a red circle"]))
+
+    weights = folder / "open_clip_model.safetensors"  # new weights (same size, new mtime): a new export
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    assert onnx_backend.export_folder(str(folder))[0] != export
+    broken = tmp_path / "cache2"
+    monkeypatch.setenv("IMAGE_SEARCH_CACHE", str(broken))
+    target, _ = onnx_backend.export_folder(TEST_MODEL)
+    target.mkdir(parents=True)
+    (target / "export.json").write_text("{not json")
+    with pytest.raises(Exception, match="delete that folder to export again"):
+        CLIPEncoder(model_name=TEST_MODEL, device="cpu")
+
+
+CHILD = """
+import json, runpy, sys
+sys.argv = ["image_search.py", *json.loads(sys.argv[1])]
+try:
+    runpy.run_path({script!r}, run_name="__main__")
+finally:
+    heavy = sorted(m for m in ("torch", "torchvision", "open_clip") if m in sys.modules)
+    sys.stderr.write("\\nHEAVY=" + json.dumps(heavy) + "\\n")
+"""
+
+
+def _run_counting_imports(args: list[str], home: Path) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    env = {**os.environ, "IMAGE_SEARCH_HOME": str(home)}
+    env.pop("IMAGE_SEARCH_MILVUS_URI", None)
+    code = CHILD.format(script=str(ROOT / "image_search.py"))
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True, env=env, timeout=300)
+    marker = [line for line in done.stderr.splitlines() if line.startswith("HEAVY=")]
+    assert marker, done.stderr
+    return done, json.loads(marker[-1].removeprefix("HEAVY="))
+
+
+@pytest.mark.slow
+def test_search_and_unchanged_index_import_no_torch(tmp_path: Path, scenes: Path) -> None:
+    home = tmp_path / "home"
+    first, _ = _run_counting_imports(["--mode", "index", "--model", TEST_MODEL, "--image-dir", str(scenes), "-q"], home)
+    assert first.returncode == 0 and "indexed 24" in first.stdout, first.stderr
+    rerun, heavy = _run_counting_imports(["--mode", "index", "--image-dir", str(scenes), "-q"], home)
+    assert rerun.returncode == 0 and "unchanged 24" in rerun.stdout, rerun.stderr
+    assert heavy == [], f"an unchanged index run imported {heavy}"
+    (scenes / "scene_00000.png").unlink()
+    shutil.copy(scenes / "scene_00001.png", scenes / "copy.png")
+    changed, heavy = _run_counting_imports(["--mode", "index", "--image-dir", str(scenes), "-q"], home)
+    assert changed.returncode == 0 and "indexed 1, unchanged 23, removed 1" in changed.stdout, changed.stdout
+    assert heavy == [], f"indexing a new file with an exported model imported {heavy}"
+    searched, heavy = _run_counting_imports(["--mode", "search", "--query", "a red circle", "--json"], home)
+    assert searched.returncode == 0 and len(json.loads(searched.stdout)) == 5, searched.stderr
+    assert heavy == [], f"a search imported {heavy}"
+    stats, heavy = _run_counting_imports(["--mode", "stats", "--json"], home)
+    assert stats.returncode == 0 and heavy == []
