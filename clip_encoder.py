@@ -49,6 +49,7 @@ class CLIPEncoder:
             mode = "local-cn-clip"  # Chinese-CLIP is not an open_clip model; it runs on torch
         elif mode == "local" and choose_local_runtime(runtime, options.get("device"), options.get("precision")) == "onnx":
             mode = "local-onnx"
+            options["onnx_only"] = runtime == "onnx"
         self.mode = "local" if mode.startswith("local") else mode
         self.batch_size = batch_size
         try:
@@ -58,6 +59,7 @@ class CLIPEncoder:
                 raise
             # models ONNX cannot take here (their tokenizer has no torch-free twin) run on torch
             self.runtime_note = f"{model_name} runs on torch: {reason}"
+            options.pop("onnx_only", None)
             self.backend = backend_factory("local")(model_name=model_name, **options)
 
     @property

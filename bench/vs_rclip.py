@@ -103,10 +103,10 @@ def rclip_models(model_dir: Path) -> Path:
     torch.backends.mha.set_fastpath_enabled(False)
     batch = torch.export.Dim("batch", min=1, max=4096)
     with torch.no_grad():
-        torch.onnx.export(Visual(), (torch.zeros(2, 3, 256, 256),), str(target / "visual.onnx"), input_names=["input"],
+        torch.onnx.export(Visual().eval(), (torch.zeros(2, 3, 256, 256),), str(target / "visual.onnx"), input_names=["input"],
                           output_names=["output"], dynamic_shapes={"image": {0: batch}}, opset_version=18, dynamo=True,
                           external_data=False)
-        torch.onnx.export(Textual(), (torch.zeros(2, 77, dtype=torch.long),), str(target / "textual.onnx"),
+        torch.onnx.export(Textual().eval(), (torch.zeros(2, 77, dtype=torch.long),), str(target / "textual.onnx"),
                           input_names=["input"], output_names=["output"], dynamic_shapes={"tokens": {0: batch}},
                           opset_version=18, dynamo=True, external_data=False)
     (data / "tokenizer").mkdir(exist_ok=True)

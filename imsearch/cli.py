@@ -66,11 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--batch-size", type=int, default=32)
     index.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     index.add_argument("--runtime", default="auto", choices=["auto", "onnx", "torch"],
-                       help="how a local open_clip model runs; auto: ONNX Runtime on a CPU (exported once into the cache, "
-                            "then no torch at all), torch on CUDA and for bf16/fp16")
+                       help="how a local open_clip model runs; auto: ONNX Runtime on a CPU (exported once into the cache; "
+                            "searching never imports torch), torch on CUDA; onnx: nothing on torch once exported; torch: all on torch")
     index.add_argument("--precision", default="auto", choices=["auto", "fp32", "int8", "bf16", "fp16"],
-                       help="image-tower precision; auto: fp32 on ONNX Runtime (exact), fp16 on CUDA; int8 on ONNX Runtime; "
-                            "bf16 (CPUs with native bf16) and fp16 on torch")
+                       help="image-tower precision; auto: on a CPU with native bf16 math bf16 (on torch, loaded only when "
+                            "images need encoding), else fp32 on ONNX Runtime (exact); fp16 on CUDA. int8: ONNX Runtime's "
+                            "quantised tower (faster than fp32, slightly less accurate)")
     index.add_argument("--clip-server", default=os.environ.get("IMAGE_SEARCH_CLIP_SERVER"),
                        help="grpc://host:51000 or http://host:port: a clip-as-service server (clip-server) or our --mode "
                             "serve-encoder (service mode; or set IMAGE_SEARCH_CLIP_SERVER)")

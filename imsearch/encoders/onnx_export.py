@@ -145,23 +145,27 @@ def export_model(model_name: str, target: Path, activation: str | None = None, k
         if not np.array_equal(tokens, reference_tokens):
             raise UnsupportedForOnnx("the torch-free tokenizer does not reproduce open_clip's for this model")
         height, width = transform.size
+        fastpath = torch.backends.mha.get_fastpath_enabled()
         torch.backends.mha.set_fastpath_enabled(False)  # the fused attention kernel has no ONNX export
-        with torch.inference_mode():
-            torch_images = model.encode_image(torch.from_numpy(reference_pixels)).numpy()
-            torch_texts = model.encode_text(torch.from_numpy(reference_tokens)).numpy()
-        batch, length = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("length", min=2, max=tokenizer.context_length)
-        trim = bool(backend._trim_padding)
-        # torch.export-based exporter: the legacy tracer froze the text length into the attention's reshapes
-        with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(_Visual(model), (torch.zeros((2, 3, height, width)),), str(work / "visual.onnx"),
-                              input_names=["pixels"], output_names=["features"], dynamic_shapes={"pixels": {0: batch}},
-                              opset_version=OPSET, dynamo=True, external_data=False)
-            sample_tokens = torch.from_numpy(reference_tokens[:2, :9] if trim else reference_tokens[:2]).clone()
-            torch.onnx.export(_Textual(model, trim), (sample_tokens,), str(work / "textual.onnx"),
-                              input_names=["tokens"], output_names=["features"],
-                              dynamic_shapes={"tokens": {0: batch, 1: length} if trim else {0: batch}},
-                              opset_version=OPSET, dynamo=True, external_data=False)
+        try:
+            with torch.inference_mode():
+                torch_images = model.encode_image(torch.from_numpy(reference_pixels)).numpy()
+                torch_texts = model.encode_text(torch.from_numpy(reference_tokens)).numpy()
+            batch, length = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("length", min=2, max=tokenizer.context_length)
+            trim = bool(backend._trim_padding)
+            # torch.export-based exporter: the legacy tracer froze the text length into the attention's reshapes
+            with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(_Visual(model).eval(), (torch.zeros((2, 3, height, width)),), str(work / "visual.onnx"),
+                                  input_names=["pixels"], output_names=["features"], dynamic_shapes={"pixels": {0: batch}},
+                                  opset_version=OPSET, dynamo=True, external_data=False)
+                sample_tokens = torch.from_numpy(reference_tokens[:2, :9] if trim else reference_tokens[:2]).clone()
+                torch.onnx.export(_Textual(model, trim).eval(), (sample_tokens,), str(work / "textual.onnx"),
+                                  input_names=["tokens"], output_names=["features"],
+                                  dynamic_shapes={"tokens": {0: batch, 1: length} if trim else {0: batch}},
+                                  opset_version=OPSET, dynamo=True, external_data=False)
+        finally:
+            torch.backends.mha.set_fastpath_enabled(fastpath)  # a global: give it back as found
         root_logger = logging.getLogger()
         level = root_logger.level
         root_logger.setLevel(logging.ERROR)  # the quantiser logs advice on the root logger
