@@ -14,11 +14,9 @@ Command line:
 from __future__ import annotations
 
 if __name__ == "__main__":  # the command line; it loads the engine (this module, by name) only when a mode needs it
-    import sys
+    from imsearch.cli import console_main
 
-    from imsearch.cli import main as _cli_main
-
-    sys.exit(_cli_main())
+    console_main()
 
 import os
 import sys

@@ -155,13 +155,18 @@ def test_export_is_cached_and_keyed_by_the_weights(tmp_path: Path, monkeypatch: 
 
 
 CHILD = """
-import json, runpy, sys
+import json, os, runpy, sys
 sys.argv = ["image_search.py", *json.loads(sys.argv[1])]
-try:
-    runpy.run_path({script!r}, run_name="__main__")
-finally:
+real_exit = os._exit
+
+def report_then_exit(code):  # the CLI ends with os._exit: say what was imported first
     heavy = sorted(m for m in ("torch", "torchvision", "open_clip") if m in sys.modules)
     sys.stderr.write("\\nHEAVY=" + json.dumps(heavy) + "\\n")
+    sys.stderr.flush()
+    real_exit(code)
+
+os._exit = report_then_exit
+runpy.run_path({script!r}, run_name="__main__")
 """
 
 
@@ -194,3 +199,16 @@ def test_search_and_unchanged_index_import_no_torch(tmp_path: Path, scenes: Path
     assert heavy == [], f"a search imported {heavy}"
     stats, heavy = _run_counting_imports(["--mode", "stats", "--json"], home)
     assert stats.returncode == 0 and heavy == []
+
+
+def test_tokenizer_tables_load_equal_and_bad_tables_fall_back(tmp_path: Path) -> None:
+    from open_clip.tokenizer import default_bpe
+
+    from imsearch.encoders.clip_tokenizer import CLIPTokenizer
+
+    parsed = CLIPTokenizer(default_bpe())
+    parsed.save_tables(tmp_path / "tables.pickle")
+    loaded = CLIPTokenizer(default_bpe(), tables=tmp_path / "tables.pickle")
+    assert np.array_equal(loaded(TEXTS), parsed(TEXTS))
+    (tmp_path / "bad.pickle").write_bytes(b"not a pickle")
+    assert np.array_equal(CLIPTokenizer(default_bpe(), tables=tmp_path / "bad.pickle")(TEXTS), parsed(TEXTS))

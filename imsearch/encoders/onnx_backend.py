@@ -34,7 +34,7 @@ def auto_image_precision(allow_torch: bool) -> str:
     torch bf16 on CPUs with native bf16 math (2.4x ONNX Runtime fp32 there, cosine 0.99995, recall unchanged),
     else ONNX Runtime fp32. int8 was faster than fp32 (1.24x) but lost held-out recall, so it is opt-in."""
     return "bf16" if allow_torch and cpu_has_native_bf16() else "fp32"
-EXPORT_FORMAT = 2  # what the export folder holds; a change re-exports
+EXPORT_FORMAT = 3  # what the export folder holds; a change re-exports
 EXPORTER_PACKAGES = ("open_clip_torch", "torch", "onnx", "onnxruntime")
 
 
@@ -170,7 +170,8 @@ class OnnxCLIPBackend:
         if self._tokenizer is None:
             record = self.meta["tokenizer"]
             self._tokenizer = CLIPTokenizer(self.folder / "bpe_simple_vocab_16e6.txt.gz", int(record["context_length"]),
-                                            record["clean"], record.get("additional_special_tokens", ()))
+                                            record["clean"], record.get("additional_special_tokens", ()),
+                                            tables=self.folder / "tokenizer.pickle")
         return self._tokenizer
 
     def prepare_image(self, image: Image.Image) -> np.ndarray:

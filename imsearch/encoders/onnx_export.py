@@ -137,6 +137,7 @@ def export_model(model_name: str, target: Path, activation: str | None = None, k
         shutil.copyfile(default_bpe(), work / "bpe_simple_vocab_16e6.txt.gz")
         tokenizer = CLIPTokenizer(work / "bpe_simple_vocab_16e6.txt.gz", tokenizer_record["context_length"],
                                   tokenizer_record["clean"], tokenizer_record["additional_special_tokens"])
+        tokenizer.save_tables(work / "tokenizer.pickle")
         images = sample_images()
         pixels = transform.batch(images)
         reference_pixels = torch.stack([backend.preprocess(image) for image in images]).numpy()
