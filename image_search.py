@@ -19,7 +19,6 @@ if __name__ == "__main__":  # the command line; it loads the engine (this module
     console_main()
 
 import os
-import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
