@@ -218,7 +218,7 @@ def test_unreadable_files_and_folders_as_a_real_user(tmp_path: Path, scenes: Pat
         for path in [work, *work.rglob("*")]:
             if prefix:
                 os.chown(path, 65534, 65534)
-        env = {"HOME": str(work), "IMAGE_SEARCH_HOME": str(work / "home")}
+        env = {"HOME": str(work), "IMAGE_SEARCH_HOME": str(work / "home"), "IMAGE_SEARCH_CACHE": str(work / "cache")}
 
         def index() -> subprocess.CompletedProcess[str]:
             return subprocess.run([*prefix, sys.executable, str(ROOT / "image_search.py"), "--mode", "index", "--model",

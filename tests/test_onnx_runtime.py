@@ -212,3 +212,13 @@ def test_tokenizer_tables_load_equal_and_bad_tables_fall_back(tmp_path: Path) ->
     assert np.array_equal(loaded(TEXTS), parsed(TEXTS))
     (tmp_path / "bad.pickle").write_bytes(b"not a pickle")
     assert np.array_equal(CLIPTokenizer(default_bpe(), tables=tmp_path / "bad.pickle")(TEXTS), parsed(TEXTS))
+
+
+def test_an_unusable_cache_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from imsearch.errors import ModelLoadError
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("IMAGE_SEARCH_CACHE", str(blocker / "cache"))
+    with pytest.raises(ModelLoadError, match=r"cannot use the model cache at .*a-file/cache.*IMAGE_SEARCH_CACHE"):
+        CLIPEncoder(model_name=TEST_MODEL, device="cpu", runtime="onnx")

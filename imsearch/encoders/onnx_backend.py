@@ -84,6 +84,15 @@ def export_folder(model_name: str, activation: str | None = None) -> tuple[Path,
 
 def ensure_export(model_name: str, activation: str | None = None) -> Path:
     """The export folder for this model, exporting it first if needed (which imports torch, once)."""
+    try:
+        return _ensure_export(model_name, activation)
+    except OSError as error:  # a cache folder this user cannot read or write, a full disk...
+        raise ModelLoadError(f"cannot use the model cache at {cache_root()} for {model_name!r}: "
+                             f"{error.strerror or error}{f' ({error.filename})' if error.filename else ''}; set "
+                             "IMAGE_SEARCH_CACHE to a folder you can write, or use --runtime torch") from None
+
+
+def _ensure_export(model_name: str, activation: str | None) -> Path:
     folder, key = export_folder(model_name, activation)
     if (folder / "export.json").is_file():
         return folder
