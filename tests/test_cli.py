@@ -249,13 +249,23 @@ def test_unreadable_files_and_folders_as_a_real_user(tmp_path: Path, scenes: Pat
 
 
 IMPORTS_AFTER = r"""
-import json, runpy, sys
+import json, os, runpy, sys
 sys.argv = ["image_search.py", *json.loads(sys.argv[1])]
+real_exit = os._exit
+
+def report(code):
+    print(json.dumps({{"code": code, "heavy": sorted(m for m in ("torch", "torchvision", "open_clip", "fastapi") if m in sys.modules)}}))
+    sys.stdout.flush()
+
+def report_then_exit(code):  # the CLI ends with os._exit once its output is flushed
+    report(code)
+    real_exit(code)
+
+os._exit = report_then_exit
 try:
     runpy.run_path({script!r}, run_name="__main__")
-except SystemExit as done:
-    code = done.code
-print(json.dumps({{"code": code, "heavy": sorted(m for m in ("torch", "torchvision", "open_clip", "fastapi") if m in sys.modules)}}))
+except SystemExit as done:  # argparse's --help and usage errors exit before the CLI's own end
+    report(done.code)
 """
 
 

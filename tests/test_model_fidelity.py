@@ -149,9 +149,14 @@ result = {
 }
 ours.close()
 if with_bf16:
-    fast = CLIPEncoder(model_name=name, device="cpu", precision="bf16")
+    fast = CLIPEncoder(model_name=name, device="cpu", precision="bf16", runtime="torch")
     result["bf16_image"] = float((fast.encode_images(images) * ref_image).sum(1).min())
     result["bf16_text"] = float((fast.encode_texts(texts) * ref_text).sum(1).min())
+if name == "ViT-B-32::openai":  # the default model, also through its ONNX export (what a CPU runs by default)
+    exported = CLIPEncoder(model_name=name, device="cpu", precision="fp32", runtime="onnx")
+    result["onnx_text"] = float((exported.encode_texts(texts) * ref_text).sum(1).min())
+    result["onnx_image"] = float((exported.encode_images(images) * ref_image).sum(1).min())
+    result["onnx_build"] = exported.build
 print(json.dumps(result))
 """
 
@@ -189,6 +194,9 @@ def test_vectors_equal_open_clips_reference_forward_of_the_trained_architecture(
     assert result["build"]["mean"] == list(tag_cfg["mean"]) and result["build"]["resize_mode"] == tag_cfg["resize_mode"]
     # a correctly loaded model: no open_clip warning reaches the user
     assert not [w for w in result["warnings"] if "QuickGELU" in w], result["warnings"]
+    if "onnx_text" in result:
+        assert result["onnx_text"] >= FP32_TOLERANCE and result["onnx_image"] >= FP32_TOLERANCE, result
+        assert result["onnx_build"] == result["build"]
     if "bf16_image" in result:
         assert result["bf16_image"] >= BF16_TOLERANCE, result
         assert result["bf16_text"] >= FP32_TOLERANCE, result  # the text tower stays fp32

@@ -222,3 +222,25 @@ def test_an_unusable_cache_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setenv("IMAGE_SEARCH_CACHE", str(blocker / "cache"))
     with pytest.raises(ModelLoadError, match=r"cannot use the model cache at .*a-file/cache.*IMAGE_SEARCH_CACHE"):
         CLIPEncoder(model_name=TEST_MODEL, device="cpu", runtime="onnx")
+
+
+def test_exports_of_a_pretrained_tag_follow_the_weights_open_clip_would_load(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from imsearch.encoders import onnx_backend
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-a"))
+    first = onnx_backend.export_folder("ViT-B-32::openai")[0]
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-b"))
+    assert onnx_backend.export_folder("ViT-B-32::openai")[0] != first  # another cache, other weights
+    # an export records the weights file it was made from; a changed file makes it stale
+    weights = tmp_path / "open_clip_model.safetensors"
+    weights.write_bytes(b"x" * 10)
+    export = tmp_path / "export"
+    export.mkdir()
+    stat = weights.stat()
+    (export / "export.json").write_text(json.dumps({"weights_files": [[str(weights), stat.st_size, stat.st_mtime_ns]]}))
+    assert onnx_backend._weights_unchanged(export)
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert not onnx_backend._weights_unchanged(export)
+    weights.unlink()
+    assert not onnx_backend._weights_unchanged(export)

@@ -43,7 +43,7 @@ class _Visual(torch.nn.Module):
 def export(model_name: str, out_dir: Path) -> None:
     from clip_encoder import CLIPEncoder
 
-    encoder = CLIPEncoder(model_name=model_name, device="cpu", precision="fp32")
+    encoder = CLIPEncoder(model_name=model_name, device="cpu", precision="fp32", runtime="torch")
     backend: Any = encoder.backend
     model = backend.model.float().eval()
     size = encoder.image_size

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
@@ -71,6 +72,9 @@ def export_key(model_name: str, activation: str | None = None) -> dict[str, Any]
         checkpoint = Path(tag).expanduser()
         if checkpoint.is_file():
             weights = [_file_identity(checkpoint.resolve())]
+        else:  # a pretrained tag: whichever Hugging Face cache open_clip will read it from
+            weights = [os.environ.get("HF_HUB_CACHE") or os.path.join(
+                os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface"), "hub")]
     return {"format": EXPORT_FORMAT, "model": name, "weights": weights, "activation": activation,
             "versions": {package: _version(package) for package in EXPORTER_PACKAGES}}
 
@@ -95,7 +99,9 @@ def ensure_export(model_name: str, activation: str | None = None) -> Path:
 def _ensure_export(model_name: str, activation: str | None) -> Path:
     folder, key = export_folder(model_name, activation)
     if (folder / "export.json").is_file():
-        return folder
+        if _weights_unchanged(folder):
+            return folder
+        shutil.rmtree(folder)  # made from weights that are no longer those open_clip would load
     refused = folder.with_name(folder.name + ".unsupported")
     if refused.is_file():  # remembered, so that such a model does not pay for a failed export at every start
         raise UnsupportedForOnnx(refused.read_text(errors="replace").strip())
@@ -111,6 +117,21 @@ def _ensure_export(model_name: str, activation: str | None) -> Path:
         refused.write_text(str(reason))
         raise
     return folder
+
+
+def _weights_unchanged(folder: Path) -> bool:
+    try:
+        recorded = json.loads((folder / "export.json").read_text()).get("weights_files", [])
+    except (OSError, ValueError):
+        return True  # unreadable: the backend says so with the remedy
+    for path, size, mtime_ns in recorded:
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return False
+        if (stat.st_size, stat.st_mtime_ns) != (size, mtime_ns):
+            return False
+    return True
 
 
 class OnnxCLIPBackend:

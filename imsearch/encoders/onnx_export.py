@@ -121,6 +121,24 @@ def _weights_beside(model_file: Path) -> None:
                     location=model_file.name + ".data", size_threshold=1024)
 
 
+def _pretrained_weights_files(backend: OpenCLIPBackend) -> list[list[Any]]:
+    """For `ARCH::TAG`: the file open_clip loaded from its cache (path, size, mtime), so that an export
+    made from other weights under the same name (another HF_HOME, a new revision) is never reused."""
+    spec = backend.spec
+    if spec.pretrained is None or os.path.isfile(spec.pretrained):
+        return []  # built-ins, folders and checkpoint files are in the export key already
+    import open_clip
+
+    try:
+        path = open_clip.download_pretrained(open_clip.get_pretrained_cfg(spec.open_clip_name, spec.pretrained) or {})
+    except Exception:  # the weights loaded a moment ago; if the cache cannot say where, key on the name only
+        return []
+    if not path or not os.path.isfile(path):
+        return []
+    stat = os.stat(path)
+    return [[os.path.realpath(path), stat.st_size, stat.st_mtime_ns]]
+
+
 def export_model(model_name: str, target: Path, activation: str | None = None, key: dict[str, Any] | None = None) -> dict[str, Any]:
     """Export `model_name` into `target` (written whole or not at all) and return its export.json."""
     import onnxruntime as ort
@@ -210,6 +228,7 @@ def export_model(model_name: str, target: Path, activation: str | None = None, k
             "build": backend.build,
             "checks": checks,
             "key": key or {},
+            "weights_files": _pretrained_weights_files(backend),
         }
         (work / "export.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False))
         backend.close()
