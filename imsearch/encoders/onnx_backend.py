@@ -187,6 +187,10 @@ class OnnxCLIPBackend:
             options.log_severity_level = 3
             if self._threads:
                 options.intra_op_num_threads = self._threads
+            if tower == "image":
+                # the image tower shares the cores with the decode threads: idle pool threads must sleep, not
+                # spin, or they take the CPU the next batch is being decoded on
+                options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             file = {"text": "textual.onnx", "image": "visual.int8.onnx" if self.precision == "int8" else "visual.onnx"}[tower]
             try:
                 session = ort.InferenceSession(str(self.folder / file), options, providers=["CPUExecutionProvider"])
