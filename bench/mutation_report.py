@@ -1,0 +1,73 @@
+"""Mutation testing with mutmut: how many deliberate small bugs the tests catch, per module.
+
+    python bench/mutation_report.py            # mutate what [tool.mutmut] lists, run, print the table
+    python bench/mutation_report.py --report   # only print the table of the last run (mutants/ kept)
+    python bench/mutation_report.py --survivors imsearch.indexing.scan   # list one module's survivors
+
+mutmut copies the package into mutants/, switches one mutant on at a time and runs the tests that
+executed the mutated function (in process: tests that reach the code through a child process cannot
+kill its mutants, so the configured tests are the in-process ones). Statuses: killed (a test failed,
+good), survived (every test passed: a bug the tests would let through), no tests (no configured test
+runs that function), timeout (the mutant made a test hang; counted as caught).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MUTMUT = [sys.executable, "-m", "mutmut"]
+LINE = re.compile(r"^\s*(?P<name>[\w.]+?)\.x\S*__mutmut_\d+: (?P<status>.+)$")
+
+
+def results() -> dict[str, collections.Counter[str]]:
+    done = subprocess.run([*MUTMUT, "results", "--all", "true"], cwd=ROOT, capture_output=True, text=True, check=True)
+    per_module: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    for line in done.stdout.splitlines():
+        match = LINE.match(line)
+        if match:
+            per_module[match["name"]][match["status"].strip()] += 1
+    return per_module
+
+
+def survivors(module: str) -> list[str]:
+    done = subprocess.run([*MUTMUT, "results"], cwd=ROOT, capture_output=True, text=True, check=True)
+    return [line.split(":")[0].strip() for line in done.stdout.splitlines() if line.strip().startswith(module) and "survived" in line]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--report", action="store_true", help="print the last run's table without running")
+    parser.add_argument("--survivors", metavar="MODULE", help="list the surviving mutants of one module")
+    parser.add_argument("--children", type=int, default=2)
+    args = parser.parse_args()
+    if args.survivors:
+        for name in survivors(args.survivors):
+            print(name)
+        return
+    if not args.report:
+        subprocess.run([*MUTMUT, "run", "--max-children", str(args.children)], cwd=ROOT, check=False,
+                       stdout=subprocess.DEVNULL)
+    table = results()
+    statuses = ["killed", "timeout", "survived", "no tests", "not checked"]
+    print("| module | " + " | ".join(statuses) + " | caught |")
+    print("|---|" + "---|" * (len(statuses) + 1))
+    total: collections.Counter[str] = collections.Counter()
+    for module in sorted(table):
+        counts = table[module]
+        total.update(counts)
+        tested = counts["killed"] + counts["timeout"] + counts["survived"]
+        caught = f"{(counts['killed'] + counts['timeout']) / tested:.0%}" if tested else "-"
+        print(f"| {module} | " + " | ".join(str(counts[s]) for s in statuses) + f" | {caught} |")
+    tested = total["killed"] + total["timeout"] + total["survived"]
+    print("| all | " + " | ".join(str(total[s]) for s in statuses) +
+          f" | {(total['killed'] + total['timeout']) / tested:.0%} |" if tested else "| all | - |")
+
+
+if __name__ == "__main__":
+    main()
