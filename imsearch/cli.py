@@ -179,9 +179,7 @@ def _serve_encoder(args: argparse.Namespace) -> int:
 def _index(args: argparse.Namespace, engine: SearchEngine) -> int:
     from imsearch.indexing.pipeline import IndexSummary
 
-    if not args.image_dir:
-        raise InvalidArgumentError("--mode index needs --image-dir")
-    descriptions = _load_descriptions(args.descriptions)
+    descriptions = args.loaded_descriptions  # checked before the engine opened
     total = IndexSummary()
     for folder in args.image_dir:
         update, bar = _progress_bar(args.quiet or args.json)
@@ -274,8 +272,22 @@ def _check_exposure(args: argparse.Namespace) -> None:
             "--insecure-no-token if that is really what you want")
 
 
+def _check_index_arguments(args: argparse.Namespace) -> None:
+    """Mistakes in what to index are answered before the store opens or a model loads (in milliseconds),
+    and before the first folder is indexed rather than after it."""
+    if args.mode != "index":
+        return
+    if not args.image_dir:
+        raise InvalidArgumentError("--mode index needs --image-dir")
+    for folder in args.image_dir:
+        if not Path(folder).expanduser().is_dir():
+            raise InvalidArgumentError(f"image folder {folder!r} does not exist or is not a folder")
+    args.loaded_descriptions = _load_descriptions(args.descriptions)
+
+
 def _run(args: argparse.Namespace) -> int:
     _check_exposure(args)
+    _check_index_arguments(args)
     if args.mode == "serve-encoder":
         return _serve_encoder(args)
     with contextlib.closing(_open_engine(args)) as engine:

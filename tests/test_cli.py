@@ -278,3 +278,12 @@ def test_help_stats_and_argument_errors_import_no_torch(args: list[str], tmp_pat
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["heavy"] == [], (args, result, done.stderr[-1000:])
     assert result["code"] == (2 if "index" in args else 0), done.stderr
+
+
+def test_a_missing_folder_among_several_is_refused_before_anything_is_indexed(tmp_path: Path, scenes: Path) -> None:
+    home = tmp_path / "home"
+    done = run_cli("--mode", "index", "--model", TEST_MODEL, "--image-dir", str(scenes), "--image-dir", "/no/such/folder",
+                   home=home, check=False)
+    assert done.returncode == 2 and "image folder '/no/such/folder' does not exist or is not a folder" in done.stderr
+    stats = json.loads(run_cli("--mode", "stats", "--json", home=home).stdout)
+    assert stats["total_images"] == 0  # the first folder was not indexed half-way through a failing command
