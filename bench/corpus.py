@@ -57,3 +57,31 @@ def make_corpus(count: int, seed: int = 0, size: tuple[int, int] = (4000, 3000))
 
 def corpus_files(folder: Path, count: int) -> list[Path]:
     return [folder / f"photo_{i:05d}.jpg" for i in range(count)]
+
+
+def random_open_clip_folder(arch: str, name: str, pretrained_tag: str | None = None) -> Path:
+    """`arch` with fixed random weights (seed 0) as an open_clip model folder under bench/out/`name`, its
+    preprocessing taken from `pretrained_tag` when given (else OpenAI's at the architecture's size)."""
+    folder = OUT / name
+    if (folder / "open_clip_model.safetensors").exists():
+        return folder
+    import json
+
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    model = open_clip.create_model(arch, pretrained=None)
+    tag = (open_clip.get_pretrained_cfg(arch, pretrained_tag) if pretrained_tag else None) or {}
+    size = model.visual.image_size
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {"model_cfg": open_clip.get_model_config(arch),
+              "preprocess_cfg": {"size": size[0] if isinstance(size, (tuple, list)) else size,
+                                 "mean": list(tag.get("mean", open_clip.OPENAI_DATASET_MEAN)),
+                                 "std": list(tag.get("std", open_clip.OPENAI_DATASET_STD)),
+                                 "interpolation": tag.get("interpolation", "bicubic"),
+                                 "resize_mode": tag.get("resize_mode", "shortest")}}
+    (folder / "open_clip_config.json").write_text(json.dumps(config))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "open_clip_model.safetensors"))
+    return folder

@@ -23,27 +23,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from corpus import OUT, corpus_files, make_corpus  # noqa: E402
+from corpus import corpus_files, make_corpus, random_open_clip_folder  # noqa: E402
 
 
 def random_vit_b_32() -> Path:
     """ViT-B-32 with fixed random weights as an open_clip model folder (so both sides load it by path)."""
-    folder = OUT / "vit-b-32-random"
-    if (folder / "open_clip_model.safetensors").exists():
-        return folder
-    import open_clip
-    import torch
-    from safetensors.torch import save_file
-
-    torch.manual_seed(0)
-    model = open_clip.create_model("ViT-B-32", pretrained=None)
-    folder.mkdir(parents=True, exist_ok=True)
-    config = {"model_cfg": open_clip.get_model_config("ViT-B-32"),
-              "preprocess_cfg": {"size": 224, "mean": list(open_clip.OPENAI_DATASET_MEAN),
-                                 "std": list(open_clip.OPENAI_DATASET_STD), "interpolation": "bicubic", "resize_mode": "shortest"}}
-    (folder / "open_clip_config.json").write_text(json.dumps(config))
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "open_clip_model.safetensors"))
-    return folder
+    return random_open_clip_folder("ViT-B-32", "vit-b-32-random")
 
 
 def run_naive(files: list[Path], model_dir: Path, db: str) -> dict[str, object]:

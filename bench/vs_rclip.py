@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from corpus import OUT, corpus_files, make_corpus  # noqa: E402
+from corpus import OUT, corpus_files, make_corpus, random_open_clip_folder  # noqa: E402
 
 RCLIP_VERSION = "4.0.8"
 RCLIP_MODEL = "ViT-B-32-256-datacomp_s34b_b86k"
@@ -100,25 +100,8 @@ def venv_size_mb(venv: Path, skip: str = "borrowed-torch") -> float:
 
 
 def random_model() -> Path:
-    """ViT-B-32-256 with fixed random weights, as an open_clip model folder."""
-    folder = OUT / "vit-b-32-256-random"
-    if (folder / "open_clip_model.safetensors").exists():
-        return folder
-    import open_clip
-    import torch
-    from safetensors.torch import save_file
-
-    torch.manual_seed(0)
-    model = open_clip.create_model("ViT-B-32-256", pretrained=None)
-    tag = open_clip.get_pretrained_cfg("ViT-B-32-256", "datacomp_s34b_b86k")
-    folder.mkdir(parents=True, exist_ok=True)
-    config = {"model_cfg": open_clip.get_model_config("ViT-B-32-256"),
-              "preprocess_cfg": {"size": 256, "mean": list(tag.get("mean", open_clip.OPENAI_DATASET_MEAN)),
-                                 "std": list(tag.get("std", open_clip.OPENAI_DATASET_STD)),
-                                 "interpolation": tag.get("interpolation", "bicubic"), "resize_mode": tag.get("resize_mode", "shortest")}}
-    (folder / "open_clip_config.json").write_text(json.dumps(config))
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "open_clip_model.safetensors"))
-    return folder
+    """ViT-B-32-256 with fixed random weights, as an open_clip model folder (preprocessing of its datacomp tag)."""
+    return random_open_clip_folder("ViT-B-32-256", "vit-b-32-256-random", "datacomp_s34b_b86k")
 
 
 def rclip_models(model_dir: Path) -> Path:
@@ -131,32 +114,18 @@ def rclip_models(model_dir: Path) -> Path:
     import torch
     from open_clip.tokenizer import default_bpe
 
+    from imsearch.encoders.onnx_export import TextTower, VisualTower
+
     model = open_clip.create_model(f"local-dir:{model_dir}").eval()
-
-    class Visual(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, image: torch.Tensor) -> torch.Tensor:
-            return self.model.encode_image(image)
-
-    class Textual(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-            return self.model.encode_text(tokens)
 
     target.mkdir(parents=True, exist_ok=True)
     torch.backends.mha.set_fastpath_enabled(False)
     batch = torch.export.Dim("batch", min=1, max=4096)
     with torch.no_grad():
-        torch.onnx.export(Visual().eval(), (torch.zeros(2, 3, 256, 256),), str(target / "visual.onnx"), input_names=["input"],
-                          output_names=["output"], dynamic_shapes={"image": {0: batch}}, opset_version=18, dynamo=True,
+        torch.onnx.export(VisualTower(model).eval(), (torch.zeros(2, 3, 256, 256),), str(target / "visual.onnx"), input_names=["input"],
+                          output_names=["output"], dynamic_shapes={"pixels": {0: batch}}, opset_version=18, dynamo=True,
                           external_data=False)
-        torch.onnx.export(Textual().eval(), (torch.zeros(2, 77, dtype=torch.long),), str(target / "textual.onnx"),
+        torch.onnx.export(TextTower(model, trim=False).eval(), (torch.zeros(2, 77, dtype=torch.long),), str(target / "textual.onnx"),
                           input_names=["input"], output_names=["output"], dynamic_shapes={"tokens": {0: batch}},
                           opset_version=18, dynamo=True, external_data=False)
     (data / "tokenizer").mkdir(exist_ok=True)

@@ -31,17 +31,9 @@ class _Textual(torch.nn.Module):
         return self.model.encode_text(input_ids.long()) + 0.0 * attention_mask.sum().float()
 
 
-class _Visual(torch.nn.Module):
-    def __init__(self, model: Any):
-        super().__init__()
-        self.model: Any = model
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model.encode_image(pixel_values)
-
-
 def export(model_name: str, out_dir: Path) -> None:
     from clip_encoder import CLIPEncoder
+    from imsearch.encoders.onnx_export import VisualTower
 
     encoder = CLIPEncoder(model_name=model_name, device="cpu", precision="fp32", runtime="torch")
     backend: Any = encoder.backend
@@ -56,7 +48,7 @@ def export(model_name: str, out_dir: Path) -> None:
                           input_names=["input_ids", "attention_mask"], output_names=["text_features"],
                           dynamic_axes={"input_ids": {0: "batch"}, "attention_mask": {0: "batch"}, "text_features": {0: "batch"}},
                           opset_version=17, dynamo=False)
-        torch.onnx.export(_Visual(model), (torch.zeros((2, 3, size, size)),), str(out_dir / "visual.onnx"),
+        torch.onnx.export(VisualTower(model), (torch.zeros((2, 3, size, size)),), str(out_dir / "visual.onnx"),
                           input_names=["pixel_values"], output_names=["image_features"],
                           dynamic_axes={"pixel_values": {0: "batch"}, "image_features": {0: "batch"}},
                           opset_version=17, dynamo=False)

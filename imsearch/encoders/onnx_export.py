@@ -40,7 +40,7 @@ SAMPLE_QUERIES = ("a cute cat", "一只可爱的猫咪", "a red circle on a blue
                   "Ünïcödé café", "x", " ".join(["long"] * 120))
 
 
-class _Visual(torch.nn.Module):
+class VisualTower(torch.nn.Module):
     def __init__(self, model: Any):
         super().__init__()
         self.model: Any = model
@@ -49,7 +49,7 @@ class _Visual(torch.nn.Module):
         return self.model.encode_image(pixels)
 
 
-class _Textual(torch.nn.Module):
+class TextTower(torch.nn.Module):
     def __init__(self, model: Any, trim: bool):
         super().__init__()
         self.model: Any = model
@@ -175,11 +175,11 @@ def export_model(model_name: str, target: Path, activation: str | None = None, k
             # torch.export-based exporter: the legacy tracer froze the text length into the attention's reshapes
             with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                torch.onnx.export(_Visual(model).eval(), (torch.zeros((2, 3, height, width)),), str(work / "visual.onnx"),
+                torch.onnx.export(VisualTower(model).eval(), (torch.zeros((2, 3, height, width)),), str(work / "visual.onnx"),
                                   input_names=["pixels"], output_names=["features"], dynamic_shapes={"pixels": {0: batch}},
                                   opset_version=OPSET, dynamo=True, external_data=False)
                 sample_tokens = torch.from_numpy(reference_tokens[:2, :9] if trim else reference_tokens[:2]).clone()
-                torch.onnx.export(_Textual(model, trim).eval(), (sample_tokens,), str(work / "textual.onnx"),
+                torch.onnx.export(TextTower(model, trim).eval(), (sample_tokens,), str(work / "textual.onnx"),
                                   input_names=["tokens"], output_names=["features"],
                                   dynamic_shapes={"tokens": {0: batch, 1: length} if trim else {0: batch}},
                                   opset_version=OPSET, dynamo=True, external_data=False)
