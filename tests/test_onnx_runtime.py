@@ -244,3 +244,15 @@ def test_exports_of_a_pretrained_tag_follow_the_weights_open_clip_would_load(tmp
     assert not onnx_backend._weights_unchanged(export)
     weights.unlink()
     assert not onnx_backend._weights_unchanged(export)
+
+
+@pytest.mark.slow
+def test_threads_share_one_lazily_built_session() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    encoder = CLIPEncoder(model_name=TEST_MODEL, device="cpu", precision="fp32")
+    with ThreadPoolExecutor(8) as pool:
+        vectors = list(pool.map(lambda _: encoder.encode_texts(["a red circle"]), range(16)))
+    assert all(np.array_equal(v, vectors[0]) for v in vectors)
+    backend = encoder.backend
+    assert list(backend._sessions) == ["text"]  # type: ignore[attr-defined]

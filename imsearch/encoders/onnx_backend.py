@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import threading
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
@@ -177,36 +178,48 @@ class OnnxCLIPBackend:
         self._threads = threads
         self._sessions: dict[str, Any] = {}
         self._tokenizer: CLIPTokenizer | None = None
+        # servers call in from several threads: each lazy part is built once
+        self._building = threading.Lock()
 
     def _session(self, tower: str) -> Any:
         session = self._sessions.get(tower)
-        if session is None:
-            import onnxruntime as ort
+        if session is not None:
+            return session
+        with self._building:
+            return self._sessions.get(tower) or self._open_session(tower)
 
-            options = ort.SessionOptions()
-            options.log_severity_level = 3
-            if self._threads:
-                options.intra_op_num_threads = self._threads
-            if tower == "image":
-                # the image tower shares the cores with the decode threads: idle pool threads must sleep, not
-                # spin, or they take the CPU the next batch is being decoded on
-                options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            file = {"text": "textual.onnx", "image": "visual.int8.onnx" if self.precision == "int8" else "visual.onnx"}[tower]
-            try:
-                session = ort.InferenceSession(str(self.folder / file), options, providers=["CPUExecutionProvider"])
-            except Exception as error:  # onnxruntime raises its own untyped errors for a damaged file
-                raise ModelLoadError(f"cannot load {self.folder / file} ({error}); delete {self.folder} to export again") from None
-            self._sessions[tower] = session
+    def _open_session(self, tower: str) -> Any:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if self._threads:
+            options.intra_op_num_threads = self._threads
+        if tower == "image":
+            # the image tower shares the cores with the decode threads: idle pool threads must sleep, not
+            # spin, or they take the CPU the next batch is being decoded on
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        file = {"text": "textual.onnx", "image": "visual.int8.onnx" if self.precision == "int8" else "visual.onnx"}[tower]
+        try:
+            session = ort.InferenceSession(str(self.folder / file), options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # onnxruntime raises its own untyped errors for a damaged file
+            raise ModelLoadError(f"cannot load {self.folder / file} ({error}); delete {self.folder} to export again") from None
+        self._sessions[tower] = session
         return session
 
     @property
     def tokenizer(self) -> CLIPTokenizer:
-        if self._tokenizer is None:
-            record = self.meta["tokenizer"]
-            self._tokenizer = CLIPTokenizer(self.folder / "bpe_simple_vocab_16e6.txt.gz", int(record["context_length"]),
-                                            record["clean"], record.get("additional_special_tokens", ()),
-                                            tables=self.folder / "tokenizer.pickle")
-        return self._tokenizer
+        if self._tokenizer is not None:
+            return self._tokenizer
+        with self._building:
+            if self._tokenizer is None:
+                self._tokenizer = self._load_tokenizer()
+            return self._tokenizer
+
+    def _load_tokenizer(self) -> CLIPTokenizer:
+        record = self.meta["tokenizer"]
+        return CLIPTokenizer(self.folder / "bpe_simple_vocab_16e6.txt.gz", int(record["context_length"]), record["clean"],
+                             record.get("additional_special_tokens", ()), tables=self.folder / "tokenizer.pickle")
 
     def prepare_image(self, image: Image.Image) -> np.ndarray:
         return self._transform(image)
@@ -220,14 +233,15 @@ class OnnxCLIPBackend:
     def _embed_images_on_torch(self, pixels: np.ndarray) -> np.ndarray:
         import torch
 
-        if self._torch_images is None:
-            from imsearch.encoders.open_clip_backend import OpenCLIPBackend
+        with self._building:
+            if self._torch_images is None:
+                from imsearch.encoders.open_clip_backend import OpenCLIPBackend
 
-            backend = OpenCLIPBackend(self.model_name, device="cpu", precision="bf16", activation=self._activation)
-            if backend.build != self.build:
-                raise ModelLoadError(f"{self.model_name} builds differently now than when it was exported to {self.folder}; "
-                                     "delete that folder to export again")
-            self._torch_images = backend
+                backend = OpenCLIPBackend(self.model_name, device="cpu", precision="bf16", activation=self._activation)
+                if backend.build != self.build:
+                    raise ModelLoadError(f"{self.model_name} builds differently now than when it was exported to "
+                                         f"{self.folder}; delete that folder to export again")
+                self._torch_images = backend
         with torch.inference_mode():
             batch = torch.from_numpy(pixels).to(torch.bfloat16)
             return self._torch_images.model.encode_image(batch).float().numpy()
