@@ -39,10 +39,11 @@ from imsearch.errors import (
 )
 from imsearch.indexing.decode import load_rgb
 from imsearch.indexing.pipeline import Indexer, IndexSummary, ProgressCallback
+from imsearch.query import QueryTerm
 from imsearch.results import SearchResult, print_results
 from milvus_store import DEFAULT_COLLECTION, CollectionInfo, Hit, MilvusStore, SearchFilter, path_id
 
-__all__ = ["ImageSearchEngine", "SearchResult", "SearchFilter", "IndexSummary", "print_results", "main"]
+__all__ = ["ImageSearchEngine", "SearchResult", "SearchFilter", "IndexSummary", "QueryTerm", "print_results", "main"]
 
 MAX_TOP_K = 1000
 
@@ -206,6 +207,39 @@ class ImageSearchEngine:
         if not any(hits) and self.store.count() == 0:
             warnings.warn(f"collection {self.store.collection_name!r} holds no images yet", EmptyIndexWarning, stacklevel=2)
         return [_to_results(h, encoder) for h, encoder in zip(hits, answered_by, strict=True)]
+
+    def search_composed(self, terms: Sequence[QueryTerm], top_k: int = 5,
+                        search_filter: SearchFilter | None = None) -> list[SearchResult]:
+        """Images closest to a weighted sum of text and image terms (see imsearch/query.py), best first."""
+        terms = list(terms)
+        if not terms or not all(isinstance(t, QueryTerm) for t in terms):
+            raise InvalidArgumentError("a composed query needs one or more QueryTerm")
+        _check_top_k(top_k)
+        if self.store.open_collection(self.model_name, None, create=False) is None:
+            warnings.warn(f"collection {self.store.collection_name!r} does not exist: index some images first",
+                          EmptyIndexWarning, stacklevel=2)
+            return []
+        parts: list[np.ndarray] = []
+        texts = [t.text for t in terms if t.text is not None]
+        text_vectors = iter(normalize(self.router.encode(texts, self.encoder.encode_texts)[0]) if texts else [])
+        stored = {int(row["id"]): row for row in self.store.get([t.image_id for t in terms if t.image_id is not None],
+                                                                with_vectors=True)} if any(t.image_id is not None for t in terms) else {}
+        for term in terms:
+            if term.text is not None:
+                vector = next(text_vectors)
+            elif term.image is not None:
+                vector = self.encoder.encode_images([load_rgb(term.image, min_side=self.encoder.image_size)])[0]
+            else:
+                row = stored.get(int(term.image_id))  # type: ignore[arg-type]
+                if row is None:
+                    raise InvalidArgumentError(f"image id:{term.image_id} is not in collection {self.store.collection_name!r}")
+                vector = normalize(np.asarray(row["vector"], dtype=np.float32)[None])[0]
+            parts.append(term.weight * vector)
+        combined = np.sum(parts, axis=0)
+        if float(np.linalg.norm(combined)) < 1e-6:
+            raise InvalidArgumentError("the terms cancel each other out: nothing is left to search for")
+        answered_by = " ".join(t.label for t in terms)
+        return _to_results(self.store.search(normalize(combined[None]), top_k, search_filter)[0], answered_by)
 
     @property
     def router(self) -> QueryRouter:

@@ -77,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "serve-encoder (service mode; or set IMAGE_SEARCH_CLIP_SERVER)")
     search = parser.add_argument_group("search")
     search.add_argument("--query", action="append", help="text to search for (repeatable: one result list each)")
+    search.add_argument("--add", action="append", default=[], metavar="TERM",
+                        help="add a term to --query, as rclip does: words, an image file (./pool.jpg) or an indexed image "
+                             "(id:N), optionally weighted (2:golden retriever); repeatable")
+    search.add_argument("--subtract", action="append", default=[], metavar="TERM",
+                        help="subtract a term from --query, written like --add (repeatable)")
     search.add_argument("--image", help="search by this image file (--mode search) or by this indexed image (--mode similar)")
     search.add_argument("--top-k", type=int, default=5)
     search.add_argument("--query-model", default="auto",
@@ -229,6 +234,13 @@ def _search(args: argparse.Namespace, engine: SearchEngine) -> int:
         return 0
     if not args.query:
         raise InvalidArgumentError("--mode search needs --query or --image")
+    if args.add or args.subtract:
+        if len(args.query) != 1:
+            raise InvalidArgumentError("--add and --subtract compose one query: give a single --query")
+        from imsearch.query import compose
+
+        _print_results(args, engine.search_composed(compose(args.query[0], args.add, args.subtract), args.top_k))
+        return 0
     result_lists = engine.search_batch(args.query, top_k=args.top_k)
     if args.json and len(result_lists) > 1:
         print(json.dumps([{"query": q, "results": [r.to_dict() for r in rs]} for q, rs in zip(args.query, result_lists, strict=True)],

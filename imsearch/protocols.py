@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from imsearch.indexing.pipeline import IndexSummary, ProgressCallback
+    from imsearch.query import QueryTerm
     from imsearch.results import SearchResult
     from milvus_store import MilvusStore, SearchFilter
 
@@ -24,6 +25,8 @@ class SearchEngine(Protocol):
     def search_batch(self, queries: Sequence[str], top_k: int = 5) -> list[list[SearchResult]]: ...
 
     def search_by_image(self, image: str, top_k: int = 5) -> list[SearchResult]: ...
+
+    def search_composed(self, terms: Sequence[QueryTerm], top_k: int = 5) -> list[SearchResult]: ...
 
     def similar(self, image: str, top_k: int = 5) -> list[SearchResult]: ...
 
@@ -43,6 +46,9 @@ class ServedEngine(SearchEngine, Protocol):
                      search_filter: SearchFilter | None = None) -> list[list[SearchResult]]: ...
 
     def search_by_image(self, image: str | bytes, top_k: int = 5,
+                        search_filter: SearchFilter | None = None) -> list[SearchResult]: ...
+
+    def search_composed(self, terms: Sequence[QueryTerm], top_k: int = 5,
                         search_filter: SearchFilter | None = None) -> list[SearchResult]: ...
 
     def similar(self, image: str | int, top_k: int = 5,

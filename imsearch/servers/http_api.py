@@ -31,6 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from imsearch.errors import CollectionMismatchError, ImageSearchError, InvalidArgumentError, StoreError
 from imsearch.protocols import ServedEngine
+from imsearch.query import compose
 from imsearch.results import SearchResult
 from imsearch.servers.files import FileNotServed, read_indexed_file, unchanged_on_disk, under
 from imsearch.servers.jobs import IndexJob, IndexJobs
@@ -216,9 +217,20 @@ def create_app(engine: ServedEngine, token: str | None = None, thumbnail_dir: st
     @app.get("/api/search", tags=["search"])
     def search(q: str = Query(..., max_length=MAX_QUERY_CHARS, description="what to look for, in words"), top_k: int = 10,
                folder: str | None = None, ext: list[str] | None = Query(None), modified_after: str | None = None,
-               modified_before: str | None = None) -> dict[str, Any]:
+               modified_before: str | None = None,
+               add: list[str] | None = Query(None, description="terms to add: words, 'W:words' (weight W), or id:N (an indexed image)"),
+               subtract: list[str] | None = Query(None, description="terms to subtract, written like add")) -> dict[str, Any]:
         started = time.perf_counter()
-        results = engine.search(q, top_k, make_filter(folder, ext, modified_after, modified_before))
+        search_filter = make_filter(folder, ext, modified_after, modified_before)
+        if add or subtract:
+            for term in [*(add or []), *(subtract or [])]:
+                if len(term) > MAX_QUERY_CHARS:
+                    raise InvalidArgumentError(f"a query term is longer than {MAX_QUERY_CHARS} characters")
+            # a request names images by id only: never a path on this machine
+            terms = compose(q, add or [], subtract or [], allow_paths=False)
+            results = engine.search_composed(terms, top_k, search_filter)
+        else:
+            results = engine.search(q, top_k, search_filter)
         return {"query": q, "results": results_payload(results), "took_ms": round((time.perf_counter() - started) * 1000, 1)}
 
     @app.post("/api/search/batch", tags=["search"])

@@ -16,6 +16,7 @@ from typing import Any
 
 from imsearch.errors import InvalidArgumentError, RemoteServerError, StoreError
 from imsearch.indexing.pipeline import FailedFile, IndexProgress, IndexSummary, ProgressCallback
+from imsearch.query import QueryTerm
 from imsearch.results import SearchResult
 
 
@@ -90,6 +91,24 @@ class RemoteEngine:
             body = self._call("POST", "/api/search/image", files={"file": (os.path.basename(image), handle)},
                               data={"top_k": str(top_k)})
         return self._results(body["results"])
+
+    def search_composed(self, terms: Sequence[QueryTerm], top_k: int = 5) -> list[SearchResult]:
+        """Through the server's `/api/search`: image terms go as indexed ids (a file path is turned into
+        the id it was indexed under; the server never opens paths a request names)."""
+        from milvus_store import path_id
+
+        def written(term: QueryTerm) -> str:
+            what = term.text if term.text is not None else \
+                f"id:{term.image_id if term.image_id is not None else path_id(os.path.abspath(str(term.image)))}"
+            return f"{abs(term.weight):g}:{what}"
+
+        first, rest = terms[0], list(terms[1:])
+        if first.weight < 0:
+            raise InvalidArgumentError("the first term of a composed query must have a positive weight")
+        params: dict[str, Any] = {"q": written(first), "top_k": top_k,
+                                  "add": [written(t) for t in rest if t.weight > 0],
+                                  "subtract": [written(t) for t in rest if t.weight < 0]}
+        return self._results(self._call("GET", "/api/search", params=params)["results"])
 
     def similar(self, image: str, top_k: int = 5) -> list[SearchResult]:
         from milvus_store import path_id

@@ -1,0 +1,124 @@
+"""Composed queries (rclip's `query + term - term`): parsing, the exact weighted sum through the real
+store, what a user sees move, and the CLI and HTTP surfaces (paths refused over HTTP)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from conftest import TEST_MODEL
+from http_server import running_server
+from PIL import Image
+
+from clip_encoder import normalize
+from image_search import ImageSearchEngine
+from imsearch.errors import InvalidArgumentError
+from imsearch.query import MAX_TERMS, QueryTerm, compose, parse_term
+from milvus_store import path_id
+
+
+def test_terms_parse_as_rclip_writes_them(tmp_path: Path) -> None:
+    photo = tmp_path / "pool.jpg"
+    photo.write_bytes(b"x")
+    assert parse_term("golden retriever") == QueryTerm(text="golden retriever")
+    assert parse_term("2:golden retriever") == QueryTerm(text="golden retriever", weight=2.0)
+    assert parse_term("0.5:id:42", sign=-1) == QueryTerm(image_id=42, weight=-0.5)
+    assert parse_term(str(photo)) == QueryTerm(image=str(photo))
+    assert parse_term("https://example.com/x.jpg") == QueryTerm(text="https://example.com/x.jpg")  # not a weight, not a file
+    with pytest.raises(InvalidArgumentError, match="no such file"):
+        parse_term("./missing.jpg")
+    with pytest.raises(InvalidArgumentError, match="by indexed image id here"):
+        parse_term("/etc/passwd", allow_paths=False)
+    with pytest.raises(InvalidArgumentError, match="by indexed image id here"):
+        parse_term(str(photo), allow_paths=False)
+    with pytest.raises(InvalidArgumentError, match="other than 0"):
+        parse_term("0:cat")
+    with pytest.raises(InvalidArgumentError, match="empty"):
+        parse_term("  ")
+    with pytest.raises(InvalidArgumentError, match=f"at most {MAX_TERMS} terms"):
+        compose("cat", ["dog"] * MAX_TERMS)
+    assert [t.weight for t in compose("a", ["b", "3:c"], ["d"])] == [1.0, 1.0, 3.0, -1.0]
+
+
+@pytest.fixture()
+def engine(tmp_path: Path, scenes: Path):  # type: ignore[no-untyped-def]
+    engine = ImageSearchEngine(model_name=TEST_MODEL, milvus_uri=str(tmp_path / "composed.db"), device="cpu")
+    assert engine.index_directory(scenes).indexed == 24
+    yield engine
+    engine.close()
+
+
+def _exact_ranking(engine: ImageSearchEngine, scenes: Path, vector: np.ndarray) -> list[int]:
+    ids = [path_id(str(p)) for p in sorted(scenes.glob("*.png"))]
+    rows = engine.store.get(ids, with_vectors=True)
+    matrix = np.asarray([r["vector"] for r in rows], dtype=np.float32)
+    order = np.argsort(-(matrix @ normalize(vector[None])[0]))
+    return [int(rows[i]["id"]) for i in order]
+
+
+@pytest.mark.slow
+def test_the_weighted_sum_is_searched_exactly(engine: ImageSearchEngine, scenes: Path) -> None:
+    photo = scenes / "scene_00003.png"
+    stored = path_id(str(scenes / "scene_00007.png"))
+    terms = [QueryTerm(text="a red circle", weight=2.0), QueryTerm(image=str(photo)), QueryTerm(image_id=stored, weight=0.5),
+             QueryTerm(text="blue", weight=-1.0)]
+    encoder = engine.encoder
+    text = encoder.encode_texts(["a red circle", "blue"])
+    own = encoder.encode_images([Image.open(photo).convert("RGB")])[0]
+    kept = np.asarray(engine.store.get([stored], with_vectors=True)[0]["vector"], dtype=np.float32)
+    expected = 2.0 * text[0] + own + 0.5 * normalize(kept[None])[0] - text[1]
+    results = engine.search_composed(terms, top_k=10)
+    assert [r.id for r in results] == _exact_ranking(engine, scenes, expected)[:10]
+    assert [r.rank for r in results] == list(range(1, 11))
+    assert all(a.score >= b.score for a, b in zip(results, results[1:], strict=False))  # best first
+    assert results[0].query_encoder == "2:a red circle 1:" + str(photo) + f" 0.5:id:{stored} -1:blue"
+
+
+@pytest.mark.slow
+def test_adding_and_subtracting_images_moves_them(engine: ImageSearchEngine, scenes: Path) -> None:
+    plain = engine.search("a small blue cross", top_k=24)
+    last = plain[-1]  # the scene least like the words
+    lifted = engine.search_composed([QueryTerm(text="a small blue cross"), QueryTerm(image_id=last.id, weight=3.0)], top_k=5)
+    assert lifted[0].id == last.id
+    best = plain[0]
+    pushed = engine.search_composed([QueryTerm(text="a small blue cross"), QueryTerm(image_id=best.id, weight=-1.0)], top_k=24)
+    assert [r.id for r in pushed].index(best.id) > 0 and pushed[0].id != best.id
+    with pytest.raises(InvalidArgumentError, match="cancel each other out"):
+        engine.search_composed([QueryTerm(text="a red circle"), QueryTerm(text="a red circle", weight=-1.0)])
+    with pytest.raises(InvalidArgumentError, match="image id:123 is not in collection"):
+        engine.search_composed([QueryTerm(text="a red circle"), QueryTerm(image_id=123)])
+
+
+@pytest.mark.slow
+def test_cli_and_http_compose_the_same_query(engine: ImageSearchEngine, scenes: Path, tmp_path: Path) -> None:
+    from test_cli import run_cli
+
+    from imsearch.servers.http_api import create_app
+
+    target = path_id(str(scenes / "scene_00005.png"))
+    expected = [r.id for r in engine.search_composed(compose("a red circle", [f"2:id:{target}"], ["blue"]), top_k=5)]
+    engine.warm()
+    app = create_app(engine, thumbnail_dir=tmp_path / "thumbs", index_roots=[str(tmp_path)])
+    with running_server(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        answer = client.get("/api/search", params={"q": "a red circle", "add": f"2:id:{target}", "subtract": "blue", "top_k": 5})
+        assert answer.status_code == 200, answer.text
+        assert [int(r["id"]) for r in answer.json()["results"]] == expected  # ids travel as strings (JavaScript)
+        refused = client.get("/api/search", params={"q": "a red circle", "add": "/etc/passwd"})
+        assert refused.status_code == 400 and "by indexed image id" in refused.json()["error"]
+    engine.close()
+
+    home = tmp_path / "home"
+    os.environ.pop("IMAGE_SEARCH_MILVUS_URI", None)
+    done = run_cli("--mode", "search", "--milvus-uri", str(tmp_path / "composed.db"), "--query", "a red circle",
+                   "--add", f"2:id:{target}", "--subtract", "blue", "--top-k", "5", "--json", home=home)
+    assert [int(r["id"]) for r in json.loads(done.stdout)] == expected
+    two = run_cli("--mode", "search", "--milvus-uri", str(tmp_path / "composed.db"), "--query", "a", "--query", "b",
+                  "--add", "c", home=home, check=False)
+    assert two.returncode == 2 and "give a single --query" in two.stderr
+    missing = run_cli("--mode", "search", "--milvus-uri", str(tmp_path / "composed.db"), "--query", "a red circle",
+                      "--add", "./no-such-photo.jpg", home=home, check=False)
+    assert missing.returncode == 2 and "no such file" in missing.stderr
