@@ -39,6 +39,12 @@ class Bug:
 
 
 BUGS = [
+    Bug("vector cache compacts ids into floats", "imsearch/store/vector_cache.py",
+        "ids = np.zeros(capacity, dtype=np.int64)", "ids = np.zeros(capacity)",
+        ("tests/test_vector_cache.py::test_real_ids_survive_compaction_and_unknown_deletes_are_no_ops",)),
+    Bug("vector cache fails deleting an id it never held", "imsearch/store/vector_cache.py",
+        "self._row_of.pop(int(image_id), None)", "self._row_of.pop(int(image_id))",
+        ("tests/test_vector_cache.py::test_real_ids_survive_compaction_and_unknown_deletes_are_no_ops",)),
     Bug("composed query ignores weights", "image_search.py",
         "parts.append(term.weight * vector)", "parts.append(vector if term.weight > 0 else -vector)",
         ("tests/test_composed.py::test_the_weighted_sum_is_searched_exactly",)),

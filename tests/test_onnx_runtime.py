@@ -22,7 +22,7 @@ from imsearch.errors import InvalidArgumentError
 
 TEXTS = ["a cute cat", "一只可爱的猫咪", "🐱🐶 emoji!!", "café naïve résumé Ünïcödé", "", "   ", "x" * 500,
          " ".join(["word"] * 200), "&amp;lt;b&gt; html &amp; entities", "Don't you'll we've I'm", "ＦＵＬＬ width ｔｅｘｔ",
-         "e\u0301 combining accents", "tab\tnew\nline", "日本語とEnglish mixed 123,456.78", "Ελληνικά и русский", "🇯🇵 flags 👩‍👩‍👧"]
+         "e\u0301 combining accents", "tab\tnew\nline", "snake_case_file_name.jpg, (punct!) [here]", "日本語とEnglish mixed 123,456.78", "Ελληνικά и русский", "🇯🇵 flags 👩‍👩‍👧"]
 
 
 def test_tokenizer_matches_open_clip_token_for_token() -> None:

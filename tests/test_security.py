@@ -391,3 +391,21 @@ def test_the_python_api_writes_no_traceback_on_stderr(tmp_path: Path, scenes: Pa
               f"    e.index_directory({str(scenes)!r}); e.search('a red circle')\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "Traceback" not in done.stderr and "AllocTimestamp" not in done.stderr, done.stderr
+
+
+def test_file_checks_answer_with_a_status_for_each_refusal(tmp_path: Path) -> None:
+    """The serving checks on their own (no server): each refusal carries the HTTP status the API answers."""
+    from imsearch.servers.files import FileNotServed, open_without_symlinks
+
+    for path, status in [("relative/photo.jpg", 404), (str(tmp_path / "missing.jpg"), 404)]:
+        with pytest.raises(FileNotServed) as refused:
+            open_without_symlinks(path)
+        assert refused.value.status == status, path
+    (tmp_path / "real.jpg").write_bytes(b"x")
+    (tmp_path / "link.jpg").symlink_to(tmp_path / "real.jpg")
+    with pytest.raises(FileNotServed) as refused:
+        open_without_symlinks(str(tmp_path / "link.jpg"))
+    assert refused.value.status == 404
+    descriptor = open_without_symlinks(str(tmp_path / "real.jpg"))
+    assert os.read(descriptor, 10) == b"x"
+    os.close(descriptor)

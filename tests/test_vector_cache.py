@@ -59,3 +59,22 @@ def test_cache_equals_exact_search_through_growth_updates_deletes_and_compaction
     assert [h[1] for h in everything] == sorted((h[1] for h in everything), reverse=True)
     write(_rows(range(0, 10), rng, dim))
     check()
+
+
+def test_real_ids_survive_compaction_and_unknown_deletes_are_no_ops() -> None:
+    """Ids are 63-bit path hashes: they must come back exact after compaction (a float64 id column would
+    round them), and deleting ids the cache never held (rows written before it was filled) does nothing."""
+    rng = np.random.default_rng(9)
+    dim = 8
+    cache = VectorCache(dim)
+    big = [int(x) for x in rng.integers(2**62, 2**63 - 1, size=5000, dtype=np.int64)]
+    cache.upsert(_rows(big, rng, dim))
+    cache.delete(big[:2000])
+    cache.delete([123, 456])  # never held
+    extra = 2**63 - 25
+    cache.upsert(_rows([extra], rng, dim))  # the next write compacts: over 4,096 rows, a quarter deleted
+    assert len(cache) == 3001
+    query = rng.normal(size=dim).astype(np.float32)
+    query /= np.linalg.norm(query)
+    found = [hit[0] for hit in cache.search(query[None], 3001)[0]]
+    assert sorted(found) == sorted(big[2000:] + [extra])  # every id exactly as written
