@@ -397,10 +397,11 @@ def test_file_checks_answer_with_a_status_for_each_refusal(tmp_path: Path) -> No
     """The serving checks on their own (no server): each refusal carries the HTTP status the API answers."""
     from imsearch.servers.files import FileNotServed, open_without_symlinks
 
-    for path, status in [("relative/photo.jpg", 404), (str(tmp_path / "missing.jpg"), 404)]:
+    for path, status, says in [("relative/photo.jpg", 404, "the indexed path is not absolute"),
+                               (str(tmp_path / "missing.jpg"), 404, "the indexed file is gone")]:
         with pytest.raises(FileNotServed) as refused:
             open_without_symlinks(path)
-        assert refused.value.status == status, path
+        assert refused.value.status == status and says in str(refused.value), path
     (tmp_path / "real.jpg").write_bytes(b"x")
     (tmp_path / "link.jpg").symlink_to(tmp_path / "real.jpg")
     with pytest.raises(FileNotServed) as refused:
