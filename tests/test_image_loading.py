@@ -132,3 +132,42 @@ def test_phone_heic_photos_are_indexed_upright(tmp_path: Path, photos: dict[str,
         summary = engine.index_directory(folder)
         assert summary.indexed == 5 and [Path(f.path).name for f in summary.failed] == ["IMG_0002.HEIC"]
         assert Path(engine.search_by_image(photos["chelsea"], top_k=1)[0].path).name == "IMG_0001.HEIC"
+
+
+def test_pixel_values_survive_each_mode_exactly(tmp_path: Path) -> None:
+    """Exact values, not only a similar picture: 16-bit scaled to 8, float and 32-bit integer greys kept,
+    transparency composited on white in palette, grey+alpha and RGBA images."""
+    ramp = np.tile(np.arange(0, 256, 5, dtype=np.uint8), (4, 1))  # 4 x 52 grey ramp
+    cases = {
+        "sixteen.tiff": Image.fromarray(ramp.astype(np.uint16) * 257),
+        "int.tiff": Image.fromarray(ramp).convert("I"),
+        "float.tiff": Image.fromarray(ramp.astype(np.float32)),
+    }
+    for name, image in cases.items():
+        image.save(tmp_path / name)
+        grey = np.asarray(load_rgb(tmp_path / name))
+        assert grey.shape == (4, 52, 3) and np.abs(grey[..., 0].astype(int) - ramp).max() <= 1, name
+    palette = Image.new("P", (4, 4), 1)
+    palette.putpalette([0, 0, 0, 200, 30, 30] + [0] * 762)
+    palette.info["transparency"] = 1
+    palette.save(tmp_path / "palette.png", transparency=1)
+    assert np.asarray(load_rgb(tmp_path / "palette.png")).min() == 255  # transparent index shows white
+    half = Image.new("LA", (4, 4), (0, 128))  # black at half opacity over white: mid grey
+    half.save(tmp_path / "half.png")
+    assert abs(int(np.asarray(load_rgb(tmp_path / "half.png"))[0, 0, 0]) - 127) <= 1
+    rgba = Image.new("RGBA", (4, 4), (255, 0, 0, 255))
+    assert np.asarray(load_rgb(rgba))[0, 0].tolist() == [255, 0, 0]
+
+
+def test_only_jpegs_are_decoded_at_reduced_scale(tmp_path: Path) -> None:
+    big = Image.fromarray(np.random.default_rng(0).integers(0, 255, (1500, 2000, 3), dtype=np.uint8))
+    big.save(tmp_path / "big.jpg", quality=90)
+    big.save(tmp_path / "big.png")
+    drafted = load_rgb(tmp_path / "big.jpg", min_side=224)
+    assert drafted.size == (500, 375)  # 1/4 scale: 1/8 would make the short side 187 < 224
+    assert load_rgb(tmp_path / "big.jpg").size == (2000, 1500)  # no min_side: full size
+    assert load_rgb(tmp_path / "big.png", min_side=224).size == (2000, 1500)  # PNG has no draft mode
+    grey = Image.fromarray(np.full((1500, 2000), 90, dtype=np.uint8))
+    grey.save(tmp_path / "grey.jpg")
+    small_grey = load_rgb(tmp_path / "grey.jpg", min_side=224)
+    assert small_grey.size == (500, 375) and small_grey.mode == "RGB"
