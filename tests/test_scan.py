@@ -74,9 +74,12 @@ def test_links_loops_roots_and_odd_entries_in_process(tmp_path: Path) -> None:
     assert missing.failed[0].reason.startswith("cannot open folder:")
 
     explicit = entries_for_paths([library / "a" / "one.png", tmp_path / "none.png", library / "a", "/dev/null"])
-    assert [Path(f.path).name for f in explicit.files] == ["one.png"]
-    assert [f.reason for f in explicit.failed] == ["file not found", "is a folder (use index_directory for folders)",
-                                                  "not a regular file"]
+    one = library / "a" / "one.png"
+    assert [(f.path, f.size, f.mtime) for f in explicit.files] == [(str(one), one.stat().st_size, one.stat().st_mtime)]
+    assert [(f.path, f.reason) for f in explicit.failed] == [
+        (str(tmp_path / "none.png"), "file not found"), (str(library / "a"), "is a folder (use index_directory for folders)"),
+        ("/dev/null", "not a regular file")]
+    assert [(f.path, f.reason[:19]) for f in missing.failed] == [(str(tmp_path / "gone"), "cannot open folder:")]
 
 
 def test_pseudo_filesystems_are_refused_in_process() -> None:
