@@ -13,6 +13,7 @@ that the backends import, so no backend imports this module.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -59,6 +60,7 @@ class CLIPEncoder:
                 raise
             # models ONNX cannot take here (their tokenizer has no torch-free twin) run on torch
             self.runtime_note = f"{model_name} runs on torch: {reason}"
+            warnings.warn(self.runtime_note, stacklevel=2)
             options.pop("onnx_only", None)
             self.backend = backend_factory("local")(model_name=model_name, **options)
 

@@ -256,3 +256,29 @@ def test_threads_share_one_lazily_built_session() -> None:
     assert all(np.array_equal(v, vectors[0]) for v in vectors)
     backend = encoder.backend
     assert list(backend._sessions) == ["text"]  # type: ignore[attr-defined]
+
+
+@pytest.mark.slow
+def test_a_model_without_a_torch_free_tokenizer_runs_on_torch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SigLIP and Hugging Face text towers have tokenizers our port does not reproduce: such a model keeps
+    running on torch, says why, and the refused export is remembered (not retried at every start)."""
+    from imsearch.encoders import onnx_export
+    from imsearch.errors import UnsupportedForOnnx
+
+    monkeypatch.setenv("IMAGE_SEARCH_CACHE", str(tmp_path / "cache"))
+    attempts: list[str] = []
+
+    def refuse(tokenizer: object) -> dict[str, object]:
+        attempts.append("export")
+        raise UnsupportedForOnnx("its tokenizer (HFTokenizer) is not open_clip's CLIP BPE tokenizer")
+
+    monkeypatch.setattr(onnx_export, "_tokenizer_record", refuse)
+    with pytest.warns(UserWarning, match=f"{TEST_MODEL} runs on torch: its tokenizer"):
+        first = CLIPEncoder(model_name=TEST_MODEL, device="cpu", precision="fp32")
+    assert first.runtime == "torch" and "HFTokenizer" in first.runtime_note
+    assert first.encode_texts(["a red circle"]).shape == (1, 64)
+    with pytest.warns(UserWarning, match="runs on torch"):
+        again = CLIPEncoder(model_name=TEST_MODEL, device="cpu", precision="fp32")
+    assert again.runtime == "torch" and attempts == ["export"]  # remembered
+    with pytest.raises(UnsupportedForOnnx, match="HFTokenizer"):
+        CLIPEncoder(model_name=TEST_MODEL, device="cpu", runtime="onnx")  # asked for ONNX explicitly: said, not hidden
