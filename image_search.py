@@ -222,8 +222,8 @@ class ImageSearchEngine:
         parts: list[np.ndarray] = []
         texts = [t.text for t in terms if t.text is not None]
         text_vectors = iter(normalize(self.router.encode(texts, self.encoder.encode_texts)[0]) if texts else [])
-        stored = {int(row["id"]): row for row in self.store.get([t.image_id for t in terms if t.image_id is not None],
-                                                                with_vectors=True)} if any(t.image_id is not None for t in terms) else {}
+        ids = [t.image_id for t in terms if t.image_id is not None]
+        stored = {int(row["id"]): row for row in self.store.get(ids, with_vectors=True)} if ids else {}
         for term in terms:
             if term.text is not None:
                 vector = next(text_vectors)
