@@ -72,7 +72,11 @@ def run_ours(files: list[Path], model_dir: Path, db: str) -> dict[str, object]:
 
     folder = files[0].parent
     with ImageSearchEngine(model_name=str(model_dir), milvus_uri=db, collection_name="ours") as engine:
-        _ = engine.encoder  # load the model outside the timed part, as naive does
+        # load the model outside the timed part, as naive does: one image through the image tower, since the
+        # ONNX-led encoder builds its bf16 torch image tower only when the first images arrive
+        from PIL import Image
+
+        engine.encoder.encode_images([Image.new("RGB", (64, 64))])
         started = time.perf_counter()
         summary = engine.index_directory(folder)
         elapsed = time.perf_counter() - started
