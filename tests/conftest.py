@@ -42,7 +42,46 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         _skipped.append(f"{report.nodeid}: {reason}")
 
 
+# Disk is the scarce resource on CI machines (a full disk once failed 40 tests at once). Each test's
+# temporary folder is removed when it passes (tmp_path_retention_policy = "failed"); this records how
+# much disk each test held at its peak, so the summary names the heaviest ones and the session's peak.
+_disk_at_start = shutil.disk_usage(tempfile.gettempdir()).used
+_disk_peak = 0
+_disk_by_test: dict[str, int] = {}
+_disk_before: int = 0
+
+
+def pytest_runtest_logstart(nodeid: str) -> None:
+    global _disk_before
+    _disk_before = shutil.disk_usage(tempfile.gettempdir()).used
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    yield
+    global _disk_peak
+    used = shutil.disk_usage(tempfile.gettempdir()).used  # at the end of the call, before teardown frees
+    _disk_peak = max(_disk_peak, used - _disk_at_start)
+    _disk_by_test[item.nodeid] = used - _disk_before
+
+
+@pytest.fixture(autouse=True)
+def _drop_large_exports() -> Iterator[None]:
+    """ONNX exports of real architectures (ViT-B-32: ~600 MB each, keyed by the test's own weights) go
+    once the test that made them ends; small ones (the shipped test model's) stay for the session."""
+    cache = Path(os.environ["IMAGE_SEARCH_CACHE"]) / "onnx"
+    before = set(cache.iterdir()) if cache.is_dir() else set()
+    yield
+    for folder in (set(cache.iterdir()) if cache.is_dir() else set()) - before:
+        if sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) > 50 * 2**20:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    heaviest = sorted(_disk_by_test.items(), key=lambda pair: -pair[1])[:5]
+    terminalreporter.write_line(f"disk: peak {_disk_peak / 2**20:+.0f} MiB over the session start; "
+                                f"{shutil.disk_usage(tempfile.gettempdir()).free / 2**30:.1f} GiB free; heaviest: "
+                                + ", ".join(f"{nodeid.split('::', 1)[-1]} {grown / 2**20:+.0f} MiB" for nodeid, grown in heaviest))
     if _skipped:
         terminalreporter.section("skipped, but IMAGE_SEARCH_REQUIRE_ALL=1 requires every part")
         for line in _skipped:

@@ -331,9 +331,10 @@ def serve(engine: ServedEngine, host: str = "127.0.0.1", port: int = 8000, token
           index_roots: list[str] | None = None, on_ready: Callable[[], None] | None = None,
           serve_only_under_roots: bool = True, allowed_hosts: Sequence[str] = ()) -> None:
     """Serve the API and page until interrupted; `on_ready` is called once the port is ours and the model warm."""
-    from imsearch.servers.listening import listening_socket, run_app
+    from imsearch.servers.listening import exit_cleanly_on_sigterm, listening_socket, run_app
     from imsearch.servers.remote_engine import remove_advert, write_advert
 
+    exit_cleanly_on_sigterm()  # before the advert exists: a SIGTERM right after it appears must remove it
     sock = listening_socket(host, port)  # a busy port fails now, before the model loads
     try:
         engine.warm()  # model loaded and (Lite) vectors in memory before the first request
@@ -343,9 +344,9 @@ def serve(engine: ServedEngine, host: str = "127.0.0.1", port: int = 8000, token
     app = create_app(engine, token=token, index_roots=index_roots, serve_only_under_roots=serve_only_under_roots,
                      allowed_hosts=[*machine_names(host), *allowed_hosts])
     lite = engine.store.location if engine.store.is_lite else None
-    if lite:  # so that the CLI, finding the database locked, can use this server instead
-        write_advert(lite, f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}", bool(token))
     try:
+        if lite:  # so that the CLI, finding the database locked, can use this server instead
+            write_advert(lite, f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}", bool(token))
         if on_ready:
             on_ready()
         run_app(app, sock)

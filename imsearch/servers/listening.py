@@ -53,21 +53,28 @@ def header_timeout_protocol(seconds: float) -> type[Any]:
 def run_app(app: Any, sock: socket.socket, header_timeout: float = HEADER_TIMEOUT_SECONDS) -> None:
     """Serve `app` with uvicorn on a socket from `listening_socket` until interrupted (SIGINT or SIGTERM);
     closes the socket. The caller's `finally` clauses run on either signal."""
-    import signal
-    import threading
-
     import uvicorn
 
-    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again for its previous handler:
-    # by default that kills the process before any cleanup. Make that previous handler an exit instead.
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    exit_cleanly_on_sigterm()
     config = uvicorn.Config(app, log_level="warning", timeout_keep_alive=5, h11_max_incomplete_event_size=64 * 1024,
                             http=header_timeout_protocol(header_timeout))
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()
+
+
+def exit_cleanly_on_sigterm() -> None:
+    """Make SIGTERM an exit that runs `finally` clauses (from the main thread; elsewhere a no-op).
+
+    uvicorn shuts down gracefully on SIGTERM, then raises the signal again for its previous handler: by
+    default that kills the process before any cleanup. Servers call this before they leave anything to
+    clean up (the advert file), so a SIGTERM that arrives while the model loads is an exit too."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
 
 
 def _exit_on_sigterm(*_: object) -> None:
