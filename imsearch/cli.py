@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from imsearch.indexing.pipeline import ProgressCallback
     from imsearch.protocols import SearchEngine
     from imsearch.results import SearchResult
+    from milvus_store import SearchFilter
 
 DEFAULT_MODEL = "ViT-B-32::openai"  # imsearch.encoders.base.DEFAULT_MODEL, without importing numpy for --help
 DEFAULT_COLLECTION = "image_search"  # milvus_store.DEFAULT_COLLECTION
@@ -84,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="subtract a term from --query, written like --add (repeatable)")
     search.add_argument("--image", help="search by this image file (--mode search) or by this indexed image (--mode similar)")
     search.add_argument("--top-k", type=int, default=5)
+    search.add_argument("--in", dest="within_folder", metavar="DIR",
+                        help="only images under this folder (relative to the current one: --in . searches here)")
+    search.add_argument("--paths-only", action="store_true", help="print only the paths, one per line (for pipes)")
     search.add_argument("--query-model", default="auto",
                         help="auto: queries in scripts the model cannot read go to the multilingual encoder made for it "
                              "(e.g. M-CLIP for ViT-B-32::openai); never: always the model's own text tower; or an "
@@ -225,12 +229,29 @@ def _serve(args: argparse.Namespace, engine: SearchEngine) -> int:
 def _print_results(args: argparse.Namespace, results: list[SearchResult]) -> None:
     from imsearch.results import format_results
 
-    print(json.dumps([r.to_dict() for r in results], ensure_ascii=False, indent=2) if args.json else format_results(results))
+    if args.paths_only:
+        for result in results:
+            print(result.path)
+    else:
+        print(json.dumps([r.to_dict() for r in results], ensure_ascii=False, indent=2) if args.json else format_results(results))
+
+
+def _folder_filter(args: argparse.Namespace) -> SearchFilter | None:
+    """`--in DIR` as a filter on the stored paths, which are absolute as the folders were given to index."""
+    if args.within_folder is None:
+        return None
+    from milvus_store import SearchFilter
+
+    folder = os.path.abspath(os.path.expanduser(args.within_folder))
+    if not os.path.isdir(folder):
+        raise InvalidArgumentError(f"--in {args.within_folder!r}: no such folder")
+    return SearchFilter(path_prefix=folder.rstrip(os.sep) + os.sep)
 
 
 def _search(args: argparse.Namespace, engine: SearchEngine) -> int:
+    search_filter = args.search_filter
     if args.image:
-        _print_results(args, engine.search_by_image(args.image, args.top_k))
+        _print_results(args, engine.search_by_image(args.image, args.top_k, search_filter))
         return 0
     if not args.query:
         raise InvalidArgumentError("--mode search needs --query or --image")
@@ -239,9 +260,11 @@ def _search(args: argparse.Namespace, engine: SearchEngine) -> int:
             raise InvalidArgumentError("--add and --subtract compose one query: give a single --query")
         from imsearch.query import compose
 
-        _print_results(args, engine.search_composed(compose(args.query[0], args.add, args.subtract), args.top_k))
+        _print_results(args, engine.search_composed(compose(args.query[0], args.add, args.subtract), args.top_k, search_filter))
         return 0
-    result_lists = engine.search_batch(args.query, top_k=args.top_k)
+    if args.paths_only and len(args.query) > 1:
+        raise InvalidArgumentError("--paths-only prints one list of paths: give a single --query")
+    result_lists = engine.search_batch(args.query, args.top_k, search_filter)
     if args.json and len(result_lists) > 1:
         print(json.dumps([{"query": q, "results": [r.to_dict() for r in rs]} for q, rs in zip(args.query, result_lists, strict=True)],
                          ensure_ascii=False, indent=2))
@@ -256,7 +279,7 @@ def _search(args: argparse.Namespace, engine: SearchEngine) -> int:
 def _similar(args: argparse.Namespace, engine: SearchEngine) -> int:
     if not args.image:
         raise InvalidArgumentError("--mode similar needs --image PATH of an indexed image")
-    _print_results(args, engine.similar(args.image, args.top_k))
+    _print_results(args, engine.similar(args.image, args.top_k, args.search_filter))
     return 0
 
 
@@ -297,9 +320,18 @@ def _check_index_arguments(args: argparse.Namespace) -> None:
     args.loaded_descriptions = _load_descriptions(args.descriptions)
 
 
+def _check_search_arguments(args: argparse.Namespace) -> None:
+    if args.paths_only and args.json:
+        raise InvalidArgumentError("--paths-only and --json are two output formats: choose one")
+    if (args.within_folder is not None or args.paths_only) and args.mode not in ("search", "similar"):
+        raise InvalidArgumentError(f"--in and --paths-only apply to --mode search and similar, not {args.mode}")
+    args.search_filter = _folder_filter(args)  # a missing folder is named before the store opens
+
+
 def _run(args: argparse.Namespace) -> int:
     _check_exposure(args)
     _check_index_arguments(args)
+    _check_search_arguments(args)
     if args.mode == "serve-encoder":
         return _serve_encoder(args)
     with contextlib.closing(_open_engine(args)) as engine:

@@ -17,11 +17,11 @@ from conftest import ROOT, TEST_MODEL, captions_of
 pytestmark = pytest.mark.slow
 
 
-def run_cli(*args: str, home: Path, check: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, home: Path, check: bool = True, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
     environment = {**os.environ, "IMAGE_SEARCH_HOME": str(home), **env}
     environment.pop("IMAGE_SEARCH_MILVUS_URI", None)
     done = subprocess.run([sys.executable, str(ROOT / "image_search.py"), *args], capture_output=True, text=True,
-                          env=environment, timeout=300)
+                          env=environment, timeout=300, cwd=cwd)
     if check:
         assert done.returncode == 0, done.stderr
     return done
@@ -149,6 +149,46 @@ def test_sigkill_mid_run_loses_nothing_and_rerun_finishes(tmp_path: Path) -> Non
         assert engine.get_stats()["total_images"] == 300  # no duplicates
 
 
+def test_in_limits_a_search_to_a_folder_and_paths_only_prints_bare_paths(tmp_path: Path) -> None:
+    """`--in DIR` (relative to the current folder) for text, composed, image and similar searches; a sibling
+    folder sharing the name's prefix (trip, trip2) stays out; `--paths-only` prints one path per line."""
+    from make_scenes import write_scenes
+
+    home, library = tmp_path / "home", tmp_path / "library"
+    trip, trip2, day1 = library / "trip", library / "trip2", library / "trip" / "day1"
+    write_scenes(trip, count=6, seed=11)
+    write_scenes(day1, count=4, seed=12)
+    write_scenes(trip2, count=8, seed=13)
+    run_cli("--mode", "index", "--model", TEST_MODEL, "--image-dir", str(library), "-q", home=home)
+
+    def paths(*args: str, cwd: Path = tmp_path) -> list[Path]:
+        done = run_cli("--mode", "search", "--top-k", "50", "--paths-only", *args, home=home, cwd=cwd)
+        lines = done.stdout.splitlines()
+        assert all(Path(line).is_absolute() and Path(line).is_file() for line in lines), done.stdout
+        return [Path(line) for line in lines]
+
+    everything = paths("--query", "a red circle")
+    assert len(everything) == 18
+    here = paths("--query", "a red circle", "--in", ".", cwd=trip)
+    assert sorted(here) == sorted(p for p in everything if trip in p.parents) and len(here) == 10
+    assert paths("--query", "a red circle", "--in", "library/trip/day1") == [p for p in everything if p.parent == day1]
+    assert paths("--query", "a red circle", "--in", str(trip2)) == [p for p in everything if p.parent == trip2]
+    composed = paths("--query", "a red circle", "--add", "a square", "--subtract", "red", "--in", "trip2", cwd=library)
+    assert len(composed) == 8 and {p.parent for p in composed} == {trip2}
+    probe = next(trip2.glob("*.png"))
+    by_image = paths("--image", str(probe), "--in", "library/trip")
+    assert len(by_image) == 10 and all(trip in p.parents for p in by_image)
+    similar = run_cli("--mode", "similar", "--image", str(probe), "--in", str(trip2), "--top-k", "50", "--paths-only", home=home)
+    assert sorted(Path(line) for line in similar.stdout.splitlines()) == sorted(p for p in trip2.glob("*.png") if p != probe)
+
+    missing = run_cli("--mode", "search", "--query", "x", "--in", "no-such-folder", home=home, check=False, cwd=tmp_path)
+    assert missing.returncode == 2 and "--in 'no-such-folder': no such folder" in missing.stderr
+    both = run_cli("--mode", "search", "--query", "x", "--paths-only", "--json", home=home, check=False)
+    assert both.returncode == 2 and "choose one" in both.stderr
+    several = run_cli("--mode", "search", "--query", "x", "--query", "y", "--paths-only", home=home, check=False)
+    assert several.returncode == 2 and "single --query" in several.stderr
+
+
 def test_cli_uses_the_running_server_that_holds_the_database(tmp_path: Path, scenes: Path) -> None:
     from http_server import free_port
 
@@ -177,6 +217,17 @@ def test_cli_uses_the_running_server_that_holds_the_database(tmp_path: Path, sce
         searched = run_cli("--mode", "search", "--query", captions["scene_00001.png"]["en"], "--top-k", "24", "--json", home=home)
         assert "using its API" in searched.stderr
         assert "scene_00001.png" in {Path(r["path"]).name for r in json.loads(searched.stdout)}
+        # --in and --paths-only through the server's API: the folder filter travels with each kind of search
+        sub = scenes / "sub"
+        sub.mkdir()
+        within = run_cli("--mode", "search", "--query", "a circle", "--in", str(scenes), "--top-k", "50", "--paths-only", home=home)
+        assert len(within.stdout.splitlines()) == 24 and all(Path(line).parent == scenes for line in within.stdout.splitlines())
+        assert run_cli("--mode", "search", "--query", "a circle", "--in", str(sub), "--paths-only", home=home).stdout == ""
+        probe = str(scenes / "scene_00002.png")
+        for mode, extra in (("search", ["--image", probe]), ("similar", ["--image", probe]),
+                            ("search", ["--query", "a circle", "--add", "a square"])):
+            assert run_cli("--mode", mode, *extra, "--in", str(sub), "--paths-only", home=home).stdout == ""
+            assert len(run_cli("--mode", mode, *extra, "--in", str(scenes), "--paths-only", home=home).stdout.splitlines()) == 5
         (scenes / "scene_00001.png").unlink()
         indexed = run_cli("--mode", "index", "--image-dir", str(scenes), home=home)
         assert "indexed 0, unchanged 23, removed 1, failed 0" in indexed.stdout

@@ -240,20 +240,25 @@ def create_app(engine: ServedEngine, token: str | None = None, thumbnail_dir: st
         return {"results": [{"query": q, "results": results_payload(r)} for q, r in zip(body.queries, result_lists, strict=True)]}
 
     @app.post("/api/search/image", tags=["search"])
-    async def search_image(file: UploadFile = File(...), top_k: int = Form(10)) -> dict[str, Any]:
+    async def search_image(file: UploadFile = File(...), top_k: int = Form(10), folder: str | None = Form(None),
+                           ext: list[str] | None = Form(None), modified_after: str | None = Form(None),
+                           modified_before: str | None = Form(None)) -> dict[str, Any]:
+        search_filter = make_filter(folder, ext, modified_after, modified_before)  # a bad filter fails before the upload is read
         data = bytearray()
         while chunk := await file.read(1 << 20):
             data += chunk
             if len(data) > max_upload_bytes:
                 raise HTTPError(413, f"upload larger than {max_upload_bytes // (1024 * 1024)} MB")
         # decoding a large upload takes seconds of CPU: off the event loop, so /healthz and small requests stay fast
-        results = await run_in_threadpool(engine.search_by_image, bytes(data), top_k)
+        results = await run_in_threadpool(engine.search_by_image, bytes(data), top_k, search_filter)
         return {"results": results_payload(results)}
 
     @app.get("/api/similar/{image_id}", tags=["search"])
-    def similar(image_id: int, top_k: int = 10) -> dict[str, Any]:
+    def similar(image_id: int, top_k: int = 10, folder: str | None = None, ext: list[str] | None = Query(None),
+                modified_after: str | None = None, modified_before: str | None = None) -> dict[str, Any]:
+        search_filter = make_filter(folder, ext, modified_after, modified_before)
         indexed_record(image_id)
-        return {"results": results_payload(engine.similar(image_id, top_k))}
+        return {"results": results_payload(engine.similar(image_id, top_k, search_filter))}
 
     @app.get("/api/images/{image_id}", tags=["images"])
     def image(image_id: int) -> Response:

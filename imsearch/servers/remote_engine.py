@@ -12,12 +12,15 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from imsearch.errors import InvalidArgumentError, RemoteServerError, StoreError
 from imsearch.indexing.pipeline import FailedFile, IndexProgress, IndexSummary, ProgressCallback
 from imsearch.query import QueryTerm
 from imsearch.results import SearchResult
+
+if TYPE_CHECKING:
+    from milvus_store import SearchFilter
 
 
 def advert_path(lite_path: str) -> Path:
@@ -82,17 +85,33 @@ class RemoteEngine:
                              id=int(r["id"]), size=r.get("size", 0), mtime=r.get("mtime", 0.0),
                              query_encoder=r.get("query_encoder", "")) for r in items]
 
-    def search_batch(self, queries: Sequence[str], top_k: int = 5) -> list[list[SearchResult]]:
-        body = self._call("POST", "/api/search/batch", json={"queries": list(queries), "top_k": top_k})
+    @staticmethod
+    def _filter_fields(search_filter: SearchFilter | None) -> dict[str, Any]:
+        """A filter as the API's fields (folder, ext, modified_after, modified_before), empty ones left out."""
+        if search_filter is None:
+            return {}
+        def seconds(value: float | None) -> str | None:
+            return None if value is None else repr(float(value))
+
+        fields: dict[str, Any] = {"folder": search_filter.path_prefix, "ext": list(search_filter.extensions) or None,
+                                  "modified_after": seconds(search_filter.modified_after),
+                                  "modified_before": seconds(search_filter.modified_before)}
+        return {name: value for name, value in fields.items() if value is not None}
+
+    def search_batch(self, queries: Sequence[str], top_k: int = 5,
+                     search_filter: SearchFilter | None = None) -> list[list[SearchResult]]:
+        body = self._call("POST", "/api/search/batch",
+                          json={"queries": list(queries), "top_k": top_k, **self._filter_fields(search_filter)})
         return [self._results(x["results"]) for x in body["results"]]
 
-    def search_by_image(self, image: str, top_k: int = 5) -> list[SearchResult]:
+    def search_by_image(self, image: str, top_k: int = 5, search_filter: SearchFilter | None = None) -> list[SearchResult]:
         with open(image, "rb") as handle:
             body = self._call("POST", "/api/search/image", files={"file": (os.path.basename(image), handle)},
-                              data={"top_k": str(top_k)})
+                              data={"top_k": str(top_k), **self._filter_fields(search_filter)})
         return self._results(body["results"])
 
-    def search_composed(self, terms: Sequence[QueryTerm], top_k: int = 5) -> list[SearchResult]:
+    def search_composed(self, terms: Sequence[QueryTerm], top_k: int = 5,
+                        search_filter: SearchFilter | None = None) -> list[SearchResult]:
         """Through the server's `/api/search`: image terms go as indexed ids (a file path is turned into
         the id it was indexed under; the server never opens paths a request names)."""
         from milvus_store import path_id
@@ -107,13 +126,14 @@ class RemoteEngine:
             raise InvalidArgumentError("the first term of a composed query must have a positive weight")
         params: dict[str, Any] = {"q": written(first), "top_k": top_k,
                                   "add": [written(t) for t in rest if t.weight > 0],
-                                  "subtract": [written(t) for t in rest if t.weight < 0]}
+                                  "subtract": [written(t) for t in rest if t.weight < 0], **self._filter_fields(search_filter)}
         return self._results(self._call("GET", "/api/search", params=params)["results"])
 
-    def similar(self, image: str, top_k: int = 5) -> list[SearchResult]:
+    def similar(self, image: str, top_k: int = 5, search_filter: SearchFilter | None = None) -> list[SearchResult]:
         from milvus_store import path_id
 
-        return self._results(self._call("GET", f"/api/similar/{path_id(os.path.abspath(image))}", params={"top_k": top_k})["results"])
+        return self._results(self._call("GET", f"/api/similar/{path_id(os.path.abspath(image))}",
+                                        params={"top_k": top_k, **self._filter_fields(search_filter)})["results"])
 
     def get_stats(self) -> dict[str, Any]:
         return dict(self._call("GET", "/api/stats"))
