@@ -27,7 +27,7 @@ os.environ["IMAGE_SEARCH_CACHE"] = tempfile.mkdtemp(prefix="image-search-test-ca
 
 TEST_MODEL = "shapes-tiny::v1"
 # A test that uses one of these needs Milvus or loads a model: never in the fast tier (-m "not slow").
-HEAVY_FIXTURES = {"test_encoder", "milvus_server", "store_uri", "held_out_scenes", "installed"}
+HEAVY_FIXTURES = {"test_encoder", "milvus_server", "held_out_scenes", "installed"}
 
 
 # CI sets this: every optional part (the Milvus server, clip-server and clip-client, Chromium) must be
@@ -78,7 +78,7 @@ def _drop_large_exports() -> Iterator[None]:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    heaviest = sorted(_disk_by_test.items(), key=lambda pair: -pair[1])[:5]
+    heaviest = sorted(((n, g) for n, g in _disk_by_test.items() if g > 10 * 2**20), key=lambda pair: -pair[1])[:5]
     terminalreporter.write_line(f"disk: peak {_disk_peak / 2**20:+.0f} MiB over the session start; "
                                 f"{shutil.disk_usage(tempfile.gettempdir()).free / 2**30:.1f} GiB free; heaviest: "
                                 + ", ".join(f"{nodeid.split('::', 1)[-1]} {grown / 2**20:+.0f} MiB" for nodeid, grown in heaviest))
@@ -96,7 +96,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())):
+        on_server = getattr(getattr(item, "callspec", None), "params", {}).get("store_uri") == "server"
+        if on_server or HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
 
 HELD_OUT_SEED = 424242  # not the training seed (0) nor the training script's held-out seed

@@ -8,7 +8,8 @@ import pytest
 from imsearch.errors import CollectionMismatchError, InvalidArgumentError
 from milvus_store import ImageRecord, MilvusStore, SearchFilter, path_id
 
-pytestmark = pytest.mark.slow  # real Milvus, the model, or servers: not in the fast tier
+# The Milvus Lite variants run in process in under a few seconds: they are in the fast tier (and the
+# mutation run); the server variants are marked slow by conftest.
 
 
 def unit(seed: int, dim: int = 8) -> np.ndarray:

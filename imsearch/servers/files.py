@@ -41,7 +41,7 @@ class FileNotServed(ImageSearchError):
 
 def under(path: str, roots: Sequence[str]) -> bool:
     """Whether the real path `path` is one of `roots` (real paths) or lies below one."""
-    return any(path == root or path.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
+    return any(path in (root, root.rstrip(os.sep)) or path.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
 
 
 def open_without_symlinks(path: str) -> int:
