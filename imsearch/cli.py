@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "quantised tower (faster than fp32, slightly less accurate)")
     index.add_argument("--clip-server", default=os.environ.get("IMAGE_SEARCH_CLIP_SERVER"),
                        help="grpc://host:51000 or http://host:port: a clip-as-service server (clip-server) or our --mode "
-                            "serve-encoder (service mode; or set IMAGE_SEARCH_CLIP_SERVER)")
+                            "serve-encoder (service mode; or set IMAGE_SEARCH_CLIP_SERVER); several, comma-separated, "
+                            "share the batches and stand in for one another")
     search = parser.add_argument_group("search")
     search.add_argument("--query", action="append", help="text to search for (repeatable: one result list each)")
     search.add_argument("--add", action="append", default=[], metavar="TERM",

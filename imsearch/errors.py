@@ -21,6 +21,7 @@ Warnings (through `warnings`, never printed by the library):
 
     EmptyIndexWarning       a search ran against a collection that does not exist or holds no images
     ModelFidelityWarning    vectors made differently from how the weights were trained
+    EncoderServerWarning    one of several CLIP servers is not answering; the others carry the work
 """
 
 from __future__ import annotations
@@ -97,3 +98,7 @@ class EmptyIndexWarning(UserWarning):
 class ModelFidelityWarning(UserWarning):
     """Vectors are (or would be) made differently from how the model's weights were trained: an index
     built with the wrong activation, or a checkpoint whose name suggests another architecture."""
+
+
+class EncoderServerWarning(UserWarning):
+    """One of several CLIP servers is not answering (or serves something else); the others carry on."""

@@ -500,3 +500,87 @@ def test_a_text_request_does_not_wait_behind_images_being_decoded(encoder_urls: 
         assert [f.result() for f in images] == [200] * 3
     print(f"one-text requests while three 80 MP images decode: max {max(waits) * 1000:.0f} ms over {len(waits)}")
     assert waits and max(waits) < 0.5, waits
+
+
+class CountingEncoder:
+    """The real test encoder, counting the image batches it encodes (which server did the work)."""
+
+    def __init__(self, encoder: CLIPEncoder):
+        self._encoder = encoder
+        self.images = 0
+
+    def encode_prepared(self, prepared: Any) -> np.ndarray:
+        self.images += len(prepared)
+        return self._encoder.encode_prepared(prepared)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._encoder, name)
+
+
+def test_several_servers_share_the_batches_and_one_dying_mid_run_loses_nothing(test_encoder: CLIPEncoder, tmp_path: Path) -> None:
+    """`--clip-server grpc://a,grpc://b`: both servers encode; one stops mid-run and the run finishes on
+    the other, with a warning naming it; every image indexed once, with local mode's vectors."""
+    from typing import cast
+
+    from make_scenes import write_scenes
+
+    from imsearch.errors import EncoderServerWarning
+
+    scenes = tmp_path / "many"
+    write_scenes(scenes, count=64, seed=5)  # 16 batches of 4: more than the 6 in flight, so some follow the stop
+
+    counters = [CountingEncoder(test_encoder), CountingEncoder(test_encoder)]
+    servers = [create_grpc_server(cast(CLIPEncoder, counter), "127.0.0.1:0") for counter in counters]
+    for server, _ in servers:
+        server.start()
+    urls = [f"grpc://127.0.0.1:{port}" for _, port in servers]
+
+    stopped: list[tuple[int, int]] = []  # (files done, images the second server had encoded) when the first stopped
+
+    def stop_the_first_after_a_few(progress: Any) -> None:
+        if not stopped and counters[0].images >= 4 and progress.done >= 8:  # it has encoded, and much remains
+            stopped.append((progress.done, counters[1].images))
+            servers[0][0].stop(grace=None)
+
+    try:
+        with pytest.warns(EncoderServerWarning, match=f"{urls[0]}.*other CLIP servers"):
+            with ImageSearchEngine(mode="service", clip_server=",".join(urls), milvus_uri=str(tmp_path / "s.db"), batch_size=4) as engine:
+                summary = engine.index_directory(scenes, progress=stop_the_first_after_a_few)
+                assert (summary.indexed, len(summary.failed)) == (64, 0)
+                assert engine.get_stats()["total_images"] == 64
+                queries = [c["en"] for c in list(captions_of(scenes).values())[:6]]
+                remote = engine.search_batch(queries, top_k=5)
+        assert stopped and stopped[0][0] <= 40 and stopped[0][1] > 0  # both servers took batches while both were up
+        assert counters[1].images >= 64 - counters[0].images
+        with ImageSearchEngine(model_name=TEST_MODEL, milvus_uri=str(tmp_path / "l.db"), device="cpu") as local:
+            local.index_directory(scenes)
+            here = local.search_batch(queries, top_k=5)
+        for a, b in zip(remote, here, strict=True):
+            assert [r.path for r in a] == [r.path for r in b]
+            assert [round(r.score, 4) for r in a] == [round(r.score, 4) for r in b]
+    finally:
+        for server, _ in servers:
+            server.stop(grace=None)
+
+
+def test_a_pool_starts_without_a_down_server_and_refuses_a_foreign_one(test_encoder: CLIPEncoder, tmp_path: Path,
+                                                                      scenes: Path) -> None:
+    from imsearch.errors import EncoderServerWarning
+
+    live, port = create_grpc_server(test_encoder, "127.0.0.1:0")
+    live.start()
+    down = f"grpc://127.0.0.1:{free_port()}"
+    try:
+        with pytest.warns(EncoderServerWarning, match=f"cannot reach the CLIP server at {down}"):
+            with ImageSearchEngine(mode="service", clip_server=f"{down},grpc://127.0.0.1:{port}", milvus_uri=str(tmp_path / "a.db"),
+                                   batch_size=4) as engine:
+                assert engine.index_directory(scenes).indexed == 24
+        with pytest.raises(EncoderError, match=f"no CLIP server answered: cannot reach the CLIP server at {down}"):
+            ImageSearchEngine(mode="service", clip_server=f"{down},grpc://127.0.0.1:{free_port()}", milvus_uri=str(tmp_path / "b.db"))
+        from imsearch.errors import InvalidArgumentError
+
+        with pytest.raises(InvalidArgumentError, match="names a server twice"):
+            ImageSearchEngine(mode="service", clip_server=f"grpc://127.0.0.1:{port},grpc://127.0.0.1:{port}/",
+                              milvus_uri=str(tmp_path / "c.db"))
+    finally:
+        live.stop(grace=None)

@@ -10,6 +10,11 @@ Two wire protocols, both clip-as-service's, chosen by the server URL's scheme:
   `data[i].embedding`, failures as HTTP 200 with a non-null `header.status`, readiness at
   `GET /dry_run`, the model at `GET /status` (ours only).
 
+Several servers (`grpc://a:51000,grpc://b:51000`, protocols may mix) share the batches: each batch
+goes to the next server in turn; a server that stops answering is set aside for a while and its batch
+goes to another, so an index run finishes as long as one server answers. A server is checked (ready,
+model, dimension) before its first batch, also when it comes back later.
+
 Neither needs jina: clip-client's pins cannot share an environment with FastAPI and pydantic 2.
 Images are decoded and scaled down here (in the decode workers) and sent as image bytes; vectors
 are normalised by CLIPEncoder like every backend's.
@@ -19,8 +24,10 @@ from __future__ import annotations
 
 import base64
 import io
+import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -29,9 +36,11 @@ from PIL import Image
 
 import imsearch.encoders.jina_protocol as jp
 from imsearch.encoders.base import DEFAULT_MODEL
-from imsearch.errors import EncoderError, EncoderRejectedError, InvalidArgumentError, ModelLoadError
+from imsearch.errors import EncoderError, EncoderRejectedError, EncoderServerWarning, InvalidArgumentError, ModelLoadError
 
 PREPARED_SIDE = 448  # the server resizes to its model's input; this keeps uploads small and detail intact
+SET_ASIDE_SECONDS = 30.0  # how long a server that stopped answering gets no batches before it is tried again
+DIMENSION_PROBE = "dimension probe"
 Doc = tuple[str, Any]  # ("text", str) or ("blob", image bytes)
 T = TypeVar("T")
 
@@ -201,31 +210,130 @@ class _GrpcConnection:
         self._channel.close()
 
 
+def _connect(server: str, timeout: float, retries: int, transport: Any) -> _Connection:
+    if server.startswith(("grpc://", "grpcs://")):
+        return _GrpcConnection(server, timeout, retries)
+    if server.startswith(("http://", "https://")):
+        return _HttpConnection(server, timeout, retries, transport)
+    raise InvalidArgumentError(f"--clip-server must start with grpc://, grpcs://, http:// or https://, got {server!r}")
+
+
+class _Member:
+    """One server of a pool: its connection, whether it was checked, and until when it is set aside."""
+
+    def __init__(self, url: str, connection: _Connection):
+        self.url = url
+        self.connection = connection
+        self.checked = False
+        self.set_aside_until = 0.0
+        self.last_error = ""
+
+
+class _Pool:
+    """Several servers as one connection: batches in turn, a silent server set aside, its batch resent.
+
+    The first server that answers fixes the model and dimension; every other one is checked against
+    them before its first batch (a server serving another model is set aside for good, with a warning)."""
+
+    def __init__(self, members: list[_Member]):
+        self.members = members
+        self._lock = threading.Lock()
+        self._next = 0
+        self.model: str | None = None
+        self.dim: int | None = None
+
+    def _check(self, member: _Member) -> None:
+        member.connection.wait_ready()
+        model = member.connection.server_model()
+        dim = int(member.connection.encode([("text", DIMENSION_PROBE)]).shape[1])
+        with self._lock:
+            if self.dim is None:
+                self.model, self.dim = model, dim
+            elif dim != self.dim or (model and self.model and model != self.model):
+                member.set_aside_until = float("inf")
+                what = f"{model!r}, {dim}-d" if model else f"{dim}-d vectors"
+                warnings.warn(f"the CLIP server at {member.url} serves {what}, unlike {self.model or 'the others'} "
+                              f"({self.dim}-d): it gets no batches", EncoderServerWarning, stacklevel=2)
+                raise EncoderRejectedError(f"the CLIP server at {member.url} serves another model")
+            self.model = self.model or model
+            member.checked = True
+
+    def _order(self) -> list[_Member]:
+        """Servers to try for the next batch: those in service, in turn, then those set aside (soonest back first)."""
+        with self._lock:
+            start, self._next = self._next, self._next + 1
+        now = time.monotonic()
+        rotated = self.members[start % len(self.members):] + self.members[:start % len(self.members)]
+        ready = [m for m in rotated if m.set_aside_until <= now]
+        waiting = sorted((m for m in rotated if now < m.set_aside_until < float("inf")), key=lambda m: m.set_aside_until)
+        return ready + waiting
+
+    def _set_aside(self, member: _Member, error: EncoderError) -> None:
+        with self._lock:
+            announce = member.set_aside_until <= time.monotonic()
+            member.set_aside_until = time.monotonic() + SET_ASIDE_SECONDS
+            member.last_error = str(error)
+        if announce and len(self.members) > 1:
+            warnings.warn(f"{error}; its batches go to the other CLIP servers for {SET_ASIDE_SECONDS:g} s", EncoderServerWarning, stacklevel=3)
+
+    def _on_each(self, work: Callable[[_Connection], T]) -> T:
+        for member in self._order():
+            try:
+                if not member.checked:
+                    self._check(member)
+                return work(member.connection)
+            except EncoderRejectedError:
+                if member.checked:  # the server is fine; the batch is not
+                    raise
+            except EncoderError as error:
+                self._set_aside(member, error)
+        problems = "; ".join(m.last_error or f"{m.url}: serves another model" for m in self.members)
+        raise EncoderError(problems if len(self.members) == 1 else f"no CLIP server answered: {problems}")
+
+    def wait_ready(self) -> None:
+        self._on_each(lambda connection: None)
+
+    def server_model(self) -> str | None:
+        return self.model
+
+    def encode(self, docs: Sequence[Doc]) -> np.ndarray:
+        return self._on_each(lambda connection: connection.encode(docs))
+
+    def close(self) -> None:
+        for member in self.members:
+            member.connection.close()
+
+
 class ServiceBackend:
-    """A remote encoder: clip-server or our --mode serve-encoder, over gRPC or HTTP."""
+    """A remote encoder: clip-server or our --mode serve-encoder, over gRPC or HTTP; one server or several
+    (comma-separated) sharing the batches."""
 
     def __init__(self, model_name: str | None, server: str | None = None, timeout: float = 60.0, retries: int = 3,
                  transport: Any = None, batches_in_flight: int = 3, **_: Any):
-        # the indexer keeps this many batches at the server, so it never idles through a round trip
-        self.batches_in_flight = batches_in_flight
-        if not server:
+        if not server or not server.strip(" ,"):
             raise InvalidArgumentError("service mode needs a server: --clip-server grpc://host:51000")
-        self.server = server.rstrip("/")
-        self._connection: _Connection
-        if server.startswith(("grpc://", "grpcs://")):
-            self._connection = _GrpcConnection(self.server, timeout, retries)
-        elif server.startswith(("http://", "https://")):
-            self._connection = _HttpConnection(self.server, timeout, retries, transport)
-        else:
-            raise InvalidArgumentError(f"--clip-server must start with grpc://, grpcs://, http:// or https://, got {server!r}")
+        urls = [part.strip().rstrip("/") for part in server.split(",") if part.strip()]
+        if len(set(urls)) != len(urls):
+            raise InvalidArgumentError(f"--clip-server names a server twice: {server!r}")
+        self.server = ",".join(urls)
+        # the indexer keeps this many batches at the servers, so none idles through a round trip
+        self.batches_in_flight = batches_in_flight * len(urls)
+        # with several servers the pool is the retry: a silent one is left after one retry, not after three
+        per_server_retries = retries if len(urls) == 1 else min(retries, 1)
+        members: list[_Member] = []
         try:
-            self._connection.wait_ready()
-            self.dim = int(self.embed_texts(["dimension probe"]).shape[1])
-            self.image_size = 224
-            self.server_model = self._connection.server_model()
+            for url in urls:
+                members.append(_Member(url, _connect(url, timeout, per_server_retries, transport)))
+            self._connection = _Pool(members)
+            self._connection.wait_ready()  # the first server that answers fixes model and dimension
         except BaseException:
-            self._connection.close()
+            for member in members:
+                member.connection.close()
             raise
+        assert self._connection.dim is not None
+        self.dim = self._connection.dim
+        self.image_size = 224
+        self.server_model = self._connection.model
         if model_name and self.server_model and self.server_model != model_name:
             self._connection.close()
             raise ModelLoadError(f"the CLIP server at {self.server} serves {self.server_model!r}, not {model_name!r}; "
