@@ -1,0 +1,233 @@
+"""How the store's costs grow with the number of photos: 10k, 100k (and 1M) rows, Milvus Lite and a server.
+
+    python bench/scale.py                                  # 10k and 100k rows, Lite and the 2.3.5 server
+    python bench/scale.py --sizes 1000000 --stores lite    # one size, one store
+
+Rows are what the indexer writes (512-d unit vectors, synthetic: the store's costs do not depend on
+what they mean; paths in 1,000 dated folders; size, mtime, fingerprint), through MilvusStore itself.
+For each store and size it measures, and prints one table:
+
+- fill: upsert rate (rows/s, batches of 2,000 as the indexer's writer sends them) and on-disk size;
+- one-shot: a fresh process that imports the store, opens the collection and searches once (what a
+  CLI search pays for its store part), wall time split into import / open / search, and its peak RSS;
+- warm: p50/p95 of a top-10 search in a long-lived process (the HTTP server's case: Lite with the
+  in-memory vector copy the server keeps), unfiltered and with a folder filter (which Milvus answers);
+- bookkeeping: reading every row's path/size/mtime and comparing them with the files' (an unchanged
+  re-run of the indexer, without the directory walk);
+- recall@10 and @100 of the unfiltered search against exact search over the same vectors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+DIM = 512
+MODEL = "bench-512::synthetic"
+COLLECTION = "scale_bench"
+BATCH = 2000
+FOLDERS = 1000
+
+ONE_SHOT = r"""
+import json, resource, sys, time
+started = time.perf_counter()
+import numpy as np
+from milvus_store import MilvusStore
+imported = time.perf_counter()
+store = MilvusStore(sys.argv[1], collection_name=sys.argv[2])
+info = store.collection_info()
+store.count()  # loads the collection (a server) / opens the segments (Lite), as a search's first call does
+opened = time.perf_counter()
+vector = np.random.default_rng(1).normal(size=(1, info.dim)).astype(np.float32)
+hits = store.search(vector / np.linalg.norm(vector), 10)
+searched = time.perf_counter()
+assert len(hits[0]) == 10
+store.close()
+print(json.dumps({"import": imported - started, "open": opened - imported, "search": searched - opened,
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def vectors_for(start: int, count: int) -> np.ndarray:
+    """The same unit vectors for rows [start, start+count) on every call (exact search needs them again)."""
+    rng = np.random.default_rng(start)
+    block = rng.normal(size=(count, DIM)).astype(np.float32)
+    return block / np.linalg.norm(block, axis=1, keepdims=True)
+
+
+def path_of(i: int) -> str:
+    folder = i % FOLDERS
+    return f"/photos/{2000 + folder // 50}/{folder % 12 + 1:02d} event {folder:04d}/IMG_{i:08d}.jpg"
+
+
+def fill(store: object, rows: int) -> float:
+    from milvus_store import ImageRecord, MilvusStore
+
+    assert isinstance(store, MilvusStore)
+    store.drop()
+    store.open_collection(MODEL, DIM)
+    started = time.perf_counter()
+    for start in range(0, rows, BATCH):
+        count = min(BATCH, rows - start)
+        block = vectors_for(start, count)
+        store.upsert([ImageRecord(path_of(start + i), block[i], 100_000 + (start + i) % 5_000_000, 1.6e9 + start + i,
+                                  f"{start + i:064x}") for i in range(count)])
+    store.flush()
+    return rows / (time.perf_counter() - started)
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    return float(np.percentile(samples, 50)) * 1000, float(np.percentile(samples, 95)) * 1000
+
+
+@contextmanager
+def milvus_server(data: Path) -> Iterator[str]:
+    from conftest import _stop_server, _wait_ready
+    from http_server import free_port
+
+    binary = Path(sys.executable).parent / "milvus-server"
+    port = free_port()
+    log = open(data / "server.log", "wb")
+    process = subprocess.Popen([str(binary), "--data", str(data), "--proxy-port", str(port)], stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        uri = f"http://127.0.0.1:{port}"
+        _wait_ready(uri, process, data / "server.log")
+        yield uri
+    finally:
+        _stop_server(process)
+        log.close()
+
+
+def measure(kind: str, uri: str, data_dir: Path, rows: int, queries: int) -> dict[str, float]:
+    from milvus_store import MilvusStore, SearchFilter
+
+    result: dict[str, float] = {"rows": rows}
+    store = MilvusStore(uri, collection_name=COLLECTION)
+    result["fill_rows_per_s"] = fill(store, rows)
+    store.close()
+    time.sleep(1)
+    result["disk_mb"] = folder_bytes(data_dir) / 2**20
+
+    # one-shot: fresh processes, the median of three
+    shots = []
+    for _ in range(3):
+        started = time.perf_counter()
+        done = subprocess.run([sys.executable, "-c", ONE_SHOT, uri, COLLECTION], capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True)
+        shot = json.loads(done.stdout.strip().splitlines()[-1])
+        shot["wall"] = time.perf_counter() - started
+        shots.append(shot)
+    for key in ("wall", "import", "open", "search", "rss_mb"):
+        result[f"oneshot_{key}"] = statistics.median(s[key] for s in shots)
+
+    # warm, in a long-lived process (this one), as the HTTP server holds it
+    store = MilvusStore(uri, collection_name=COLLECTION)
+    started = time.perf_counter()
+    store.enable_cache()  # Lite: the in-memory copy the server keeps; a server: nothing to do
+    result["warm_open_s"] = time.perf_counter() - started
+    rng = np.random.default_rng(7)
+    probes = rng.normal(size=(queries, DIM)).astype(np.float32)
+    probes /= np.linalg.norm(probes, axis=1, keepdims=True)
+    store.search(probes[:1], 10)
+    timings = []
+    for probe in probes:
+        started = time.perf_counter()
+        store.search(probe[None], 10)
+        timings.append(time.perf_counter() - started)
+    result["warm_p50_ms"], result["warm_p95_ms"] = percentiles(timings)
+    folder_filter = SearchFilter(path_prefix=str(Path(path_of(17)).parent) + "/")
+    timings = []
+    for probe in probes[: max(10, queries // 4)]:
+        started = time.perf_counter()
+        hits = store.search(probe[None], 10, folder_filter)[0]
+        timings.append(time.perf_counter() - started)
+        assert hits and all(h.fields["path"].startswith(folder_filter.path_prefix or "") for h in hits)
+    result["filtered_p50_ms"], result["filtered_p95_ms"] = percentiles(timings)
+
+    # bookkeeping of an unchanged re-run: every row's size and mtime, compared with the files' (here: the same)
+    started = time.perf_counter()
+    known = {f.path: (f.size, f.mtime) for f in store.iter_files()}
+    unchanged = sum(known.get(path_of(i)) == (100_000 + i % 5_000_000, 1.6e9 + i) for i in range(rows))
+    result["bookkeeping_s"] = time.perf_counter() - started
+    assert unchanged == rows, (unchanged, rows)
+
+    # recall against exact search over the same vectors
+    exact_scores = np.concatenate([vectors_for(start, min(BATCH, rows - start)) @ probes[:20].T
+                                   for start in range(0, rows, BATCH)])
+    recall: dict[int, list[float]] = {10: [], 100: []}
+    for q in range(20):
+        order = np.argsort(-exact_scores[:, q])
+        found = store.search(probes[q][None], 100)[0]
+        from milvus_store import path_id
+
+        got = [h.id for h in found]
+        for k in (10, 100):
+            truth = {path_id(path_of(int(i))) for i in order[:k]}
+            recall[k].append(len(truth & set(got[:k])) / k)
+    result["recall_at_10"], result["recall_at_100"] = float(np.mean(recall[10])), float(np.mean(recall[100]))
+    store.drop()
+    store.close()
+    result["bench_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--stores", default="lite,server")
+    parser.add_argument("--queries", type=int, default=200)
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    rows_wanted = [int(s) for s in args.sizes.split(",")]
+    table = []
+    for kind in args.stores.split(","):
+        for rows in rows_wanted:
+            work = Path(tempfile.mkdtemp(prefix=f"scale-{kind}-"))
+            try:
+                if kind == "lite":
+                    outcome = measure(kind, str(work / "scale.db"), work, rows, args.queries)
+                else:
+                    with milvus_server(work) as uri:
+                        outcome = measure(kind, uri, work, rows, args.queries)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+            outcome["store"] = kind  # type: ignore[assignment]
+            print(json.dumps(outcome), flush=True)
+            table.append(outcome)
+    print()
+    print("| store | rows | fill rows/s | disk MB | one-shot wall s (import/open/search) | one-shot RSS MB | warm p50/p95 ms "
+          "| folder-filtered p50/p95 ms | bookkeeping s | recall@10/@100 |")
+    print("|---|---:|---:|---:|---|---:|---|---|---:|---|")
+    for r in table:
+        print(f"| {r['store']} | {int(r['rows']):,} | {r['fill_rows_per_s']:,.0f} | {r['disk_mb']:,.0f} | "
+              f"{r['oneshot_wall']:.2f} ({r['oneshot_import']:.2f}/{r['oneshot_open']:.2f}/{r['oneshot_search']:.3f}) | "
+              f"{r['oneshot_rss_mb']:,.0f} | {r['warm_p50_ms']:.1f}/{r['warm_p95_ms']:.1f} | "
+              f"{r['filtered_p50_ms']:.1f}/{r['filtered_p95_ms']:.1f} | {r['bookkeeping_s']:.2f} | "
+              f"{r['recall_at_10']:.3f}/{r['recall_at_100']:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
