@@ -12,6 +12,8 @@ For each store and size it measures, and prints one table:
   CLI search pays for its store part), wall time split into import / open / search, and its peak RSS;
 - warm: p50/p95 of a top-10 search in a long-lived process (the HTTP server's case: Lite with the
   in-memory vector copy the server keeps), unfiltered and with a folder filter (which Milvus answers);
+  then the same through ImageSearchEngine.search with a text query (ViT-B-32, random weights, its
+  text tower included), and through a real `--mode serve` over HTTP, with the server's peak RSS;
 - bookkeeping: reading every row's path/size/mtime and comparing them with the files' (an unchanged
   re-run of the indexer, without the directory walk);
 - recall@10 and @100 of the unfiltered search against exact search over the same vectors.
@@ -39,10 +41,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 DIM = 512
-MODEL = "bench-512::synthetic"
+QUERIES = ["a cat on a sofa", "beach at sunset", "birthday cake", "一只可爱的猫咪", "snowy mountain", "red car"]
 COLLECTION = "scale_bench"
+MODEL = ""  # set in main(): ViT-B-32 with random weights, as a model folder
 BATCH = 2000
 FOLDERS = 1000
 
@@ -83,7 +87,7 @@ def fill(store: object, rows: int) -> float:
 
     assert isinstance(store, MilvusStore)
     store.drop()
-    store.open_collection(MODEL, DIM)
+    store.open_collection(MODEL, DIM)  # the model that the engine and server then load to encode text queries
     started = time.perf_counter()
     for start in range(0, rows, BATCH):
         count = min(BATCH, rows - start)
@@ -121,7 +125,63 @@ def milvus_server(data: Path) -> Iterator[str]:
         log.close()
 
 
+def text_search_timings(engine_or_url: object, queries: int, folder: str | None) -> list[float]:
+    """Seconds per text search (top 10), through the engine in process or a server's /api/search."""
+    import httpx
+
+    timings = []
+    client = httpx.Client(timeout=60)  # one kept-alive connection, as the page's browser has
+    for i in range(queries):
+        query = f"{QUERIES[i % len(QUERIES)]} {i}"
+        started = time.perf_counter()
+        if isinstance(engine_or_url, str):
+            params: dict[str, str | int] = {"q": query, "top_k": 10, **({"folder": folder} if folder else {})}
+            response = client.get(engine_or_url + "/api/search", params=params)
+            assert response.status_code == 200 and response.json()["results"], response.text
+        else:
+            from milvus_store import SearchFilter
+
+            results = engine_or_url.search(query, 10, SearchFilter(path_prefix=folder) if folder else None)  # type: ignore[attr-defined]
+            assert results
+        timings.append(time.perf_counter() - started)
+    client.close()
+    return timings[1:]
+
+
+def http_figures(uri: str, model: str, queries: int, folder: str) -> dict[str, float]:
+    import httpx
+    from http_server import free_port
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, str(ROOT / "image_search.py"), "--mode", "serve", "--milvus-uri", uri,
+                               "--collection", COLLECTION, "--model", model, "--port", str(port), "--device", "cpu"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 600
+        while True:
+            assert server.poll() is None, server.stderr.read() if server.stderr else ""
+            try:
+                if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.time() < deadline
+            time.sleep(0.5)
+        figures: dict[str, float] = {}
+        figures["http_p50_ms"], figures["http_p95_ms"] = percentiles(text_search_timings(url, queries, None))
+        figures["http_filtered_p50_ms"], figures["http_filtered_p95_ms"] = percentiles(
+            text_search_timings(url, max(10, queries // 4), folder))
+        status = Path(f"/proc/{server.pid}/status").read_text()
+        figures["http_rss_mb"] = int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1]) / 1024
+        return figures
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=60)
+
+
 def measure(kind: str, uri: str, data_dir: Path, rows: int, queries: int) -> dict[str, float]:
+    from image_search import ImageSearchEngine
     from milvus_store import MilvusStore, SearchFilter
 
     result: dict[str, float] = {"rows": rows}
@@ -167,6 +227,17 @@ def measure(kind: str, uri: str, data_dir: Path, rows: int, queries: int) -> dic
         assert hits and all(h.fields["path"].startswith(folder_filter.path_prefix or "") for h in hits)
     result["filtered_p50_ms"], result["filtered_p95_ms"] = percentiles(timings)
 
+    store.close()
+
+    # the same through the engine with text queries, then a real HTTP server (Lite: one process at a time)
+    with ImageSearchEngine(model_name=MODEL, milvus_uri=uri, collection_name=COLLECTION, device="cpu") as engine:
+        engine.warm()
+        result["engine_p50_ms"], result["engine_p95_ms"] = percentiles(text_search_timings(engine, queries, None))
+        result["engine_filtered_p50_ms"], result["engine_filtered_p95_ms"] = percentiles(
+            text_search_timings(engine, max(10, queries // 4), folder_filter.path_prefix))
+    result.update(http_figures(uri, MODEL, queries, folder_filter.path_prefix or ""))
+    store = MilvusStore(uri, collection_name=COLLECTION)
+
     # bookkeeping of an unchanged re-run: every row's size and mtime, compared with the files' (here: the same)
     started = time.perf_counter()
     known = {f.path: (f.size, f.mtime) for f in store.iter_files()}
@@ -201,6 +272,10 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    global MODEL
+    from indexing import random_vit_b_32
+
+    MODEL = str(random_vit_b_32())
     rows_wanted = [int(s) for s in args.sizes.split(",")]
     table = []
     for kind in args.stores.split(","):
@@ -218,15 +293,17 @@ def main() -> None:
             print(json.dumps(outcome), flush=True)
             table.append(outcome)
     print()
-    print("| store | rows | fill rows/s | disk MB | one-shot wall s (import/open/search) | one-shot RSS MB | warm p50/p95 ms "
-          "| folder-filtered p50/p95 ms | bookkeeping s | recall@10/@100 |")
-    print("|---|---:|---:|---:|---|---:|---|---|---:|---|")
+    print("| store | rows | fill rows/s | disk MB | one-shot store part s (import/open/search) | one-shot RSS MB "
+          "| store warm p50/p95 ms (folder) | engine text p50/p95 ms (folder) | HTTP text p50/p95 ms (folder) | server RSS MB "
+          "| bookkeeping s | recall@10/@100 |")
+    print("|---|---:|---:|---:|---|---:|---|---|---|---:|---:|---|")
     for r in table:
         print(f"| {r['store']} | {int(r['rows']):,} | {r['fill_rows_per_s']:,.0f} | {r['disk_mb']:,.0f} | "
               f"{r['oneshot_wall']:.2f} ({r['oneshot_import']:.2f}/{r['oneshot_open']:.2f}/{r['oneshot_search']:.3f}) | "
-              f"{r['oneshot_rss_mb']:,.0f} | {r['warm_p50_ms']:.1f}/{r['warm_p95_ms']:.1f} | "
-              f"{r['filtered_p50_ms']:.1f}/{r['filtered_p95_ms']:.1f} | {r['bookkeeping_s']:.2f} | "
-              f"{r['recall_at_10']:.3f}/{r['recall_at_100']:.3f} |")
+              f"{r['oneshot_rss_mb']:,.0f} | {r['warm_p50_ms']:.1f}/{r['warm_p95_ms']:.1f} ({r['filtered_p50_ms']:.1f}/{r['filtered_p95_ms']:.1f}) | "
+              f"{r['engine_p50_ms']:.1f}/{r['engine_p95_ms']:.1f} ({r['engine_filtered_p50_ms']:.1f}/{r['engine_filtered_p95_ms']:.1f}) | "
+              f"{r['http_p50_ms']:.1f}/{r['http_p95_ms']:.1f} ({r['http_filtered_p50_ms']:.1f}/{r['http_filtered_p95_ms']:.1f}) | "
+              f"{r['http_rss_mb']:,.0f} | {r['bookkeeping_s']:.2f} | {r['recall_at_10']:.3f}/{r['recall_at_100']:.3f} |")
 
 
 if __name__ == "__main__":
