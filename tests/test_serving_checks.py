@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -54,18 +55,24 @@ def test_the_indexed_bytes_are_served_with_and_without_roots(photo: Path) -> Non
     assert read_indexed_file(record_of(photo, fingerprint=False)) == CONTENT  # a row from before fingerprints
 
 
+CHANGED = (409, "the file changed since it was indexed; re-index its folder")
+GONE = (404, "the indexed file is gone or no longer a plain file on its indexed path; re-index its folder")
+
+
 def test_a_changed_mtime_alone_is_refused(photo: Path) -> None:
     record = record_of(photo)
     os.utime(photo, (record["mtime"] + 5, record["mtime"] + 5))
-    assert refusal(record)[0] == 409
+    assert refusal(record) == CHANGED
     assert not unchanged_on_disk(record)
+    os.utime(photo, (record["mtime"] + 1e-3, record["mtime"] + 1e-3))  # a millisecond is a change too
+    assert refusal(record) == CHANGED and not unchanged_on_disk(record)
 
 
 def test_a_changed_size_alone_is_refused(photo: Path) -> None:
     record = record_of(photo)
     photo.write_bytes(CONTENT + b"!")
     os.utime(photo, (record["mtime"], record["mtime"]))
-    assert refusal(record) == (409, "the file changed since it was indexed; re-index its folder")
+    assert refusal(record) == CHANGED
     assert not unchanged_on_disk(record)
 
 
@@ -80,9 +87,11 @@ def test_new_content_with_the_same_size_and_mtime_is_refused_by_its_fingerprint(
 def test_a_fingerprint_that_is_not_ours_counts_as_none(photo: Path) -> None:
     for odd in ("abc", "a", "f" * 130):
         assert read_indexed_file({**record_of(photo), "fingerprint": odd}) == CONTENT
-    shorter = hashlib.blake2b(CONTENT, digest_size=16).hexdigest()  # the digest size follows the stored length
-    assert read_indexed_file({**record_of(photo), "fingerprint": shorter}) == CONTENT
-    assert refusal({**record_of(photo), "fingerprint": "00" * 16})[0] == 409
+    for digest_size in (1, 16, 64):  # the digest size follows the stored length, from 2 to 128 hex digits
+        fitting = hashlib.blake2b(CONTENT, digest_size=digest_size).hexdigest()
+        assert read_indexed_file({**record_of(photo), "fingerprint": fitting}) == CONTENT
+        wrong = ("0" if fitting[0] != "0" else "1") + fitting[1:]
+        assert refusal({**record_of(photo), "fingerprint": wrong}) == (409, "the file's content is not what was indexed; re-index its folder")
 
 
 def test_a_file_swapped_for_a_symlink_with_the_same_size_and_mtime_is_refused(photo: Path, tmp_path: Path) -> None:
@@ -104,6 +113,7 @@ def test_roots_are_real_paths_and_a_sibling_sharing_a_prefix_is_outside(photo: P
     assert refusal(record, (library + "2",)) == (404, "the indexed file is not under the folders this server serves")
     assert refusal(record, (str(tmp_path / "lib"),))[0] == 404
     assert under(library + "/photo.png", (library,)) and under(library, (library,)) and under(library, (library + "/",))
+    assert under(library + "/photo.png", (library + "/",)) and under(library + "/photo.png", ("/",))
     assert not under(library + "2/photo.png", (library,)) and not under("/", (library,))
     inside = tmp_path / "library" / "link-inside.png"
     inside.symlink_to(photo)  # a link to a file inside the roots: served by its real path
@@ -113,13 +123,31 @@ def test_roots_are_real_paths_and_a_sibling_sharing_a_prefix_is_outside(photo: P
 def test_what_is_not_a_plain_file_on_its_path_is_gone(photo: Path, tmp_path: Path) -> None:
     record = record_of(photo)
     photo.unlink()
-    assert refusal(record)[0] == 404 and not unchanged_on_disk(record)
-    photo.mkdir()  # a folder where the file was
-    assert refusal(record)[0] == 404 and not unchanged_on_disk(record)
-    assert refusal({**record, "path": "relative/photo.png"})[0] == 404
+    assert refusal(record) == GONE and not unchanged_on_disk(record)
+    photo.mkdir()  # a folder where the file was: opened as a file it is refused...
+    assert refusal(record) == (404, "the indexed path is no longer a plain file; re-index its folder")
+    assert not unchanged_on_disk(record)
+    photo.rmdir()
+    os.mkfifo(photo)  # ...and so is a named pipe, at once: opening it for reading would wait for a writer
+    outcome: list[tuple[int, str]] = []
+    reader = threading.Thread(target=lambda: outcome.append(refusal(record)), daemon=True)
+    reader.start()
+    reader.join(timeout=5)
+    assert outcome == [(404, "the indexed path is no longer a plain file; re-index its folder")], "blocked on a named pipe"
+    assert not unchanged_on_disk({**record, "size": 0, "mtime": photo.stat().st_mtime})
+    assert refusal({**record, "path": "relative/photo.png"}) == GONE  # resolved from the server's folder: not there
+    from imsearch.servers.files import open_without_symlinks
+
+    with pytest.raises(FileNotServed) as refused:
+        open_without_symlinks("relative/photo.png")
+    assert (refused.value.status, str(refused.value)) == (404, "the indexed path is not absolute")
 
 
 def test_a_file_larger_than_the_bound_is_not_read(photo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(files, "MAX_SERVED_BYTES", 3 * 1024 * 1024)
+    photo.write_bytes(b"x" * (3 * 1024 * 1024 + 1))
+    assert refusal(record_of(photo)) == (409, "the file is larger than 3 MB")
+    photo.write_bytes(CONTENT)
     monkeypatch.setattr(files, "MAX_SERVED_BYTES", len(CONTENT) - 1)
     assert refusal(record_of(photo))[0] == 409
     monkeypatch.setattr(files, "MAX_SERVED_BYTES", len(CONTENT))
@@ -137,7 +165,7 @@ def test_a_folder_swapped_for_a_symlink_after_the_check_is_not_followed(photo: P
     photo.parent.symlink_to(elsewhere)
     with pytest.raises(FileNotServed) as refused:
         open_without_symlinks(str(photo))
-    assert refused.value.status == 404
+    assert (refused.value.status, str(refused.value)) == GONE
 
 
 # ------------------------------------------------------------------------------ request filters

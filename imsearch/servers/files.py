@@ -28,6 +28,9 @@ from imsearch.errors import ImageSearchError
 
 _FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 _DIRECTORY_FLAGS = _FLAGS | getattr(os, "O_DIRECTORY", 0)
+# the file itself opens without blocking: a named pipe swapped in for a photo would otherwise hold the
+# request's thread until a writer came (no effect on regular files; fstat then refuses the pipe)
+_FILE_FLAGS = _FLAGS | getattr(os, "O_NONBLOCK", 0)
 MAX_SERVED_BYTES = 512 * 1024 * 1024  # a file larger than this is not read into memory for a client
 
 
@@ -55,7 +58,7 @@ def open_without_symlinks(path: str) -> int:
             child = os.open(part, _DIRECTORY_FLAGS, dir_fd=directory)
             os.close(directory)
             directory = child
-        return os.open(parts[-1], _FLAGS, dir_fd=directory)
+        return os.open(parts[-1], _FILE_FLAGS, dir_fd=directory)
     except OSError as error:
         raise FileNotServed(404, "the indexed file is gone or no longer a plain file on its indexed path; re-index its folder") \
             from error
