@@ -112,6 +112,47 @@ def test_bad_collection_name_and_uri() -> None:
         MilvusStore(uri="/tmp/not-a-db-name", collection_name="ok")
 
 
+def test_rows_come_back_with_every_bookkeeping_field(store: MilvusStore) -> None:
+    """What the indexer reads back (id, path, size, mtime, fingerprint, description) and what get gives."""
+    from milvus_store import IndexedFile
+
+    store.upsert([record("/lib/a/x.JPG", 1, description="first"), record("/lib/a/y.png", 2, mtime=2000.5)])
+    files = {f.path: f for f in store.iter_files()}
+    assert files == {"/lib/a/x.JPG": IndexedFile(path_id("/lib/a/x.JPG"), "/lib/a/x.JPG", 11, 1000.0, f"{1:032x}", "first"),
+                     "/lib/a/y.png": IndexedFile(path_id("/lib/a/y.png"), "/lib/a/y.png", 12, 2000.5, f"{2:032x}", "")}
+    assert store.files_under("/lib/a/") == store.files_under("/lib/a") == files
+    ids = [path_id("/lib/a/y.png"), path_id("/lib/a/x.JPG"), path_id("/not/indexed.jpg")]
+    rows = {row["id"]: row for row in store.get(ids)}
+    assert set(rows) == set(ids[:2]) and "vector" not in rows[ids[1]]
+    assert {k: rows[ids[1]][k] for k in ("path", "size", "mtime", "fingerprint", "description", "ext")} == \
+        {"path": "/lib/a/x.JPG", "size": 11, "mtime": 1000.0, "fingerprint": f"{1:032x}", "description": "first", "ext": "jpg"}
+    with_vectors = store.get([ids[1]], with_vectors=True)
+    assert len(with_vectors) == 1 and np.allclose(with_vectors[0]["vector"], unit(1), atol=1e-6)
+    assert store.get([]) == []
+
+
+def test_thousands_of_rows_are_read_whole_in_pages_and_chunks(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Past one page (4,000 rows) and one get chunk (1,000 ids): every row once, none twice."""
+    store = MilvusStore(uri=str(tmp_path / "many.db"), collection_name="many")
+    store.open_collection("test-model::v0", 8)
+    paths = [f"/lib/{i // 500}/{i}.jpg" for i in range(4500)]
+    for start in range(0, len(paths), 1500):
+        store.upsert([record(p, i) for i, p in enumerate(paths[start:start + 1500], start)])
+    assert store.count() == 4500
+    listed = [f.path for f in store.iter_files()]
+    assert len(listed) == 4500 and set(listed) == set(paths)
+    got = store.get([path_id(p) for p in paths[:2500]])
+    assert len(got) == 2500 and {row["path"] for row in got} == set(paths[:2500])
+    assert len(store.files_under("/lib/3")) == 500
+    assert store.enable_cache() == 4500 and store.enable_cache() == 4500  # loaded once, then kept
+    hits = store.search(unit(4242)[None], top_k=3)[0]
+    assert hits[0].fields["path"] == "/lib/8/4242.jpg" and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert store.delete([path_id(p) for p in paths[:1200]]) == 1200 and store.count() == 3300
+    assert len(list(store.iter_files())) == 3300 and len(store.search(unit(7)[None], top_k=5000)[0]) == 3300
+    store.drop()
+    store.close()
+
+
 def test_lite_vector_cache_gives_milvus_results_and_follows_writes(tmp_path) -> None:  # type: ignore[no-untyped-def]
     plain = MilvusStore(uri=str(tmp_path / "cache.db"), collection_name="cached")
     plain.open_collection("test-model::v0", 8)
