@@ -3,6 +3,10 @@
     python bench/mutation_report.py            # mutate what [tool.mutmut] lists, run, print the table
     python bench/mutation_report.py --report   # only print the table of the last run (mutants/ kept)
     python bench/mutation_report.py --survivors imsearch.indexing.scan   # list one module's survivors
+    python bench/mutation_report.py --unexplained   # survivors with no reason in bench/mutation-survivors.md
+
+bench/mutation-survivors.md gives, for the modules it covers, why each surviving mutant is left: lines
+"- `PATTERN`: reason", PATTERN a mutant name with shell wildcards (`*`, `?`, `[...]`).
 
 mutmut copies the package into mutants/, switches one mutant on at a time and runs the tests that
 executed the mutated function (in process: tests that reach the code through a child process cannot
@@ -40,18 +44,45 @@ def survivors(module: str) -> list[str]:
     return [line.split(":")[0].strip() for line in done.stdout.splitlines() if line.strip().startswith(module) and "survived" in line]
 
 
+REASONS = ROOT / "bench" / "mutation-survivors.md"
+REASON_LINE = re.compile(r"^- `(?P<pattern>[^`]+)`")
+
+
+def unexplained() -> tuple[list[str], list[str]]:
+    """Survivors of the modules bench/mutation-survivors.md covers that no reason there matches, and the modules."""
+    import fnmatch
+
+    text = REASONS.read_text(encoding="utf-8")
+    covered = re.findall(r"^## (\S+)", text, flags=re.MULTILINE)
+    patterns = [m["pattern"] for m in map(REASON_LINE.match, text.splitlines()) if m]
+    left = []
+    for module in covered:
+        for name in survivors(module):
+            if not any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns):
+                left.append(name)
+    return left, covered
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--report", action="store_true", help="print the last run's table without running")
     parser.add_argument("--survivors", metavar="MODULE", help="list the surviving mutants of one module")
     parser.add_argument("--children", type=int, default=2)
+    parser.add_argument("--unexplained", action="store_true", help="survivors without a reason in bench/mutation-survivors.md")
+    parser.add_argument("mutants", nargs="*", help="only these mutants (names or wildcards, as mutmut run takes them)")
     args = parser.parse_args()
+    if args.unexplained:
+        left, covered = unexplained()
+        for name in left:
+            print(name)
+        print(f"{len(left)} surviving mutants without a written reason in {', '.join(covered)}", file=sys.stderr)
+        sys.exit(1 if left else 0)
     if args.survivors:
         for name in survivors(args.survivors):
             print(name)
         return
     if not args.report:
-        subprocess.run([*MUTMUT, "run", "--max-children", str(args.children)], cwd=ROOT, check=False,
+        subprocess.run([*MUTMUT, "run", "--max-children", str(args.children), *args.mutants], cwd=ROOT, check=False,
                        stdout=subprocess.DEVNULL)
     table = results()
     statuses = ["killed", "timeout", "survived", "no tests", "not checked"]
