@@ -75,3 +75,62 @@ def test_type_a_query_and_search_by_image(browser, tmp_path: Path, scenes: Path)
             names = [c.find_element(By.CSS_SELECTOR, ".name").text for c in browser.find_elements(By.CSS_SELECTOR, "#grid .card")]
             assert "scene_00007.png" not in names and names
             browser.save_screenshot(str(OUTPUT / "similar.png"))
+
+
+def test_compose_a_query_with_added_and_subtracted_terms(browser, tmp_path: Path, scenes: Path) -> None:  # type: ignore[no-untyped-def]
+    """Words and an indexed image added or subtracted as chips: the page shows what the API answers for
+    the same composed query, in the same order; removing the chips gives the plain query's results."""
+    import httpx
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with ImageSearchEngine(model_name=TEST_MODEL, milvus_uri=str(tmp_path / "compose.db"), device="cpu") as engine:
+        engine.index_directory(scenes)
+        with running_server(create_app(engine, thumbnail_dir=tmp_path / "thumbs")) as url:
+            def api_names(**params: object) -> list[str]:
+                body = httpx.get(url + "/api/search", params={"q": "a red circle", "top_k": 10, **params}).json()  # type: ignore[arg-type]
+                return [Path(r["path"]).name for r in body["results"]]
+
+            def page_names() -> list[str]:
+                return [c.find_element(By.CSS_SELECTOR, ".name").text for c in browser.find_elements(By.CSS_SELECTOR, "#grid .card")]
+
+            def search_and_wait(expected_status: str) -> None:
+                browser.execute_script("document.getElementById('status').textContent = ''")
+                browser.find_element(By.CSS_SELECTOR, "#search-form button[type=submit]").click()
+                wait.until(ec.text_to_be_present_in_element((By.ID, "status"), expected_status))
+
+            browser.get(url + "/")
+            wait = WebDriverWait(browser, 30)
+            wait.until(ec.text_to_be_present_in_element((By.ID, "stats"), "24 images"))
+            top_k = browser.find_element(By.ID, "top-k")
+            top_k.clear()
+            top_k.send_keys("10")
+            browser.find_element(By.ID, "query").send_keys("a red circle")
+            term = browser.find_element(By.ID, "term")
+            term.send_keys("a square")
+            browser.find_element(By.ID, "add-term").click()
+            term.send_keys("2:red")
+            browser.find_element(By.ID, "subtract-term").click()
+            chips = [c.get_attribute("data-term") for c in browser.find_elements(By.CSS_SELECTOR, "#terms .chip")]
+            assert chips == ["a square", "2:red"]
+            search_and_wait("“a red circle” + a square − 2:red")
+            composed = api_names(add=["a square"], subtract=["2:red"])
+            assert page_names() == composed and composed != api_names()  # the terms changed the ranking
+
+            # an indexed image from the results, added through the viewer
+            card = browser.find_elements(By.CSS_SELECTOR, "#grid .card")[3]
+            image_id, image_name = card.get_attribute("data-id"), card.find_element(By.CSS_SELECTOR, ".name").text
+            card.click()
+            wait.until(lambda d: d.find_element(By.ID, "viewer").get_attribute("open") is not None)
+            browser.find_element(By.ID, "viewer-add").click()
+            assert [c.get_attribute("data-term") for c in browser.find_elements(By.CSS_SELECTOR, "#terms .chip")][-1] == f"id:{image_id}"
+            search_and_wait(f"+ {image_name}")
+            assert page_names() == api_names(add=["a square", f"id:{image_id}"], subtract=["2:red"])
+            OUTPUT.mkdir(exist_ok=True)
+            browser.save_screenshot(str(OUTPUT / "composed.png"))
+
+            while browser.find_elements(By.CSS_SELECTOR, "#terms .chip .remove"):
+                browser.find_elements(By.CSS_SELECTOR, "#terms .chip .remove")[0].click()
+            search_and_wait("“a red circle” (")
+            assert page_names() == api_names()

@@ -129,6 +129,17 @@ def test_rows_come_back_with_every_bookkeeping_field(store: MilvusStore) -> None
     with_vectors = store.get([ids[1]], with_vectors=True)
     assert len(with_vectors) == 1 and np.allclose(with_vectors[0]["vector"], unit(1), atol=1e-6)
     assert store.get([]) == []
+    assert store.enable_cache() == (2 if store.is_lite else 0)  # a server keeps no copy: it searches fast itself
+
+
+def test_a_missing_collection_reads_as_empty_everywhere(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    store = MilvusStore(uri=str(tmp_path / "none.db"), collection_name="absent")
+    assert store.enable_cache() == 0 and store.count() == 0 and list(store.iter_files()) == []
+    assert store.get([1, 2]) == [] and store.files_under("/x") == {} and store.search(unit(1)[None], 3) == [[]]
+    store.open_collection("test-model::v0", 8)  # created after the cache was asked for: it is kept from then on
+    store.upsert([record("/later.jpg", 3)])
+    assert store.search(unit(3)[None], 1)[0][0].fields["path"] == "/later.jpg"
+    store.close()
 
 
 def test_thousands_of_rows_are_read_whole_in_pages_and_chunks(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -60,6 +60,36 @@ function render(results, label) {
   setStatus(results.length ? `${results.length} results for ${label}` : `No results for ${label}`);
 }
 
+// Composed queries: terms added to or subtracted from the query, as the API's add= and subtract=
+// (words, "W:words" with a weight, or "id:N" for an indexed image).
+const terms = [];
+
+function renderTerms() {
+  const box = $("terms");
+  box.replaceChildren();
+  terms.forEach((term, index) => {
+    const chip = document.createElement("span");
+    chip.className = "chip " + (term.sign > 0 ? "plus" : "minus");
+    chip.dataset.term = term.value;
+    chip.textContent = `${term.sign > 0 ? "+" : "−"} ${term.label}`;
+    const remove = document.createElement("button");
+    remove.type = "button"; remove.className = "remove"; remove.title = "remove this term"; remove.textContent = "×";
+    remove.addEventListener("click", () => { terms.splice(index, 1); renderTerms(); });
+    chip.append(remove);
+    box.append(chip);
+  });
+}
+
+function addTerm(sign, value, label) {
+  if (!value.trim()) return;
+  terms.push({ sign, value: value.trim(), label: label || value.trim() });
+  renderTerms();
+}
+
+function composedLabel(q) {
+  return [`“${q}”`, ...terms.map((t) => `${t.sign > 0 ? "+" : "−"} ${t.label}`)].join(" ");
+}
+
 async function searchText(event) {
   if (event) event.preventDefault();
   const q = $("query").value;
@@ -67,10 +97,11 @@ async function searchText(event) {
   const params = filterParams();
   params.set("q", q);
   params.set("top_k", $("top-k").value || "24");
+  for (const term of terms) params.append(term.sign > 0 ? "add" : "subtract", term.value);
   setStatus("Searching…");
   try {
     const body = await api("/api/search?" + params.toString());
-    render(body.results, `“${q}” (${body.took_ms} ms)`);
+    render(body.results, `${composedLabel(q)} (${body.took_ms} ms)`);
   } catch (error) { setStatus(error.message, true); }
 }
 
@@ -79,6 +110,7 @@ async function searchImage(file) {
   const form = new FormData();
   form.append("file", file);
   form.append("top_k", $("top-k").value || "24");
+  for (const [name, value] of filterParams()) form.append(name, value);
   setStatus("Searching by image…");
   try {
     const body = await api("/api/search/image", { method: "POST", body: form });
@@ -90,7 +122,9 @@ async function similar(r) {
   $("viewer").close();
   setStatus("Finding similar images…");
   try {
-    const body = await api(`/api/similar/${r.id}?top_k=${$("top-k").value || 24}`);
+    const params = filterParams();
+    params.set("top_k", $("top-k").value || "24");
+    const body = await api(`/api/similar/${r.id}?` + params.toString());
     render(body.results, `images similar to ${r.path.split("/").pop()}`);
   } catch (error) { setStatus(error.message, true); }
 }
@@ -100,6 +134,9 @@ function openViewer(r) {
   $("viewer-caption").textContent = `${r.path} — ${r.score.toFixed(3)}${r.description ? " — " + r.description : ""}`;
   $("viewer-open").href = withToken(r.image_url);
   $("viewer-similar").onclick = () => similar(r);
+  const name = r.path.split("/").pop();
+  $("viewer-add").onclick = () => { addTerm(1, `id:${r.id}`, name); $("viewer").close(); };
+  $("viewer-subtract").onclick = () => { addTerm(-1, `id:${r.id}`, name); $("viewer").close(); };
   $("viewer").showModal();
 }
 
@@ -146,6 +183,9 @@ async function startIndex(event) {
 }
 
 $("search-form").addEventListener("submit", searchText);
+$("add-term").addEventListener("click", () => { addTerm(1, $("term").value); $("term").value = ""; });
+$("subtract-term").addEventListener("click", () => { addTerm(-1, $("term").value); $("term").value = ""; });
+$("term").addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); $("add-term").click(); } });
 $("image-file").addEventListener("change", (e) => searchImage(e.target.files[0]));
 $("index-form").addEventListener("submit", startIndex);
 $("viewer-close").addEventListener("click", () => $("viewer").close());
