@@ -202,13 +202,13 @@ def _index(args: argparse.Namespace, engine: SearchEngine) -> int:
         print(json.dumps(total.to_dict(), ensure_ascii=False, indent=2))
     else:
         print(f"indexed {total.indexed}, unchanged {total.unchanged}, removed {total.removed}, "
-              f"failed {len(total.failed)}" + (f", descriptions updated {total.descriptions_updated}"
-                                               if total.descriptions_updated else "")
+              f"failed {len(total.failed)}" + (f", moved {total.moved}" if total.moved else "")
+              + (f", descriptions updated {total.descriptions_updated}" if total.descriptions_updated else "")
               + f" in {total.seconds:.1f}s")
         for failure in total.failed:
             print(f"  failed: {failure.path}: {failure.reason}", file=sys.stderr)
     # Partial failures are reported, not fatal; a run that could index nothing is.
-    return 1 if total.failed and total.indexed + total.unchanged == 0 else 0
+    return 1 if total.failed and total.indexed + total.unchanged + total.moved == 0 else 0
 
 
 def _serve(args: argparse.Namespace, engine: SearchEngine) -> int:

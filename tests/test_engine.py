@@ -104,6 +104,38 @@ def test_reindex_skips_unchanged_reencodes_changed_removes_deleted(tmp_path: Pat
         assert len(everything) == 24 and "scene_00004.png" not in {Path(r.path).name for r in everything}
 
 
+def test_a_renamed_or_moved_file_keeps_its_vector_and_is_not_encoded_again(tmp_path: Path, scenes: Path) -> None:
+    """A file found under a new path with the content of a file that is gone (same size and fingerprint)
+    is a rename or move: its stored vector and description follow it, nothing is encoded, nothing is
+    counted removed. A moved file whose content also changed is encoded; a copy of a file still there is too."""
+    from milvus_store import path_id
+
+    with make_engine(tmp_path) as engine:
+        engine.index_directory(scenes, descriptions={"scene_00001.png": "grandma's garden"})
+        old = {name: engine.store.get([path_id(str(scenes / name))], with_vectors=True)[0]
+               for name in ("scene_00001.png", "scene_00002.png")}
+        (scenes / "scene_00001.png").rename(scenes / "renamed.png")
+        (scenes / "sub").mkdir()
+        (scenes / "scene_00002.png").rename(scenes / "sub" / "scene_00002.png")
+        (scenes / "scene_00003.png").rename(scenes / "sub" / "edited.png")
+        with open(scenes / "sub" / "edited.png", "ab") as handle:
+            handle.write(b"\0" * 8)  # moved and changed: not the same content
+        shutil.copy(scenes / "scene_00004.png", scenes / "sub" / "copy.png")  # the original stays
+
+        summary = engine.index_directory(scenes)
+        assert (summary.moved, summary.indexed, summary.removed, summary.unchanged, summary.failed) == (2, 2, 1, 21, [])
+        assert summary.to_dict()["moved"] == 2
+        assert engine.get_stats()["total_images"] == 25
+        for name, new_path in (("scene_00001.png", scenes / "renamed.png"), ("scene_00002.png", scenes / "sub" / "scene_00002.png")):
+            row = engine.store.get([path_id(str(new_path))], with_vectors=True)[0]
+            assert row["vector"] == pytest.approx(old[name]["vector"], abs=1e-6)
+            assert (row["fingerprint"], row["description"]) == (old[name]["fingerprint"], old[name]["description"])
+            assert engine.store.get([path_id(str(scenes / name))]) == []
+        assert engine.store.get([path_id(str(scenes / "renamed.png"))])[0]["description"] == "grandma's garden"
+        again = engine.index_directory(scenes)
+        assert (again.moved, again.indexed, again.removed, again.unchanged) == (0, 0, 0, 25)
+
+
 def test_a_file_rewritten_to_the_same_size_is_re_encoded_by_its_mtime(tmp_path: Path, scenes: Path) -> None:
     """Same size, new content, new mtime (an edit that keeps the byte count): encoded again; a file whose
     mtime alone moved is encoded again too, and one whose size alone changed as well."""

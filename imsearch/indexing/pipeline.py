@@ -34,6 +34,7 @@ class IndexSummary:
     indexed: int = 0
     unchanged: int = 0
     removed: int = 0
+    moved: int = 0  # files renamed or moved inside the folder: their stored vector reused, nothing encoded
     descriptions_updated: int = 0
     failed: list[FailedFile] = field(default_factory=list)
     seconds: float = 0.0
@@ -45,6 +46,7 @@ class IndexSummary:
         self.indexed += other.indexed
         self.unchanged += other.unchanged
         self.removed += other.removed
+        self.moved += other.moved
         self.descriptions_updated += other.descriptions_updated
         self.failed.extend(other.failed)
         self.seconds += other.seconds
@@ -56,6 +58,7 @@ class IndexSummary:
             "indexed": self.indexed,
             "unchanged": self.unchanged,
             "removed": self.removed,
+            "moved": self.moved,
             "descriptions_updated": self.descriptions_updated,
             "failed": [{"path": f.path, "reason": f.reason} for f in self.failed],
             "seconds": round(self.seconds, 3),
@@ -123,6 +126,18 @@ class _Prepared:
 
 
 @dataclass
+class _Moved:
+    """A new path whose content (size and fingerprint) is that of a row whose file is gone."""
+
+    entry: FileEntry
+    source: IndexedFile
+    fingerprint: str
+
+
+MovedFrom = Mapping[tuple[int, str], IndexedFile]  # (size, fingerprint) -> the row of a file that is gone
+
+
+@dataclass
 class IndexPlan:
     """What one run will do with each file found: encode it, only update its description, or skip it."""
 
@@ -169,6 +184,8 @@ class _BatchWriter:
         self.encoder, self.store, self.summary = encoder, store, summary
         self._existing, self._descriptions = existing, descriptions
         self._batch: list[_Prepared] = []
+        self._moved: list[_Moved] = []
+        self.reused: set[int] = set()  # ids of gone rows whose vectors now serve a moved file
         self._in_flight = encoder.batches_in_flight
         self._waiting: deque[tuple[list[_Prepared], Future[np.ndarray]]] = deque()
         self._pool = ThreadPoolExecutor(self._in_flight, thread_name_prefix="encode")
@@ -180,6 +197,7 @@ class _BatchWriter:
         try:
             if error_type is None:
                 self._flush()
+                self._store_moved()
                 while self._waiting:
                     self._store_next()
         finally:
@@ -187,9 +205,14 @@ class _BatchWriter:
                 future.cancel()
             self._pool.shutdown(wait=True)
 
-    def add(self, outcome: _Prepared | FailedFile) -> None:
+    def add(self, outcome: _Prepared | _Moved | FailedFile) -> None:
         if isinstance(outcome, FailedFile):
             self.summary.failed.append(outcome)
+            return
+        if isinstance(outcome, _Moved):
+            self._moved.append(outcome)
+            if len(self._moved) >= 500:
+                self._store_moved()
             return
         for stage, seconds in zip(STAGES, outcome.seconds, strict=False):
             self.summary.stage_seconds[stage] += seconds
@@ -218,6 +241,27 @@ class _BatchWriter:
         vectors = self.encoder.encode_prepared([p.item for p in batch])
         self.summary.stage_seconds["encode"] += time.perf_counter() - started
         return vectors
+
+    def _store_moved(self) -> None:
+        """Rows for moved files, with the vectors stored for their content under its old path."""
+        moved, self._moved = self._moved, []
+        if not moved:
+            return
+        started = time.perf_counter()
+        stored = {int(row["id"]): row for row in self.store.get(sorted({m.source.id for m in moved}), with_vectors=True)}
+        records = []
+        for m in moved:
+            row = stored.get(m.source.id)
+            if row is None:  # its old row went in the meantime (another process): nothing to reuse
+                self.summary.failed.append(FailedFile(m.entry.path, f"moved from {m.source.path}, whose row is gone; index again to encode it"))
+                continue
+            description = self._descriptions.get(m.entry.path) or m.source.description
+            records.append(ImageRecord(m.entry.path, np.asarray(row["vector"], dtype=np.float32), m.entry.size, m.entry.mtime,
+                                       m.fingerprint, description))
+            self.reused.add(m.source.id)
+        self.store.upsert(records)
+        self.summary.moved += len(records)
+        self.summary.stage_seconds["store"] += time.perf_counter() - started
 
     def _store(self, batch: list[_Prepared], vectors: np.ndarray) -> None:
         started = time.perf_counter()
@@ -255,8 +299,11 @@ class Indexer:
         protected = tuple(d.rstrip(os.sep) + os.sep for d in scan.unlisted_dirs)
         on_disk = {f.path for f in scan.files} | {f.path for f in scan.failed}
         gone = [f for path, f in existing.items() if path not in on_disk and not path.startswith(protected)]
-        summary = self._run(scan, existing, DescriptionMap(descriptions, root_path), progress)
-        summary.removed = self.store.delete(f.id for f in gone)
+        # a gone file's content found under a new path is a rename or move: its vector is reused (as rclip does)
+        moved_from = {(f.size, f.fingerprint): f for f in gone if f.fingerprint}
+        reused: set[int] = set()
+        summary = self._run(scan, existing, DescriptionMap(descriptions, root_path), progress, moved_from, reused)
+        summary.removed = self.store.delete(f.id for f in gone) - len(reused)
         return self._finish(summary)
 
     def index_files(self, paths: Iterable[str | os.PathLike[str]], descriptions: Mapping[str, Any] | None = None,
@@ -272,7 +319,7 @@ class Indexer:
         return summary
 
     def _run(self, scan: ScanResult, existing: Mapping[str, IndexedFile], descriptions: DescriptionMap,
-             progress: ProgressCallback | None) -> IndexSummary:
+             progress: ProgressCallback | None, moved_from: MovedFrom | None = None, reused: set[int] | None = None) -> IndexSummary:
         started = time.perf_counter()
         plan = plan_work(scan, existing, descriptions)
         summary = IndexSummary(unchanged=plan.unchanged, failed=list(plan.failed))
@@ -280,37 +327,43 @@ class Indexer:
         report(IndexProgress(len(plan.to_encode), 0, 0, summary.unchanged))
         failed_before, done = len(summary.failed), 0
         with _BatchWriter(self.encoder, self.store, summary, existing, descriptions) as writer:
-            for outcome in self._decoded(plan.to_encode):
+            for outcome in self._decoded(plan.to_encode, moved_from or {}):
                 writer.add(outcome)
                 done += 1
                 path = outcome.path if isinstance(outcome, FailedFile) else outcome.entry.path
                 report(IndexProgress(len(plan.to_encode), done, len(summary.failed) - failed_before, summary.unchanged, path))
+        if reused is not None:
+            reused |= writer.reused
         summary.descriptions_updated = self._relabel(plan.relabel)
         summary.seconds = time.perf_counter() - started
         return summary
 
-    def _decoded(self, entries: list[FileEntry]) -> Iterator[_Prepared | FailedFile]:
+    def _decoded(self, entries: list[FileEntry], moved_from: MovedFrom) -> Iterator[_Prepared | _Moved | FailedFile]:
         """Decode and preprocess in worker threads, yielding in order, at most a few batches ahead."""
         # Drafting to the model size itself kept embedding cosine >= 0.9999 with full decoding on 12 MP photos.
         min_side = self.encoder.image_size
         limit = max(self.decode_workers, self.encoder.batch_size * self.lookahead_batches)
 
-        def work(entry: FileEntry) -> _Prepared | FailedFile:
+        def work(entry: FileEntry) -> _Prepared | _Moved | FailedFile:
             try:
                 t0 = time.perf_counter()
                 data = read_file(Path(entry.path))
+                content = fingerprint(data)
+                source = moved_from.get((len(data), content)) if moved_from else None
+                if source is not None:
+                    return _Moved(entry, source, content)
                 t1 = time.perf_counter()
                 image = load_rgb(data, min_side=min_side)
                 t2 = time.perf_counter()
                 item = self.encoder.prepare_image(image)
-                return _Prepared(entry, item, fingerprint(data), (t1 - t0, t2 - t1, time.perf_counter() - t2))
+                return _Prepared(entry, item, content, (t1 - t0, t2 - t1, time.perf_counter() - t2))
             except ImageDecodeError as error:
                 return FailedFile(entry.path, error.reason)
             except Exception as error:  # a bad file must never stop the run
                 return FailedFile(entry.path, f"cannot process: {error.__class__.__name__}: {error}")
 
         with ThreadPoolExecutor(self.decode_workers, thread_name_prefix="decode") as pool:
-            pending: deque[Future[_Prepared | FailedFile]] = deque()
+            pending: deque[Future[_Prepared | _Moved | FailedFile]] = deque()
             queue = iter(entries)
             for entry in queue:
                 pending.append(pool.submit(work, entry))

@@ -150,8 +150,10 @@ class RemoteEngine:
         if job["state"] == "failed":
             raise RemoteServerError(f"server: {job['error']}")
         s = job["summary"]
-        return IndexSummary(s["indexed"], s["unchanged"], s["removed"], s["descriptions_updated"],
-                            [FailedFile(f["path"], f["reason"]) for f in s["failed"]], s["seconds"], s["stage_seconds"])
+        return IndexSummary(indexed=s["indexed"], unchanged=s["unchanged"], removed=s["removed"], moved=s.get("moved", 0),
+                            descriptions_updated=s["descriptions_updated"],
+                            failed=[FailedFile(f["path"], f["reason"]) for f in s["failed"]], seconds=s["seconds"],
+                            stage_seconds=s["stage_seconds"])
 
     def close(self) -> None:
         self._http.close()
