@@ -6,7 +6,8 @@
     python bench/mutation_report.py --unexplained   # survivors with no reason in bench/mutation-survivors.md
 
 bench/mutation-survivors.md gives, for the modules it covers, why each surviving mutant is left: lines
-"- `PATTERN`, `PATTERN`: reason", each PATTERN a mutant name with shell wildcards (`*`, `?`, `[...]`).
+bullets "- `PATTERN`, `PATTERN`: reason" (continued on indented lines), each PATTERN a mutant name with
+shell wildcards (`*`, `?`, `[...]`).
 
 mutmut copies the package into mutants/, switches one mutant on at a time and runs the tests that
 executed the mutated function (in process: tests that reach the code through a child process cannot
@@ -54,8 +55,10 @@ def unexplained() -> tuple[list[str], list[str]]:
 
     text = REASONS.read_text(encoding="utf-8")
     covered = re.findall(r"^## (\S+)", text, flags=re.MULTILINE)
-    patterns = [pattern for line in text.splitlines() if REASON_LINE.match(line)
-                for pattern in re.findall(r"`([^`]+)`", line.split(": ", 1)[0])]
+    # each bullet with its indented continuation lines; its patterns are the backticked mutant names
+    bullets = re.split(r"\n(?=- )", text)
+    patterns = [pattern for bullet in bullets if REASON_LINE.match(bullet)
+                for pattern in re.findall(r"`([^`]*__mutmut_[^`]*)`", bullet)]
     left = []
     for module in covered:
         for name in survivors(module):

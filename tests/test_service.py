@@ -30,6 +30,16 @@ from imsearch.servers.encoder_server import MicroBatcher, create_encoder_app, cr
 pytestmark = pytest.mark.slow  # real Milvus, the model, or servers: not in the fast tier
 
 
+def assert_local_mode_gives(remote: list[Any], scenes: Path, queries: list[str], db: Path) -> None:
+    """The same folder indexed in local mode answers `queries` with the same paths and scores (top 5)."""
+    with ImageSearchEngine(model_name=TEST_MODEL, milvus_uri=str(db), device="cpu") as local:
+        local.index_directory(scenes)
+        here = local.search_batch(queries, top_k=5)
+    for a, b in zip(remote, here, strict=True):
+        assert [r.path for r in a] == [r.path for r in b]
+        assert [round(r.score, 4) for r in a] == [round(r.score, 4) for r in b]
+
+
 @pytest.fixture(scope="module")
 def encoder_urls(test_encoder: CLIPEncoder):  # type: ignore[no-untyped-def]
     """Our encoder server as `--mode serve-encoder` runs it: gRPC and HTTP over one batcher."""
@@ -106,12 +116,7 @@ def test_service_mode_gives_local_mode_results(encoder_url: str, tmp_path: Path,
         assert summary.indexed == 24 and [Path(f.path).name for f in summary.failed] == ["corrupt.png"]
         remote = service.search_batch(queries, top_k=5)
         assert service.get_stats()["mode"] == "service"
-    with ImageSearchEngine(model_name=TEST_MODEL, milvus_uri=str(tmp_path / "l.db"), device="cpu") as local:
-        local.index_directory(scenes)
-        here = local.search_batch(queries, top_k=5)
-    for a, b in zip(remote, here, strict=True):
-        assert [r.path for r in a] == [r.path for r in b]
-        assert [round(r.score, 4) for r in a] == [round(r.score, 4) for r in b]
+    assert_local_mode_gives(remote, scenes, queries, tmp_path / "l.db")
 
 
 def test_concurrent_clients_are_batched_and_correct(encoder_url: str, test_encoder: CLIPEncoder) -> None:
@@ -552,12 +557,7 @@ def test_several_servers_share_the_batches_and_one_dying_mid_run_loses_nothing(t
                 remote = engine.search_batch(queries, top_k=5)
         assert stopped and stopped[0][0] <= 40 and stopped[0][1] > 0  # both servers took batches while both were up
         assert counters[1].images >= 64 - counters[0].images
-        with ImageSearchEngine(model_name=TEST_MODEL, milvus_uri=str(tmp_path / "l.db"), device="cpu") as local:
-            local.index_directory(scenes)
-            here = local.search_batch(queries, top_k=5)
-        for a, b in zip(remote, here, strict=True):
-            assert [r.path for r in a] == [r.path for r in b]
-            assert [round(r.score, 4) for r in a] == [round(r.score, 4) for r in b]
+        assert_local_mode_gives(remote, scenes, queries, tmp_path / "l.db")
     finally:
         for server, _ in servers:
             server.stop(grace=None)
