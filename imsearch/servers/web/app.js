@@ -158,6 +158,7 @@ function renderJob(job) {
   const summary = job.summary;
   const text = job.state === "done"
     ? `indexed ${summary.indexed}, unchanged ${summary.unchanged}, removed ${summary.removed}, failed ${summary.failed.length}`
+      + (summary.moved ? `, moved ${summary.moved}` : "")
     : job.state === "failed" ? `failed: ${job.error}` : `${job.state}: ${job.done} / ${job.total}` + (job.failed ? `, ${job.failed} failed` : "");
   box.replaceChildren();
   const title = document.createElement("div"); title.textContent = job.folder;
