@@ -575,7 +575,8 @@ def test_a_pool_starts_without_a_down_server_and_refuses_a_foreign_one(test_enco
             with ImageSearchEngine(mode="service", clip_server=f"{down},grpc://127.0.0.1:{port}", milvus_uri=str(tmp_path / "a.db"),
                                    batch_size=4) as engine:
                 assert engine.index_directory(scenes).indexed == 24
-        with pytest.raises(EncoderError, match=f"no CLIP server answered: cannot reach the CLIP server at {down}"):
+        with pytest.raises(EncoderError, match=f"no CLIP server answered: cannot reach the CLIP server at {down}"), \
+                pytest.warns(EncoderServerWarning):
             ImageSearchEngine(mode="service", clip_server=f"{down},grpc://127.0.0.1:{free_port()}", milvus_uri=str(tmp_path / "b.db"))
         from imsearch.errors import InvalidArgumentError
 
