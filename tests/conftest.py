@@ -81,7 +81,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     heaviest = sorted(((n, g) for n, g in _disk_by_test.items() if g > 10 * 2**20), key=lambda pair: -pair[1])[:5]
     terminalreporter.write_line(f"disk: peak {_disk_peak / 2**20:+.0f} MiB over the session start; "
                                 f"{shutil.disk_usage(tempfile.gettempdir()).free / 2**30:.1f} GiB free; heaviest: "
-                                + ", ".join(f"{nodeid.split('::', 1)[-1]} {grown / 2**20:+.0f} MiB" for nodeid, grown in heaviest))
+                                + (", ".join(f"{nodeid.split('::', 1)[-1]} {grown / 2**20:+.0f} MiB" for nodeid, grown in heaviest)
+                                   or "no test held over 10 MiB"))
     if _skipped:
         terminalreporter.section("skipped, but IMAGE_SEARCH_REQUIRE_ALL=1 requires every part")
         for line in _skipped:
