@@ -90,3 +90,85 @@ def test_pseudo_filesystems_are_refused_in_process() -> None:
     refused = scan_directory("/proc")
     assert not refused.files
     assert [f.reason for f in refused.failed] == ["a system pseudo filesystem (such as /proc, /sys or /dev), not photos"]
+
+
+def test_dev_and_devpts_are_refused_too() -> None:
+    """Not only /proc and /sys: every pseudo filesystem in the mount table (devtmpfs, devpts...)."""
+    from imsearch.indexing.scan import pseudo_filesystem_devices
+
+    devices = pseudo_filesystem_devices()
+    for path in ("/dev", "/dev/pts"):
+        if os.path.isdir(path):
+            assert os.stat(path).st_dev in devices, path
+            assert [(f.path, f.reason) for f in scan_directory(path).failed] == \
+                [(path, "a system pseudo filesystem (such as /proc, /sys or /dev), not photos")]
+
+
+def test_what_is_skipped_first_does_not_end_the_scan(tmp_path: Path) -> None:
+    """Hidden entries, a link into /proc and (with roots) a link out of them come first in name order
+    here; each is passed over and everything after it is still found."""
+    _image(tmp_path / ".hidden.png")
+    (tmp_path / ".config").mkdir()
+    (tmp_path / "a_proc").symlink_to("/proc")
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    outside.mkdir(exist_ok=True)
+    _image(outside / "secret.png")
+    (tmp_path / "a_out").symlink_to(outside)
+    _image(tmp_path / "b_real" / "photo.png")
+    _image(tmp_path / "z.png")
+    assert sorted(Path(f.path).name for f in scan_directory(tmp_path).files) == ["photo.png", "secret.png", "z.png"]
+    confined = scan_directory(tmp_path, within=[str(tmp_path)])
+    assert sorted(Path(f.path).name for f in confined.files) == ["photo.png", "z.png"]
+    assert sorted(Path(f.path).name for f in confined.failed) == ["a_out", "a_proc"]  # both lead outside the root
+    excluded = scan_directory(tmp_path, exclude=["a_*"])  # excluded names come first too
+    assert sorted(Path(f.path).name for f in excluded.files) == ["photo.png", "z.png"] and not excluded.failed
+
+
+def test_folders_and_files_the_system_refuses_are_reported_and_the_scan_goes_on(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """What permission bits do to an unprivileged user (tests/test_cli.py runs that for real as nobody),
+    here in process with the refusals injected, so that each branch is seen on its own: a folder that
+    cannot be opened, one that cannot be listed, a file that cannot be stat'ed. Each is reported with
+    its reason, the folders are kept as unlisted (their rows must never be removed), and the scan
+    goes on with everything else."""
+    from imsearch.indexing import scan as scan_module
+
+    for name in ("a_unopenable", "b_unlistable", "c_fine", "d_fine"):
+        (tmp_path / name).mkdir()
+        _image(tmp_path / name / "photo.png")
+    _image(tmp_path / "e_unstatable.png")
+    _image(tmp_path / "f_last.png")
+    real_stat, real_scandir = os.stat, os.scandir
+
+    def stat(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if str(path).endswith("a_unopenable"):
+            raise PermissionError(13, "Permission denied")
+        return real_stat(path, *args, **kwargs)
+
+    def scandir(path):  # type: ignore[no-untyped-def]
+        if str(path).endswith("b_unlistable"):
+            raise PermissionError(13, "Permission denied")
+        return real_scandir(path)
+
+    monkeypatch.setattr(scan_module.os, "stat", stat)
+    monkeypatch.setattr(scan_module.os, "scandir", scandir)
+    result = scan_directory(tmp_path)
+    assert sorted(Path(f.path).relative_to(tmp_path).as_posix() for f in result.files) == \
+        ["c_fine/photo.png", "d_fine/photo.png", "e_unstatable.png", "f_last.png"]
+    assert [(Path(f.path).name, f.reason) for f in result.failed] == [
+        ("a_unopenable", "cannot open folder: Permission denied"), ("b_unlistable", "cannot list folder: Permission denied")]
+    assert sorted(Path(p).name for p in result.unlisted_dirs) == ["a_unopenable", "b_unlistable"]
+
+    monkeypatch.undo()
+    explicit = scan_module.entries_for_paths([tmp_path / "f_last.png", tmp_path / "gone.png", tmp_path / "c_fine"])
+    def stat_refusing_one_file(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if str(path).endswith("e_unstatable.png"):
+            raise PermissionError(13, "Permission denied")
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(scan_module.os, "stat", stat_refusing_one_file)
+    refused = scan_module.entries_for_paths([tmp_path / "e_unstatable.png", tmp_path / "f_last.png"])
+    assert [(Path(f.path).name, f.reason) for f in refused.failed] == [("e_unstatable.png", "cannot stat: Permission denied")]
+    assert [Path(f.path).name for f in refused.files] == ["f_last.png"]
+    assert [Path(f.path).name for f in explicit.files] == ["f_last.png"]
+    assert [(Path(f.path).name, f.reason) for f in explicit.failed] == [
+        ("gone.png", "file not found"), ("c_fine", "is a folder (use index_directory for folders)")]
