@@ -38,12 +38,12 @@ def test_exif_orientation_is_applied(tmp_path: Path) -> None:
     exif[0x0112] = 6  # rotate 90° clockwise for display
     path = tmp_path / "rotated.jpg"
     image.save(path, exif=exif, quality=95)
-    loaded = load_rgb(path)
-    assert loaded.size == (20, 40)
-    pixels = np.asarray(loaded)
-    top, bottom = pixels[2, 10], pixels[37, 10]
-    # turned a quarter clockwise: the left (red) half on top, the right (blue) half below
-    assert top[0] > 150 and top[2] < 100 and bottom[2] > 150 and bottom[0] < 100
+    for loaded in (load_rgb(path), load_rgb(Image.open(path))):  # a file, and an image already opened
+        assert loaded.size == (20, 40)
+        pixels = np.asarray(loaded)
+        top, bottom = pixels[2, 10], pixels[37, 10]
+        # turned a quarter clockwise: the left (red) half on top, the right (blue) half below
+        assert top[0] > 150 and top[2] < 100 and bottom[2] > 150 and bottom[0] < 100
 
 
 @pytest.mark.parametrize("mode", ["CMYK", "L", "1", "P", "LA", "RGBA", "I;16", "I", "F"])
@@ -81,13 +81,20 @@ def _truncated(tmp_path: Path, photos: dict[str, Path]) -> Path:
 
 
 @pytest.mark.parametrize("case,reason", [
-    ("empty", "empty file"),
+    ("empty", "empty file (0 bytes)"),
     ("text", "not a recognised image format"),
-    ("truncated", "truncated"),
+    ("truncated", "truncated image: "),
+    ("corrupt", "corrupt image: "),
     ("missing", "file not found"),
     ("folder", "is a directory"),
+    ("permission", "permission denied"),
+    ("io-error", "cannot read file: Input/output error"),
 ])
-def test_bad_files_give_reasons(tmp_path: Path, photos: dict[str, Path], case: str, reason: str) -> None:
+def test_bad_files_give_reasons(tmp_path: Path, photos: dict[str, Path], case: str, reason: str,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reason a person reads, exactly (a prefix where Pillow's own words follow)."""
+    import errno
+
     path = tmp_path / "bad.jpg"
     if case == "empty":
         path.write_bytes(b"")
@@ -95,17 +102,37 @@ def test_bad_files_give_reasons(tmp_path: Path, photos: dict[str, Path], case: s
         path.write_text("this is not a picture")
     elif case == "truncated":
         path = _truncated(tmp_path, photos)
+    elif case == "corrupt":  # a PNG whose image data is not zlib: Pillow opens it, then fails to decode
+        buffer = io.BytesIO()
+        Image.new("RGB", (64, 64), "red").save(buffer, format="PNG")
+        data = buffer.getvalue()
+        start = data.index(b"IDAT") + 4
+        path.write_bytes(data[:start] + b"\x00" * 40 + data[start + 40:])
     elif case == "folder":
         path.mkdir()
-    with pytest.raises(ImageDecodeError, match=reason):
+    elif case in ("permission", "io-error"):  # what permission bits and a failing disk do (root ignores the bits)
+        path.write_bytes(b"x")
+        failure = PermissionError(errno.EACCES, "Permission denied") if case == "permission" else OSError(errno.EIO, "Input/output error")
+        monkeypatch.setattr(Path, "read_bytes", lambda self: (_ for _ in ()).throw(failure))
+    with pytest.raises(ImageDecodeError) as refused:
         load_rgb(path)
+    assert refused.value.reason == reason if not reason.endswith(": ") else refused.value.reason.startswith(reason)
+    if case == "truncated":
+        assert "truncated" in refused.value.reason[len(reason):].lower()
 
 
 def test_decompression_bomb_is_refused_before_decoding(tmp_path: Path) -> None:
     path = tmp_path / "bomb.png"
     Image.new("L", (5000, 5000)).save(path)  # tiny file, 25 megapixels
-    with pytest.raises(ImageDecodeError, match="decompression bomb"):
+    with pytest.raises(ImageDecodeError) as refused:
         load_rgb(path, max_pixels=10_000_000)
+    assert refused.value.reason == "decompression bomb: 5000x5000 pixels exceeds the limit of 10000000"
+    assert load_rgb(path, max_pixels=25_000_000).size == (5000, 5000)  # exactly at the limit: allowed
+    huge = tmp_path / "huge.png"  # beyond Pillow's own limit: refused when the header is read
+    Image.new("1", (20_000, 20_000)).save(huge)
+    with pytest.raises(ImageDecodeError) as refused:
+        load_rgb(huge)
+    assert refused.value.reason.startswith("decompression bomb: ") and "400000000 pixels" in refused.value.reason
 
 
 def test_phone_heic_photos_are_indexed_upright(tmp_path: Path, photos: dict[str, Path], test_encoder) -> None:  # type: ignore[no-untyped-def]
