@@ -174,6 +174,16 @@ def test_pixel_values_survive_each_mode_exactly(tmp_path: Path) -> None:
         image.save(tmp_path / name)
         grey = np.asarray(load_rgb(tmp_path / name))
         assert grey.shape == (4, 52, 3) and np.abs(grey[..., 0].astype(int) - ramp).max() <= 1, name
+    # past 8 bits: 32-bit integer and float greys are scaled by their brightest value (not clipped at 255);
+    # a dark 16-bit image keeps its place in the 16-bit range (not stretched to white)
+    wide = ramp.astype(np.int32) * 4  # 0..1020
+    expected = {"wide-int.tiff": (Image.fromarray(wide, mode="I"), wide / 1020 * 255),
+                "wide-float.tiff": (Image.fromarray(wide.astype(np.float32)), wide / 1020 * 255),
+                "dark16.tiff": (Image.fromarray(ramp.astype(np.uint16) * 100), ramp.astype(np.int64) * 100 / 65535 * 255)}
+    for name, (image, values) in expected.items():
+        image.save(tmp_path / name)
+        grey = np.asarray(load_rgb(tmp_path / name))[..., 0].astype(int)
+        assert np.abs(grey - values.astype(int)).max() <= 1, (name, grey[0, -3:], values[0, -3:])
     palette = Image.new("P", (4, 4), 1)
     palette.putpalette([0, 0, 0, 200, 30, 30] + [0] * 762)
     palette.info["transparency"] = 1
