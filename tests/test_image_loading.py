@@ -189,6 +189,13 @@ def test_pixel_values_survive_each_mode_exactly(tmp_path: Path) -> None:
     palette.info["transparency"] = 1
     palette.save(tmp_path / "palette.png", transparency=1)
     assert np.asarray(load_rgb(tmp_path / "palette.png")).min() == 255  # transparent index shows white
+    keyed_grey = Image.fromarray(np.array([[0, 90]], dtype=np.uint8))  # grey with a transparent value (tRNS)
+    keyed_grey.save(tmp_path / "keyed-grey.png", transparency=0)
+    assert np.asarray(load_rgb(tmp_path / "keyed-grey.png"))[0].tolist() == [[255, 255, 255], [90, 90, 90]]
+    keyed_rgb = Image.new("RGB", (2, 1), (10, 200, 10))
+    keyed_rgb.putpixel((1, 0), (1, 2, 3))
+    keyed_rgb.save(tmp_path / "keyed-rgb.png", transparency=(10, 200, 10))
+    assert np.asarray(load_rgb(tmp_path / "keyed-rgb.png"))[0].tolist() == [[255, 255, 255], [1, 2, 3]]
     half = Image.new("LA", (4, 4), (0, 128))  # black at half opacity over white: mid grey
     half.save(tmp_path / "half.png")
     assert abs(int(np.asarray(load_rgb(tmp_path / "half.png"))[0, 0, 0]) - 127) <= 1

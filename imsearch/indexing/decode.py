@@ -90,6 +90,8 @@ def read_file(path: Path) -> bytes:
 def to_rgb(image: Image.Image) -> Image.Image:
     """Convert any Pillow mode to 8-bit RGB, the way a person would expect it to look."""
     mode = image.mode
+    if mode in ("P", "L", "RGB") and "transparency" in image.info:  # a colour key (PNG tRNS): those pixels are transparent
+        image, mode = image.convert("RGBA"), "RGBA"
     if mode == "RGB":
         return image
     if mode.startswith("I;16") or mode in ("I", "F"):
@@ -97,8 +99,6 @@ def to_rgb(image: Image.Image) -> Image.Image:
         top = 65535.0 if mode.startswith("I;16") else max(float(array.max()), 255.0)
         array = np.clip(array / top * 255.0, 0, 255).astype(np.uint8)
         return Image.fromarray(array, mode="L").convert("RGB")
-    if mode == "P" and "transparency" in image.info:
-        image, mode = image.convert("RGBA"), "RGBA"
     if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
