@@ -37,7 +37,8 @@ def assert_local_mode_gives(remote: list[Any], scenes: Path, queries: list[str],
         here = local.search_batch(queries, top_k=5)
     for a, b in zip(remote, here, strict=True):
         assert [r.path for r in a] == [r.path for r in b]
-        assert [round(r.score, 4) for r in a] == [round(r.score, 4) for r in b]
+        # the same vectors up to float noise (the server decodes the bytes it is sent)
+        assert np.allclose([r.score for r in a], [r.score for r in b], atol=2e-4)
 
 
 @pytest.fixture(scope="module")
@@ -540,11 +541,13 @@ def test_several_servers_share_the_batches_and_one_dying_mid_run_loses_nothing(t
         server.start()
     urls = [f"grpc://127.0.0.1:{port}" for _, port in servers]
 
-    stopped: list[tuple[int, int]] = []  # (files done, images the second server had encoded) when the first stopped
+    stopped: list[int] = []  # files done when the first server stopped
 
     def stop_the_first_after_a_few(progress: Any) -> None:
-        if not stopped and counters[0].images >= 4 and progress.done >= 8:  # it has encoded, and much remains
-            stopped.append((progress.done, counters[1].images))
+        # both servers have taken batches (progress counts files handed on, their batches may still be at a
+        # server), and much work remains
+        if not stopped and counters[0].images >= 4 and counters[1].images >= 4:
+            stopped.append(progress.done)
             servers[0][0].stop(grace=None)
 
     try:
@@ -555,7 +558,7 @@ def test_several_servers_share_the_batches_and_one_dying_mid_run_loses_nothing(t
                 assert engine.get_stats()["total_images"] == 64
                 queries = [c["en"] for c in list(captions_of(scenes).values())[:6]]
                 remote = engine.search_batch(queries, top_k=5)
-        assert stopped and stopped[0][0] <= 40 and stopped[0][1] > 0  # both servers took batches while both were up
+        assert stopped and stopped[0] <= 40  # stopped with work left, after both servers had taken batches
         assert counters[1].images >= 64 - counters[0].images
         assert_local_mode_gives(remote, scenes, queries, tmp_path / "l.db")
     finally:
