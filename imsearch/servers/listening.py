@@ -34,9 +34,6 @@ def header_timeout_protocol(seconds: float) -> type[Any]:
     class HeaderTimeoutProtocol(H11Protocol):
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
-            connection = transport.get_extra_info("socket")
-            if connection is not None and connection.family in (socket.AF_INET, socket.AF_INET6):
-                connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # see listening_socket
             self._arm_header_timer()
 
         def on_response_complete(self) -> None:
