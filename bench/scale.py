@@ -35,8 +35,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from image_search import ImageSearchEngine
+    from milvus_store import MilvusStore
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -84,10 +89,9 @@ def path_of(i: int) -> str:
     return f"/photos/{2000 + folder // 50}/{folder % 12 + 1:02d} event {folder:04d}/IMG_{i:08d}.jpg"
 
 
-def fill(store: object, rows: int) -> float:
-    from milvus_store import ImageRecord, MilvusStore
+def fill(store: MilvusStore, rows: int) -> float:
+    from milvus_store import ImageRecord
 
-    assert isinstance(store, MilvusStore)
     store.drop()
     store.open_collection(MODEL, DIM)  # the model that the engine and server then load to encode text queries
     started = time.perf_counter()
@@ -127,7 +131,7 @@ def milvus_server(data: Path) -> Iterator[str]:
         log.close()
 
 
-def text_search_timings(engine_or_url: object, queries: int, folder: str | None) -> list[float]:
+def text_search_timings(engine_or_url: ImageSearchEngine | str, queries: int, folder: str | None) -> list[float]:
     """Seconds per text search (top 10), through the engine in process or a server's /api/search."""
     import httpx
 
@@ -143,7 +147,7 @@ def text_search_timings(engine_or_url: object, queries: int, folder: str | None)
         else:
             from milvus_store import SearchFilter
 
-            results = engine_or_url.search(query, 10, SearchFilter(path_prefix=folder) if folder else None)  # type: ignore[attr-defined]
+            results = engine_or_url.search(query, 10, SearchFilter(path_prefix=folder) if folder else None)
             assert results
         timings.append(time.perf_counter() - started)
     client.close()
