@@ -273,6 +273,7 @@ class _Pool:
             announce = member.set_aside_until <= time.monotonic()
             member.set_aside_until = time.monotonic() + SET_ASIDE_SECONDS
             member.last_error = str(error)
+            member.checked = False  # what answers there when it comes back may be another server: check it again
         if announce and len(self.members) > 1:
             warnings.warn(f"{error}; its batches go to the other CLIP servers for {SET_ASIDE_SECONDS:g} s", EncoderServerWarning, stacklevel=3)
 
