@@ -199,3 +199,14 @@ def test_a_store_filter_is_one_literal_expression() -> None:
     expression = SearchFilter('/x/" or path != "', ("JPG", ".png"), 10.0, 20.5).expression()
     assert expression == ('(path >= "/x/\\" or path != \\"" and path < "/x/\\" or path != \\"\U0010ffff") and ext in ["jpg", "png"] '
                           'and mtime >= 10.0 and mtime < 20.5')
+
+
+def test_thumbnails_of_a_server_index_go_to_the_user_cache_not_a_folder_named_after_the_uri(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from imsearch.paths import thumbnail_dir
+
+    monkeypatch.setenv("IMAGE_SEARCH_CACHE", str(tmp_path / "cache"))
+    assert thumbnail_dir(str(tmp_path / "photos.db")) == tmp_path / "thumbnails"
+    one, other = thumbnail_dir("http://localhost:19530"), thumbnail_dir("http://db.lan:19530")
+    assert one.parent == tmp_path / "cache" / "thumbnails"
+    assert one != other and "/" not in one.name and ":" not in one.name

@@ -27,6 +27,7 @@ from imsearch.encoders.base import BUILTIN_MODELS, DEFAULT_MODEL, cpu_has_native
 from imsearch.encoders.clip_tokenizer import CLIPTokenizer
 from imsearch.encoders.preprocess import ImageTransform
 from imsearch.errors import InvalidArgumentError, MissingDependencyError, ModelLoadError, UnsupportedForOnnx
+from imsearch.paths import cache_root
 
 ONNX_PRECISIONS = ("auto", "fp32", "int8", "bf16")
 
@@ -38,15 +39,6 @@ def auto_image_precision(allow_torch: bool) -> str:
     return "bf16" if allow_torch and cpu_has_native_bf16() else "fp32"
 EXPORT_FORMAT = 3  # what the export folder holds; a change re-exports
 EXPORTER_PACKAGES = ("open_clip_torch", "torch", "onnx", "onnxruntime")
-
-
-def cache_root() -> Path:
-    """$IMAGE_SEARCH_CACHE, else $XDG_CACHE_HOME/image_search, else ~/.cache/image_search."""
-    explicit = os.environ.get("IMAGE_SEARCH_CACHE")
-    if explicit:
-        return Path(explicit).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "image_search"
 
 
 def _version(package: str) -> str:

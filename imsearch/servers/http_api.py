@@ -30,6 +30,7 @@ from pydantic import BaseModel, Field, StringConstraints
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from imsearch.errors import CollectionMismatchError, ImageSearchError, InvalidArgumentError, StoreError
+from imsearch.paths import thumbnail_dir as default_thumbnail_dir
 from imsearch.protocols import ServedEngine
 from imsearch.query import compose
 from imsearch.results import SearchResult
@@ -142,7 +143,7 @@ def create_app(engine: ServedEngine, token: str | None = None, thumbnail_dir: st
 
     app = FastAPI(title="image_search", description="Text-to-image search over your photos (CLIP + Milvus).",
                   version="0.2.0", lifespan=lifespan)
-    thumbs = ThumbnailCache(thumbnail_dir or Path(engine.store.location).parent / "thumbnails")
+    thumbs = ThumbnailCache(thumbnail_dir or default_thumbnail_dir(engine.store.location))
     app.state.engine, app.state.jobs = engine, jobs
 
     @app.middleware("http")
