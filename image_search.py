@@ -22,7 +22,7 @@ import os
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -42,6 +42,9 @@ from imsearch.indexing.pipeline import Indexer, IndexSummary, ProgressCallback
 from imsearch.query import QueryTerm
 from imsearch.results import SearchResult, print_results
 from milvus_store import DEFAULT_COLLECTION, CollectionInfo, Hit, MilvusStore, SearchFilter, path_id
+
+if TYPE_CHECKING:
+    from imsearch.indexing.ray_index import RayOptions
 
 __all__ = ["ImageSearchEngine", "SearchResult", "SearchFilter", "IndexSummary", "QueryTerm", "print_results", "main"]
 
@@ -166,14 +169,47 @@ class ImageSearchEngine:
 
     def index_directory(self, image_dir: str | os.PathLike[str], descriptions: Mapping[str, Any] | None = None,
                         progress: ProgressCallback | None = None, within: Sequence[str] = (),
-                        exclude: Sequence[str] = ()) -> IndexSummary:
+                        exclude: Sequence[str] = (), ray: RayOptions | None = None) -> IndexSummary:
         """Index every image under `image_dir`, recursively; unchanged files are skipped, deleted ones removed.
         `within`: folders (e.g. a server's allowed roots) outside whose real paths nothing is read.
-        `exclude`: glob patterns matched against names and paths relative to `image_dir` (`*.tmp`, `exports/*`)."""
+        `exclude`: glob patterns matched against names and paths relative to `image_dir` (`*.tmp`, `exports/*`).
+        `ray`: run on a Ray cluster instead (see index_on_ray; `progress` is then Ray's own)."""
+        if ray is not None:
+            return self.index_on_ray([image_dir], None, ray, descriptions, within, exclude)
         folder = Path(image_dir).expanduser()
         if not folder.is_dir():
             raise InvalidArgumentError(f"image folder {str(image_dir)!r} does not exist or is not a folder")
         return self._indexer().index_directory(folder, descriptions, progress, within, exclude)
+
+    def index_on_ray(self, image_dirs: Sequence[str | os.PathLike[str]] = (), manifest: str | None = None,
+                     ray: RayOptions | None = None, descriptions: Mapping[str, Any] | None = None,
+                     within: Sequence[str] = (), exclude: Sequence[str] = ()) -> IndexSummary:
+        """The same incremental index as index_directory, run on a Ray cluster (imsearch/indexing/ray_index.py),
+        for folders and/or a manifest of paths or object-storage URIs. Needs a Milvus server or cluster:
+        `milvus_uri="http://HOST:19530"`; `ray=RayOptions(address=...)` (default: $RAY_ADDRESS or a local Ray).
+        The driver loads no model: the encoder actors do."""
+        from imsearch.indexing.ray_index import EncoderSpec, RayIndexer, RayOptions
+
+        folders = [Path(d).expanduser() for d in image_dirs]
+        for folder in folders:
+            if not folder.is_dir():
+                raise InvalidArgumentError(f"image folder {str(folder)!r} does not exist or is not a folder")
+        if not folders and manifest is None:
+            raise InvalidArgumentError("nothing to index: give image folders or a manifest")
+        options = dict(self._encoder_options)
+        batch_size = int(options.pop("batch_size"))
+        if self._rebuild_pending:
+            options.pop("activation", None)  # a rebuild makes the vectors right
+        spec = EncoderSpec(self.mode, self.model_name, batch_size, tuple(sorted(options.items())))
+        summary = IndexSummary()
+        with RayIndexer(spec, self.store, ray or RayOptions()) as indexer:
+            indexer.open_collection(self.model_name, self._rebuild_pending)
+            self._rebuild_pending = False
+            for folder in folders:
+                summary.add(indexer.index_directory(str(folder), descriptions, within, exclude))
+            if manifest is not None:
+                summary.add(indexer.index_manifest(manifest))
+        return summary
 
     def index_images(self, image_paths: Sequence[str | os.PathLike[str]], descriptions: Mapping[str, Any] | None = None,
                      progress: ProgressCallback | None = None) -> IndexSummary:

@@ -133,6 +133,21 @@ class ImageRecord:
 
 
 @dataclass(frozen=True)
+class StoreAddress:
+    """Enough to open the same collection from another process (a cluster's workers)."""
+
+    uri: str
+    collection_name: str
+    token: str | None = None
+    user: str | None = None
+    password: str | None = None
+
+    def open(self) -> MilvusStore:
+        return MilvusStore(self.uri, collection_name=self.collection_name, token=self.token, user=self.user,
+                           password=self.password)
+
+
+@dataclass(frozen=True)
 class IndexedFile:
     """What the store knows of a file, enough to decide whether to re-encode it."""
 
@@ -187,6 +202,7 @@ class MilvusStore:
         self.uri = resolve_uri(uri, host, port)
         self.collection_name = collection_name
         self.is_lite = is_lite_uri(self.uri)
+        self.address = StoreAddress(self.uri, collection_name, token, user, password)
         self._info: CollectionInfo | None = None
         self._loaded = False
         self._cache_wanted = False
@@ -393,20 +409,20 @@ class MilvusStore:
                           consistency_level=STATE_CONSISTENCY)
         return int(rows[0]["count(*)"]) if rows else 0
 
-    def iter_files(self) -> Iterator[IndexedFile]:
-        """Every row's bookkeeping fields."""
-        for page in self._pages(_STATE_FIELDS):
+    def iter_files(self, expression: str = "") -> Iterator[IndexedFile]:
+        """Every row's bookkeeping fields (the rows `expression` selects)."""
+        for page in self._pages(_STATE_FIELDS, expression):
             for row in page:
                 yield IndexedFile(int(row["id"]), row["path"], int(row["size"]), float(row["mtime"]),
                                   row.get("fingerprint", ""), row.get("description", ""))
 
-    def _pages(self, fields: list[str], batch_size: int = 4000) -> Iterator[list[dict[str, Any]]]:
+    def _pages(self, fields: list[str], expression: str = "", batch_size: int = 4000) -> Iterator[list[dict[str, Any]]]:
         """The whole collection, `fields` only, a page at a time (nothing when it does not exist)."""
         if self.collection_info() is None:
             return
         self._ensure_loaded()
         with _quiet_pymilvus():  # Lite lacks AllocTimestamp; pymilvus logs a traceback, then copes
-            iterator = self._call("query_iterator", self.collection_name, batch_size=batch_size, filter="",
+            iterator = self._call("query_iterator", self.collection_name, batch_size=batch_size, filter=expression,
                                   output_fields=fields, consistency_level=STATE_CONSISTENCY)
         try:
             while page := self._wrap(iterator.next, "query"):
@@ -414,9 +430,17 @@ class MilvusStore:
         finally:
             iterator.close()
 
-    def files_under(self, root: str) -> dict[str, IndexedFile]:
+    def files_under(self, root: str, except_under: Sequence[str] = ()) -> dict[str, IndexedFile]:
+        """The rows of files below `root`, leaving out those below any of `except_under`."""
         prefix = root.rstrip(os.sep) + os.sep
-        return {f.path: f for f in self.iter_files() if f.path.startswith(prefix)}
+        skipped = tuple(s.rstrip(os.sep) + os.sep for s in except_under)
+        expression = ""
+        if not self.is_lite:
+            # a server selects the rows itself (a cluster asks for one part of a huge collection at a time);
+            # Lite evaluates expressions row by row in Python, slower than the comparison below
+            expression = " and ".join([SearchFilter(prefix).expression()] +
+                                      [f"not {SearchFilter(s).expression()}" for s in skipped])
+        return {f.path: f for f in self.iter_files(expression) if f.path.startswith(prefix) and not f.path.startswith(skipped)}
 
     def get(self, ids: Sequence[int], with_vectors: bool = False) -> list[dict[str, Any]]:
         if not ids or self.collection_info() is None:

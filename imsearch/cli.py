@@ -61,6 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
                             "'*.tmp', 'exports/*', Screenshots (repeatable); @eaDir, node_modules, $RECYCLE.BIN, "
                             "System Volume Information and hidden folders are always left out")
     index.add_argument("--descriptions", help="JSON file mapping file names or paths to descriptions")
+    index.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                       help="index on a Ray cluster (ray://HOST:10001, auto; none: $RAY_ADDRESS or a Ray started here): "
+                            "listing, decoding, encoding and writing spread over its machines; needs a Milvus server "
+                            "(--milvus-uri http://HOST:19530)")
+    index.add_argument("--manifest", help="with --ray: a Parquet, CSV or JSON-lines file with a 'path' column (local paths or "
+                                          "s3://, gs:// URIs) and an optional 'description' column: index the files it lists")
+    index.add_argument("--ray-encoders", type=int, help="with --ray: encoder actors (default: one per GPU, else one)")
+    index.add_argument("--ray-gpus-per-encoder", type=float, help="with --ray: GPUs per encoder actor (default: 1 where "
+                                                                  "the cluster has GPUs, else none)")
     index.add_argument("--rebuild", action="store_true", help="drop the collection and encode everything again")
     index.add_argument("--drop-foreign-collection", action="store_true",
                        help="with --rebuild: also drop a collection that image_search did not create (refused otherwise)")
@@ -191,13 +200,23 @@ def _index(args: argparse.Namespace, engine: SearchEngine) -> int:
 
     descriptions = args.loaded_descriptions  # checked before the engine opened
     total = IndexSummary()
-    for folder in args.image_dir:
-        update, bar = _progress_bar(args.quiet or args.json)
-        try:
-            summary = engine.index_directory(folder, descriptions, progress=update, exclude=args.exclude)
-        finally:
-            bar.close()
-        total.add(summary)
+    if args.ray is not None:
+        from image_search import ImageSearchEngine
+        from imsearch.indexing.ray_index import RayOptions
+
+        if not isinstance(engine, ImageSearchEngine):
+            raise InvalidArgumentError("--ray indexes into a Milvus server, not through a running image_search server")
+        options = RayOptions(address=args.ray or None, encoders=args.ray_encoders, gpus_per_encoder=args.ray_gpus_per_encoder,
+                             show_progress=not (args.quiet or args.json))
+        total = engine.index_on_ray(args.image_dir or [], args.manifest, options, descriptions, exclude=args.exclude)
+    else:
+        for folder in args.image_dir:
+            update, bar = _progress_bar(args.quiet or args.json)
+            try:
+                summary = engine.index_directory(folder, descriptions, progress=update, exclude=args.exclude)
+            finally:
+                bar.close()
+            total.add(summary)
     if args.json:
         print(json.dumps(total.to_dict(), ensure_ascii=False, indent=2))
     else:
@@ -313,9 +332,19 @@ def _check_index_arguments(args: argparse.Namespace) -> None:
     and before the first folder is indexed rather than after it."""
     if args.mode != "index":
         return
-    if not args.image_dir:
-        raise InvalidArgumentError("--mode index needs --image-dir")
-    for folder in args.image_dir:
+    if args.manifest is not None and args.ray is None:
+        raise InvalidArgumentError("--manifest is read on a Ray cluster: add --ray (with no address, a Ray starts here)")
+    if args.ray_encoders is not None and args.ray_encoders < 1:
+        raise InvalidArgumentError(f"--ray-encoders must be at least 1, got {args.ray_encoders}")
+    if not args.image_dir and args.manifest is None:
+        raise InvalidArgumentError("--mode index needs --image-dir" + (" or --manifest" if args.ray is not None else ""))
+    if args.ray is not None:
+        from milvus_store import is_lite_uri, resolve_uri
+
+        if is_lite_uri(resolve_uri(args.milvus_uri, args.milvus_host, args.milvus_port)):
+            raise InvalidArgumentError("--ray needs a Milvus server or cluster (--milvus-uri http://HOST:19530): a Milvus Lite "
+                                       "file is open to one process only, and Ray's workers are many processes")
+    for folder in args.image_dir or []:
         if not Path(folder).expanduser().is_dir():
             raise InvalidArgumentError(f"image folder {folder!r} does not exist or is not a folder")
     args.loaded_descriptions = _load_descriptions(args.descriptions)

@@ -12,6 +12,7 @@ EXTRA_OF = {
     "fastapi": "serve", "uvicorn": "serve", "multipart": "serve",
     "transformers": "multilingual", "sentence_transformers": "multilingual",
     "cn_clip": "cn-clip",
+    "ray": "ray", "pyarrow": "ray",
 }
 
 

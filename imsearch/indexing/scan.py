@@ -35,6 +35,8 @@ class ScanResult:
     failed: list[FailedFile] = field(default_factory=list)
     # folders that could not be listed: rows under them must survive, we cannot tell if files are gone
     unlisted_dirs: list[str] = field(default_factory=list)
+    # with recursive=False: the subfolders that a recursive scan would have entered
+    subfolders: list[str] = field(default_factory=list)
 
 
 def _is_hidden(name: str) -> bool:
@@ -82,15 +84,18 @@ def _inside(real: str, within: Sequence[str]) -> bool:
 
 
 def scan_directory(root: str | Path, extensions: Iterable[str] = IMAGE_EXTENSIONS, within: Sequence[str] = (),
-                   exclude: Sequence[str] = ()) -> ScanResult:
+                   exclude: Sequence[str] = (), recursive: bool = True, relative_to: str | Path | None = None) -> ScanResult:
     """Every image file under `root`, recursively; hidden entries and EXCLUDED_FOLDERS skipped, symlink loops
     not followed, pseudo filesystems (/proc, /sys, /dev...) not entered. `exclude`: glob patterns matched
     against each entry's name and its path relative to `root` (`*.tmp`, `exports/*`, `Screenshots`).
     With `within` (real paths), nothing whose real path lies outside them is read: a symbolic link out of
-    an allowed folder is reported, not followed."""
+    an allowed folder is reported, not followed. With `recursive=False`, only `root`'s own files are listed and
+    the subfolders it would enter are returned in `subfolders` (a cluster lists a tree in parts this way);
+    `relative_to`: the indexed folder `exclude` patterns are relative to, when `root` is a part of it."""
     extensions = {e.lower() for e in extensions}
     result = ScanResult()
     root_path = os.path.abspath(os.fspath(root))
+    base = os.path.abspath(os.fspath(relative_to)) if relative_to is not None else root_path
     within = [os.path.realpath(w) for w in within]
     pseudo = pseudo_filesystem_devices()
     seen_dirs: set[tuple[int, int]] = set()
@@ -125,7 +130,7 @@ def scan_directory(root: str | Path, extensions: Iterable[str] = IMAGE_EXTENSION
         for entry in entries:
             if _is_hidden(entry.name):
                 continue
-            if exclude and _excluded(entry.name, os.path.relpath(entry.path, root_path).replace(os.sep, "/"), exclude):
+            if exclude and _excluded(entry.name, os.path.relpath(entry.path, base).replace(os.sep, "/"), exclude):
                 continue
             try:
                 is_dir = entry.is_dir()  # follows symlinks
@@ -148,6 +153,9 @@ def scan_directory(root: str | Path, extensions: Iterable[str] = IMAGE_EXTENSION
                 continue
             if stat.S_ISREG(st.st_mode):
                 result.files.append(FileEntry(entry.path, st.st_size, st.st_mtime))
+        if not recursive:
+            result.subfolders = subfolders
+            break
         stack.extend(reversed(subfolders))
     return result
 
