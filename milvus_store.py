@@ -83,6 +83,19 @@ def path_id(path: str) -> int:
     return int.from_bytes(digest, "big") >> 1
 
 
+def _ranges_outside(prefix: str, skipped: list[str], per_query: int = 100) -> Iterator[str]:
+    """Expressions for the paths under `prefix` but under none of the sorted `skipped` prefixes: one query per
+    `per_query` of them, each a slice of the path range, so that a folder with 10^5 subfolders never makes
+    one enormous expression. (Of two prefixes ending in a separator, neither a prefix of the other, every
+    path under the smaller sorts below the larger, so the slices [s_0, s_100), [s_100, s_200) ... are exact.)"""
+    end = prefix + chr(0x10FFFF)
+    bounds = [prefix, *skipped[per_query::per_query], end]
+    for i, (low, high) in enumerate(zip(bounds, bounds[1:], strict=False)):
+        clauses = [f"path >= {quote(low)}", f"path < {quote(high)}"]
+        clauses += [f"not {SearchFilter(s).expression()}" for s in skipped[i * per_query:(i + 1) * per_query]]
+        yield " and ".join(clauses)
+
+
 def quote(value: str) -> str:
     """A Milvus string literal that holds `value` verbatim, whatever characters it has."""
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -431,16 +444,14 @@ class MilvusStore:
             iterator.close()
 
     def files_under(self, root: str, except_under: Sequence[str] = ()) -> dict[str, IndexedFile]:
-        """The rows of files below `root`, leaving out those below any of `except_under`."""
+        """The rows of files below `root`, leaving out those below any of `except_under` (its subfolders)."""
         prefix = root.rstrip(os.sep) + os.sep
-        skipped = tuple(s.rstrip(os.sep) + os.sep for s in except_under)
-        expression = ""
-        if not self.is_lite:
-            # a server selects the rows itself (a cluster asks for one part of a huge collection at a time);
-            # Lite evaluates expressions row by row in Python, slower than the comparison below
-            expression = " and ".join([SearchFilter(prefix).expression()] +
-                                      [f"not {SearchFilter(s).expression()}" for s in skipped])
-        return {f.path: f for f in self.iter_files(expression) if f.path.startswith(prefix) and not f.path.startswith(skipped)}
+        skipped = sorted({s.rstrip(os.sep) + os.sep for s in except_under})
+        if self.is_lite:  # Lite evaluates expressions row by row in Python, slower than comparing here
+            rows = self.iter_files()
+        else:  # a server selects the rows itself: a cluster asks for one part of a huge collection at a time
+            rows = (f for expression in _ranges_outside(prefix, skipped) for f in self.iter_files(expression))
+        return {f.path: f for f in rows if f.path.startswith(prefix) and not f.path.startswith(tuple(skipped))}
 
     def get(self, ids: Sequence[int], with_vectors: bool = False) -> list[dict[str, Any]]:
         if not ids or self.collection_info() is None:

@@ -59,6 +59,19 @@ def test_files_under_lists_only_that_folder(store: MilvusStore) -> None:
     assert (state.size, state.mtime, state.fingerprint) == (11, 1000.0, f"{1:032x}")
 
 
+def test_files_under_a_folder_but_not_its_listed_subfolders(store: MilvusStore) -> None:
+    """What a Ray plan task reads for one folder's own files when its subfolders are other tasks' parts:
+    250 subfolders (the server asks in slices of 100), names that sort around each other ("a b" before
+    "a/"), wildcard characters, a sibling sharing a prefix, and rows under a subfolder no longer listed."""
+    subfolders = [f"/lib/d{i:03d}" for i in range(250)] + ["/lib/a", "/lib/a b", "/lib/100%_", "/lib/é"]
+    store.upsert([record(f"{folder}/{n}.jpg", i * 3 + n) for i, folder in enumerate(subfolders) for n in range(2)]
+                 + [record("/lib/own.jpg", 900), record("/lib/zz.jpg", 901), record("/lib/a/deeper/x.jpg", 902),
+                    record("/lib/gone/x.jpg", 903), record("/lib2/other.jpg", 904), record("/lib/a.jpg", 905)])
+    rows = store.files_under("/lib", except_under=subfolders)
+    assert sorted(rows) == ["/lib/a.jpg", "/lib/gone/x.jpg", "/lib/own.jpg", "/lib/zz.jpg"]
+    assert len(store.files_under("/lib/")) == 2 * len(subfolders) + 5
+
+
 def test_reopen_with_another_model_or_dimension_is_refused(store: MilvusStore, store_uri: str, collection_name: str) -> None:
     other = MilvusStore(uri=store_uri, collection_name=collection_name)
     try:

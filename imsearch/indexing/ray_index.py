@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 
 # what each row in the pipeline stands for
 ENCODE, GONE, UNCHANGED, RELABEL, FAILED = "encode", "gone", "unchanged", "relabel", "failed"
-MAX_SUBFOLDERS_TO_SPLIT = 128  # a folder with more subfolders than this is already enough parts on its own
 MAX_SPLIT_DEPTH = 4
 DECODED_PHOTO_BYTES = 48 * 1024 * 1024  # a 12 MP photo as RGB is 36 MB (JPEGs decode at reduced scale, far less)
 WRITE_BYTES = 32 * 1024 * 1024  # per upsert: Milvus takes up to 64 MB per request
@@ -149,7 +148,7 @@ def split_tree(root: str, target_parts: int, within: Sequence[str] = (), exclude
         next_frontier = []
         for folder in frontier:
             listing = scan_directory(folder, within=within, exclude=exclude, recursive=False, relative_to=root)
-            if listing.unlisted_dirs or len(listing.subfolders) > MAX_SUBFOLDERS_TO_SPLIT:
+            if listing.unlisted_dirs:
                 parts.append(FolderPart(folder, True))  # its task reports what cannot be listed, as local mode does
                 continue
             parts.append(FolderPart(folder, False, tuple(listing.subfolders)))
@@ -460,7 +459,7 @@ class RayIndexer:
         parts = split_tree(root, target, within, exclude)
         texts = {str(k): _text(v) for k, v in (descriptions or {}).items()}
         items = self.ray.data.from_items([{"folder": p.folder, "recursive": p.recursive, "parts_below": list(p.parts_below)}
-                                          for p in parts], override_num_blocks=len(parts))
+                                          for p in parts], override_num_blocks=min(len(parts), 4 * target))
         plan = partial(plan_folder_parts, address=self.store.address, root=root, within=list(within),
                        exclude=list(exclude), descriptions=texts)
         planned = items.map_batches(plan, batch_size=1, batch_format="numpy")
