@@ -155,6 +155,13 @@ def _load_descriptions(path: str | None) -> dict[str, Any] | None:
 
 def _open_engine(args: argparse.Namespace) -> SearchEngine:
     """The engine, or, when a running image_search server holds the Lite database, that server's API."""
+    from milvus_store import is_lite_uri, resolve_uri
+
+    uri = resolve_uri(args.milvus_uri, args.milvus_host, args.milvus_port)
+    if args.mode != "serve" and not args.rebuild and (is_lite_uri(uri) or args.mode in ("search", "similar", "stats")):
+        remote = _running_server(uri, args)  # found before pymilvus is even imported
+        if remote is not None:
+            return remote
     from image_search import ImageSearchEngine
 
     try:
@@ -164,18 +171,30 @@ def _open_engine(args: argparse.Namespace) -> SearchEngine:
             batch_size=args.batch_size, device=args.device, precision=args.precision, runtime=args.runtime,
             clip_server=args.clip_server, rebuild=args.rebuild, query_model=args.query_model, drop_foreign_collection=args.drop_foreign_collection)
     except StoreLockedError:
-        from imsearch.servers.remote_engine import RemoteEngine, find_server
-        from milvus_store import is_lite_uri, resolve_uri
+        from imsearch.servers.remote_engine import find_server
 
-        uri = resolve_uri(args.milvus_uri, args.milvus_host, args.milvus_port)
-        advert = find_server(uri) if args.mode != "serve" and is_lite_uri(uri) else None
+        advert = find_server(uri, args.collection) if args.mode != "serve" and is_lite_uri(uri) else None
         if advert is None:
             raise
         if args.rebuild:
             raise InvalidArgumentError(f"--rebuild cannot run while the server at {advert['url']} (pid {advert['pid']}) holds {uri}; stop it first") from None
-        print(f"note: {uri} is held by the image_search server at {advert['url']} (pid {advert['pid']}); using its API",
-              file=sys.stderr)
-        return RemoteEngine(advert["url"], args.token)
+        remote = _running_server(uri, args)
+        if remote is None:
+            raise
+        return remote
+
+
+def _running_server(uri: str, args: argparse.Namespace) -> SearchEngine | None:
+    """The API of a running image_search server over this store and collection, when one answers and serves
+    the model asked for."""
+    from imsearch.servers.remote_engine import RemoteEngine, answering, find_server
+
+    advert = find_server(uri, args.collection)
+    if advert is None or (args.model and advert.get("model") not in (None, args.model)) or not answering(advert["url"]):
+        return None
+    print(f"note: {uri} is held by the image_search server at {advert['url']} (pid {advert['pid']}); using its API",
+          file=sys.stderr)
+    return RemoteEngine(advert["url"], args.token)
 
 
 def _serve_encoder(args: argparse.Namespace) -> int:

@@ -41,6 +41,7 @@ class ServedEngine(SearchEngine, Protocol):
     """What the HTTP server needs besides: filters, raw uploads, records by id, its store, warming up."""
 
     store: MilvusStore
+    model_name: str
 
     def search(self, query: str, top_k: int = 5, search_filter: SearchFilter | None = None) -> list[SearchResult]: ...
 

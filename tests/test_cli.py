@@ -239,6 +239,57 @@ def test_cli_uses_the_running_server_that_holds_the_database(tmp_path: Path, sce
     assert not (home / "milvus.db.server.json").exists()
 
 
+@pytest.mark.slow
+def test_one_shot_searches_of_a_milvus_server_go_through_the_running_server(tmp_path: Path, scenes: Path, milvus_server: str,
+                                                                            collection_name: str) -> None:
+    """With `--mode serve` running over a Milvus server's collection, a CLI search, similar or stats asks
+    that warm server (no pymilvus, no model load) and answers as opening the store would; an advert whose
+    server no longer answers, another collection, or another model opens the store directly."""
+    from http_server import free_port
+
+    home = tmp_path / "home"
+    store = ["--milvus-uri", milvus_server, "--collection", collection_name]
+    run_cli("--mode", "index", "--model", TEST_MODEL, "--image-dir", str(scenes), *store, home=home)
+    query = captions_of(scenes)["scene_00003.png"]["en"]
+    direct = run_cli("--mode", "search", "--query", query, "--top-k", "8", "--json", *store, home=home)
+    assert "using its API" not in direct.stderr
+    port = free_port()
+    env = {**os.environ, "IMAGE_SEARCH_HOME": str(home), "IMAGE_SEARCH_CACHE": str(tmp_path / "cache")}
+    server = subprocess.Popen([sys.executable, str(ROOT / "image_search.py"), "--mode", "serve", "--port", str(port), *store],
+                              env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        import httpx
+
+        from imsearch.servers.remote_engine import answering
+
+        deadline = time.time() + 90
+        while not answering(f"http://127.0.0.1:{port}", timeout=1):
+            assert server.poll() is None and time.time() < deadline, "server did not start"
+            time.sleep(0.3)
+        cache = {"IMAGE_SEARCH_CACHE": str(tmp_path / "cache")}
+        served = run_cli("--mode", "search", "--query", query, "--top-k", "8", "--json", *store, home=home, **cache)
+        assert "using its API" in served.stderr
+        assert [(r["path"], round(r["score"], 4)) for r in json.loads(served.stdout)] == \
+            [(r["path"], round(r["score"], 4)) for r in json.loads(direct.stdout)]
+        stats = run_cli("--mode", "stats", "--json", *store, home=home, **cache)
+        assert "using its API" in stats.stderr and json.loads(stats.stdout)["total_images"] == 24
+        for other in (["--collection", collection_name + "_other"], ["--model", "ViT-B-32::openai"]):
+            elsewhere = run_cli("--mode", "stats", "--json", "--milvus-uri", milvus_server, "--collection", collection_name,
+                                *other, home=home, check=False, **cache)
+            assert "using its API" not in elsewhere.stderr
+        advert = next((tmp_path / "cache" / "servers").glob("*.json"))
+        assert json.loads(advert.read_text())["collection"] == collection_name
+        stale = json.loads(advert.read_text())
+        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=30)
+    assert not advert.exists()
+    advert.write_text(json.dumps({**stale, "pid": os.getpid()}))  # a live process, but no server at that URL any more
+    fallback = run_cli("--mode", "search", "--query", query, "--top-k", "8", "--json", *store, home=home, **cache)
+    assert "using its API" not in fallback.stderr and json.loads(fallback.stdout) == json.loads(direct.stdout)
+
+
 @pytest.mark.parametrize("mode", ["serve", "serve-encoder"])
 def test_a_busy_port_is_a_clear_error(mode: str, tmp_path: Path) -> None:
     import socket

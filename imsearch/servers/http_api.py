@@ -349,13 +349,12 @@ def serve(engine: ServedEngine, host: str = "127.0.0.1", port: int = 8000, token
         raise
     app = create_app(engine, token=token, index_roots=index_roots, serve_only_under_roots=serve_only_under_roots,
                      allowed_hosts=[*machine_names(host), *allowed_hosts])
-    lite = engine.store.location if engine.store.is_lite else None
-    try:
-        if lite:  # so that the CLI, finding the database locked, can use this server instead
-            write_advert(lite, f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}", bool(token))
+    store = engine.store.location, engine.store.collection_name
+    try:  # so that the CLI uses this server instead of opening the store (for Lite: the store is locked anyway)
+        write_advert(*store, f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}", bool(token),
+                     engine.model_name)
         if on_ready:
             on_ready()
         run_app(app, sock)
     finally:
-        if lite:
-            remove_advert(lite)
+        remove_advert(*store)

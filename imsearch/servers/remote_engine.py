@@ -1,14 +1,18 @@
-"""Reach a running image_search server instead of opening its Milvus Lite database.
+"""Reach a running image_search server instead of opening the store.
 
-Milvus Lite lets one process at a time open a database. While `--mode serve` holds it, the server
-advertises itself in a small file beside the database (`<db>.server.json`: its URL and PID), and
-the CLI, meeting the lock, talks to that server's HTTP API instead: same commands, same output.
+While `--mode serve` runs, it advertises itself in a small file (its URL, PID, collection and model):
+beside a Milvus Lite database (`<db>.server.json`), or for a Milvus server in the user's cache. The CLI
+finds it before it opens anything and talks to that server's HTTP API instead: same commands, same
+output. For Lite this is the only way in (one process at a time may open a database); for any store it
+makes a one-shot search cost an HTTP request to a warm model and store, not an import of pymilvus, a
+connection and a model load.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,20 +27,29 @@ if TYPE_CHECKING:
     from milvus_store import SearchFilter
 
 
-def advert_path(lite_path: str) -> Path:
-    return Path(lite_path + ".server.json")
+def advert_path(store_uri: str, collection: str) -> Path:
+    """Beside a Lite database (`<db>.server.json`); for a Milvus server, in the user's cache, per URI and collection."""
+    from milvus_store import is_lite_uri
+
+    if is_lite_uri(store_uri):
+        return Path(store_uri + ".server.json")
+    from imsearch.paths import cache_root
+
+    return cache_root() / "servers" / (re.sub(r"[^A-Za-z0-9._-]+", "_", store_uri).strip("_") + f"--{collection}.json")
 
 
-def write_advert(lite_path: str, url: str, token_required: bool) -> Path:
-    path = advert_path(lite_path)
+def write_advert(store_uri: str, collection: str, url: str, token_required: bool, model: str) -> Path:
+    path = advert_path(store_uri, collection)
+    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps({"url": url, "pid": os.getpid(), "token_required": token_required}))
+    temporary.write_text(json.dumps({"url": url, "pid": os.getpid(), "token_required": token_required,
+                                     "collection": collection, "model": model}))
     os.replace(temporary, path)
     return path
 
 
-def remove_advert(lite_path: str) -> None:
-    path = advert_path(lite_path)
+def remove_advert(store_uri: str, collection: str) -> None:
+    path = advert_path(store_uri, collection)
     try:
         if json.loads(path.read_text()).get("pid") == os.getpid():
             path.unlink()
@@ -44,14 +57,26 @@ def remove_advert(lite_path: str) -> None:
         pass
 
 
-def find_server(lite_path: str) -> dict[str, Any] | None:
-    """The advert of a live server holding `lite_path`, or None."""
+def find_server(store_uri: str, collection: str) -> dict[str, Any] | None:
+    """The advert of a live server holding `collection` at `store_uri`, or None."""
     try:
-        advert = json.loads(advert_path(lite_path).read_text())
+        advert = json.loads(advert_path(store_uri, collection).read_text())
         os.kill(int(advert["pid"]), 0)
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    if advert.get("collection", collection) != collection:
+        return None
     return dict(advert)
+
+
+def answering(url: str, timeout: float = 2.0) -> bool:
+    """Whether a server answers at `url` (an advert can outlive a server killed with SIGKILL)."""
+    import httpx
+
+    try:
+        return httpx.get(url.rstrip("/") + "/healthz", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 class RemoteEngine:
