@@ -178,6 +178,16 @@ def http_figures(uri: str, model: str, queries: int, folder: str) -> dict[str, f
         figures["http_p50_ms"], figures["http_p95_ms"] = percentiles(text_search_timings(url, queries, None))
         figures["http_filtered_p50_ms"], figures["http_filtered_p95_ms"] = percentiles(
             text_search_timings(url, max(10, queries // 4), folder))
+        # a whole one-shot CLI search while the server runs: the CLI finds its advert and asks it (median of 3)
+        walls = []
+        for _ in range(3):
+            started = time.perf_counter()
+            done = subprocess.run([sys.executable, str(ROOT / "image_search.py"), "--mode", "search", "--query", "a red car",
+                                   "--milvus-uri", uri, "--collection", COLLECTION, "--paths-only"],
+                                  capture_output=True, text=True, check=True)
+            walls.append(time.perf_counter() - started)
+            assert "using its API" in done.stderr and len(done.stdout.split()) == 5, done.stderr
+        figures["cli_via_server_s"] = statistics.median(walls)
         status = Path(f"/proc/{server.pid}/status").read_text()
         figures["http_rss_mb"] = int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1]) / 1024
         return figures
@@ -301,15 +311,16 @@ def main() -> None:
     print()
     print("| store | rows | fill rows/s | disk MB | one-shot store part s (import/open/search) | one-shot RSS MB "
           "| store warm p50/p95 ms (folder) | engine text p50/p95 ms (folder) | HTTP text p50/p95 ms (folder) | server RSS MB "
-          "| bookkeeping s | recall@10/@100 |")
-    print("|---|---:|---:|---:|---|---:|---|---|---|---:|---:|---|")
+          "| bookkeeping s | recall@10/@100 | one-shot CLI via server s |")
+    print("|---|---:|---:|---:|---|---:|---|---|---|---:|---:|---|---:|")
     for r in table:
         print(f"| {r['store']} | {int(r['rows']):,} | {r['fill_rows_per_s']:,.0f} | {r['disk_mb']:,.0f} | "
               f"{r['oneshot_wall']:.2f} ({r['oneshot_import']:.2f}/{r['oneshot_open']:.2f}/{r['oneshot_search']:.3f}) | "
               f"{r['oneshot_rss_mb']:,.0f} | {r['warm_p50_ms']:.1f}/{r['warm_p95_ms']:.1f} ({r['filtered_p50_ms']:.1f}/{r['filtered_p95_ms']:.1f}) | "
               f"{r['engine_p50_ms']:.1f}/{r['engine_p95_ms']:.1f} ({r['engine_filtered_p50_ms']:.1f}/{r['engine_filtered_p95_ms']:.1f}) | "
               f"{r['http_p50_ms']:.1f}/{r['http_p95_ms']:.1f} ({r['http_filtered_p50_ms']:.1f}/{r['http_filtered_p95_ms']:.1f}) | "
-              f"{r['http_rss_mb']:,.0f} | {r['bookkeeping_s']:.2f} | {r['recall_at_10']:.3f}/{r['recall_at_100']:.3f} |")
+              f"{r['http_rss_mb']:,.0f} | {r['bookkeeping_s']:.2f} | {r['recall_at_10']:.3f}/{r['recall_at_100']:.3f} | "
+              f"{r.get('cli_via_server_s', float('nan')):.2f} |")
 
 
 if __name__ == "__main__":
