@@ -214,6 +214,9 @@ def _serve_encoder(args: argparse.Namespace) -> int:
     return 0
 
 
+LARGE_FOR_LITE = 200_000  # rows past which Milvus Lite 3.x's linear costs show (bench/scale.py)
+
+
 def _index(args: argparse.Namespace, engine: SearchEngine) -> int:
     from imsearch.indexing.pipeline import IndexSummary
 
@@ -246,7 +249,14 @@ def _index(args: argparse.Namespace, engine: SearchEngine) -> int:
         for failure in total.failed:
             print(f"  failed: {failure.path}: {failure.reason}", file=sys.stderr)
     # Partial failures are reported, not fatal; a run that could index nothing is.
-    return 1 if total.failed and total.indexed + total.unchanged + total.moved == 0 else 0
+    files = total.indexed + total.unchanged + total.moved
+    store = getattr(engine, "store", None)
+    if files >= LARGE_FOR_LITE and getattr(store, "is_lite", False) and not args.quiet:
+        print(f"note: {files:,} photos in Milvus Lite: past ~{LARGE_FOR_LITE:,}, Lite's searches and re-runs slow down in "
+              "proportion (measured at 1M rows: README, How it scales). A Milvus server keeps them flat: "
+              "--milvus-uri http://HOST:19530 (pip install milvus gives one: milvus-server --data DIR), and "
+              "--mode serve keeps one-shot searches fast", file=sys.stderr)
+    return 1 if total.failed and files == 0 else 0
 
 
 def _serve(args: argparse.Namespace, engine: SearchEngine) -> int:

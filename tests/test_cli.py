@@ -389,3 +389,17 @@ def test_a_missing_folder_among_several_is_refused_before_anything_is_indexed(tm
     assert done.returncode == 2 and "image folder '/no/such/folder' does not exist or is not a folder" in done.stderr
     stats = json.loads(run_cli("--mode", "stats", "--json", home=home).stdout)
     assert stats["total_images"] == 0  # the first folder was not indexed half-way through a failing command
+
+
+@pytest.mark.slow
+def test_a_large_lite_library_is_told_about_a_milvus_server(tmp_path: Path, scenes: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from imsearch import cli
+
+    monkeypatch.setenv("IMAGE_SEARCH_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(cli, "LARGE_FOR_LITE", 24)  # the real threshold is 200,000 rows
+    assert cli.main(["--mode", "index", "--model", TEST_MODEL, "--image-dir", str(scenes), "--device", "cpu"]) == 0
+    assert "note: 24 photos in Milvus Lite" in capsys.readouterr().err
+    monkeypatch.setattr(cli, "LARGE_FOR_LITE", 25)
+    assert cli.main(["--mode", "index", "--image-dir", str(scenes)]) == 0
+    assert "Milvus Lite" not in capsys.readouterr().err
