@@ -201,7 +201,7 @@ def http_figures(uri: str, model: str, queries: int, folder: str) -> dict[str, f
                                    "--milvus-uri", uri, "--collection", COLLECTION, "--paths-only"],
                                   capture_output=True, text=True, check=True)
             walls.append(time.perf_counter() - started)
-            assert "using its API" in done.stderr and len(done.stdout.split()) == 5, done.stderr
+            assert "using its API" in done.stderr and len(done.stdout.splitlines()) == 5, done.stderr
         figures["cli_via_server_s"] = statistics.median(walls)
         status = Path(f"/proc/{server.pid}/status").read_text()
         figures["http_rss_mb"] = int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1]) / 1024
