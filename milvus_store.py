@@ -40,8 +40,8 @@ PATH_MAX_BYTES = 4096
 DESCRIPTION_MAX_BYTES = 8192
 FINGERPRINT_LENGTH = 32
 DEFAULT_COLLECTION = "image_search"
-# Rows written by this process are visible to its next search (Lite ignores the level).
 LITE_PAGE_ROWS = 16_384  # the largest page a query iterator takes: fewer pages, fewer walks over Lite's rows
+# Rows written by this process are visible to its next search (Lite ignores the level).
 SEARCH_CONSISTENCY = "Session"
 # Index bookkeeping must see every committed write, whoever made it.
 STATE_CONSISTENCY = "Strong"

@@ -367,12 +367,11 @@ def _check_index_arguments(args: argparse.Namespace) -> None:
         raise InvalidArgumentError(f"--ray-encoders must be at least 1, got {args.ray_encoders}")
     if not args.image_dir and args.manifest is None:
         raise InvalidArgumentError("--mode index needs --image-dir" + (" or --manifest" if args.ray is not None else ""))
-    if args.ray is not None:
-        from milvus_store import is_lite_uri, resolve_uri
+    if args.ray is not None:  # before the store opens: a Lite file is refused in milliseconds
+        from imsearch.indexing.ray_index import refuse_lite
+        from milvus_store import resolve_uri
 
-        if is_lite_uri(resolve_uri(args.milvus_uri, args.milvus_host, args.milvus_port)):
-            raise InvalidArgumentError("--ray needs a Milvus server or cluster (--milvus-uri http://HOST:19530): a Milvus Lite "
-                                       "file is open to one process only, and Ray's workers are many processes")
+        refuse_lite(resolve_uri(args.milvus_uri, args.milvus_host, args.milvus_port))
     for folder in args.image_dir or []:
         if not Path(folder).expanduser().is_dir():
             raise InvalidArgumentError(f"image folder {folder!r} does not exist or is not a folder")

@@ -258,11 +258,11 @@ def test_milvus_lite_and_a_manifest_without_ray_are_refused_by_name(tmp_path: Pa
             _check_index_arguments(build_parser().parse_args(["--mode", "index", "--image-dir", str(photos), *argv]))
     assert main(["--mode", "index", "--image-dir", str(photos), "--ray", "--milvus-uri", str(tmp_path / "x.db")]) == 2
 
-    from imsearch.indexing.ray_index import refuse_lite
+    from imsearch.indexing.ray_index import EncoderSpec, RayIndexer, RayOptions
 
     store = MilvusStore(str(tmp_path / "x.db"))
-    try:
+    try:  # the Python API refuses it too, before Ray starts
         with pytest.raises(InvalidArgumentError, match="Milvus Lite file .* open to one process only"):
-            refuse_lite(store)
+            RayIndexer(EncoderSpec("local", TEST_MODEL, 8), store, RayOptions())
     finally:
         store.close()

@@ -171,6 +171,13 @@ def plan_work(scan: ScanResult, existing: Mapping[str, IndexedFile], description
     return plan
 
 
+def gone_files(scan: ScanResult, existing: Mapping[str, IndexedFile]) -> list[IndexedFile]:
+    """Rows whose file the scan did not find; rows under a folder it could not list are kept (we cannot tell)."""
+    protected = tuple(d.rstrip(os.sep) + os.sep for d in scan.unlisted_dirs)
+    on_disk = {f.path for f in scan.files} | {f.path for f in scan.failed}
+    return [f for path, f in existing.items() if path not in on_disk and not path.startswith(protected)]
+
+
 class _BatchWriter:
     """Collects decoded files into batches, has them encoded and upserts each batch as it comes back;
     owns the run's summary counts and stage timers.
@@ -296,9 +303,7 @@ class Indexer:
         root_path = os.path.abspath(os.fspath(root))
         scan = scan_directory(root_path, within=within, exclude=exclude)
         existing = self.store.files_under(root_path)
-        protected = tuple(d.rstrip(os.sep) + os.sep for d in scan.unlisted_dirs)
-        on_disk = {f.path for f in scan.files} | {f.path for f in scan.failed}
-        gone = [f for path, f in existing.items() if path not in on_disk and not path.startswith(protected)]
+        gone = gone_files(scan, existing)
         # a gone file's content found under a new path is a rename or move: its vector is reused (as rclip does)
         moved_from = {(f.size, f.fingerprint): f for f in gone if f.fingerprint}
         reused: set[int] = set()

@@ -34,13 +34,15 @@ import numpy as np
 from imsearch.errors import ImageDecodeError, InvalidArgumentError
 from imsearch.extras import require
 from imsearch.indexing.decode import load_rgb, read_file
-from imsearch.indexing.pipeline import DescriptionMap, IndexSummary, fingerprint, plan_work
-from imsearch.indexing.scan import FailedFile, FileEntry, ScanResult, scan_directory
-from milvus_store import ImageRecord, IndexedFile, MilvusStore, StoreAddress, path_id
+from imsearch.indexing.pipeline import DescriptionMap, IndexSummary, fingerprint, gone_files, plan_work
+from imsearch.indexing.scan import FailedFile, FileEntry, ScanResult, entries_for_paths, scan_directory
+from milvus_store import ImageRecord, IndexedFile, MilvusStore, StoreAddress, is_lite_uri, path_id
 
 if TYPE_CHECKING:
     import pyarrow
     import pyarrow.fs
+
+    from clip_encoder import CLIPEncoder
 
 # what each row in the pipeline stands for
 ENCODE, GONE, UNCHANGED, RELABEL, FAILED = "encode", "gone", "unchanged", "relabel", "failed"
@@ -75,7 +77,7 @@ class EncoderSpec:
     batch_size: int
     options: tuple[tuple[str, Any], ...] = ()
 
-    def build(self) -> Any:
+    def build(self) -> CLIPEncoder:
         from clip_encoder import CLIPEncoder
 
         return CLIPEncoder(mode=self.mode, model_name=self.model_name, batch_size=self.batch_size, **dict(self.options))
@@ -95,9 +97,13 @@ class _Rows:
 
     def add(self, kind: str, path: str = "", size: int = 0, mtime: float = 0.0, row_id: int = 0,
             description: str = "", reason: str = "") -> None:
-        for column, value in (("kind", kind), ("path", path), ("size", size), ("mtime", mtime), ("row_id", row_id),
-                              ("description", description), ("reason", reason)):
-            getattr(self, column).append(value)
+        self.kind.append(kind)
+        self.path.append(path)
+        self.size.append(size)
+        self.mtime.append(mtime)
+        self.row_id.append(row_id)
+        self.description.append(description)
+        self.reason.append(reason)
 
     def add_plan(self, scan: ScanResult, existing: Mapping[str, IndexedFile], descriptions: DescriptionMap) -> None:
         """What local mode's plan_work decides for these files, as rows; rows of gone files to delete."""
@@ -111,11 +117,8 @@ class _Rows:
         for failed in plan.failed:
             self.add(FAILED, failed.path, reason=failed.reason)
         self.add(UNCHANGED, size=plan.unchanged)
-        protected = tuple(d.rstrip(os.sep) + os.sep for d in scan.unlisted_dirs)
-        on_disk = {f.path for f in scan.files} | {f.path for f in scan.failed}
-        for path, known in existing.items():
-            if path not in on_disk and not path.startswith(protected):
-                self.add(GONE, path, row_id=known.id)
+        for gone in gone_files(scan, existing):
+            self.add(GONE, gone.path, row_id=gone.id)
 
     def columns(self) -> Batch:
         return {"kind": np.array(self.kind, dtype=object), "path": np.array(self.path, dtype=object),
@@ -189,16 +192,21 @@ class _RemoteFiles:
     """Object-storage URIs through pyarrow's filesystems, one per bucket (credentials from the environment)."""
 
     def __init__(self) -> None:
-        self._systems: dict[str, pyarrow.fs.FileSystem] = {}
+        self._systems: dict[str, tuple[pyarrow.fs.FileSystem, int]] = {}
 
     def _resolve(self, uri: str) -> tuple[pyarrow.fs.FileSystem, str]:
+        """The bucket's filesystem (made once: it resolves credentials) and the object's path in it."""
         import pyarrow.fs
 
         scheme, _, rest = uri.partition("://")
         key = scheme + "://" + rest.split("/", 1)[0]
         if key not in self._systems:
-            self._systems[key] = pyarrow.fs.FileSystem.from_uri(uri)[0]
-        return self._systems[key], pyarrow.fs.FileSystem.from_uri(uri)[1]
+            system, path = pyarrow.fs.FileSystem.from_uri(uri)
+            if not uri.endswith(path):  # a scheme whose paths are not the URI's tail: resolve each one
+                return system, path
+            self._systems[key] = system, len(uri) - len(path)  # within one bucket the path starts at the same place
+        system, start = self._systems[key]
+        return system, uri[start:]
 
     def stat(self, uri: str) -> FileEntry | FailedFile:
         import pyarrow.fs
@@ -226,34 +234,24 @@ class _RemoteFiles:
             raise ImageDecodeError(f"cannot read file: {error}") from None
 
 
-def _stat_local(path: str) -> FileEntry | FailedFile:
-    import stat
-
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        return FailedFile(path, "file not found")
-    except OSError as error:
-        return FailedFile(path, f"cannot stat: {error.strerror or error}")
-    if not stat.S_ISREG(info.st_mode):
-        return FailedFile(path, "not a regular file")
-    return FileEntry(path, info.st_size, info.st_mtime)
-
-
 def plan_manifest_block(batch: Batch, address: StoreAddress, base: str) -> Batch:
     """Ray task: stat each listed file and compare it with its row. A listed file that is gone loses its
     row; files the manifest does not list are left alone (a manifest may be one part of a library)."""
     paths = [manifest_path(str(p), base) for p in batch["path"]]
     given = batch.get("description")
     descriptions = {p: str(d) for p, d in zip(paths, given, strict=True) if d} if given is not None else {}
+    listed = list(dict.fromkeys(paths))
+    scan = entries_for_paths(p for p in listed if not p.startswith(REMOTE_SCHEMES))  # what local mode says of them
     remote = _RemoteFiles()
-    scan = ScanResult()
-    for path in dict.fromkeys(paths):
-        found = remote.stat(path) if path.startswith(REMOTE_SCHEMES) else _stat_local(path)
-        (scan.files if isinstance(found, FileEntry) else scan.failed).append(found)  # type: ignore[arg-type]
+    for uri in (p for p in listed if p.startswith(REMOTE_SCHEMES)):
+        found = remote.stat(uri)
+        if isinstance(found, FileEntry):
+            scan.files.append(found)
+        else:
+            scan.failed.append(found)
     store = address.open()
     try:
-        known = store.get([path_id(p) for p in dict.fromkeys(paths)])
+        known = store.get([path_id(p) for p in listed])
     finally:
         store.close()
     existing = {str(r["path"]): IndexedFile(int(r["id"]), str(r["path"]), int(r["size"]), float(r["mtime"]),
@@ -403,11 +401,12 @@ def _milvus_sink(address: StoreAddress) -> Any:
 
 # ------------------------------------------------------------------------------------------- driver
 
-def refuse_lite(store: MilvusStore) -> None:
-    if store.is_lite:
+def refuse_lite(store_uri: str) -> None:
+    """Ray's workers are many processes; a Milvus Lite database admits one."""
+    if is_lite_uri(store_uri):
         raise InvalidArgumentError(
             f"--ray needs a Milvus server or cluster (--milvus-uri http://HOST:19530), not the Milvus Lite file "
-            f"{store.location}: a Lite database is open to one process only, and Ray's workers are many processes")
+            f"{store_uri}: a Lite database is open to one process only, and Ray's workers are many processes")
 
 
 class RayIndexer:
@@ -415,7 +414,7 @@ class RayIndexer:
     it joins the cluster (or starts a local Ray) on entry and shuts down only a Ray it started."""
 
     def __init__(self, spec: EncoderSpec, store: MilvusStore, options: RayOptions):
-        refuse_lite(store)
+        refuse_lite(store.location)
         require("indexing on Ray", "ray", "pyarrow")
         self.spec, self.store, self.options = spec, store, options
         self._started = False
