@@ -41,12 +41,12 @@ from imsearch.indexing.decode import load_rgb
 from imsearch.indexing.pipeline import Indexer, IndexSummary, ProgressCallback
 from imsearch.query import QueryTerm
 from imsearch.results import SearchResult, print_results
-from milvus_store import DEFAULT_COLLECTION, CollectionInfo, Hit, MilvusStore, SearchFilter, path_id
+from milvus_store import DEFAULT_COLLECTION, CollectionInfo, Hit, MilvusStore, Near, SearchFilter, metadata_from_row, path_id
 
 if TYPE_CHECKING:
     from imsearch.indexing.ray_index import RayOptions
 
-__all__ = ["ImageSearchEngine", "SearchResult", "SearchFilter", "IndexSummary", "QueryTerm", "print_results", "main"]
+__all__ = ["ImageSearchEngine", "SearchResult", "SearchFilter", "Near", "IndexSummary", "QueryTerm", "print_results", "main"]
 
 MAX_TOP_K = 1000
 
@@ -368,7 +368,7 @@ def _check_top_k(top_k: object) -> None:
 def _to_results(hits: list[Hit], query_encoder: str = "") -> list[SearchResult]:
     return [SearchResult(rank=i + 1, path=h.fields.get("path", ""), score=h.score, description=h.fields.get("description", ""),
                          id=h.id, size=int(h.fields.get("size", 0)), mtime=float(h.fields.get("mtime", 0.0)),
-                         query_encoder=query_encoder)
+                         query_encoder=query_encoder, metadata=metadata_from_row(h.fields))
             for i, h in enumerate(hits)]
 
 

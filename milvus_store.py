@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -24,11 +25,27 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from imsearch.errors import CollectionMismatchError, ForeignCollectionError, InvalidArgumentError, StoreError, StoreLockedError
+from imsearch.photo_metadata import PhotoMetadata, distance_km
 
 if TYPE_CHECKING:
     from imsearch.store.vector_cache import VectorCache  # imports torch: only long-lived processes need it
 
-SCHEMA_VERSION = 1
+# 2: photo metadata (date taken, camera, lens, position, size as seen, orientation). A version 1
+# collection is searched as it is and upgraded by the next index run: its rows are copied into the new
+# schema (vectors kept), then the run reads each file's header to fill the metadata.
+SCHEMA_VERSION = 2
+READABLE_SCHEMAS = (1, 2)
+METADATA_VERSION = 1  # meta_version of a row whose header has been read (0: not yet)
+# Milvus 2.3 has no nullable fields: "unknown" is a value no photo has, and every filter excludes it.
+UNKNOWN_TIME = -1.0e15
+UNKNOWN_OFFSET = -32768
+UNKNOWN_COORDINATE = -999.0
+METADATA_TEXT_BYTES = 256
+# Camera filters match whole words: every run of consecutive words of "make model" is stored, because
+# Milvus 2.3 matches strings by prefix only (LIKE "%x%" is refused) while every version has array_contains.
+CAMERA_PHRASES = 64
+UPGRADE_SUFFIX = "__upgrade"
+MAX_SEARCH_LIMIT = 16_384  # Milvus' largest top-k
 # Exact search on both stores: an approximate index returned fewer than k rows and rankings that moved
 # with filters (HNSW at 20,000 x 512 clustered vectors: recall@10 0.32 at ef 64, 0.94 at k=1000 even with
 # ef 4,000), while FLAT answers 20,000 rows in ~6 ms on a server. Milvus Lite 3.x walks every row anyway.
@@ -47,6 +64,8 @@ SEARCH_CONSISTENCY = "Session"
 STATE_CONSISTENCY = "Strong"
 _STATE_FIELDS = ["id", "path", "size", "mtime", "fingerprint", "description"]
 _RESULT_FIELDS = ["path", "description", "size", "mtime", "ext"]
+_METADATA_FIELDS = ["taken", "taken_offset", "camera", "camera_words", "lens", "latitude", "longitude", "width", "height",
+                    "orientation", "meta_version"]
 
 
 def default_lite_path() -> Path:
@@ -128,6 +147,7 @@ class ImageRecord:
     mtime: float
     fingerprint: str
     description: str = ""
+    metadata: PhotoMetadata | None = None  # None: the file's header has not been read
 
     @property
     def id(self) -> int:
@@ -143,7 +163,48 @@ class ImageRecord:
             "fingerprint": self.fingerprint,
             "ext": Path(self.path).suffix.lower().lstrip(".")[:16],
             "vector": np.asarray(self.vector, dtype=np.float32).tolist(),
+            **metadata_fields(self.metadata),
         }
+
+
+def metadata_fields(metadata: PhotoMetadata | None) -> dict[str, Any]:
+    """A row's metadata fields, unknowns as the sentinels every filter excludes."""
+    m = metadata or PhotoMetadata()
+    camera = truncate_utf8(m.camera or "", METADATA_TEXT_BYTES)
+    return {
+        "taken": UNKNOWN_TIME if m.taken is None else float(m.taken),
+        "taken_offset": UNKNOWN_OFFSET if m.taken_offset_minutes is None else int(m.taken_offset_minutes),
+        "camera": camera,
+        "camera_words": camera_words(camera),
+        "lens": truncate_utf8(m.lens or "", METADATA_TEXT_BYTES),
+        "latitude": UNKNOWN_COORDINATE if m.latitude is None or m.longitude is None else float(m.latitude),
+        "longitude": UNKNOWN_COORDINATE if m.latitude is None or m.longitude is None else float(m.longitude),
+        "width": int(m.width or 0),
+        "height": int(m.height or 0),
+        "orientation": int(m.orientation or 0),
+        "meta_version": 0 if metadata is None else METADATA_VERSION,
+    }
+
+
+def camera_words(camera: str) -> list[str]:
+    """The phrases a camera filter can name: each run of consecutive words of the lower-cased name."""
+    words = camera.lower().split()
+    phrases = [" ".join(words[i:j]) for i in range(len(words)) for j in range(i + 1, len(words) + 1)]
+    return [truncate_utf8(p, METADATA_TEXT_BYTES) for p in phrases[:CAMERA_PHRASES]]
+
+
+def metadata_from_row(row: dict[str, Any]) -> PhotoMetadata | None:
+    """The metadata a row holds; None for a row whose header was never read (or a version 1 collection)."""
+    if not row.get("meta_version"):
+        return None
+    taken = float(row["taken"])
+    latitude, longitude = float(row["latitude"]), float(row["longitude"])
+    offset = int(row["taken_offset"])
+    known_position = latitude != UNKNOWN_COORDINATE
+    return PhotoMetadata(None if taken == UNKNOWN_TIME else taken, None if offset == UNKNOWN_OFFSET else offset,
+                         row["camera"] or None, row["lens"] or None, latitude if known_position else None,
+                         longitude if known_position else None, int(row["width"]) or None, int(row["height"]) or None,
+                         int(row["orientation"]) or None)
 
 
 @dataclass(frozen=True)
@@ -171,6 +232,13 @@ class IndexedFile:
     mtime: float
     fingerprint: str
     description: str
+    needs_metadata: bool = False  # indexed before its header was read: an index run reads it (no re-encode)
+
+
+def indexed_file(row: dict[str, Any]) -> IndexedFile:
+    """The bookkeeping part of a stored row."""
+    return IndexedFile(int(row["id"]), str(row["path"]), int(row["size"]), float(row["mtime"]), row.get("fingerprint", ""),
+                       row.get("description", ""), row.get("meta_version", METADATA_VERSION) < METADATA_VERSION)
 
 
 @dataclass(frozen=True)
@@ -181,13 +249,66 @@ class Hit:
 
 
 @dataclass(frozen=True)
+class Near:
+    """Photos taken within `km` of a position."""
+
+    latitude: float
+    longitude: float
+    km: float
+
+    def __post_init__(self) -> None:
+        if not (-90 <= self.latitude <= 90 and -180 <= self.longitude <= 180):
+            raise InvalidArgumentError(f"near: {self.latitude},{self.longitude} is not a position (latitude -90..90, longitude -180..180)")
+        if not 0 < self.km <= 20_100:
+            raise InvalidArgumentError(f"near: the distance must be more than 0 and at most 20100 km, got {self.km}")
+
+    def contains(self, latitude: float, longitude: float) -> bool:
+        return latitude != UNKNOWN_COORDINATE and distance_km(self.latitude, self.longitude, latitude, longitude) <= self.km
+
+    def bounds(self) -> tuple[float, float, list[tuple[float, float]]]:
+        """South, north and the longitude ranges (two where the circle crosses 180°) of a box around the circle."""
+        dlat = self.km / 111.19 * 1.001  # a degree of latitude is 110.57-111.69 km; the margin covers the spread
+        south, north = max(-90.0, self.latitude - dlat), min(90.0, self.latitude + dlat)
+        if abs(self.latitude) + dlat >= 89.0:  # the circle reaches a pole's cap: every longitude
+            return south, north, [(-180.0, 180.0)]
+        dlon = dlat / math.cos(math.radians(abs(self.latitude) + dlat))
+        if dlon >= 180:
+            return south, north, [(-180.0, 180.0)]
+        west, east = self.longitude - dlon, self.longitude + dlon
+        if west < -180:
+            return south, north, [(west + 360, 180.0), (-180.0, east)]
+        if east > 180:
+            return south, north, [(west, 180.0), (-180.0, east - 360)]
+        return south, north, [(west, east)]
+
+    def box(self) -> str:
+        """The box as an expression for the store to narrow the rows; `contains` decides."""
+        south, north, spans = self.bounds()
+        longitudes = " or ".join(f"(longitude >= {w!r} and longitude <= {e!r})" for w, e in spans)
+        return f"(latitude >= {south!r} and latitude <= {north!r} and ({longitudes}) and longitude != {UNKNOWN_COORDINATE!r})"
+
+
+@dataclass(frozen=True)
 class SearchFilter:
-    """Optional restrictions on a search; every value is passed as an escaped literal."""
+    """Optional restrictions on a search; every value is passed as an escaped literal.
+
+    taken_after/taken_before are wall-clock seconds (`imsearch.photo_metadata.parse_when`); `camera` matches
+    whole words of make and model, ignoring case ("iphone", "eos 5d"); photos whose header lacks a value
+    never pass its filter."""
 
     path_prefix: str | None = None
     extensions: tuple[str, ...] = ()
     modified_after: float | None = None
     modified_before: float | None = None
+    taken_after: float | None = None
+    taken_before: float | None = None
+    camera: str | None = None
+    near: Near | None = None
+    min_width: int | None = None
+
+    @property
+    def uses_metadata(self) -> bool:
+        return any(v is not None for v in (self.taken_after, self.taken_before, self.camera, self.near, self.min_width))
 
     def expression(self) -> str:
         clauses = []
@@ -200,7 +321,44 @@ class SearchFilter:
             clauses.append(f"mtime >= {float(self.modified_after)!r}")
         if self.modified_before is not None:
             clauses.append(f"mtime < {float(self.modified_before)!r}")
+        if self.taken_after is not None:
+            clauses.append(f"taken >= {float(self.taken_after)!r}")
+        if self.taken_before is not None:
+            clauses.append(f"taken < {float(self.taken_before)!r} and taken > {UNKNOWN_TIME!r}")
+        if self.camera:
+            clauses.append(f"array_contains(camera_words, {quote(' '.join(self.camera.lower().split()))})")
+        if self.min_width is not None:
+            clauses.append(f"width >= {int(self.min_width)}")
+        if self.near is not None:
+            clauses.append(self.near.box())
         return " and ".join(clauses)
+
+
+def photo_filter(taken_after: str | None = None, taken_before: str | None = None, camera: str | None = None,
+                 near: str | None = None, min_width: int | None = None) -> dict[str, Any]:
+    """SearchFilter's photo fields from what a person typed (the CLI's and the HTTP API's spelling);
+    InvalidArgumentError names the argument that is wrong."""
+    from imsearch.photo_metadata import parse_near, parse_when
+
+    fields: dict[str, Any] = {}
+    for name, text, end_of_day in (("taken_after", taken_after, False), ("taken_before", taken_before, True)):
+        if text is not None and text.strip():
+            try:
+                fields[name] = parse_when(text.strip(), end_of_day=end_of_day)
+            except ValueError as error:
+                raise InvalidArgumentError(f"{name}: {error}") from None
+    if camera is not None and camera.strip():
+        fields["camera"] = camera.strip()
+    if near is not None and near.strip():
+        try:
+            fields["near"] = Near(*parse_near(near))
+        except ValueError as error:
+            raise InvalidArgumentError(f"near: {error}") from None
+    if min_width is not None:
+        if isinstance(min_width, bool) or not isinstance(min_width, int) or min_width < 1:
+            raise InvalidArgumentError(f"min_width must be a whole number of pixels, 1 or more, got {min_width!r}")
+        fields["min_width"] = min_width
+    return fields
 
 
 class MilvusStore:
@@ -248,7 +406,10 @@ class MilvusStore:
         if self._info is not None:
             return self._info
         if not self._call("has_collection", self.collection_name):
-            return None
+            if not self._call("has_collection", self.collection_name + UPGRADE_SUFFIX):
+                return None
+            # an upgrade dropped the old collection only after copying every row: finish it
+            self._call("rename_collection", self.collection_name + UPGRADE_SUFFIX, self.collection_name)
         description = self._call("describe_collection", self.collection_name)
         meta_text = (description.get("properties") or {}).get(META_PROPERTY)
         dims = [int(f["params"]["dim"]) for f in description["fields"] if f["name"] == "vector"]
@@ -281,12 +442,45 @@ class MilvusStore:
                 f"Use --model {info.model!r} to search it, choose another collection with --collection, "
                 "or re-encode everything into this one with --rebuild."
             )
-        if info.schema_version != SCHEMA_VERSION:
+        if info.schema_version not in READABLE_SCHEMAS:
             raise CollectionMismatchError(
                 f"collection {self.collection_name!r} has schema version {info.schema_version}, this program writes {SCHEMA_VERSION}; "
                 "rebuild it with --rebuild or use another collection"
             )
+        if create and info.schema_version < SCHEMA_VERSION:
+            return self._upgrade(info)
         return info
+
+    def _upgrade(self, info: CollectionInfo) -> CollectionInfo:
+        """Copy every row (vectors included) into a collection of the current schema, then put it in the old
+        one's place. A run cut short leaves either the old collection (the copy is started again) or, once
+        the old one is dropped, only the complete copy (`collection_info` renames it)."""
+        logger.info("collection %s: upgrading schema %d -> %d (rows copied, nothing re-encoded)", self.collection_name,
+                    info.schema_version, SCHEMA_VERSION)
+        target = self.collection_name + UPGRADE_SUFFIX
+        if self._call("has_collection", target):
+            self._call("drop_collection", target)
+        self._create(info.model, info.dim, info.build, name=target)
+        self._ensure_loaded()
+        old_fields = ["id", "vector", *_STATE_FIELDS[1:], "ext"]
+        copied = 0
+        for page in self._pages(old_fields):
+            rows = [{**row, **metadata_fields(None)} for row in page]
+            self._call("insert", target, rows)
+            copied += len(rows)
+        self._call("flush", target)
+        expected = self.count()
+        self._call("load_collection", target)
+        landed = self._call("query", target, filter="", output_fields=["count(*)"], consistency_level=STATE_CONSISTENCY)
+        if int(landed[0]["count(*)"]) != expected:
+            raise StoreError(f"upgrading collection {self.collection_name!r}: copied {landed[0]['count(*)']} of {expected} rows; "
+                             "the original is untouched, run again")
+        self._call("drop_collection", self.collection_name)
+        self._call("rename_collection", target, self.collection_name)
+        self._info, self._loaded = None, False
+        upgraded = self.collection_info()
+        assert upgraded is not None
+        return upgraded
 
     def drop(self) -> None:
         if self._call("has_collection", self.collection_name):
@@ -306,12 +500,12 @@ class MilvusStore:
         from imsearch.store.vector_cache import VectorCache
 
         cache = VectorCache(info.dim)
-        for page in self._pages(["id", "vector", *_RESULT_FIELDS]):
+        for page in self._pages(["id", "vector", *self._result_fields()]):
             cache.upsert(page)
         self._cache = cache
         return len(cache)
 
-    def _create(self, model: str, dim: int, build: dict[str, Any] | None) -> CollectionInfo:
+    def _create(self, model: str, dim: int, build: dict[str, Any] | None, name: str | None = None) -> CollectionInfo:
         from pymilvus import DataType, MilvusClient
 
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
@@ -323,13 +517,27 @@ class MilvusStore:
         schema.add_field("fingerprint", DataType.VARCHAR, max_length=FINGERPRINT_LENGTH * 2)
         schema.add_field("ext", DataType.VARCHAR, max_length=16)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+        schema.add_field("taken", DataType.DOUBLE)
+        schema.add_field("taken_offset", DataType.INT32)
+        schema.add_field("camera", DataType.VARCHAR, max_length=METADATA_TEXT_BYTES)
+        schema.add_field("camera_words", DataType.ARRAY, element_type=DataType.VARCHAR, max_capacity=CAMERA_PHRASES,
+                         max_length=METADATA_TEXT_BYTES)
+        schema.add_field("lens", DataType.VARCHAR, max_length=METADATA_TEXT_BYTES)
+        schema.add_field("latitude", DataType.DOUBLE)
+        schema.add_field("longitude", DataType.DOUBLE)
+        schema.add_field("width", DataType.INT64)
+        schema.add_field("height", DataType.INT64)
+        schema.add_field("orientation", DataType.INT8)
+        schema.add_field("meta_version", DataType.INT8)
         index_params = self._client.prepare_index_params()
         index_params.add_index("vector", index_type=VECTOR_INDEX, metric_type="COSINE")
         meta: dict[str, Any] = {"model": model, "dim": dim, "schema_version": SCHEMA_VERSION}
         if build is not None:
             meta["build"] = build
-        self._call("create_collection", self.collection_name, schema=schema, index_params=index_params,
+        self._call("create_collection", name or self.collection_name, schema=schema, index_params=index_params,
                    consistency_level=SEARCH_CONSISTENCY, properties={META_PROPERTY: json.dumps(meta)})
+        if name is not None:  # a collection under construction (an upgrade), not this store's yet
+            return CollectionInfo(name, model, dim, SCHEMA_VERSION, None if build is None else dict(build))
         self._info = CollectionInfo(self.collection_name, model, dim, SCHEMA_VERSION, None if build is None else dict(build))
         self._loaded = False
         if self._cache_wanted and self.is_lite:
@@ -423,12 +631,23 @@ class MilvusStore:
                           consistency_level=STATE_CONSISTENCY)
         return int(rows[0]["count(*)"]) if rows else 0
 
+    @property
+    def has_metadata(self) -> bool:
+        """Whether the collection has the metadata fields (schema 2; a version 1 one gains them at its next index run)."""
+        info = self.collection_info()
+        return info is not None and info.schema_version >= 2
+
+    def _state_fields(self) -> list[str]:
+        return _STATE_FIELDS + (["meta_version"] if self.has_metadata else [])
+
+    def _result_fields(self) -> list[str]:
+        return _RESULT_FIELDS + (_METADATA_FIELDS if self.has_metadata else [])
+
     def iter_files(self, expression: str = "") -> Iterator[IndexedFile]:
         """Every row's bookkeeping fields (the rows `expression` selects)."""
-        for page in self._pages(_STATE_FIELDS, expression):
+        for page in self._pages(self._state_fields(), expression):
             for row in page:
-                yield IndexedFile(int(row["id"]), row["path"], int(row["size"]), float(row["mtime"]),
-                                  row.get("fingerprint", ""), row.get("description", ""))
+                yield indexed_file(row)
 
     def _pages(self, fields: list[str], expression: str = "", batch_size: int = LITE_PAGE_ROWS) -> Iterator[list[dict[str, Any]]]:
         """The whole collection, `fields` only, a page at a time (nothing when it does not exist)."""
@@ -467,7 +686,7 @@ class MilvusStore:
         if not ids or self.collection_info() is None:
             return []
         self._ensure_loaded()
-        fields = _STATE_FIELDS + ["ext"] + (["vector"] if with_vectors else [])
+        fields = self._result_fields() + ["id", "fingerprint"] + (["vector"] if with_vectors else [])
         rows = []
         for start in range(0, len(ids), 1000):
             chunk = [int(i) for i in ids[start : start + 1000]]
@@ -481,15 +700,32 @@ class MilvusStore:
             return [[] for _ in range(len(vectors))]
         if vectors.shape[1] != info.dim:
             raise CollectionMismatchError(f"query vectors have {vectors.shape[1]} dimensions, collection {self.collection_name!r} holds {info.dim}")
+        if search_filter is not None and search_filter.uses_metadata and not self.has_metadata:
+            raise InvalidArgumentError(
+                f"collection {self.collection_name!r} was indexed before photo metadata (date taken, camera, position, size) "
+                "was kept: run --mode index on its folders once to read it (nothing is re-encoded)"
+            )
         expression = search_filter.expression() if search_filter else ""
         if self._cache is not None and not expression:
             return [[Hit(i, score, fields) for i, score, fields in hits] for hits in self._cache.search(vectors, top_k)]
         self._ensure_loaded()
-        params: dict[str, Any] = {"metric_type": "COSINE"}
-        results = self._call("search", self.collection_name, data=[v.tolist() for v in vectors], limit=top_k,
-                             filter=expression, output_fields=_RESULT_FIELDS, search_params=params,
-                             consistency_level=SEARCH_CONSISTENCY)
-        return [[Hit(int(h["id"]), float(h["distance"]), dict(h.get("entity") or {})) for h in hits] for hits in results]
+        near = search_filter.near if search_filter else None
+        # A circle is not an expression Milvus evaluates: the store narrows to its box, the exact distance
+        # decides, and the search widens until k photos inside the circle are found or the box is exhausted.
+        limit = top_k if near is None else min(MAX_SEARCH_LIMIT, max(top_k * 4, 64))
+        while True:
+            results = self._call("search", self.collection_name, data=[v.tolist() for v in vectors], limit=limit,
+                                 filter=expression, output_fields=self._result_fields(), search_params={"metric_type": "COSINE"},
+                                 consistency_level=SEARCH_CONSISTENCY)
+            hits = [[Hit(int(h["id"]), float(h["distance"]), dict(h.get("entity") or {})) for h in found] for found in results]
+            if near is None:
+                return hits
+            inside = [[h for h in found if near.contains(float(h.fields["latitude"]), float(h.fields["longitude"]))][:top_k]
+                      for found in hits]
+            exhausted = all(len(found) < limit for found in hits)
+            if exhausted or limit >= MAX_SEARCH_LIMIT or all(len(found) >= top_k for found in inside):
+                return inside
+            limit = min(MAX_SEARCH_LIMIT, limit * 4)
 
     # ----------------------------------------------------------------- error translation
 

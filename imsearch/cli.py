@@ -98,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--in", dest="within_folder", metavar="DIR",
                         help="only images under this folder (relative to the current one: --in . searches here)")
     search.add_argument("--paths-only", action="store_true", help="print only the paths, one per line (for pipes)")
+    photo = parser.add_argument_group("photo metadata filters (search and similar; from EXIF/XMP, read at index time)")
+    photo.add_argument("--taken-after", metavar="DATE", help="taken on or after DATE (YYYY-MM-DD or YYYY-MM-DDTHH:MM, the photo's own clock)")
+    photo.add_argument("--taken-before", metavar="DATE", help="taken on or before DATE (a date includes that whole day)")
+    photo.add_argument("--camera", metavar="TEXT", help="camera make or model containing TEXT, any case (e.g. 'iphone', 'EOS 5D')")
+    photo.add_argument("--near", metavar="LAT,LON,KM", help="taken within KM kilometres of a position (e.g. 35.01,135.77,5)")
+    photo.add_argument("--min-width", type=int, metavar="PIXELS", help="at least PIXELS wide, as displayed")
     search.add_argument("--query-model", default="auto",
                         help="auto: queries in scripts the model cannot read go to the multilingual encoder made for it "
                              "(e.g. M-CLIP for ViT-B-32::openai); never: always the model's own text tower; or an "
@@ -245,6 +251,7 @@ def _index(args: argparse.Namespace, engine: SearchEngine) -> int:
         print(f"indexed {total.indexed}, unchanged {total.unchanged}, removed {total.removed}, "
               f"failed {len(total.failed)}" + (f", moved {total.moved}" if total.moved else "")
               + (f", descriptions updated {total.descriptions_updated}" if total.descriptions_updated else "")
+              + (f", photo metadata read for {total.metadata_read} indexed before it was kept" if total.metadata_read else "")
               + f" in {total.seconds:.1f}s")
         for failure in total.failed:
             print(f"  failed: {failure.path}: {failure.reason}", file=sys.stderr)
@@ -285,16 +292,24 @@ def _print_results(args: argparse.Namespace, results: list[SearchResult]) -> Non
         print(json.dumps([r.to_dict() for r in results], ensure_ascii=False, indent=2) if args.json else format_results(results))
 
 
-def _folder_filter(args: argparse.Namespace) -> SearchFilter | None:
-    """`--in DIR` as a filter on the stored paths, which are absolute as the folders were given to index."""
-    if args.within_folder is None:
-        return None
-    from milvus_store import SearchFilter
+def _search_filter(args: argparse.Namespace) -> SearchFilter | None:
+    """`--in DIR` (a filter on the stored paths, which are absolute as the folders were given to index) and
+    the photo metadata filters; a wrong value is named before anything is opened."""
+    from milvus_store import SearchFilter, photo_filter
 
-    folder = os.path.abspath(os.path.expanduser(args.within_folder))
-    if not os.path.isdir(folder):
-        raise InvalidArgumentError(f"--in {args.within_folder!r}: no such folder")
-    return SearchFilter(path_prefix=folder.rstrip(os.sep) + os.sep)
+    prefix = None
+    if args.within_folder is not None:
+        folder = os.path.abspath(os.path.expanduser(args.within_folder))
+        if not os.path.isdir(folder):
+            raise InvalidArgumentError(f"--in {args.within_folder!r}: no such folder")
+        prefix = folder.rstrip(os.sep) + os.sep
+    try:
+        photo = photo_filter(args.taken_after, args.taken_before, args.camera, args.near, args.min_width)
+    except InvalidArgumentError as error:
+        raise InvalidArgumentError("--" + str(error).replace("_", "-", 1)) from None
+    if prefix is None and not photo:
+        return None
+    return SearchFilter(path_prefix=prefix, **photo)
 
 
 def _search(args: argparse.Namespace, engine: SearchEngine) -> int:
@@ -381,9 +396,10 @@ def _check_index_arguments(args: argparse.Namespace) -> None:
 def _check_search_arguments(args: argparse.Namespace) -> None:
     if args.paths_only and args.json:
         raise InvalidArgumentError("--paths-only and --json are two output formats: choose one")
-    if (args.within_folder is not None or args.paths_only) and args.mode not in ("search", "similar"):
-        raise InvalidArgumentError(f"--in and --paths-only apply to --mode search and similar, not {args.mode}")
-    args.search_filter = _folder_filter(args)  # a missing folder is named before the store opens
+    filtering = [args.within_folder, args.taken_after, args.taken_before, args.camera, args.near, args.min_width]
+    if (any(v is not None for v in filtering) or args.paths_only) and args.mode not in ("search", "similar"):
+        raise InvalidArgumentError(f"--in, --paths-only and the photo filters apply to --mode search and similar, not {args.mode}")
+    args.search_filter = _search_filter(args)  # a missing folder or a wrong date is named before the store opens
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -6,6 +6,8 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import Any, TextIO
 
+from imsearch.photo_metadata import PhotoMetadata
+
 
 @dataclass(frozen=True)
 class SearchResult:
@@ -17,6 +19,7 @@ class SearchResult:
     size: int = 0
     mtime: float = 0.0
     query_encoder: str = ""  # the text encoder that answered (the model's own or a multilingual one)
+    metadata: PhotoMetadata | None = None  # what the photo's header said (None: not read, e.g. indexed before it was kept)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -30,6 +33,9 @@ def format_results(results: list[SearchResult]) -> str:
         line = f"{result.rank:>3}. {result.score:.4f}  {result.path}"
         if result.description:
             line += f"\n       {result.description}"
+        about = describe_metadata(result.metadata)
+        if about:
+            line += f"\n       {about}"
         lines.append(line)
     return "\n".join(lines)
 
@@ -37,3 +43,26 @@ def format_results(results: list[SearchResult]) -> str:
 def print_results(results: list[SearchResult], file: TextIO | None = None) -> None:
     """Print ranked results for a person (the spec's convenience helper)."""
     print(format_results(results), file=file or sys.stdout)
+
+
+def describe_metadata(metadata: PhotoMetadata | None) -> str:
+    """One line a person reads: "2019-06-14 17:03 +09:00 · Canon EOS 5D · 35.0100, 135.7700 · 6000x4000"."""
+    if metadata is None:
+        return ""
+    parts = []
+    if metadata.taken is not None:
+        from datetime import datetime, timezone
+
+        when = datetime.fromtimestamp(metadata.taken, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
+        if metadata.taken_offset_minutes is not None:
+            sign = "+" if metadata.taken_offset_minutes >= 0 else "-"
+            hours, minutes = divmod(abs(metadata.taken_offset_minutes), 60)
+            when += f" {sign}{hours:02d}:{minutes:02d}"
+        parts.append(when)
+    if metadata.camera:
+        parts.append(metadata.camera + (f", {metadata.lens}" if metadata.lens else ""))
+    if metadata.latitude is not None and metadata.longitude is not None:
+        parts.append(f"{metadata.latitude:.4f}, {metadata.longitude:.4f}")
+    if metadata.width and metadata.height:
+        parts.append(f"{metadata.width}x{metadata.height}")
+    return " · ".join(parts)

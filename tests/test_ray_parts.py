@@ -3,11 +3,13 @@ part emits, manifest paths, and the writer that applies pipeline rows to a store
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import ExifTags, Image
 
 from imsearch.indexing import ray_index
 from imsearch.indexing.pipeline import DescriptionMap
@@ -15,6 +17,7 @@ from imsearch.indexing.ray_index import (
     ENCODE,
     FAILED,
     GONE,
+    READ_METADATA,
     RELABEL,
     UNCHANGED,
     FolderPart,
@@ -24,7 +27,8 @@ from imsearch.indexing.ray_index import (
     write_rows,
 )
 from imsearch.indexing.scan import scan_directory
-from milvus_store import ImageRecord, IndexedFile, MilvusStore, path_id
+from imsearch.photo_metadata import PhotoMetadata
+from milvus_store import ImageRecord, IndexedFile, MilvusStore, metadata_from_row, path_id
 
 
 def make_tree(root: Path) -> set[str]:
@@ -94,8 +98,9 @@ def test_manifest_paths(tmp_path: Path) -> None:
 
 
 def batch(rows: list[dict[str, object]], dim: int = 8) -> dict[str, np.ndarray]:
-    columns = ["kind", "path", "size", "mtime", "row_id", "description", "reason", "fingerprint"]
-    out = {c: np.array([r.get(c, 0 if c in ("size", "mtime", "row_id") else "") for r in rows], dtype=object) for c in columns}
+    columns = ["kind", "path", "size", "mtime", "row_id", "description", "reason", "fingerprint", "metadata"]
+    out = {c: np.array([r.get(c, 0 if c in ("size", "mtime", "row_id") else "{}" if c == "metadata" else "") for r in rows],
+                       dtype=object) for c in columns}
     out["vector"] = np.stack([np.asarray(r.get("vector", np.zeros(dim)), dtype=np.float32) for r in rows])
     return out
 
@@ -109,27 +114,40 @@ def test_the_writer_applies_each_row_kind_and_batches_upserts_by_size(tmp_path: 
     store = MilvusStore(str(tmp_path / "w.db"), collection_name="w")
     try:
         store.open_collection("m", 8)
-        store.upsert([ImageRecord("/lib/gone.jpg", unit(1), 1, 1.0, "a" * 32), ImageRecord("/lib/old.jpg", unit(2), 2, 2.0, "b" * 32)])
+        photo = tmp_path / "photo.jpg"  # indexed before metadata was kept; its header names a camera
+        exif = Image.Exif()
+        exif[ExifTags.Base.Model] = "Pixel 7"
+        Image.new("RGB", (40, 30), "red").save(photo, exif=exif)
+        store.upsert([ImageRecord("/lib/gone.jpg", unit(1), 1, 1.0, "a" * 32),
+                      ImageRecord("/lib/old.jpg", unit(2), 2, 2.0, "b" * 32, metadata=PhotoMetadata(camera="Old cam")),
+                      ImageRecord(str(photo), unit(3), 3, 3.0, "c" * 32)])
         upserts: list[int] = []
         real_upsert = store.upsert
         monkeypatch.setattr(store, "upsert", lambda records: (upserts.append(len(records)), real_upsert(records)))
         monkeypatch.setattr(ray_index, "WRITE_BYTES", 8 * 4 * 3 * 2 + 400)  # about two rows per request
         encoded = [{"kind": ENCODE, "path": f"/lib/new{i}.jpg", "size": 10 + i, "mtime": 5.0, "fingerprint": f"{i:032x}",
-                    "description": "d" if i == 0 else "", "vector": unit(10 + i)} for i in range(5)]
+                    "description": "d" if i == 0 else "", "vector": unit(10 + i),
+                    "metadata": json.dumps(PhotoMetadata(camera=f"cam {i}", width=100 + i).to_dict())} for i in range(5)]
         done = write_rows(store, [batch(encoded[:3] + [{"kind": GONE, "row_id": path_id("/lib/gone.jpg")},
                                                       {"kind": UNCHANGED, "size": 7}]),
                                   batch(encoded[3:] + [{"kind": FAILED, "path": "/lib/bad.jpg", "reason": "truncated image"},
                                                        {"kind": RELABEL, "row_id": path_id("/lib/old.jpg"), "description": "new"},
+                                                       {"kind": READ_METADATA, "row_id": path_id(str(photo)), "description": ""},
                                                        {"kind": UNCHANGED, "size": 2}])])
-        assert done == {"indexed": 5, "unchanged": 9, "removed": 1, "descriptions_updated": 1,
+        assert done == {"indexed": 5, "unchanged": 9, "removed": 1, "descriptions_updated": 1, "metadata_read": 1,
                         "failed": [("/lib/bad.jpg", "truncated image")]}
-        assert max(upserts) <= 2 and sum(upserts) == 5 + 1  # five encoded rows in small requests, one relabel
+        assert max(upserts) <= 2 and sum(upserts) == 5 + 2  # five encoded rows in small requests, one relabel, one header
         rows = {r["path"]: r for r in store.get([path_id(f"/lib/new{i}.jpg") for i in range(5)] + [path_id("/lib/old.jpg")],
                                                  with_vectors=True)}
         assert sorted(rows) == ["/lib/new0.jpg", "/lib/new1.jpg", "/lib/new2.jpg", "/lib/new3.jpg", "/lib/new4.jpg", "/lib/old.jpg"]
         assert rows["/lib/new0.jpg"]["description"] == "d" and rows["/lib/new3.jpg"]["fingerprint"] == f"{3:032x}"
         assert np.allclose(rows["/lib/new4.jpg"]["vector"], unit(14), atol=1e-6)
         assert rows["/lib/old.jpg"]["description"] == "new" and np.allclose(rows["/lib/old.jpg"]["vector"], unit(2), atol=1e-6)
-        assert store.count() == 6
+        assert metadata_from_row(rows["/lib/old.jpg"]) == PhotoMetadata(camera="Old cam")  # a relabel keeps what the header said
+        assert metadata_from_row(rows["/lib/new3.jpg"]) == PhotoMetadata(camera="cam 3", width=103)
+        read = store.get([path_id(str(photo))], with_vectors=True)[0]
+        assert metadata_from_row(read) == PhotoMetadata(camera="Pixel 7", width=40, height=30)
+        assert np.allclose(read["vector"], unit(3), atol=1e-6)  # not re-encoded
+        assert store.count() == 7
     finally:
         store.close()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from imsearch.errors import CollectionMismatchError, InvalidArgumentError
-from milvus_store import ImageRecord, MilvusStore, SearchFilter, path_id
+from milvus_store import ImageRecord, MilvusStore, SearchFilter, metadata_from_row, path_id
 
 # The Milvus Lite variants run in process in under a few seconds: they are in the fast tier (and the
 # mutation run); the server variants are marked slow by conftest.
@@ -128,12 +128,18 @@ def test_bad_collection_name_and_uri() -> None:
 
 def test_rows_come_back_with_every_bookkeeping_field(store: MilvusStore) -> None:
     """What the indexer reads back (id, path, size, mtime, fingerprint, description) and what get gives."""
+    from imsearch.photo_metadata import PhotoMetadata
     from milvus_store import IndexedFile
 
-    store.upsert([record("/lib/a/x.JPG", 1, description="first"), record("/lib/a/y.png", 2, mtime=2000.5)])
+    read = record("/lib/a/x.JPG", 1, description="first")
+    read.metadata = PhotoMetadata(camera="Canon EOS R5", taken=1.5e9, latitude=-33.8, longitude=151.2, width=30, orientation=6)
+    store.upsert([read, record("/lib/a/y.png", 2, mtime=2000.5)])  # y.png: its header not read
     files = {f.path: f for f in store.iter_files()}
     assert files == {"/lib/a/x.JPG": IndexedFile(path_id("/lib/a/x.JPG"), "/lib/a/x.JPG", 11, 1000.0, f"{1:032x}", "first"),
-                     "/lib/a/y.png": IndexedFile(path_id("/lib/a/y.png"), "/lib/a/y.png", 12, 2000.5, f"{2:032x}", "")}
+                     "/lib/a/y.png": IndexedFile(path_id("/lib/a/y.png"), "/lib/a/y.png", 12, 2000.5, f"{2:032x}", "",
+                                                 needs_metadata=True)}
+    assert metadata_from_row(store.get([path_id("/lib/a/x.JPG")])[0]) == read.metadata
+    assert metadata_from_row(store.get([path_id("/lib/a/y.png")])[0]) is None
     assert store.files_under("/lib/a/") == store.files_under("/lib/a") == files
     ids = [path_id("/lib/a/y.png"), path_id("/lib/a/x.JPG"), path_id("/not/indexed.jpg")]
     rows = {row["id"]: row for row in store.get(ids)}

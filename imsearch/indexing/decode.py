@@ -17,6 +17,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from imsearch.errors import ImageDecodeError
+from imsearch.indexing.metadata import read_metadata
+from imsearch.photo_metadata import PhotoMetadata
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 try:  # HEIC/HEIF through pillow-heif (in requirements.txt; without it such files are simply not listed)
@@ -40,6 +42,12 @@ def load_rgb(source: str | Path | bytes | BinaryIO | Image.Image, min_side: int 
     """
     if isinstance(source, Image.Image):
         return to_rgb(ImageOps.exif_transpose(source) or source)
+    return decode_photo(source, min_side, max_pixels)[0]
+
+
+def decode_photo(source: str | Path | bytes | BinaryIO, min_side: int | None = None,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Image.Image, PhotoMetadata]:
+    """`load_rgb` and the photo's metadata (read from the same header, before any pixel is decoded)."""
     if isinstance(source, (str, Path)):
         source = read_file(Path(source))
     if isinstance(source, bytes):
@@ -49,6 +57,7 @@ def load_rgb(source: str | Path | bytes | BinaryIO | Image.Image, min_side: int 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.filterwarnings("ignore", "Corrupt EXIF", UserWarning)  # the photo is fine; read_metadata copes
             image = Image.open(source)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ImageDecodeError(f"decompression bomb: {error}") from None
@@ -63,7 +72,9 @@ def load_rgb(source: str | Path | bytes | BinaryIO | Image.Image, min_side: int 
         if min_side and image.format == "JPEG" and image.mode in ("RGB", "L", "CMYK", "YCbCr"):
             image.draft(image.mode if image.mode != "YCbCr" else "RGB", (min_side, min_side))
         image.load()
-        return to_rgb(ImageOps.exif_transpose(image) or image)
+        # after load: a PNG's eXIf chunk may follow its pixels, and a failed decode must fail here, not be swallowed
+        metadata = read_metadata(image, size=(width, height))
+        return to_rgb(ImageOps.exif_transpose(image) or image), metadata
     except ImageDecodeError:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
@@ -104,3 +115,14 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
+
+
+def header_metadata(path: Path) -> PhotoMetadata:
+    """A file's metadata from its header alone (no pixel decoded): rows indexed before metadata was kept."""
+    try:
+        with Image.open(path) as image:
+            return read_metadata(image)
+    except FileNotFoundError:
+        raise ImageDecodeError("file not found") from None
+    except (OSError, SyntaxError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as error:
+        raise ImageDecodeError(f"cannot read its header: {error}") from None

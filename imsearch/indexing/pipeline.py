@@ -22,9 +22,10 @@ import numpy as np
 
 from clip_encoder import CLIPEncoder
 from imsearch.errors import ImageDecodeError
-from imsearch.indexing.decode import load_rgb, read_file
+from imsearch.indexing.decode import decode_photo, header_metadata, read_file
 from imsearch.indexing.scan import FailedFile, FileEntry, ScanResult, entries_for_paths, scan_directory
-from milvus_store import PATH_MAX_BYTES, ImageRecord, IndexedFile, MilvusStore, path_id
+from imsearch.photo_metadata import PhotoMetadata
+from milvus_store import PATH_MAX_BYTES, ImageRecord, IndexedFile, MilvusStore, indexed_file, metadata_from_row, path_id
 
 STAGES = ("read", "decode", "preprocess", "encode", "store")
 
@@ -36,6 +37,7 @@ class IndexSummary:
     removed: int = 0
     moved: int = 0  # files renamed or moved inside the folder: their stored vector reused, nothing encoded
     descriptions_updated: int = 0
+    metadata_read: int = 0  # rows indexed before metadata was kept, filled from their file's header
     failed: list[FailedFile] = field(default_factory=list)
     seconds: float = 0.0
     # read/decode/preprocess are summed over worker threads; encode/store are wall time on the main thread
@@ -48,6 +50,7 @@ class IndexSummary:
         self.removed += other.removed
         self.moved += other.moved
         self.descriptions_updated += other.descriptions_updated
+        self.metadata_read += other.metadata_read
         self.failed.extend(other.failed)
         self.seconds += other.seconds
         for stage, seconds in other.stage_seconds.items():
@@ -60,6 +63,7 @@ class IndexSummary:
             "removed": self.removed,
             "moved": self.moved,
             "descriptions_updated": self.descriptions_updated,
+            "metadata_read": self.metadata_read,
             "failed": [{"path": f.path, "reason": f.reason} for f in self.failed],
             "seconds": round(self.seconds, 3),
             "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
@@ -122,6 +126,7 @@ class _Prepared:
     entry: FileEntry
     item: Any
     fingerprint: str
+    metadata: PhotoMetadata
     seconds: tuple[float, float, float]  # read, decode, preprocess
 
 
@@ -143,6 +148,8 @@ class IndexPlan:
 
     to_encode: list[FileEntry] = field(default_factory=list)
     relabel: list[tuple[IndexedFile, str]] = field(default_factory=list)  # unchanged files with a new description
+    # unchanged files indexed before metadata was kept: header read, row rewritten with its vector (and description)
+    read_metadata: list[tuple[IndexedFile, str]] = field(default_factory=list)
     unchanged: int = 0
     failed: list[FailedFile] = field(default_factory=list)  # the scan's failures and unusable paths
 
@@ -164,7 +171,9 @@ def plan_work(scan: ScanResult, existing: Mapping[str, IndexedFile], description
         if known is not None and known.size == entry.size and abs(known.mtime - entry.mtime) < 1e-6:
             plan.unchanged += 1
             wanted = descriptions.get(entry.path)
-            if wanted is not None and wanted != known.description:
+            if known.needs_metadata:
+                plan.read_metadata.append((known, known.description if wanted is None else wanted))
+            elif wanted is not None and wanted != known.description:
                 plan.relabel.append((known, wanted))
         else:
             plan.to_encode.append(entry)
@@ -264,7 +273,7 @@ class _BatchWriter:
                 continue
             description = self._descriptions.get(m.entry.path) or m.source.description
             records.append(ImageRecord(m.entry.path, np.asarray(row["vector"], dtype=np.float32), m.entry.size, m.entry.mtime,
-                                       m.fingerprint, description))
+                                       m.fingerprint, description, metadata_from_row(row)))
             self.reused.add(m.source.id)
         self.store.upsert(records)
         self.summary.moved += len(records)
@@ -279,7 +288,8 @@ class _BatchWriter:
                 continue
             path = prepared.entry.path
             description = self._descriptions.get(path) or self._existing.get(path, _NO_FILE).description
-            records.append(ImageRecord(path, vector, prepared.entry.size, prepared.entry.mtime, prepared.fingerprint, description))
+            records.append(ImageRecord(path, vector, prepared.entry.size, prepared.entry.mtime, prepared.fingerprint, description,
+                                       prepared.metadata))
         self.store.upsert(records)
         self.summary.stage_seconds["store"] += time.perf_counter() - started
         self.summary.indexed += len(records)
@@ -314,9 +324,7 @@ class Indexer:
     def index_files(self, paths: Iterable[str | os.PathLike[str]], descriptions: Mapping[str, Any] | None = None,
                     progress: ProgressCallback | None = None) -> IndexSummary:
         scan = entries_for_paths(paths)
-        known = {row["path"]: row for row in self.store.get([path_id(f.path) for f in scan.files])}
-        existing = {p: IndexedFile(int(r["id"]), p, int(r["size"]), float(r["mtime"]), r.get("fingerprint", ""),
-                                   r.get("description", "")) for p, r in known.items()}
+        existing = {row["path"]: indexed_file(row) for row in self.store.get([path_id(f.path) for f in scan.files])}
         return self._finish(self._run(scan, existing, DescriptionMap(descriptions, os.getcwd()), progress))
 
     def _finish(self, summary: IndexSummary) -> IndexSummary:
@@ -339,7 +347,8 @@ class Indexer:
                 report(IndexProgress(len(plan.to_encode), done, len(summary.failed) - failed_before, summary.unchanged, path))
         if reused is not None:
             reused |= writer.reused
-        summary.descriptions_updated = self._relabel(plan.relabel)
+        summary.descriptions_updated = self._rewrite(plan.relabel, read_headers=False)
+        summary.metadata_read = self._rewrite(plan.read_metadata, read_headers=True)
         summary.seconds = time.perf_counter() - started
         return summary
 
@@ -358,10 +367,10 @@ class Indexer:
                 if source is not None:
                     return _Moved(entry, source, content)
                 t1 = time.perf_counter()
-                image = load_rgb(data, min_side=min_side)
+                image, metadata = decode_photo(data, min_side=min_side)
                 t2 = time.perf_counter()
                 item = self.encoder.prepare_image(image)
-                return _Prepared(entry, item, content, (t1 - t0, t2 - t1, time.perf_counter() - t2))
+                return _Prepared(entry, item, content, metadata, (t1 - t0, t2 - t1, time.perf_counter() - t2))
             except ImageDecodeError as error:
                 return FailedFile(entry.path, error.reason)
             except Exception as error:  # a bad file must never stop the run
@@ -381,17 +390,28 @@ class Indexer:
                     pending.append(pool.submit(work, next_entry))
                 yield outcome
 
-    def _relabel(self, relabel: list[tuple[IndexedFile, str]]) -> int:
-        """New descriptions for unchanged files: rewrite their rows with the stored vectors."""
+    def _rewrite(self, files: list[tuple[IndexedFile, str]], read_headers: bool) -> int:
+        """Rewrite unchanged files' rows with their stored vectors: a new description, and with `read_headers`
+        the metadata read from the file's header (a header that cannot be read is recorded as saying nothing)."""
         updated = 0
-        for start in range(0, len(relabel), 500):
-            chunk = dict((f.id, text) for f, text in relabel[start : start + 500])
-            rows = self.store.get(list(chunk), with_vectors=True)
-            records = [ImageRecord(r["path"], r["vector"], int(r["size"]), float(r["mtime"]), r.get("fingerprint", ""),
-                                   chunk[int(r["id"])]) for r in rows]
-            self.store.upsert(records)
-            updated += len(records)
+        with ThreadPoolExecutor(self.decode_workers, thread_name_prefix="header") as pool:
+            for start in range(0, len(files), 500):
+                chunk = dict((f.id, text) for f, text in files[start : start + 500])
+                rows = self.store.get(list(chunk), with_vectors=True)
+                metadata = list(pool.map(_header_or_nothing, [r["path"] for r in rows])) if read_headers \
+                    else [metadata_from_row(r) for r in rows]
+                records = [ImageRecord(r["path"], r["vector"], int(r["size"]), float(r["mtime"]), r.get("fingerprint", ""),
+                                       chunk[int(r["id"])], m) for r, m in zip(rows, metadata, strict=True)]
+                self.store.upsert(records)
+                updated += len(records)
         return updated
+
+
+def _header_or_nothing(path: str) -> PhotoMetadata:
+    try:
+        return header_metadata(Path(path))
+    except ImageDecodeError:
+        return PhotoMetadata()
 
 
 _NO_FILE = IndexedFile(0, "", 0, 0.0, "", "")

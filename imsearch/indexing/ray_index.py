@@ -21,6 +21,7 @@ its vector), and a second symbolic link to a folder already listed is listed aga
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -33,10 +34,20 @@ import numpy as np
 
 from imsearch.errors import ImageDecodeError, InvalidArgumentError
 from imsearch.extras import require
-from imsearch.indexing.decode import load_rgb, read_file
+from imsearch.indexing.decode import decode_photo, header_metadata, read_file
 from imsearch.indexing.pipeline import DescriptionMap, IndexSummary, fingerprint, gone_files, plan_work
 from imsearch.indexing.scan import FailedFile, FileEntry, ScanResult, entries_for_paths, scan_directory
-from milvus_store import ImageRecord, IndexedFile, MilvusStore, StoreAddress, is_lite_uri, path_id
+from imsearch.photo_metadata import PhotoMetadata
+from milvus_store import (
+    ImageRecord,
+    IndexedFile,
+    MilvusStore,
+    StoreAddress,
+    indexed_file,
+    is_lite_uri,
+    metadata_from_row,
+    path_id,
+)
 
 if TYPE_CHECKING:
     import pyarrow
@@ -46,6 +57,7 @@ if TYPE_CHECKING:
 
 # what each row in the pipeline stands for
 ENCODE, GONE, UNCHANGED, RELABEL, FAILED = "encode", "gone", "unchanged", "relabel", "failed"
+READ_METADATA = "read_metadata"  # an unchanged row indexed before metadata was kept
 MAX_SPLIT_DEPTH = 4
 DECODED_PHOTO_BYTES = 48 * 1024 * 1024  # a 12 MP photo as RGB is 36 MB (JPEGs decode at reduced scale, far less)
 WRITE_BYTES = 32 * 1024 * 1024  # per upsert: Milvus takes up to 64 MB per request
@@ -114,6 +126,8 @@ class _Rows:
                      description=descriptions.get(entry.path) or (known.description if known else ""))
         for known, text in plan.relabel:
             self.add(RELABEL, known.path, row_id=known.id, description=text)
+        for known, text in plan.read_metadata:
+            self.add(READ_METADATA, known.path, row_id=known.id, description=text)
         for failed in plan.failed:
             self.add(FAILED, failed.path, reason=failed.reason)
         self.add(UNCHANGED, size=plan.unchanged)
@@ -254,8 +268,7 @@ def plan_manifest_block(batch: Batch, address: StoreAddress, base: str) -> Batch
         known = store.get([path_id(p) for p in listed])
     finally:
         store.close()
-    existing = {str(r["path"]): IndexedFile(int(r["id"]), str(r["path"]), int(r["size"]), float(r["mtime"]),
-                                            str(r.get("fingerprint", "")), str(r.get("description", ""))) for r in known}
+    existing = {str(r["path"]): indexed_file(r) for r in known}
     missing = {f.path for f in scan.failed if f.reason == "file not found" and f.path in existing}
     scan.failed = [f for f in scan.failed if f.path not in missing]  # a listed file that is gone: its row goes
     rows = _Rows()
@@ -273,6 +286,7 @@ def decode_files(batch: Batch, min_side: int) -> Batch:
     kinds, reasons = batch["kind"].copy(), batch["reason"].copy()
     fingerprints = np.array([""] * count, dtype=object)
     pixels = np.array([b""] * count, dtype=object)
+    metadata = np.array(["{}"] * count, dtype=object)  # JSON: Arrow columns of optional fields cost more than they save
     widths, heights = np.zeros(count, dtype=np.int32), np.zeros(count, dtype=np.int32)
     remote = _RemoteFiles()
     for i in range(count):
@@ -282,7 +296,8 @@ def decode_files(batch: Batch, min_side: int) -> Batch:
         try:
             data = remote.read(path) if path.startswith(REMOTE_SCHEMES) else read_file(Path(path))
             fingerprints[i] = fingerprint(data)
-            image = load_rgb(data, min_side=min_side)
+            image, photo = decode_photo(data, min_side=min_side)
+            metadata[i] = json.dumps(photo.to_dict())
             widths[i], heights[i] = image.size
             pixels[i] = image.tobytes()
         except ImageDecodeError as error:
@@ -290,7 +305,7 @@ def decode_files(batch: Batch, min_side: int) -> Batch:
         except Exception as error:  # a bad file must never fail the block
             kinds[i], reasons[i] = FAILED, f"cannot process: {error.__class__.__name__}: {error}"
     return {**batch, "kind": kinds, "reason": reasons, "fingerprint": fingerprints, "pixels": pixels,
-            "width": widths, "height": heights}
+            "width": widths, "height": heights, "metadata": metadata}
 
 
 class EncodeImages:
@@ -332,17 +347,18 @@ def describe_model(spec: EncoderSpec) -> tuple[int, dict[str, Any], int]:
 def write_rows(store: MilvusStore, batches: Iterable[Batch]) -> dict[str, Any]:
     """Apply pipeline rows to the store: upsert encoded files (~32 MB per request), delete gone rows, rewrite
     relabelled rows; count what was done."""
-    done: dict[str, Any] = {"indexed": 0, "unchanged": 0, "removed": 0, "descriptions_updated": 0, "failed": []}
+    done: dict[str, Any] = {"indexed": 0, "unchanged": 0, "removed": 0, "descriptions_updated": 0, "metadata_read": 0, "failed": []}
     pending: list[ImageRecord] = []
     pending_bytes = 0
     for batch in batches:
-        gone, relabel = [], {}
+        gone, relabel, read_headers = [], {}, set()
         for i, kind in enumerate(batch["kind"]):
             if kind == ENCODE:
                 vector = np.asarray(batch["vector"][i], dtype=np.float32)
                 path = str(batch["path"][i])
                 pending.append(ImageRecord(path, vector, int(batch["size"][i]), float(batch["mtime"][i]),
-                                           str(batch["fingerprint"][i]), str(batch["description"][i])))
+                                           str(batch["fingerprint"][i]), str(batch["description"][i]),
+                                           PhotoMetadata(**json.loads(str(batch["metadata"][i])))))
                 pending_bytes += vector.nbytes * 3 + len(path) + 200  # as JSON-ish floats on the wire
                 if pending_bytes >= WRITE_BYTES:
                     store.upsert(pending)
@@ -350,8 +366,9 @@ def write_rows(store: MilvusStore, batches: Iterable[Batch]) -> dict[str, Any]:
                     pending, pending_bytes = [], 0
             elif kind == GONE:
                 gone.append(int(batch["row_id"][i]))
-            elif kind == RELABEL:
+            elif kind in (RELABEL, READ_METADATA):
                 relabel[int(batch["row_id"][i])] = str(batch["description"][i])
+                read_headers.update([int(batch["row_id"][i])] if kind == READ_METADATA else [])
             elif kind == UNCHANGED:
                 done["unchanged"] += int(batch["size"][i])
             elif kind == FAILED:
@@ -360,11 +377,23 @@ def write_rows(store: MilvusStore, batches: Iterable[Batch]) -> dict[str, Any]:
         if relabel:
             rows = store.get(list(relabel), with_vectors=True)
             store.upsert([ImageRecord(r["path"], r["vector"], int(r["size"]), float(r["mtime"]), r.get("fingerprint", ""),
-                                      relabel[int(r["id"])]) for r in rows])
-            done["descriptions_updated"] += len(rows)
+                                      relabel[int(r["id"])],
+                                      _header(r["path"]) if int(r["id"]) in read_headers else metadata_from_row(r)) for r in rows])
+            done["metadata_read"] += sum(1 for r in rows if int(r["id"]) in read_headers)
+            done["descriptions_updated"] += sum(1 for r in rows if int(r["id"]) not in read_headers)
     store.upsert(pending)
     done["indexed"] += len(pending)
     return done
+
+
+def _header(path: str) -> PhotoMetadata:
+    """A local file's header; a remote object's (or an unreadable one) is recorded as saying nothing."""
+    if path.startswith(REMOTE_SCHEMES):
+        return PhotoMetadata()
+    try:
+        return header_metadata(Path(path))
+    except ImageDecodeError:
+        return PhotoMetadata()
 
 
 def _milvus_sink(address: StoreAddress) -> Any:
@@ -394,6 +423,7 @@ def _milvus_sink(address: StoreAddress) -> Any:
                 self.summary.unchanged += done["unchanged"]
                 self.summary.removed += done["removed"]
                 self.summary.descriptions_updated += done["descriptions_updated"]
+                self.summary.metadata_read += done["metadata_read"]
                 self.summary.failed.extend(FailedFile(p, r) for p, r in done["failed"])
 
     return MilvusDatasink()

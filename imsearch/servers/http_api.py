@@ -38,7 +38,7 @@ from imsearch.servers.files import FileNotServed, read_indexed_file, unchanged_o
 from imsearch.servers.jobs import IndexJob, IndexJobs
 from imsearch.servers.limits import BodyLimit
 from imsearch.servers.thumbnails import ThumbnailCache
-from milvus_store import SearchFilter
+from milvus_store import SearchFilter, photo_filter
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024
@@ -48,7 +48,17 @@ MEDIA_TYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "w
 _GUARDED = ("/api", "/healthz", "/docs", "/redoc", "/openapi.json")
 
 
-class FilterBody(BaseModel):
+class PhotoFilterFields(BaseModel):
+    """Filters on what photos' headers say; a photo whose header lacks the value never passes."""
+
+    taken_after: str | None = Field(default=None, max_length=40, description="taken on or after this date (YYYY-MM-DD[THH:MM], the photo's own clock)")
+    taken_before: str | None = Field(default=None, max_length=40, description="taken before this date-time, or on or before this date")
+    camera: str | None = Field(default=None, max_length=100, description="part of the camera's make and model, any case")
+    near: str | None = Field(default=None, max_length=80, description="LAT,LON,KM: taken within KM kilometres of a position")
+    min_width: int | None = Field(default=None, ge=1, le=1_000_000, description="at least this many pixels wide, as displayed")
+
+
+class FilterBody(PhotoFilterFields):
     folder: str | None = Field(None, description="only images under this folder")
     ext: list[str] | None = Field(None, description="only these file types, e.g. ['jpg', 'png']")
     modified_after: str | None = Field(None, description="ISO date/time or Unix seconds")
@@ -95,7 +105,8 @@ def _parse_time(value: str | None, name: str) -> float | None:
         raise InvalidArgumentError(f"{name} must be an ISO date/time (2024-05-01, 2024-05-01T12:00) or Unix seconds, got {value!r}") from None
 
 
-def make_filter(folder: str | None, ext: list[str] | str | None, after: str | None, before: str | None) -> SearchFilter | None:
+def make_filter(folder: str | None, ext: list[str] | str | None, after: str | None, before: str | None,
+                photo: PhotoFilterFields | None = None) -> SearchFilter | None:
     extensions: list[str] = []
     for part in ([ext] if isinstance(ext, str) else ext or []):
         extensions += [e.strip().lower().lstrip(".") for e in part.split(",") if e.strip()]
@@ -105,7 +116,9 @@ def make_filter(folder: str | None, ext: list[str] | str | None, after: str | No
     if folder is not None and folder.strip() and not os.path.isabs(folder):
         raise InvalidArgumentError(f"folder must be an absolute path, got {folder!r}")
     prefix = (folder.rstrip("/") + "/") if folder and folder.strip() else None
-    search_filter = SearchFilter(prefix, tuple(extensions), _parse_time(after, "modified_after"), _parse_time(before, "modified_before"))
+    photo = photo or PhotoFilterFields()
+    search_filter = SearchFilter(prefix, tuple(extensions), _parse_time(after, "modified_after"), _parse_time(before, "modified_before"),
+                                 **photo_filter(photo.taken_after, photo.taken_before, photo.camera, photo.near, photo.min_width))
     return search_filter if search_filter.expression() else None
 
 
@@ -220,9 +233,14 @@ def create_app(engine: ServedEngine, token: str | None = None, thumbnail_dir: st
                folder: str | None = None, ext: list[str] | None = Query(None), modified_after: str | None = None,
                modified_before: str | None = None,
                add: list[str] | None = Query(None, description="terms to add: words, 'W:words' (weight W), or id:N (an indexed image)"),
-               subtract: list[str] | None = Query(None, description="terms to subtract, written like add")) -> dict[str, Any]:
+               subtract: list[str] | None = Query(None, description="terms to subtract, written like add"),
+               taken_after: str | None = Query(None, max_length=40), taken_before: str | None = Query(None, max_length=40),
+               camera: str | None = Query(None, max_length=100), near: str | None = Query(None, max_length=80),
+               min_width: int | None = Query(None, ge=1, le=1_000_000)) -> dict[str, Any]:
         started = time.perf_counter()
-        search_filter = make_filter(folder, ext, modified_after, modified_before)
+        search_filter = make_filter(folder, ext, modified_after, modified_before,
+                                    PhotoFilterFields(taken_after=taken_after, taken_before=taken_before, camera=camera, near=near,
+                                                      min_width=min_width))
         if add or subtract:
             for term in [*(add or []), *(subtract or [])]:
                 if len(term) > MAX_QUERY_CHARS:
@@ -237,14 +255,20 @@ def create_app(engine: ServedEngine, token: str | None = None, thumbnail_dir: st
     @app.post("/api/search/batch", tags=["search"])
     def search_batch(body: BatchSearchBody) -> dict[str, Any]:
         result_lists = engine.search_batch(body.queries, body.top_k,
-                                           make_filter(body.folder, body.ext, body.modified_after, body.modified_before))
+                                           make_filter(body.folder, body.ext, body.modified_after, body.modified_before, body))
         return {"results": [{"query": q, "results": results_payload(r)} for q, r in zip(body.queries, result_lists, strict=True)]}
 
     @app.post("/api/search/image", tags=["search"])
     async def search_image(file: UploadFile = File(...), top_k: int = Form(10), folder: str | None = Form(None),
                            ext: list[str] | None = Form(None), modified_after: str | None = Form(None),
-                           modified_before: str | None = Form(None)) -> dict[str, Any]:
-        search_filter = make_filter(folder, ext, modified_after, modified_before)  # a bad filter fails before the upload is read
+                           modified_before: str | None = Form(None), taken_after: str | None = Form(None, max_length=40),
+                           taken_before: str | None = Form(None, max_length=40), camera: str | None = Form(None, max_length=100),
+                           near: str | None = Form(None, max_length=80),
+                           min_width: int | None = Form(None, ge=1, le=1_000_000)) -> dict[str, Any]:
+        # a bad filter fails before the upload is read
+        search_filter = make_filter(folder, ext, modified_after, modified_before,
+                                    PhotoFilterFields(taken_after=taken_after, taken_before=taken_before, camera=camera, near=near,
+                                                      min_width=min_width))
         data = bytearray()
         while chunk := await file.read(1 << 20):
             data += chunk
@@ -256,8 +280,13 @@ def create_app(engine: ServedEngine, token: str | None = None, thumbnail_dir: st
 
     @app.get("/api/similar/{image_id}", tags=["search"])
     def similar(image_id: int, top_k: int = 10, folder: str | None = None, ext: list[str] | None = Query(None),
-                modified_after: str | None = None, modified_before: str | None = None) -> dict[str, Any]:
-        search_filter = make_filter(folder, ext, modified_after, modified_before)
+                modified_after: str | None = None, modified_before: str | None = None,
+                taken_after: str | None = Query(None, max_length=40), taken_before: str | None = Query(None, max_length=40),
+                camera: str | None = Query(None, max_length=100), near: str | None = Query(None, max_length=80),
+                min_width: int | None = Query(None, ge=1, le=1_000_000)) -> dict[str, Any]:
+        search_filter = make_filter(folder, ext, modified_after, modified_before,
+                                    PhotoFilterFields(taken_after=taken_after, taken_before=taken_before, camera=camera, near=near,
+                                                      min_width=min_width))
         indexed_record(image_id)
         return {"results": results_payload(engine.similar(image_id, top_k, search_filter))}
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from imsearch.errors import InvalidArgumentError, RemoteServerError, StoreError
 from imsearch.indexing.pipeline import FailedFile, IndexProgress, IndexSummary, ProgressCallback
+from imsearch.photo_metadata import PhotoMetadata
 from imsearch.query import QueryTerm
 from imsearch.results import SearchResult
 
@@ -108,7 +109,8 @@ class RemoteEngine:
     def _results(items: list[dict[str, Any]]) -> list[SearchResult]:
         return [SearchResult(rank=r["rank"], path=r["path"], score=r["score"], description=r.get("description", ""),
                              id=int(r["id"]), size=r.get("size", 0), mtime=r.get("mtime", 0.0),
-                             query_encoder=r.get("query_encoder", "")) for r in items]
+                             query_encoder=r.get("query_encoder", ""),
+                             metadata=PhotoMetadata(**r["metadata"]) if isinstance(r.get("metadata"), dict) else None) for r in items]
 
     @staticmethod
     def _filter_fields(search_filter: SearchFilter | None) -> dict[str, Any]:
@@ -120,7 +122,12 @@ class RemoteEngine:
 
         fields: dict[str, Any] = {"folder": search_filter.path_prefix, "ext": list(search_filter.extensions) or None,
                                   "modified_after": seconds(search_filter.modified_after),
-                                  "modified_before": seconds(search_filter.modified_before)}
+                                  "modified_before": seconds(search_filter.modified_before),
+                                  "taken_after": _wall_clock(search_filter.taken_after),
+                                  "taken_before": _wall_clock(search_filter.taken_before), "camera": search_filter.camera,
+                                  "near": None if search_filter.near is None else
+                                  f"{search_filter.near.latitude!r},{search_filter.near.longitude!r},{search_filter.near.km!r}",
+                                  "min_width": search_filter.min_width}
         return {name: value for name, value in fields.items() if value is not None}
 
     def search_batch(self, queries: Sequence[str], top_k: int = 5,
@@ -188,3 +195,12 @@ class RemoteEngine:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+def _wall_clock(seconds: float | None) -> str | None:
+    """Wall-clock seconds as the ISO date-time the API parses back to the same value."""
+    if seconds is None:
+        return None
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).replace(tzinfo=None).isoformat()
