@@ -134,3 +134,56 @@ def test_compose_a_query_with_added_and_subtracted_terms(browser, tmp_path: Path
                 browser.find_elements(By.CSS_SELECTOR, "#terms .chip .remove")[0].click()
             search_and_wait("“a red circle” (")
             assert page_names() == api_names()
+
+
+def test_filter_on_photo_metadata_and_see_it_in_the_viewer(browser, tmp_path: Path, photos: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
+    """The page's metadata filters ask what the API answers for the same filters; the viewer shows what the
+    photo's header said."""
+    import httpx
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+    from test_metadata import build_library
+
+    library = build_library(tmp_path / "library", photos)
+    with ImageSearchEngine(model_name=TEST_MODEL, milvus_uri=str(tmp_path / "meta.db"), device="cpu") as engine:
+        engine.index_directory(library)
+        with running_server(create_app(engine, thumbnail_dir=tmp_path / "thumbs")) as url:
+            def api_names(**params: object) -> list[str]:
+                body = httpx.get(url + "/api/search", params={"q": "a photo", "top_k": 24, **params}).json()  # type: ignore[arg-type]
+                return [Path(r["path"]).name for r in body["results"]]
+
+            def page_names() -> list[str]:
+                return [c.find_element(By.CSS_SELECTOR, ".name").text for c in browser.find_elements(By.CSS_SELECTOR, "#grid .card")]
+
+            def search_and_wait() -> None:
+                browser.execute_script("document.getElementById('status').textContent = ''")
+                browser.find_element(By.CSS_SELECTOR, "#search-form button[type=submit]").click()
+                wait.until(ec.text_to_be_present_in_element((By.ID, "status"), "“a photo”"))
+
+            browser.get(url + "/")
+            wait = WebDriverWait(browser, 30)
+            wait.until(ec.text_to_be_present_in_element((By.ID, "stats"), "10 images"))
+            browser.find_element(By.ID, "query").send_keys("a photo")
+            browser.find_element(By.CSS_SELECTOR, "#filters summary").click()
+            browser.find_element(By.ID, "f-camera").send_keys("iPhone")
+            search_and_wait()
+            assert sorted(page_names()) == sorted(api_names(camera="iPhone")) == ["osaka_iphone.jpg", "sydney_iphone.jpg"]
+            browser.execute_script("document.getElementById('f-taken-before').value = '2019-12-31'")  # a date picker's value
+            search_and_wait()
+            assert page_names() == api_names(camera="iPhone", taken_before="2019-12-31") == ["osaka_iphone.jpg"]
+            browser.find_element(By.ID, "f-camera").clear()
+            browser.execute_script("document.getElementById('f-taken-before').value = ''")
+            browser.find_element(By.ID, "f-near").send_keys("35.0116,135.7681,10")
+            browser.find_element(By.ID, "f-min-width").send_keys("500")
+            search_and_wait()
+            assert page_names() == api_names(near="35.0116,135.7681,10", min_width=500) == ["kyoto_canon.jpg"]
+
+            browser.find_element(By.CSS_SELECTOR, "#grid .card").click()
+            wait.until(lambda d: d.find_element(By.ID, "viewer").get_attribute("open") is not None)
+            shown = dict(zip([e.text for e in browser.find_elements(By.CSS_SELECTOR, "#viewer-meta dt")],
+                             [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#viewer-meta dd")], strict=True))
+            assert shown == {"Taken": "2019-06-14 17:03 +09:00", "Camera": "Canon EOS 5D Mark IV", "Lens": "EF24-70mm f/2.8L II USM",
+                             "Position": "35.01160, 135.76810", "Size": "600 × 400"}
+            OUTPUT.mkdir(exist_ok=True)
+            browser.save_screenshot(str(OUTPUT / "metadata.png"))

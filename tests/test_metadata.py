@@ -64,9 +64,11 @@ KYOTO, OSAKA, SYDNEY, FIJI_EAST, FIJI_WEST = (35.0116, 135.7681), (34.6937, 135.
 
 @pytest.fixture(scope="module")
 def library(photos: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Twelve real photos whose headers differ in one thing at a time."""
-    folder = tmp_path_factory.mktemp("metadata_library")
-    p = photos
+    return build_library(tmp_path_factory.mktemp("metadata_library"), photos)
+
+
+def build_library(folder: Path, p: dict[str, Path]) -> Path:
+    """Ten real photos whose headers differ in one thing at a time."""
     write_photo(folder / "kyoto_canon.jpg", p["chelsea"], make="Canon", model="Canon EOS 5D Mark IV", taken="2019:06:14 17:03:22",
                 offset="+09:00", lens="EF24-70mm f/2.8L II USM", gps=KYOTO, size=(600, 400))
     write_photo(folder / "osaka_iphone.jpg", p["coffee"], make="Apple", model="iPhone 12", taken="2019:06:15 09:00:00",

@@ -24,7 +24,7 @@ from PIL import Image
 
 from image_search import ImageSearchEngine
 from imsearch.errors import InvalidArgumentError
-from milvus_store import MilvusStore
+from milvus_store import MilvusStore, metadata_from_row
 
 QUERIES = ["a red circle", "a blue square", "a green triangle", "a yellow star"]
 
@@ -62,13 +62,18 @@ def ray_engine(uri: str, collection: str, **options: Any) -> ImageSearchEngine:
                              batch_size=8, **options)
 
 
+# nested folders, so that the tree is cut into parts
+LIBRARY_PARTS = {"2019/06 Kyoto": (120, 11), "2019/07": (100, 12), "2020": (60, 13), "": (20, 14)}
+LIBRARY_SIZE = sum(count for count, _ in LIBRARY_PARTS.values())
+
+
 @pytest.fixture(scope="module")
 def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """300 scenes in nested folders (so the tree is cut into parts) plus bad files."""
     from make_scenes import write_scenes
 
     root = tmp_path_factory.mktemp("ray_library")
-    for part, (count, seed) in {"2019/06 Kyoto": (120, 11), "2019/07": (100, 12), "2020": (60, 13), "": (20, 14)}.items():
+    for part, (count, seed) in LIBRARY_PARTS.items():
         write_scenes(root / part, count=count, seed=seed)
     add_bad_files(root)
     return root
@@ -86,14 +91,15 @@ def test_ray_mode_gives_local_modes_rows_vectors_failures_and_results(ray_local:
         summary = engine.index_directory(library, ray=RayOptions())
         ray_results = engine.search_batch(QUERIES, top_k=10)
 
-    assert summary.indexed == local_summary.indexed == 300
+    assert summary.indexed == local_summary.indexed == LIBRARY_SIZE
     assert [(f.path, f.reason) for f in summary.failed] == sorted((f.path, f.reason) for f in local_summary.failed)
     assert {Path(f.path).name for f in summary.failed} == {"empty.jpg", "notes.png", "truncated.jpg"}
     ours, theirs = rows_of(milvus_server, collection_name + "_ray"), rows_of(milvus_server, collection_name + "_local")
-    assert sorted(ours) == sorted(theirs) and len(ours) == 300
+    assert sorted(ours) == sorted(theirs) and len(ours) == LIBRARY_SIZE
     for path, row in ours.items():
         other = theirs[path]
         assert (row["size"], row["mtime"], row["fingerprint"]) == (other["size"], other["mtime"], other["fingerprint"])
+        assert metadata_from_row(row) == metadata_from_row(other) is not None  # the header read in both modes
         a, b = np.asarray(row["vector"]), np.asarray(other["vector"])
         assert float(a @ b) >= 0.999 and abs(float(np.linalg.norm(a)) - 1) < 1e-3
     for a, b in zip(ray_results, local_results, strict=True):
@@ -183,8 +189,8 @@ def test_an_encoder_worker_killed_mid_run_costs_time_not_rows(ray_local: Any, li
         assert killed, "the run ended before an encoder worker could be killed"
         count = engine.store.count()
         rerun = engine.index_directory(library, ray=RayOptions())
-    assert summary.indexed >= 300 and count == 300  # a retried batch is written again, never twice
-    assert (rerun.indexed, rerun.unchanged) == (0, 300)
+    assert summary.indexed >= LIBRARY_SIZE and count == LIBRARY_SIZE  # a retried batch is written again, never twice
+    assert (rerun.indexed, rerun.unchanged) == (0, LIBRARY_SIZE)
 
 
 @pytest.mark.slow

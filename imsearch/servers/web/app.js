@@ -30,7 +30,31 @@ function filterParams() {
   if ($("f-ext").value.trim()) params.set("ext", $("f-ext").value.trim());
   if ($("f-after").value) params.set("modified_after", $("f-after").value);
   if ($("f-before").value) params.set("modified_before", $("f-before").value);
+  if ($("f-taken-after").value) params.set("taken_after", $("f-taken-after").value);
+  if ($("f-taken-before").value) params.set("taken_before", $("f-taken-before").value);
+  if ($("f-camera").value.trim()) params.set("camera", $("f-camera").value.trim());
+  if ($("f-near").value.trim()) params.set("near", $("f-near").value.trim());
+  if ($("f-min-width").value) params.set("min_width", $("f-min-width").value);
   return params;
+}
+
+// What the photo's header said, as label/value pairs for the viewer (nothing it did not say).
+function metadataRows(m) {
+  if (!m) return [];
+  const rows = [];
+  if (m.taken !== null) {
+    let when = new Date(m.taken * 1000).toISOString().slice(0, 16).replace("T", " ");  // the photo's own clock
+    if (m.taken_offset_minutes !== null) {
+      const o = Math.abs(m.taken_offset_minutes);
+      when += ` ${m.taken_offset_minutes < 0 ? "-" : "+"}${String(Math.floor(o / 60)).padStart(2, "0")}:${String(o % 60).padStart(2, "0")}`;
+    }
+    rows.push(["Taken", when]);
+  }
+  if (m.camera) rows.push(["Camera", m.camera]);
+  if (m.lens) rows.push(["Lens", m.lens]);
+  if (m.latitude !== null && m.longitude !== null) rows.push(["Position", `${m.latitude.toFixed(5)}, ${m.longitude.toFixed(5)}`]);
+  if (m.width && m.height) rows.push(["Size", `${m.width} × ${m.height}`]);
+  return rows;
 }
 
 function render(results, label) {
@@ -133,6 +157,13 @@ function openViewer(r) {
   $("viewer-img").src = withToken(r.image_url);
   $("viewer-caption").textContent = `${r.path} — ${r.score.toFixed(3)}${r.description ? " — " + r.description : ""}`;
   $("viewer-open").href = withToken(r.image_url);
+  const meta = $("viewer-meta");
+  meta.replaceChildren();
+  for (const [label, value] of metadataRows(r.metadata)) {
+    const dt = document.createElement("dt"); dt.textContent = label;
+    const dd = document.createElement("dd"); dd.textContent = value;
+    meta.append(dt, dd);
+  }
   $("viewer-similar").onclick = () => similar(r);
   const name = r.path.split("/").pop();
   $("viewer-add").onclick = () => { addTerm(1, `id:${r.id}`, name); $("viewer").close(); };
