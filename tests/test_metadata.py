@@ -200,6 +200,7 @@ def test_filters_select_exactly_the_photos_whose_headers_match(indexed: ImageSea
     assert _only(engine, min_width=400) == {"kyoto_canon.jpg", "osaka_iphone.jpg", "plain.png"}  # rotated is 200 wide as seen
     assert _only(engine, near="35.0116,135.7681,10") == {"kyoto_canon.jpg", "xmp_only.jpg"}
     assert _only(engine, near="35.0116,135.7681,60") == {"kyoto_canon.jpg", "xmp_only.jpg", "osaka_iphone.jpg"}
+    assert _only(engine, near="35.0116,135.7681,40") == {"kyoto_canon.jpg", "xmp_only.jpg"}  # Osaka, 43 km: in the box, not the circle
     assert _only(engine, near="-16.5,180,10") == {"fiji_east.jpg", "fiji_west.jpg"}  # across the antimeridian
     assert _only(engine, near="0,0,100") == set()  # no fix is not a position
     assert _only(engine, camera="canon", taken_after="2019-06-20") == {"rotated.jpg"}

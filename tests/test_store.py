@@ -276,3 +276,30 @@ def test_a_collection_with_an_approximate_index_is_moved_to_exact_search(store_u
     finally:
         store.drop()
         store.close()
+
+
+def test_a_circle_filter_widens_until_the_k_best_inside_are_found(store: MilvusStore) -> None:
+    """300 photos in the corners of the box around a 5 km circle (outside the circle) are the closest to
+    the query; the 3 inside it are far from it: a search for 3 inside the circle must still find them, best first."""
+    from imsearch.photo_metadata import PhotoMetadata
+    from milvus_store import Near
+
+    circle = Near(35.0, 135.0, 5.0)
+    south, north, spans = circle.bounds()
+    query = unit(1)
+    rng = np.random.default_rng(3)
+    corners = []
+    for i in range(300):
+        close = query + rng.normal(scale=0.05, size=8).astype(np.float32)
+        corner = ImageRecord(f"/box/corner{i}.jpg", close / np.linalg.norm(close), 1, 1.0, f"{i:032x}",
+                             metadata=PhotoMetadata(latitude=north - 1e-4 if i % 2 else south + 1e-4, longitude=spans[0][1] - 1e-4))
+        assert not circle.contains(corner.metadata.latitude, corner.metadata.longitude)  # type: ignore[union-attr, arg-type]
+        corners.append(corner)
+    inside = [ImageRecord(f"/box/inside{i}.jpg", unit(100 + i), 1, 1.0, f"{1000 + i:032x}",
+                          metadata=PhotoMetadata(latitude=35.0 + 0.01 * i, longitude=135.0)) for i in range(3)]
+    store.upsert(corners + inside)
+    store.flush()
+    expected = sorted(inside, key=lambda r: -float(np.dot(r.vector, query)))
+    for k in (1, 3, 10):
+        found = store.search(query[None], k, SearchFilter(near=circle))[0]
+        assert [h.fields["path"] for h in found] == [r.path for r in expected][:k]
