@@ -19,8 +19,9 @@ if __name__ == "__main__":  # the command line; it loads the engine (this module
     console_main()
 
 import os
+import threading
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,8 +40,10 @@ from imsearch.errors import (
 )
 from imsearch.indexing.decode import load_rgb
 from imsearch.indexing.pipeline import Indexer, IndexSummary, ProgressCallback
+from imsearch.indexing.watch import DEFAULT_DEBOUNCE_SECONDS, FolderWatcher, WatchEvent
 from imsearch.query import QueryTerm
-from imsearch.results import SearchResult, print_results
+from imsearch.results import Duplicates, SearchResult, print_results
+from imsearch.store.duplicates import DEFAULT_MAX_HASH_DISTANCE, DEFAULT_SIMILARITY, find_duplicates
 from milvus_store import DEFAULT_COLLECTION, CollectionInfo, Hit, MilvusStore, Near, SearchFilter, metadata_from_row, path_id
 
 if TYPE_CHECKING:
@@ -181,6 +184,33 @@ class ImageSearchEngine:
             raise InvalidArgumentError(f"image folder {str(image_dir)!r} does not exist or is not a folder")
         return self._indexer().index_directory(folder, descriptions, progress, within, exclude)
 
+    def watch(self, image_dirs: Sequence[str | os.PathLike[str]], stop: threading.Event | None = None,
+              on_change: Callable[[str, IndexSummary], None] | None = None, on_event: Callable[[WatchEvent], None] | None = None,
+              on_error: Callable[[BaseException], None] | None = None, descriptions: Mapping[str, Any] | None = None,
+              within: Sequence[str] = (), exclude: Sequence[str] = (), debounce: float = DEFAULT_DEBOUNCE_SECONDS) -> None:
+        """Keep the index current with `image_dirs` until `stop` is set (or Ctrl-C): created, changed, moved
+        and deleted files are applied as they happen, by incremental runs of the folders they touched
+        (imsearch/indexing/watch.py). Index the folders once first; this applies what changes after.
+        `on_change(folder, summary)` after each folder is brought up to date; `on_event` also hears of a
+        watched folder gone (its rows are kept) or back; `on_error` of a run that failed (tried again)."""
+        roots = [os.path.abspath(Path(d).expanduser()) for d in image_dirs]
+        for root in roots:
+            if not os.path.isdir(root):
+                raise InvalidArgumentError(f"image folder {root!r} does not exist or is not a folder")
+
+        def bring_up_to_date(folders: list[str]) -> None:
+            for folder in folders:
+                root = max((r for r in roots if folder == r or folder.startswith(r.rstrip(os.sep) + os.sep)), key=len)
+                summary = self._indexer().index_directory(folder, descriptions, within=within, exclude=exclude, relative_to=root)
+                if on_change is not None:
+                    on_change(folder, summary)
+
+        watcher = FolderWatcher(roots, bring_up_to_date, on_event=on_event, on_error=on_error, debounce=debounce)
+        try:
+            watcher.run(stop or threading.Event())
+        except KeyboardInterrupt:
+            pass
+
     def index_on_ray(self, image_dirs: Sequence[str | os.PathLike[str]] = (), manifest: str | None = None,
                      ray: RayOptions | None = None, descriptions: Mapping[str, Any] | None = None,
                      within: Sequence[str] = (), exclude: Sequence[str] = ()) -> IndexSummary:
@@ -310,6 +340,23 @@ class ImageSearchEngine:
         vector = np.asarray(rows[0]["vector"], dtype=np.float32)[None]
         hits = [h for h in self.store.search(vector, min(top_k + 1, MAX_TOP_K), search_filter)[0] if h.id != image_id]
         return _to_results(hits[:top_k])
+
+    def find_duplicates(self, similarity: float = DEFAULT_SIMILARITY, max_hash_distance: int = DEFAULT_MAX_HASH_DISTANCE,
+                        search_filter: SearchFilter | None = None) -> Duplicates:
+        """Groups of near-identical photos among those indexed (imsearch/store/duplicates.py): stored vectors
+        at least `similarity` close whose perceptual hashes differ in at most `max_hash_distance` of 64 bits;
+        best copy first (most pixels, then oldest). Nothing is decoded or encoded; no model is loaded."""
+        if not 0 < similarity <= 1:
+            raise InvalidArgumentError(f"similarity must be more than 0 and at most 1, got {similarity!r}")
+        if isinstance(max_hash_distance, bool) or not isinstance(max_hash_distance, int) or not 0 <= max_hash_distance <= 64:
+            raise InvalidArgumentError(f"max_hash_distance must be a whole number of bits from 0 to 64, got {max_hash_distance!r}")
+        if self.store.open_collection(self.model_name, None, create=False) is None:
+            return Duplicates([])
+        if not self.store.has_metadata:
+            raise InvalidArgumentError(f"collection {self.store.collection_name!r} was indexed before perceptual hashes were kept: "
+                                       "run --mode index on its folders once (nothing is re-encoded)")
+        report = find_duplicates(self.store, similarity, max_hash_distance, search_filter)
+        return Duplicates([_to_results(group) for group in report.groups], report.photos_compared, report.without_hash)
 
     def image_record(self, image_id: int) -> dict[str, Any] | None:
         """What the index holds about one image (path, size, mtime, description...), or None."""

@@ -65,7 +65,7 @@ STATE_CONSISTENCY = "Strong"
 _STATE_FIELDS = ["id", "path", "size", "mtime", "fingerprint", "description"]
 _RESULT_FIELDS = ["path", "description", "size", "mtime", "ext"]
 _METADATA_FIELDS = ["taken", "taken_offset", "camera", "camera_words", "lens", "latitude", "longitude", "width", "height",
-                    "orientation", "meta_version"]
+                    "orientation", "phash", "phash_mirror", "meta_version"]
 
 
 def default_lite_path() -> Path:
@@ -182,6 +182,8 @@ def metadata_fields(metadata: PhotoMetadata | None) -> dict[str, Any]:
         "width": int(m.width or 0),
         "height": int(m.height or 0),
         "orientation": int(m.orientation or 0),
+        "phash": int(m.phash or 0),
+        "phash_mirror": int(m.phash_mirror or 0),
         "meta_version": 0 if metadata is None else METADATA_VERSION,
     }
 
@@ -204,7 +206,14 @@ def metadata_from_row(row: dict[str, Any]) -> PhotoMetadata | None:
     return PhotoMetadata(None if taken == UNKNOWN_TIME else taken, None if offset == UNKNOWN_OFFSET else offset,
                          row["camera"] or None, row["lens"] or None, latitude if known_position else None,
                          longitude if known_position else None, int(row["width"]) or None, int(row["height"]) or None,
-                         int(row["orientation"]) or None)
+                         int(row["orientation"]) or None, *_hashes(row))
+
+
+def _hashes(row: dict[str, Any]) -> tuple[int | None, int | None]:
+    """A row's perceptual hashes; (0, 0) is how a row written without them reads (a flat grey picture too,
+    which has no duplicates worth finding)."""
+    phash, mirror = int(row.get("phash", 0)), int(row.get("phash_mirror", 0))
+    return (None, None) if phash == 0 and mirror == 0 else (phash, mirror)
 
 
 @dataclass(frozen=True)
@@ -528,6 +537,8 @@ class MilvusStore:
         schema.add_field("width", DataType.INT64)
         schema.add_field("height", DataType.INT64)
         schema.add_field("orientation", DataType.INT8)
+        schema.add_field("phash", DataType.INT64)
+        schema.add_field("phash_mirror", DataType.INT64)
         schema.add_field("meta_version", DataType.INT8)
         index_params = self._client.prepare_index_params()
         index_params.add_index("vector", index_type=VECTOR_INDEX, metric_type="COSINE")
@@ -671,6 +682,13 @@ class MilvusStore:
                 yield page
         finally:
             iterator.close()
+
+    def iter_rows_with_vectors(self, search_filter: SearchFilter | None = None) -> Iterator[list[dict[str, Any]]]:
+        """Every row `search_filter` selects, vectors and result fields included, a page at a time."""
+        expression = search_filter.expression() if search_filter else ""
+        near = search_filter.near if search_filter else None
+        for page in self._pages(["id", "vector", *self._result_fields()], expression):
+            yield [r for r in page if near.contains(float(r["latitude"]), float(r["longitude"]))] if near else page
 
     def files_under(self, root: str, except_under: Sequence[str] = ()) -> dict[str, IndexedFile]:
         """The rows of files below `root`, leaving out those below any of `except_under` (its subfolders)."""

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sys
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,13 +23,15 @@ from imsearch.errors import EncoderError, ImageSearchError, InvalidArgumentError
 from imsearch.extras import require
 
 if TYPE_CHECKING:
-    from imsearch.indexing.pipeline import ProgressCallback
+    from imsearch.indexing.pipeline import IndexSummary, ProgressCallback
     from imsearch.protocols import SearchEngine
     from imsearch.results import SearchResult
     from milvus_store import SearchFilter
 
 DEFAULT_MODEL = "ViT-B-32::openai"  # imsearch.encoders.base.DEFAULT_MODEL, without importing numpy for --help
 DEFAULT_COLLECTION = "image_search"  # milvus_store.DEFAULT_COLLECTION
+DEFAULT_DUPLICATE_SIMILARITY = 0.75  # imsearch.store.duplicates.DEFAULT_SIMILARITY
+DEFAULT_MAX_HASH_DISTANCE = 14  # imsearch.store.duplicates.DEFAULT_MAX_HASH_DISTANCE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,10 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="image_search", description="Text-to-image search over folders of photos with CLIP and Milvus.",
         epilog="The embedded database defaults to $IMAGE_SEARCH_MILVUS_URI, else $IMAGE_SEARCH_HOME/milvus.db, "
                "else ~/.local/share/image_search/milvus.db.")
-    parser.add_argument("--mode", choices=["index", "search", "similar", "stats", "serve", "serve-encoder"], required=True,
+    parser.add_argument("--mode", choices=["index", "search", "similar", "duplicates", "stats", "serve", "serve-encoder"],
+                        required=True,
                         help="index folders; search by text (--query) or image (--image); similar: images like an indexed "
-                             "one (--image); stats; serve: the HTTP API and web page; serve-encoder: a CLIP encoder "
-                             "server for service mode")
+                             "one (--image); duplicates: groups of near-identical photos; stats; serve: the HTTP API and web "
+                             "page; serve-encoder: a CLIP encoder server for service mode")
     parser.add_argument("--encode-mode", choices=["local", "service"], default=None,
                         help="local: the model in this process (open_clip; cn_clip for CN-CLIP/...); service: a CLIP server "
                              "(--clip-server). Default: service when a server is given (--clip-server or IMAGE_SEARCH_CLIP_SERVER), else local")
@@ -70,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--ray-encoders", type=int, help="with --ray: encoder actors (default: one per GPU, else one)")
     index.add_argument("--ray-gpus-per-encoder", type=float, help="with --ray: GPUs per encoder actor (default: 1 where "
                                                                   "the cluster has GPUs, else none)")
+    index.add_argument("--watch", action="store_true",
+                       help="after indexing, keep watching the folders and apply created, changed, moved and deleted "
+                            "photos as they happen (Ctrl-C stops); with --mode serve: the server indexes --image-dir "
+                            "folders and keeps them current")
     index.add_argument("--rebuild", action="store_true", help="drop the collection and encode everything again")
     index.add_argument("--drop-foreign-collection", action="store_true",
                        help="with --rebuild: also drop a collection that image_search did not create (refused otherwise)")
@@ -98,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--in", dest="within_folder", metavar="DIR",
                         help="only images under this folder (relative to the current one: --in . searches here)")
     search.add_argument("--paths-only", action="store_true", help="print only the paths, one per line (for pipes)")
+    duplicates = parser.add_argument_group("duplicates")
+    duplicates.add_argument("--threshold", type=float, default=DEFAULT_DUPLICATE_SIMILARITY, metavar="COSINE",
+                            help="how close two photos' stored vectors must be to be compared as copies (default 0.75; the perceptual hash decides among these)")
+    duplicates.add_argument("--max-hash-distance", type=int, default=DEFAULT_MAX_HASH_DISTANCE, metavar="BITS",
+                            help="how many of the 64 bits of two perceptual hashes may differ (default 14: resized, "
+                                 "recompressed, mirrored and 5%% cropped copies; different photos measured 20 or more)")
     photo = parser.add_argument_group("photo metadata filters (search and similar; from EXIF/XMP, read at index time)")
     photo.add_argument("--taken-after", metavar="DATE", help="taken on or after DATE (YYYY-MM-DD or YYYY-MM-DDTHH:MM, the photo's own clock)")
     photo.add_argument("--taken-before", metavar="DATE", help="taken on or before DATE (a date includes that whole day)")
@@ -164,7 +178,7 @@ def _open_engine(args: argparse.Namespace) -> SearchEngine:
     from milvus_store import is_lite_uri, resolve_uri
 
     uri = resolve_uri(args.milvus_uri, args.milvus_host, args.milvus_port)
-    if args.mode != "serve" and not args.rebuild and (is_lite_uri(uri) or args.mode in ("search", "similar", "stats")):
+    if args.mode != "serve" and not args.rebuild and (is_lite_uri(uri) or args.mode in ("search", "similar", "duplicates", "stats")):
         remote = _running_server(uri, args)  # found before pymilvus is even imported
         if remote is not None:
             return remote
@@ -263,7 +277,43 @@ def _index(args: argparse.Namespace, engine: SearchEngine) -> int:
               "proportion (measured at 1M rows: README, How it scales). A Milvus server keeps them flat: "
               "--milvus-uri http://HOST:19530 (pip install milvus gives one: milvus-server --data DIR), and "
               "--mode serve keeps one-shot searches fast", file=sys.stderr)
+    if args.watch:
+        return _watch(args, engine, descriptions)
     return 1 if total.failed and files == 0 else 0
+
+
+def _watch(args: argparse.Namespace, engine: SearchEngine, descriptions: dict[str, Any] | None) -> int:
+    from image_search import ImageSearchEngine
+    from imsearch.indexing.watch import WatchEvent
+
+    if not isinstance(engine, ImageSearchEngine):
+        raise InvalidArgumentError("--watch needs the index itself, but a running image_search server holds it: "
+                                   "let that server watch the folders (--mode serve --watch --image-dir DIR)")
+
+    def now() -> str:
+        return time.strftime("%H:%M:%S")
+
+    def changed(folder: str, summary: IndexSummary) -> None:
+        print(f"{now()} {folder}: indexed {summary.indexed}, removed {summary.removed}, moved {summary.moved}, "
+              f"failed {len(summary.failed)}", flush=True)
+        for failure in summary.failed:
+            print(f"  failed: {failure.path}: {failure.reason}", file=sys.stderr, flush=True)
+
+    def event(happened: WatchEvent) -> None:
+        if happened.kind == "gone":
+            print(f"{now()} {happened.folders[0]} is gone (unmounted?): its photos stay in the index; watching for it "
+                  "to come back", file=sys.stderr, flush=True)
+        elif happened.kind == "back":
+            print(f"{now()} {happened.folders[0]} is back", file=sys.stderr, flush=True)
+
+    def failed(error: BaseException) -> None:
+        print(f"warning: {error}; trying again after the next change", file=sys.stderr, flush=True)
+
+    print(f"watching {len(args.image_dir)} folder{'s' if len(args.image_dir) > 1 else ''} for changes; Ctrl-C stops",
+          file=sys.stderr, flush=True)
+    engine.watch(args.image_dir, on_change=changed, on_event=event, on_error=failed, descriptions=descriptions,
+                 exclude=args.exclude)
+    return 0
 
 
 def _serve(args: argparse.Namespace, engine: SearchEngine) -> int:
@@ -276,7 +326,8 @@ def _serve(args: argparse.Namespace, engine: SearchEngine) -> int:
     port = args.port or 8000
     roots = args.index_root or [os.path.expanduser("~")]
     serve(engine, args.host, port, token=args.token, index_roots=roots, serve_only_under_roots=bool(args.index_root),
-          allowed_hosts=args.allowed_host,
+          allowed_hosts=args.allowed_host, watch_folders=[os.path.abspath(os.path.expanduser(d)) for d in args.image_dir or []]
+          if args.watch else (),
           on_ready=lambda: print(f"serving on http://{args.host}:{port}/ (API docs at /docs); indexing allowed under "
                                  f"{', '.join(roots)}", file=sys.stderr))
     return 0
@@ -347,6 +398,24 @@ def _similar(args: argparse.Namespace, engine: SearchEngine) -> int:
     return 0
 
 
+def _duplicates(args: argparse.Namespace, engine: SearchEngine) -> int:
+    from imsearch.results import format_duplicates
+
+    found = engine.find_duplicates(args.threshold, args.max_hash_distance, args.search_filter)
+    if args.json:
+        print(json.dumps(found.to_dict(), ensure_ascii=False, indent=2))
+    elif args.paths_only:  # the copies, not the best one of each group: what a person would remove
+        for group in found.groups:
+            for result in group[1:]:
+                print(result.path)
+    else:
+        print(format_duplicates(found))
+    if found.without_hash and not args.quiet:
+        print(f"note: {found.without_hash} photos were indexed before perceptual hashes were kept and were not compared: "
+              "run --mode index on their folders once (nothing is re-encoded)", file=sys.stderr)
+    return 0
+
+
 def _stats(args: argparse.Namespace, engine: SearchEngine) -> int:
     stats = engine.get_stats()
     print(json.dumps(stats, ensure_ascii=False, indent=2) if args.json else
@@ -356,7 +425,7 @@ def _stats(args: argparse.Namespace, engine: SearchEngine) -> int:
 
 # one handler per mode that works on an engine (serve-encoder needs none)
 ENGINE_MODES: dict[str, Callable[[argparse.Namespace, SearchEngine], int]] = {
-    "index": _index, "search": _search, "similar": _similar, "stats": _stats, "serve": _serve,
+    "index": _index, "search": _search, "similar": _similar, "duplicates": _duplicates, "stats": _stats, "serve": _serve,
 }
 
 
@@ -374,6 +443,8 @@ def _check_exposure(args: argparse.Namespace) -> None:
 def _check_index_arguments(args: argparse.Namespace) -> None:
     """Mistakes in what to index are answered before the store opens or a model loads (in milliseconds),
     and before the first folder is indexed rather than after it."""
+    if args.watch:
+        _check_watch_arguments(args)
     if args.mode != "index":
         return
     if args.manifest is not None and args.ray is None:
@@ -393,12 +464,36 @@ def _check_index_arguments(args: argparse.Namespace) -> None:
     args.loaded_descriptions = _load_descriptions(args.descriptions)
 
 
+def _check_watch_arguments(args: argparse.Namespace) -> None:
+    if args.mode not in ("index", "serve"):
+        raise InvalidArgumentError(f"--watch applies to --mode index and serve, not {args.mode}")
+    if args.ray is not None:
+        raise InvalidArgumentError("--watch keeps a folder current from this machine; --ray indexes once on a cluster")
+    if not args.image_dir:
+        raise InvalidArgumentError("--watch needs the folders to watch: --image-dir DIR (repeatable)")
+    for folder in args.image_dir:
+        if not Path(folder).expanduser().is_dir():
+            raise InvalidArgumentError(f"image folder {folder!r} does not exist or is not a folder")
+    if args.mode == "serve":
+        roots = [os.path.realpath(os.path.expanduser(r)) for r in args.index_root or [os.path.expanduser("~")]]
+        for folder in args.image_dir:
+            real = os.path.realpath(os.path.expanduser(folder))
+            if not any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots):
+                raise InvalidArgumentError(f"--image-dir {folder!r} is outside the folders this server may index "
+                                           f"({', '.join(roots)}): add --index-root")
+
+
 def _check_search_arguments(args: argparse.Namespace) -> None:
     if args.paths_only and args.json:
         raise InvalidArgumentError("--paths-only and --json are two output formats: choose one")
     filtering = [args.within_folder, args.taken_after, args.taken_before, args.camera, args.near, args.min_width]
-    if (any(v is not None for v in filtering) or args.paths_only) and args.mode not in ("search", "similar"):
-        raise InvalidArgumentError(f"--in, --paths-only and the photo filters apply to --mode search and similar, not {args.mode}")
+    if (any(v is not None for v in filtering) or args.paths_only) and args.mode not in ("search", "similar", "duplicates"):
+        raise InvalidArgumentError(f"--in, --paths-only and the photo filters apply to --mode search, similar and duplicates, "
+                                   f"not {args.mode}")
+    if args.mode == "duplicates" and not 0 < args.threshold <= 1:
+        raise InvalidArgumentError(f"--threshold is a cosine similarity above 0 and at most 1, got {args.threshold}")
+    if args.mode == "duplicates" and not 0 <= args.max_hash_distance <= 64:
+        raise InvalidArgumentError(f"--max-hash-distance is a number of bits from 0 to 64, got {args.max_hash_distance}")
     args.search_filter = _search_filter(args)  # a missing folder or a wrong date is named before the store opens
 
 

@@ -21,7 +21,8 @@ _DATE = re.compile(r"^\s*(\d{4})[:\-](\d{2})[:\-](\d{2})(?:[ T](\d{2}):(\d{2})(?
 
 @dataclass(frozen=True)
 class PhotoMetadata:
-    """What a photo's header says; None where it says nothing."""
+    """What a photo's header says (None where it says nothing), and its perceptual hashes (from its pixels:
+    imsearch/indexing/perceptual.py), which tell a copy from a look-alike."""
 
     taken: float | None = None  # wall-clock time of capture, seconds as if UTC
     taken_offset_minutes: int | None = None  # the camera's UTC offset at capture, when recorded
@@ -32,6 +33,8 @@ class PhotoMetadata:
     width: int | None = None  # as displayed (orientation applied)
     height: int | None = None
     orientation: int | None = None  # EXIF 1-8
+    phash: int | None = None  # 64-bit pHash, signed
+    phash_mirror: int | None = None  # the same of the mirror image
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}

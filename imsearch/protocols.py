@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from imsearch.indexing.pipeline import IndexSummary, ProgressCallback
     from imsearch.query import QueryTerm
-    from imsearch.results import SearchResult
+    from imsearch.results import Duplicates, SearchResult
     from milvus_store import MilvusStore, SearchFilter
 
 
@@ -31,6 +31,9 @@ class SearchEngine(Protocol):
                         search_filter: SearchFilter | None = None) -> list[SearchResult]: ...
 
     def similar(self, image: str, top_k: int = 5, search_filter: SearchFilter | None = None) -> list[SearchResult]: ...
+
+    def find_duplicates(self, similarity: float = ..., max_hash_distance: int = ...,
+                        search_filter: SearchFilter | None = None) -> Duplicates: ...
 
     def get_stats(self) -> dict[str, Any]: ...
 

@@ -25,6 +25,31 @@ class SearchResult:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Duplicates:
+    """Groups of near-identical photos, best copy first in each (its score: cosine similarity to the best)."""
+
+    groups: list[list[SearchResult]]
+    photos_compared: int = 0
+    without_hash: int = 0  # photos indexed before perceptual hashes were kept: index once more to include them
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"groups": [[r.to_dict() for r in group] for group in self.groups], "photos_compared": self.photos_compared,
+                "without_hash": self.without_hash}
+
+
+def format_duplicates(found: Duplicates) -> str:
+    if not found.groups:
+        return f"no duplicates among {found.photos_compared} photos"
+    lines = [f"{len(found.groups)} groups of near-identical photos among {found.photos_compared} (best copy first):"]
+    for number, group in enumerate(found.groups, 1):
+        lines.append(f"group {number} ({len(group)} photos)")
+        for position, result in enumerate(group):
+            size = f"{result.metadata.width}x{result.metadata.height}" if result.metadata and result.metadata.width else ""
+            lines.append(f"  {'keep' if position == 0 else '    '}  {result.score:.3f}  {size:>11}  {result.path}")
+    return "\n".join(lines)
+
+
 def format_results(results: list[SearchResult]) -> str:
     if not results:
         return "no results"

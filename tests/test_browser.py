@@ -187,3 +187,30 @@ def test_filter_on_photo_metadata_and_see_it_in_the_viewer(browser, tmp_path: Pa
                              "Position": "35.01160, 135.76810", "Size": "600 × 400"}
             OUTPUT.mkdir(exist_ok=True)
             browser.save_screenshot(str(OUTPUT / "metadata.png"))
+
+
+def test_the_duplicates_view_shows_each_group_best_copy_first(browser, tmp_path: Path, photos: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
+    import httpx
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+    from test_duplicates import build_duplicates
+
+    build_duplicates(tmp_path / "library", photos)
+    with ImageSearchEngine(model_name=TEST_MODEL, milvus_uri=str(tmp_path / "dups.db"), device="cpu") as engine:
+        engine.index_directory(tmp_path / "library")
+        with running_server(create_app(engine, thumbnail_dir=tmp_path / "thumbs")) as url:
+            expected = [[Path(r["path"]).name for r in group] for group in httpx.get(url + "/api/duplicates").json()["groups"]]
+            assert len(expected) == 10
+            browser.get(url + "/")
+            wait = WebDriverWait(browser, 30)
+            wait.until(ec.text_to_be_present_in_element((By.ID, "stats"), "80 images"))
+            browser.find_element(By.ID, "show-duplicates").click()
+            wait.until(ec.text_to_be_present_in_element((By.ID, "status"), "10 groups of near-identical photos among 80"))
+            shown = [[c.find_element(By.CSS_SELECTOR, ".name").text for c in g.find_elements(By.CSS_SELECTOR, ".card")]
+                     for g in browser.find_elements(By.CSS_SELECTOR, "#grid .group")]
+            assert shown == expected
+            firsts = [g.find_element(By.CSS_SELECTOR, ".card") for g in browser.find_elements(By.CSS_SELECTOR, "#grid .group")]
+            assert all("keep" in c.get_attribute("class") and c.find_element(By.CSS_SELECTOR, ".score").text == "keep" for c in firsts)
+            OUTPUT.mkdir(exist_ok=True)
+            browser.save_screenshot(str(OUTPUT / "duplicates.png"))

@@ -22,7 +22,7 @@ import numpy as np
 
 from clip_encoder import CLIPEncoder
 from imsearch.errors import ImageDecodeError
-from imsearch.indexing.decode import decode_photo, header_metadata, read_file
+from imsearch.indexing.decode import decode_photo, photo_metadata, read_file
 from imsearch.indexing.scan import FailedFile, FileEntry, ScanResult, entries_for_paths, scan_directory
 from imsearch.photo_metadata import PhotoMetadata
 from milvus_store import PATH_MAX_BYTES, ImageRecord, IndexedFile, MilvusStore, indexed_file, metadata_from_row, path_id
@@ -307,17 +307,20 @@ class Indexer:
 
     def index_directory(self, root: str | Path, descriptions: Mapping[str, Any] | None = None,
                         progress: ProgressCallback | None = None, within: Sequence[str] = (),
-                        exclude: Sequence[str] = ()) -> IndexSummary:
+                        exclude: Sequence[str] = (), relative_to: str | Path | None = None) -> IndexSummary:
         """Index `root` recursively; with `within`, read nothing whose real path lies outside those folders;
-        `exclude`: glob patterns of names or relative paths to leave out (rows under them are removed)."""
+        `exclude`: glob patterns of names or relative paths to leave out (rows under them are removed);
+        `relative_to`: the folder that `exclude` patterns and relative description keys start from, when
+        `root` is a part of it (a watched folder's subfolder)."""
         root_path = os.path.abspath(os.fspath(root))
-        scan = scan_directory(root_path, within=within, exclude=exclude)
+        base = os.path.abspath(os.fspath(relative_to)) if relative_to is not None else root_path
+        scan = scan_directory(root_path, within=within, exclude=exclude, relative_to=base)
         existing = self.store.files_under(root_path)
         gone = gone_files(scan, existing)
         # a gone file's content found under a new path is a rename or move: its vector is reused (as rclip does)
         moved_from = {(f.size, f.fingerprint): f for f in gone if f.fingerprint}
         reused: set[int] = set()
-        summary = self._run(scan, existing, DescriptionMap(descriptions, root_path), progress, moved_from, reused)
+        summary = self._run(scan, existing, DescriptionMap(descriptions, base), progress, moved_from, reused)
         summary.removed = self.store.delete(f.id for f in gone) - len(reused)
         return self._finish(summary)
 
@@ -409,7 +412,7 @@ class Indexer:
 
 def _header_or_nothing(path: str) -> PhotoMetadata:
     try:
-        return header_metadata(Path(path))
+        return photo_metadata(Path(path))
     except ImageDecodeError:
         return PhotoMetadata()
 

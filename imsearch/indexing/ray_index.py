@@ -34,7 +34,7 @@ import numpy as np
 
 from imsearch.errors import ImageDecodeError, InvalidArgumentError
 from imsearch.extras import require
-from imsearch.indexing.decode import decode_photo, header_metadata, read_file
+from imsearch.indexing.decode import decode_photo, photo_metadata, read_file
 from imsearch.indexing.pipeline import DescriptionMap, IndexSummary, fingerprint, gone_files, plan_work
 from imsearch.indexing.scan import FailedFile, FileEntry, ScanResult, entries_for_paths, scan_directory
 from imsearch.photo_metadata import PhotoMetadata
@@ -391,7 +391,7 @@ def _header(path: str) -> PhotoMetadata:
     if path.startswith(REMOTE_SCHEMES):
         return PhotoMetadata()
     try:
-        return header_metadata(Path(path))
+        return photo_metadata(Path(path))
     except ImageDecodeError:
         return PhotoMetadata()
 

@@ -14,6 +14,7 @@ import hmac
 import logging
 import math
 import os
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
@@ -30,6 +31,7 @@ from pydantic import BaseModel, Field, StringConstraints
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from imsearch.errors import CollectionMismatchError, ImageSearchError, InvalidArgumentError, StoreError
+from imsearch.indexing.watch import FolderWatcher
 from imsearch.paths import thumbnail_dir as default_thumbnail_dir
 from imsearch.protocols import ServedEngine
 from imsearch.query import compose
@@ -38,6 +40,7 @@ from imsearch.servers.files import FileNotServed, read_indexed_file, unchanged_o
 from imsearch.servers.jobs import IndexJob, IndexJobs
 from imsearch.servers.limits import BodyLimit
 from imsearch.servers.thumbnails import ThumbnailCache
+from imsearch.store.duplicates import DEFAULT_MAX_HASH_DISTANCE, DEFAULT_SIMILARITY
 from milvus_store import SearchFilter, photo_filter
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
@@ -135,8 +138,12 @@ def host_name(netloc: str) -> str:
 
 def create_app(engine: ServedEngine, token: str | None = None, thumbnail_dir: str | Path | None = None,
                max_upload_bytes: int = DEFAULT_MAX_UPLOAD, index_roots: list[str] | None = None,
-               serve_only_under_roots: bool = True, allowed_hosts: Sequence[str] = ()) -> FastAPI:
+               serve_only_under_roots: bool = True, allowed_hosts: Sequence[str] = (),
+               watch_folders: Sequence[str] = ()) -> FastAPI:
     """The API over `engine`.
+
+    `watch_folders`: indexed once at start, then kept current while the server runs (their changes
+    become index jobs, listed with the others).
 
     `index_roots`, when given, are the only folders POST /api/index reads (their real paths; a symbolic
     link out of them is not followed); with `serve_only_under_roots`, images are served only from them
@@ -151,7 +158,22 @@ def create_app(engine: ServedEngine, token: str | None = None, thumbnail_dir: st
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        stop = threading.Event()
+        watching = None
+        if watch_folders:
+            for folder in watch_folders:
+                jobs.submit(os.path.abspath(folder))  # what changed while no one watched
+            def submit(folders: list[str]) -> None:
+                for folder in folders:
+                    jobs.submit(folder)
+
+            watcher = FolderWatcher(list(watch_folders), submit, on_error=lambda error: logger.warning("watching: %s", error))
+            watching = threading.Thread(target=watcher.run, args=(stop,), name="watch", daemon=True)
+            watching.start()
         yield
+        stop.set()
+        if watching is not None:
+            watching.join(timeout=10)
         jobs.close()  # at shutdown: queued jobs are dropped
 
     app = FastAPI(title="image_search", description="Text-to-image search over your photos (CLIP + Milvus).",
@@ -290,6 +312,21 @@ def create_app(engine: ServedEngine, token: str | None = None, thumbnail_dir: st
         indexed_record(image_id)
         return {"results": results_payload(engine.similar(image_id, top_k, search_filter))}
 
+    @app.get("/api/duplicates", tags=["search"])
+    def duplicates(similarity: float = Query(DEFAULT_SIMILARITY, gt=0, le=1),
+                   max_hash_distance: int = Query(DEFAULT_MAX_HASH_DISTANCE, ge=0, le=64), folder: str | None = None,
+                   ext: list[str] | None = Query(None), modified_after: str | None = None, modified_before: str | None = None,
+                   taken_after: str | None = Query(None, max_length=40), taken_before: str | None = Query(None, max_length=40),
+                   camera: str | None = Query(None, max_length=100), near: str | None = Query(None, max_length=80),
+                   min_width: int | None = Query(None, ge=1, le=1_000_000)) -> dict[str, Any]:
+        """Groups of near-identical photos, best copy first (see the README, Duplicates)."""
+        search_filter = make_filter(folder, ext, modified_after, modified_before,
+                                    PhotoFilterFields(taken_after=taken_after, taken_before=taken_before, camera=camera, near=near,
+                                                      min_width=min_width))
+        found = engine.find_duplicates(similarity, max_hash_distance, search_filter)
+        return {"groups": [results_payload(group) for group in found.groups], "photos_compared": found.photos_compared,
+                "without_hash": found.without_hash}
+
     @app.get("/api/images/{image_id}", tags=["images"])
     def image(image_id: int) -> Response:
         data, record = indexed_file(image_id)
@@ -364,7 +401,7 @@ def machine_names(host: str) -> list[str]:
 
 def serve(engine: ServedEngine, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
           index_roots: list[str] | None = None, on_ready: Callable[[], None] | None = None,
-          serve_only_under_roots: bool = True, allowed_hosts: Sequence[str] = ()) -> None:
+          serve_only_under_roots: bool = True, allowed_hosts: Sequence[str] = (), watch_folders: Sequence[str] = ()) -> None:
     """Serve the API and page until interrupted; `on_ready` is called once the port is ours and the model warm."""
     from imsearch.servers.listening import exit_cleanly_on_sigterm, listening_socket, run_app
     from imsearch.servers.remote_engine import remove_advert, write_advert
@@ -377,7 +414,7 @@ def serve(engine: ServedEngine, host: str = "127.0.0.1", port: int = 8000, token
         sock.close()
         raise
     app = create_app(engine, token=token, index_roots=index_roots, serve_only_under_roots=serve_only_under_roots,
-                     allowed_hosts=[*machine_names(host), *allowed_hosts])
+                     allowed_hosts=[*machine_names(host), *allowed_hosts], watch_folders=watch_folders)
     store = engine.store.location, engine.store.collection_name
     try:  # so that the CLI uses this server instead of opening the store (for Lite: the store is locked anyway)
         write_advert(*store, f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}", bool(token),

@@ -22,7 +22,8 @@ from imsearch.errors import InvalidArgumentError, RemoteServerError, StoreError
 from imsearch.indexing.pipeline import FailedFile, IndexProgress, IndexSummary, ProgressCallback
 from imsearch.photo_metadata import PhotoMetadata
 from imsearch.query import QueryTerm
-from imsearch.results import SearchResult
+from imsearch.results import Duplicates, SearchResult
+from imsearch.store.duplicates import DEFAULT_MAX_HASH_DISTANCE, DEFAULT_SIMILARITY
 
 if TYPE_CHECKING:
     from milvus_store import SearchFilter
@@ -166,6 +167,12 @@ class RemoteEngine:
 
         return self._results(self._call("GET", f"/api/similar/{path_id(os.path.abspath(image))}",
                                         params={"top_k": top_k, **self._filter_fields(search_filter)})["results"])
+
+    def find_duplicates(self, similarity: float = DEFAULT_SIMILARITY, max_hash_distance: int = DEFAULT_MAX_HASH_DISTANCE,
+                        search_filter: SearchFilter | None = None) -> Duplicates:
+        body = self._call("GET", "/api/duplicates", params={"similarity": similarity, "max_hash_distance": max_hash_distance,
+                                                            **self._filter_fields(search_filter)})
+        return Duplicates([self._results(group) for group in body["groups"]], body["photos_compared"], body["without_hash"])
 
     def get_stats(self) -> dict[str, Any]:
         return dict(self._call("GET", "/api/stats"))

@@ -59,29 +59,61 @@ function metadataRows(m) {
 
 function render(results, label) {
   const grid = $("grid");
+  grid.classList.remove("groups");
   grid.replaceChildren();
   const fragment = document.createDocumentFragment();
-  for (const r of results) {
-    const card = document.createElement("div");
-    card.className = "card";
-    card.dataset.id = r.id;
-    card.dataset.path = r.path;
-    const img = document.createElement("img");
-    img.loading = "lazy";
-    img.src = withToken(r.thumbnail_url);
-    img.alt = r.description || r.path;
-    const meta = document.createElement("div");
-    meta.className = "meta";
-    const score = document.createElement("div"); score.className = "score"; score.textContent = `#${r.rank} · ${r.score.toFixed(3)}`;
-    const name = document.createElement("div"); name.className = "name"; name.textContent = r.path.split("/").pop();
-    const desc = document.createElement("div"); desc.className = "desc"; desc.textContent = r.description || "";
-    meta.append(score, name, desc);
-    card.append(img, meta);
-    card.addEventListener("click", () => openViewer(r));
-    fragment.append(card);
-  }
+  for (const r of results) fragment.append(makeCard(r));
   grid.append(fragment);
   setStatus(results.length ? `${results.length} results for ${label}` : `No results for ${label}`);
+}
+
+// Duplicates: one row per group of near-identical photos, the copy to keep first.
+async function showDuplicates() {
+  setStatus("Looking for duplicates…");
+  try {
+    const body = await api("/api/duplicates?" + filterParams().toString());
+    const grid = $("grid");
+    grid.classList.add("groups");
+    grid.replaceChildren();
+    body.groups.forEach((group, index) => {
+      const section = document.createElement("section");
+      section.className = "group";
+      const title = document.createElement("h3");
+      title.textContent = `Group ${index + 1}: ${group.length} photos`;
+      const row = document.createElement("div");
+      row.className = "group-cards";
+      group.forEach((r, position) => {
+        const card = makeCard(r);
+        if (position === 0) card.classList.add("keep");
+        card.querySelector(".score").textContent = position === 0 ? "keep" : `copy · ${r.score.toFixed(3)}`;
+        row.append(card);
+      });
+      section.append(title, row);
+      grid.append(section);
+    });
+    setStatus(body.groups.length ? `${body.groups.length} groups of near-identical photos among ${body.photos_compared}`
+      : `No duplicates among ${body.photos_compared} photos`);
+  } catch (error) { setStatus(error.message, true); }
+}
+
+function makeCard(r) {
+  const card = document.createElement("div");
+  card.className = "card";
+  card.dataset.id = r.id;
+  card.dataset.path = r.path;
+  const img = document.createElement("img");
+  img.loading = "lazy";
+  img.src = withToken(r.thumbnail_url);
+  img.alt = r.description || r.path;
+  const meta = document.createElement("div");
+  meta.className = "meta";
+  const score = document.createElement("div"); score.className = "score"; score.textContent = `#${r.rank} · ${r.score.toFixed(3)}`;
+  const name = document.createElement("div"); name.className = "name"; name.textContent = r.path.split("/").pop();
+  const desc = document.createElement("div"); desc.className = "desc"; desc.textContent = r.description || "";
+  meta.append(score, name, desc);
+  card.append(img, meta);
+  card.addEventListener("click", () => openViewer(r));
+  return card;
 }
 
 // Composed queries: terms added to or subtracted from the query, as the API's add= and subtract=
@@ -215,6 +247,7 @@ async function startIndex(event) {
 }
 
 $("search-form").addEventListener("submit", searchText);
+$("show-duplicates").addEventListener("click", showDuplicates);
 $("add-term").addEventListener("click", () => { addTerm(1, $("term").value); $("term").value = ""; });
 $("subtract-term").addEventListener("click", () => { addTerm(-1, $("term").value); $("term").value = ""; });
 $("term").addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); $("add-term").click(); } });

@@ -1,0 +1,145 @@
+"""Duplicates: real photographs and their resized, recompressed, 5 %-cropped and mirrored copies group with
+their original, best copy first; different photos (even ones the test model ranks as close as copies)
+and scenes of the same kind do not. Through the real stores, the CLI and the HTTP API."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import os
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import TEST_MODEL
+from http_server import running_server
+from PIL import Image, ImageOps
+
+from image_search import ImageSearchEngine
+from imsearch.errors import InvalidArgumentError
+from imsearch.indexing.perceptual import hash_distance, perceptual_hashes
+
+COPIES = ("resized", "recompressed", "cropped", "mirrored")
+
+
+def build_duplicates(folder: Path, photos: dict[str, Path]) -> dict[str, set[str]]:
+    """Each photograph and four copies (in another folder, written later), plus 30 scenes of few kinds;
+    returns the true groups by file name."""
+    from make_scenes import write_scenes
+
+    truth = {}
+    (folder / "copies").mkdir(parents=True)
+    for number, (name, source) in enumerate(sorted(photos.items())):
+        image = Image.open(source).convert("RGB")
+        width, height = image.size
+        original = folder / f"{name}.jpg"
+        image.save(original, quality=92)
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=35)
+        variants = {"resized": image.resize((width // 3, height // 3)), "recompressed": Image.open(io.BytesIO(buffer.getvalue())),
+                    "cropped": image.crop((int(width * .025), int(height * .025), width - int(width * .025), height - int(height * .025))),
+                    "mirrored": ImageOps.mirror(image)}
+        for kind, variant in variants.items():
+            variant.save(folder / "copies" / f"{name}_{kind}.jpg", quality=90)
+            os.utime(folder / "copies" / f"{name}_{kind}.jpg", (2e9, 2e9))  # the copies are newer than the original
+        os.utime(original, (1.5e9 + number, 1.5e9 + number))
+        truth[name] = {f"{name}.jpg", *(f"{name}_{kind}.jpg" for kind in COPIES)}
+    write_scenes(folder / "scenes", count=30, seed=7)
+    return truth
+
+
+def pairs(groups: list[set[str]]) -> set[frozenset[str]]:
+    return {frozenset(p) for group in groups for p in itertools.combinations(sorted(group), 2)}
+
+
+def test_the_hash_tells_copies_from_different_photographs(photos: dict[str, Path]) -> None:
+    hashes = {}
+    for name, path in photos.items():
+        image = Image.open(path).convert("RGB")
+        width, height = image.size
+        a, a_mirror = perceptual_hashes(image)
+        hashes[name] = (a, a_mirror)
+        for copy in (image.resize((width // 3, height // 3)), ImageOps.mirror(image),
+                     image.crop((int(width * .025), int(height * .025), width - int(width * .025), height - int(height * .025)))):
+            assert hash_distance(a, a_mirror, perceptual_hashes(copy)[0]) <= 14, name
+    for (_, (a, a_mirror)), (_, (b, _)) in itertools.combinations(hashes.items(), 2):
+        assert hash_distance(a, a_mirror, b) >= 20
+    flat = perceptual_hashes(Image.new("RGB", (50, 40), (90, 90, 90)))
+    assert flat == (0, 0)  # no layout to hash: reads as "no hash", never as everyone's duplicate
+
+
+@pytest.fixture(scope="module")
+def duplicates_library(photos: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, set[str]]]:
+    folder = tmp_path_factory.mktemp("duplicates")
+    return folder, build_duplicates(folder, photos)
+
+
+@pytest.mark.slow
+def test_copies_group_with_their_original_best_first(duplicates_library: tuple[Path, dict[str, set[str]]], store_uri: str,
+                                                     collection_name: str) -> None:
+    folder, truth = duplicates_library
+    with ImageSearchEngine(model_name=TEST_MODEL, milvus_uri=store_uri, collection_name=collection_name, device="cpu") as engine:
+        assert engine.index_directory(folder).indexed == 80
+        found = engine.find_duplicates()
+        groups = [{Path(r.path).name for r in group} for group in found.groups]
+        expected_pairs, found_pairs = pairs(list(truth.values())), pairs(groups)
+        precision = len(found_pairs & expected_pairs) / max(1, len(found_pairs))
+        recall = len(found_pairs & expected_pairs) / len(expected_pairs)
+        print(f"duplicates at the defaults: precision {precision:.3f}, recall {recall:.3f}, {len(groups)} groups")
+        assert sorted(map(sorted, groups)) == sorted(map(sorted, truth.values()))  # no scene, no other photo joins
+        for group in found.groups:  # the original: most pixels (tied with two copies), then the oldest
+            assert "/copies/" not in group[0].path and group[0].score == pytest.approx(1.0, abs=1e-4)
+            assert [r.rank for r in group] == list(range(1, 6))
+        assert found.photos_compared == 80 and found.without_hash == 0
+        inside = engine.find_duplicates(search_filter=engine_filter(folder / "copies"))  # the copies among themselves
+        assert sorted(len(g) for g in inside.groups) == [4] * 10
+        assert engine.find_duplicates(max_hash_distance=0).groups != found.groups  # the hash decides, not the vectors alone
+        engine.store.drop()
+
+
+def engine_filter(folder: Path):  # type: ignore[no-untyped-def]
+    from milvus_store import SearchFilter
+
+    return SearchFilter(path_prefix=str(folder) + os.sep)
+
+
+@pytest.mark.slow
+def test_cli_and_http_list_the_same_groups(duplicates_library: tuple[Path, dict[str, set[str]]], tmp_path: Path) -> None:
+    from test_cli import run_cli
+
+    from imsearch.servers.http_api import create_app
+
+    folder, truth = duplicates_library
+    database, home = str(tmp_path / "dups.db"), tmp_path / "home"
+    os.environ.pop("IMAGE_SEARCH_MILVUS_URI", None)
+    run_cli("--mode", "index", "--model", TEST_MODEL, "--milvus-uri", database, "--image-dir", str(folder), home=home)
+    listed = json.loads(run_cli("--mode", "duplicates", "--model", TEST_MODEL, "--milvus-uri", database, "--json", home=home).stdout)
+    groups = [[Path(r["path"]).name for r in group] for group in listed["groups"]]
+    assert sorted(map(sorted, groups)) == sorted(map(sorted, truth.values()))
+    shown = run_cli("--mode", "duplicates", "--model", TEST_MODEL, "--milvus-uri", database, home=home).stdout
+    assert "10 groups of near-identical photos among 80" in shown and "keep" in shown
+    copies = run_cli("--mode", "duplicates", "--model", TEST_MODEL, "--milvus-uri", database, "--paths-only", home=home).stdout.splitlines()
+    assert sorted(Path(p).name for p in copies) == sorted(f"{name}_{kind}.jpg" for name in truth for kind in COPIES)  # what to remove
+    refused = run_cli("--mode", "duplicates", "--milvus-uri", database, "--threshold", "1.5", home=home, check=False)
+    assert refused.returncode == 2 and "--threshold" in refused.stderr
+
+    with ImageSearchEngine(model_name=TEST_MODEL, milvus_uri=database, device="cpu") as engine:
+        with pytest.raises(InvalidArgumentError, match="max_hash_distance"):
+            engine.find_duplicates(max_hash_distance=65)
+        app = create_app(engine, thumbnail_dir=tmp_path / "thumbs", index_roots=[str(folder)])
+        with running_server(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+            answer = client.get("/api/duplicates")
+            assert answer.status_code == 200, answer.text
+            assert [[Path(r["path"]).name for r in group] for group in answer.json()["groups"]] == groups
+            assert client.get("/api/duplicates", params={"similarity": 0}).status_code in (400, 422)
+            only = client.get("/api/duplicates", params={"folder": str(folder / "copies")}).json()
+            assert sorted(len(g) for g in only["groups"]) == [4] * 10
+
+
+def test_the_cli_defaults_are_the_librarys() -> None:
+    from imsearch import cli
+    from imsearch.store import duplicates
+
+    assert cli.DEFAULT_DUPLICATE_SIMILARITY == duplicates.DEFAULT_SIMILARITY
+    assert cli.DEFAULT_MAX_HASH_DISTANCE == duplicates.DEFAULT_MAX_HASH_DISTANCE
