@@ -37,6 +37,7 @@ from imsearch.errors import (
     ForeignCollectionError,
     InvalidArgumentError,
     ModelFidelityWarning,
+    TextMatchUnavailableWarning,
 )
 from imsearch.indexing.decode import load_rgb
 from imsearch.indexing.pipeline import Indexer, IndexSummary, ProgressCallback
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ImageSearchEngine", "SearchResult", "SearchFilter", "Near", "IndexSummary", "QueryTerm", "print_results", "main"]
 
+TEXT_MATCH_MODES = ("auto", "on", "off")
 MAX_TOP_K = 1000
 
 
@@ -66,10 +68,16 @@ class ImageSearchEngine:
                  milvus_token: str | None = None, milvus_user: str | None = None, milvus_password: str | None = None,
                  batch_size: int = 32, device: str | None = "auto", precision: str = "auto", clip_server: str | None = None,
                  runtime: str = "auto", rebuild: bool = False, decode_workers: int | None = None, query_model: str = "auto",
-                 drop_foreign_collection: bool = False,
+                 drop_foreign_collection: bool = False, text_match: str = "auto",
                  encoder: CLIPEncoder | None = None, store: MilvusStore | None = None):
         if batch_size < 1:
             raise InvalidArgumentError(f"batch_size must be at least 1, got {batch_size}")
+        if text_match not in TEXT_MATCH_MODES:
+            raise InvalidArgumentError(f"text_match must be one of {', '.join(TEXT_MATCH_MODES)}, got {text_match!r}")
+        # auto: words also match descriptions and file and folder names where the store can (BM25);
+        # on: the same, with a notice when it cannot; off: CLIP alone
+        self.text_match = text_match
+        self._text_match_noticed = False
         self.mode = mode
         # what the caller passes in, the caller closes (a shared encoder outlives one engine)
         self._owns_store, self._injected_encoder = store is None, encoder
@@ -256,7 +264,9 @@ class ImageSearchEngine:
 
     def search_batch(self, queries: Sequence[str], top_k: int = 5,
                      search_filter: SearchFilter | None = None) -> list[list[SearchResult]]:
-        """One result list per query, in the same order; all queries are encoded in one batch."""
+        """One result list per query, in the same order; all queries are encoded in one batch. Where the
+        store can (text_match), the words also match descriptions and file and folder names (BM25),
+        fused with the CLIP ranking; scores stay cosine similarities."""
         if isinstance(queries, str) or not isinstance(queries, Sequence):
             raise InvalidArgumentError("queries must be a list of strings")
         cleaned = [_check_query(q) for q in queries]
@@ -269,7 +279,13 @@ class ImageSearchEngine:
                           "index some images first", EmptyIndexWarning, stacklevel=2)
             return [[] for _ in cleaned]
         vectors, answered_by = self.router.encode(cleaned, self.encoder.encode_texts)
-        hits = self.store.search(normalize(vectors), top_k, search_filter)
+        if self.text_match != "off" and info.text_match:
+            hits = self.store.search_with_words(normalize(vectors), cleaned, top_k, search_filter)
+        else:
+            if self.text_match == "on" and not self._text_match_noticed:
+                self._text_match_noticed = True
+                warnings.warn(text_match_unavailable(info.name, self.store.location), TextMatchUnavailableWarning, stacklevel=2)
+            hits = self.store.search(normalize(vectors), top_k, search_filter)
         if not any(hits) and self.store.count() == 0:
             warnings.warn(f"collection {self.store.collection_name!r} holds no images yet", EmptyIndexWarning, stacklevel=2)
         return [_to_results(h, encoder) for h, encoder in zip(hits, answered_by, strict=True)]
@@ -377,8 +393,14 @@ class ImageSearchEngine:
             "query_model": self._query_model,
             "multilingual_query_encoder": planned_query_encoder(self.model_name, self._query_model),
             "model_build": info.build if info else None,
+            "text_match": (info.text_match if info else self.store.supports_text_match()) and self.text_match != "off",
             **({"warning": problem} if problem else {}),
         }
+
+
+def text_match_unavailable(collection: str, location: str) -> str:
+    return (f"collection {collection!r} at {location} cannot match words in descriptions and file names (full-text "
+            "search needs Milvus Lite or a Milvus server from 2.5): searching by CLIP alone")
 
 
 def activation_check(info: CollectionInfo) -> tuple[str | None, str | None]:

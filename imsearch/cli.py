@@ -118,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     photo.add_argument("--camera", metavar="TEXT", help="camera make or model containing TEXT, any case (e.g. 'iphone', 'EOS 5D')")
     photo.add_argument("--near", metavar="LAT,LON,KM", help="taken within KM kilometres of a position (e.g. 35.01,135.77,5)")
     photo.add_argument("--min-width", type=int, metavar="PIXELS", help="at least PIXELS wide, as displayed")
+    search.add_argument("--text-match", default="auto", choices=["auto", "on", "off"],
+                        help="auto: query words also match descriptions and file and folder names (BM25, fused with the "
+                             "CLIP ranking) where the store can (Milvus Lite, Milvus servers from 2.5); on: the same, with a "
+                             "notice where it cannot; off: CLIP alone. Through a running server, the server's setting applies")
     search.add_argument("--query-model", default="auto",
                         help="auto: queries in scripts the model cannot read go to the multilingual encoder made for it "
                              "(e.g. M-CLIP for ViT-B-32::openai); never: always the model's own text tower; or an "
@@ -189,7 +193,8 @@ def _open_engine(args: argparse.Namespace) -> SearchEngine:
             mode=args.encode_mode or ("service" if args.clip_server else "local"), model_name=args.model, collection_name=args.collection, milvus_uri=args.milvus_uri,
             milvus_host=args.milvus_host, milvus_port=args.milvus_port, milvus_token=args.milvus_token,
             batch_size=args.batch_size, device=args.device, precision=args.precision, runtime=args.runtime,
-            clip_server=args.clip_server, rebuild=args.rebuild, query_model=args.query_model, drop_foreign_collection=args.drop_foreign_collection)
+            clip_server=args.clip_server, rebuild=args.rebuild, query_model=args.query_model, drop_foreign_collection=args.drop_foreign_collection,
+            text_match=args.text_match)
     except StoreLockedError:
         from imsearch.servers.remote_engine import find_server
 

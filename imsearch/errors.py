@@ -22,6 +22,7 @@ Warnings (through `warnings`, never printed by the library):
     EmptyIndexWarning       a search ran against a collection that does not exist or holds no images
     ModelFidelityWarning    vectors made differently from how the weights were trained
     EncoderServerWarning    one of several CLIP servers is not answering; the others carry the work
+    TextMatchUnavailableWarning  text_match="on", but the store has no full-text search (a Milvus server before 2.5)
 """
 
 from __future__ import annotations
@@ -93,6 +94,10 @@ class RemoteServerError(ImageSearchError):
 
 class EmptyIndexWarning(UserWarning):
     """A search ran against a collection that does not exist or holds no images."""
+
+
+class TextMatchUnavailableWarning(UserWarning):
+    """Words were asked to match descriptions and file names (text_match="on"), but the store cannot."""
 
 
 class ModelFidelityWarning(UserWarning):

@@ -271,6 +271,10 @@ def test_a_collection_indexed_before_metadata_gains_it_without_re_encoding(libra
             assert after[row["id"]]["meta_version"] == METADATA_VERSION
             assert (metadata_from_row(after[row["id"]]) or PhotoMetadata()).phash is not None  # hashes too, for duplicates
         assert engine.index_directory(library).metadata_read == 0  # read once
+        info = engine.store.collection_info()
+        assert info is not None and info.text_match == engine.store.supports_text_match()  # words searchable where they can be
+        if info.text_match:
+            assert Path(engine.search("null island", top_k=3)[0].path).name == "null_island.jpg"  # found by its file name
     finally:
         engine.close()
 

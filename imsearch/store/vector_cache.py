@@ -81,7 +81,7 @@ class VectorCache:
         self._vectors[self._size] = vector / norm if norm > 0 else vector
         self._valid[self._size] = True
         self._ids[self._size] = image_id
-        self._fields.append({k: v for k, v in row.items() if k not in ("vector", "id", "fingerprint")})
+        self._fields.append({k: v for k, v in row.items() if k not in ("vector", "id", "fingerprint", "text")})
         self._row_of[image_id] = self._size
         self._size += 1
 
