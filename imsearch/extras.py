@@ -13,6 +13,7 @@ EXTRA_OF = {
     "transformers": "multilingual", "sentence_transformers": "multilingual",
     "cn_clip": "cn-clip",
     "ray": "ray", "pyarrow": "ray",
+    "rawpy": "raw",
 }
 
 

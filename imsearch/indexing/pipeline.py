@@ -22,7 +22,7 @@ import numpy as np
 
 from clip_encoder import CLIPEncoder
 from imsearch.errors import ImageDecodeError
-from imsearch.indexing.decode import decode_photo, photo_metadata, read_file
+from imsearch.indexing.decode import decode_photo, is_raw, photo_metadata, read_file
 from imsearch.indexing.scan import FailedFile, FileEntry, ScanResult, entries_for_paths, scan_directory
 from imsearch.photo_metadata import PhotoMetadata
 from milvus_store import PATH_MAX_BYTES, ImageRecord, IndexedFile, MilvusStore, indexed_file, metadata_from_row, path_id
@@ -370,7 +370,7 @@ class Indexer:
                 if source is not None:
                     return _Moved(entry, source, content)
                 t1 = time.perf_counter()
-                image, metadata = decode_photo(data, min_side=min_side)
+                image, metadata = decode_photo(data, min_side=min_side, raw=is_raw(entry.path))
                 t2 = time.perf_counter()
                 item = self.encoder.prepare_image(image)
                 return _Prepared(entry, item, content, metadata, (t1 - t0, t2 - t1, time.perf_counter() - t2))

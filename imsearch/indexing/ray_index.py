@@ -34,7 +34,7 @@ import numpy as np
 
 from imsearch.errors import ImageDecodeError, InvalidArgumentError
 from imsearch.extras import require
-from imsearch.indexing.decode import decode_photo, photo_metadata, read_file
+from imsearch.indexing.decode import decode_photo, is_raw, photo_metadata, read_file
 from imsearch.indexing.pipeline import DescriptionMap, IndexSummary, fingerprint, gone_files, plan_work
 from imsearch.indexing.scan import FailedFile, FileEntry, ScanResult, entries_for_paths, scan_directory
 from imsearch.photo_metadata import PhotoMetadata
@@ -296,7 +296,7 @@ def decode_files(batch: Batch, min_side: int) -> Batch:
         try:
             data = remote.read(path) if path.startswith(REMOTE_SCHEMES) else read_file(Path(path))
             fingerprints[i] = fingerprint(data)
-            image, photo = decode_photo(data, min_side=min_side)
+            image, photo = decode_photo(data, min_side=min_side, raw=is_raw(path))
             metadata[i] = json.dumps(photo.to_dict())
             widths[i], heights[i] = image.size
             pixels[i] = image.tobytes()

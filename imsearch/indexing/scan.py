@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imsearch.indexing.decode import IMAGE_EXTENSIONS
+from imsearch.indexing.decode import IMAGE_EXTENSIONS, is_raw
 
 
 @dataclass(frozen=True)
@@ -127,6 +127,7 @@ def scan_directory(root: str | Path, extensions: Iterable[str] = IMAGE_EXTENSION
             result.unlisted_dirs.append(folder)
             continue
         subfolders = []
+        found: list[FileEntry] = []
         for entry in entries:
             if _is_hidden(entry.name):
                 continue
@@ -152,12 +153,20 @@ def scan_directory(root: str | Path, extensions: Iterable[str] = IMAGE_EXTENSION
                 result.failed.append(FailedFile(entry.path, reason))
                 continue
             if stat.S_ISREG(st.st_mode):
-                result.files.append(FileEntry(entry.path, st.st_size, st.st_mtime))
+                found.append(FileEntry(entry.path, st.st_size, st.st_mtime))
+        result.files.extend(_without_raw_twins(found))
         if not recursive:
             result.subfolders = subfolders
             break
         stack.extend(reversed(subfolders))
     return result
+
+
+def _without_raw_twins(files: list[FileEntry]) -> list[FileEntry]:
+    """A RAW file with a same-named JPEG (or HEIC, PNG...) beside it is left out, as rclip does: the camera
+    wrote both of one shot, and the JPEG is what was kept and edited."""
+    developed = {os.path.splitext(f.path)[0].lower() for f in files if not is_raw(f.path)}
+    return [f for f in files if not (is_raw(f.path) and os.path.splitext(f.path)[0].lower() in developed)]
 
 
 def entries_for_paths(paths: Iterable[str | os.PathLike[str]]) -> ScanResult:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import io
 import logging
 import math
 import os
@@ -31,6 +32,7 @@ from pydantic import BaseModel, Field, StringConstraints
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from imsearch.errors import CollectionMismatchError, ImageSearchError, InvalidArgumentError, StoreError
+from imsearch.indexing.decode import decode_photo, is_raw
 from imsearch.indexing.watch import FolderWatcher
 from imsearch.paths import thumbnail_dir as default_thumbnail_dir
 from imsearch.protocols import ServedEngine
@@ -330,6 +332,10 @@ def create_app(engine: ServedEngine, token: str | None = None, thumbnail_dir: st
     @app.get("/api/images/{image_id}", tags=["images"])
     def image(image_id: int) -> Response:
         data, record = indexed_file(image_id)
+        if is_raw(record["path"]):  # no browser shows a RAW file: its preview (or developed picture) as a JPEG
+            buffer = io.BytesIO()
+            decode_photo(data, raw=True)[0].save(buffer, format="JPEG", quality=92)
+            return Response(buffer.getvalue(), media_type="image/jpeg")
         return Response(data, media_type=MEDIA_TYPES.get(record.get("ext", ""), "application/octet-stream"))
 
     @app.get("/api/images/{image_id}/thumbnail", tags=["images"])
@@ -340,7 +346,7 @@ def create_app(engine: ServedEngine, token: str | None = None, thumbnail_dir: st
         # hashing the whole original for each of a results page's thumbnails would cost ~10 ms per photo.
         if not (cached.exists() and unchanged_on_disk(record) and (not serve_roots or under(os.path.realpath(record["path"]), serve_roots))):
             data, record = indexed_file(image_id)
-            cached = thumbs.make(image_id, data, float(record["mtime"]))
+            cached = thumbs.make(image_id, data, float(record["mtime"]), raw=is_raw(record["path"]))
         return FileResponse(cached, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 
     @app.post("/api/index", status_code=202, tags=["index"])

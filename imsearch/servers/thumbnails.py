@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from imsearch.indexing.decode import load_rgb
+from imsearch.indexing.decode import decode_photo
 
 
 class ThumbnailCache:
@@ -20,10 +20,10 @@ class ThumbnailCache:
         """Where the thumbnail of this version of the file is (or will be) kept; a changed file gets a new one."""
         return self.folder / f"{image_id}-{int(mtime * 1000)}-{self.size}.jpg"
 
-    def make(self, image_id: int, data: bytes, mtime: float) -> Path:
-        """Render the thumbnail of an indexed file's verified content."""
+    def make(self, image_id: int, data: bytes, mtime: float, raw: bool = False) -> Path:
+        """Render the thumbnail of an indexed file's verified content (`raw`: a camera RAW file)."""
         target = self.path_for(image_id, mtime)
-        image = load_rgb(data, min_side=self.size)
+        image = decode_photo(data, min_side=self.size, raw=raw)[0]
         image.thumbnail((self.size, self.size))
         handle, temporary = tempfile.mkstemp(dir=self.folder, suffix=".part")
         with os.fdopen(handle, "wb") as out:

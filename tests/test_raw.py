@@ -1,0 +1,108 @@
+"""Camera RAW files: real DNG files (written by pidng from real photographs' pixels as an RGGB mosaic, since
+no camera file can be downloaded here) decoded through LibRaw (rawpy), indexed and searched; a RAW beside a
+same-named JPEG indexed once (rclip's rule); served to a browser as JPEG; bad RAW files give reasons."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from conftest import TEST_MODEL
+from http_server import running_server
+from PIL import Image
+
+from image_search import ImageSearchEngine
+from imsearch.errors import ImageDecodeError
+from imsearch.indexing.decode import IMAGE_EXTENSIONS, decode_photo
+from imsearch.indexing.scan import scan_directory
+from milvus_store import path_id
+
+pytest.importorskip("rawpy")
+
+
+def write_dng(path: Path, photo: Path, size: tuple[int, int] = (320, 212)) -> np.ndarray:
+    """A DNG whose sensor data is `photo`'s pixels sampled as an RGGB Bayer mosaic (12 bits); returns the RGB it came from."""
+    from pidng.core import RAW2DNG, DNGTags, Tag
+    from pidng.defs import CalibrationIlluminant, CFAPattern, DNGVersion, Orientation, PhotometricInterpretation
+
+    rgb = np.asarray(Image.open(photo).convert("RGB").resize(size))
+    height, width = rgb.shape[:2]
+    mosaic = np.zeros((height, width), dtype=np.uint16)
+    mosaic[0::2, 0::2], mosaic[0::2, 1::2] = rgb[0::2, 0::2, 0], rgb[0::2, 1::2, 1]
+    mosaic[1::2, 0::2], mosaic[1::2, 1::2] = rgb[1::2, 0::2, 1], rgb[1::2, 1::2, 2]
+    tags = DNGTags()
+    for tag, value in ((Tag.ImageWidth, width), (Tag.ImageLength, height), (Tag.TileWidth, width), (Tag.TileLength, height),
+                       (Tag.Orientation, Orientation.Horizontal), (Tag.SamplesPerPixel, 1), (Tag.BitsPerSample, 16),
+                       (Tag.PhotometricInterpretation, PhotometricInterpretation.Color_Filter_Array),
+                       (Tag.CFARepeatPatternDim, [2, 2]), (Tag.CFAPattern, CFAPattern.RGGB), (Tag.BlackLevel, 0),
+                       (Tag.WhiteLevel, 4095), (Tag.CalibrationIlluminant1, CalibrationIlluminant.D65),
+                       (Tag.ColorMatrix1, [[1, 1], [0, 1], [0, 1], [0, 1], [1, 1], [0, 1], [0, 1], [0, 1], [1, 1]]),
+                       (Tag.AsShotNeutral, [[1, 1], [1, 1], [1, 1]]), (Tag.Make, "Canon"), (Tag.Model, "EOS R5"),
+                       (Tag.DNGVersion, DNGVersion.V1_4), (Tag.DNGBackwardVersion, DNGVersion.V1_2)):
+        tags.set(tag, value)
+    writer = RAW2DNG()
+    writer.options(tags, path="", compress=False)
+    writer.convert(mosaic << 4, filename=str(path.with_suffix("")))
+    assert path.exists()
+    return rgb
+
+
+def test_a_dng_is_developed_with_its_size_and_hash(tmp_path: Path, photos: dict[str, Path]) -> None:
+    rgb = write_dng(tmp_path / "chelsea.dng", photos["chelsea"])
+    image, metadata = decode_photo((tmp_path / "chelsea.dng").read_bytes(), raw=True)
+    assert image.mode == "RGB" and (metadata.width, metadata.height) == (320, 212)
+    assert image.size in ((320, 212), (160, 106))  # developed at half size when there is no preview
+    assert metadata.phash is not None
+    # the picture is the photograph's: its grey levels follow the source's (a flat or scrambled decode would not)
+    developed = np.asarray(image.convert("L").resize((32, 21)), dtype=np.float64).flatten()
+    source = np.asarray(Image.fromarray(rgb).convert("L").resize((32, 21)), dtype=np.float64).flatten()
+    assert np.corrcoef(developed, source)[0, 1] > 0.9
+    assert decode_photo(tmp_path / "chelsea.dng")[0].size == image.size  # a path says RAW by its name
+
+
+def test_bad_raw_files_give_reasons(tmp_path: Path, photos: dict[str, Path]) -> None:
+    write_dng(tmp_path / "good.dng", photos["coffee"])
+    data = (tmp_path / "good.dng").read_bytes()
+    for content, reason in ((b"", "empty file"), (b"not a raw file at all" * 10, "not a RAW format"),
+                            (data[: len(data) // 3], "RAW")):
+        with pytest.raises(ImageDecodeError, match=reason):
+            decode_photo(content, raw=True)
+
+
+def test_a_raw_beside_its_jpeg_is_listed_once(tmp_path: Path) -> None:
+    for name in ("IMG_1.CR2", "IMG_1.JPG", "IMG_2.nef", "IMG_3.dng", "img_3.heic", "IMG_4.arw", "IMG_4.png"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "IMG_2.jpg").write_bytes(b"x")  # another folder: not the same shot's pair
+    listed = sorted(str(Path(f.path).relative_to(tmp_path)) for f in scan_directory(tmp_path).files)
+    expected = ["IMG_1.JPG", "IMG_2.nef", "IMG_4.png", "other/IMG_2.jpg"] + (["img_3.heic"] if ".heic" in IMAGE_EXTENSIONS else ["IMG_3.dng"])
+    assert listed == sorted(expected)
+
+
+@pytest.mark.slow
+def test_raw_photos_are_indexed_searched_and_served(tmp_path: Path, photos: dict[str, Path]) -> None:
+    from imsearch.servers.http_api import create_app
+
+    library = tmp_path / "library"
+    library.mkdir()
+    write_dng(library / "chelsea.dng", photos["chelsea"])
+    write_dng(library / "coffee.dng", photos["coffee"])
+    shutil.copy(photos["coffee"], library / "coffee.jpg")  # the camera's JPEG of the same shot
+    shutil.copy(photos["astronaut"], library / "astronaut.jpg")
+    with ImageSearchEngine(model_name=TEST_MODEL, milvus_uri=str(tmp_path / "raw.db"), device="cpu") as engine:
+        summary = engine.index_directory(library)
+        assert (summary.indexed, summary.failed) == (3, [])
+        found = engine.search_by_image(library / "chelsea.dng", top_k=3)
+        assert found[0].path == str(library / "chelsea.dng") and found[0].score > 0.999
+        assert found[0].metadata is not None and (found[0].metadata.width, found[0].metadata.height) == (320, 212)
+        assert engine.image_record(path_id(str(library / "coffee.dng"))) is None
+        with running_server(create_app(engine, thumbnail_dir=tmp_path / "thumbs", index_roots=[str(library)])) as url:
+            image_id = path_id(str(library / "chelsea.dng"))
+            for route in (f"/api/images/{image_id}", f"/api/images/{image_id}/thumbnail"):
+                answer = httpx.get(url + route, timeout=30)
+                assert answer.status_code == 200 and answer.headers["content-type"] == "image/jpeg", route
+                Image.open(io.BytesIO(answer.content)).verify()
