@@ -59,6 +59,9 @@ class FolderWatcher:
         self._last_event = 0.0
         self._changed = threading.Condition()
         self._watches: dict[str, ObservedWatch | None] = {}
+        # the filesystem each root is on: an unmounted disk leaves its mount point behind as an empty folder of
+        # the filesystem above, which must read as "gone", not as "every photo deleted"
+        self._devices: dict[str, int] = {}
         self._observer: BaseObserver | None = None
 
     # ------------------------------------------------------------------- events (watchdog's thread)
@@ -139,12 +142,19 @@ class FolderWatcher:
     def _present(self, folder: str) -> bool:
         """Whether `folder` can be brought up to date: its root is mounted (a vanished root keeps its rows)."""
         root = next(r for r in self.roots if folder == r or folder.startswith(r.rstrip(os.sep) + os.sep))
-        return os.path.isdir(root) and self._watches.get(root) is not None
+        return self._mounted(root) and self._watches.get(root) is not None
+
+    def _mounted(self, root: str) -> bool:
+        try:
+            device = os.stat(root).st_dev
+        except OSError:
+            return False
+        return os.path.isdir(root) and self._devices.setdefault(root, device) == device
 
     def _poll_roots(self) -> None:
         assert self._observer is not None
         for root, watch in list(self._watches.items()):
-            mounted = os.path.isdir(root)
+            mounted = self._mounted(root)
             if watch is not None and not mounted:
                 self._unschedule(watch)
                 self._watches[root] = None
@@ -165,7 +175,7 @@ class FolderWatcher:
             def on_any_event(self, event: FileSystemEvent) -> None:
                 watcher._on_filesystem_event(event)
 
-        if not os.path.isdir(root):
+        if not self._mounted(root):
             return None
         try:
             return self._observer.schedule(Handler(), root, recursive=True)
