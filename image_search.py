@@ -195,10 +195,12 @@ class ImageSearchEngine:
     def watch(self, image_dirs: Sequence[str | os.PathLike[str]], stop: threading.Event | None = None,
               on_change: Callable[[str, IndexSummary], None] | None = None, on_event: Callable[[WatchEvent], None] | None = None,
               on_error: Callable[[BaseException], None] | None = None, descriptions: Mapping[str, Any] | None = None,
-              within: Sequence[str] = (), exclude: Sequence[str] = (), debounce: float = DEFAULT_DEBOUNCE_SECONDS) -> None:
+              within: Sequence[str] = (), exclude: Sequence[str] = (), debounce: float = DEFAULT_DEBOUNCE_SECONDS,
+              catch_up: bool = True) -> None:
         """Keep the index current with `image_dirs` until `stop` is set (or Ctrl-C): created, changed, moved
         and deleted files are applied as they happen, by incremental runs of the folders they touched
-        (imsearch/indexing/watch.py). Index the folders once first; this applies what changes after.
+        (imsearch/indexing/watch.py). With `catch_up`, each folder is brought up to date once the watching
+        has begun (changes made before it are not missed; unchanged files cost a stat).
         `on_change(folder, summary)` after each folder is brought up to date; `on_event` also hears of a
         watched folder gone (its rows are kept) or back; `on_error` of a run that failed (tried again)."""
         roots = [os.path.abspath(Path(d).expanduser()) for d in image_dirs]
@@ -213,7 +215,8 @@ class ImageSearchEngine:
                 if on_change is not None:
                     on_change(folder, summary)
 
-        watcher = FolderWatcher(roots, bring_up_to_date, on_event=on_event, on_error=on_error, debounce=debounce)
+        watcher = FolderWatcher(roots, bring_up_to_date, on_event=on_event, on_error=on_error, debounce=debounce,
+                                catch_up=catch_up)
         try:
             watcher.run(stop or threading.Event())
         except KeyboardInterrupt:

@@ -465,7 +465,7 @@ class MilvusStore:
         build = meta.get("build")
         self._info = CollectionInfo(self.collection_name, str(meta["model"]), int(meta.get("dim", dims[0] if dims else 0)),
                                     int(meta.get("schema_version", 0)), dict(build) if isinstance(build, dict) else None,
-                                    bool(meta.get("text_match", False)))
+                                    bool(meta.get("text_match", False)) and any(f["name"] == "text_sparse" for f in description["fields"]))
         return self._info
 
     def open_collection(self, model: str, dim: int | None, create: bool = True,
@@ -827,7 +827,8 @@ class MilvusStore:
         results = []
         for vector, text in zip(vectors, texts, strict=True):
             words = " ".join(words_for_matching(text).split())
-            if not re.search(r"\w", words):
+            if not re.search(r"\w", words) or (self._cache is not None and expression is None and not self._words_match(words)):
+                # nothing to fuse: the CLIP ranking alone, from the in-memory vectors where a long-lived process has them
                 results.append(self.search(vector[None], top_k, search_filter)[0])
                 continue
             # The CLIP list is longer than k, so that a photo whose words match gains its CLIP rank too and comes before
@@ -842,6 +843,13 @@ class MilvusStore:
             results.append([Hit(int(h["id"]), float(np.dot(query, np.asarray(h["entity"]["vector"], dtype=np.float32))),
                                 {k: v for k, v in (h.get("entity") or {}).items() if k != "vector"}) for h in found])
         return results
+
+    def _words_match(self, words: str) -> bool:
+        """Whether any photo's words match (BM25 alone: 19-28 ms at 50,000 rows on Lite; a fused search took 58 ms
+        at 20,000), so that a warm process answers queries whose words match nothing from its cached vectors."""
+        found = self._call("search", self.collection_name, data=[words], anns_field="text_sparse", limit=1,
+                           search_params={"metric_type": "BM25"}, consistency_level=SEARCH_CONSISTENCY)
+        return bool(found and found[0])
 
     # ----------------------------------------------------------------- error translation
 

@@ -299,6 +299,8 @@ def _watch(args: argparse.Namespace, engine: SearchEngine, descriptions: dict[st
         return time.strftime("%H:%M:%S")
 
     def changed(folder: str, summary: IndexSummary) -> None:
+        if not (summary.indexed or summary.removed or summary.moved or summary.failed or summary.descriptions_updated):
+            return  # the catch-up pass once watching begins, finding nothing new
         print(f"{now()} {folder}: indexed {summary.indexed}, removed {summary.removed}, moved {summary.moved}, "
               f"failed {len(summary.failed)}", flush=True)
         for failure in summary.failed:
@@ -310,12 +312,14 @@ def _watch(args: argparse.Namespace, engine: SearchEngine, descriptions: dict[st
                   "to come back", file=sys.stderr, flush=True)
         elif happened.kind == "back":
             print(f"{now()} {happened.folders[0]} is back", file=sys.stderr, flush=True)
+        elif happened.kind == "watching":
+            count = len(happened.folders)
+            print(f"watching {count} folder{'s' if count > 1 else ''} for changes; Ctrl-C stops", file=sys.stderr, flush=True)
 
     def failed(error: BaseException) -> None:
         print(f"warning: {error}; trying again after the next change", file=sys.stderr, flush=True)
 
-    print(f"watching {len(args.image_dir)} folder{'s' if len(args.image_dir) > 1 else ''} for changes; Ctrl-C stops",
-          file=sys.stderr, flush=True)
+    sys.stdout.flush()  # the first pass's summary, before the wait (a pipe would hold it back)
     engine.watch(args.image_dir, on_change=changed, on_event=event, on_error=failed, descriptions=descriptions,
                  exclude=args.exclude)
     return 0

@@ -251,7 +251,8 @@ def test_a_collection_indexed_before_metadata_gains_it_without_re_encoding(libra
     index = client.prepare_index_params()
     index.add_index("vector", index_type="FLAT", metric_type="COSINE")
     client.create_collection(collection_name, schema=schema, index_params=index, consistency_level="Session",
-                             properties={"image_search.meta": json.dumps({**properties, "schema_version": 1})})
+                             properties={"image_search.meta": json.dumps({**{k: v for k, v in properties.items() if k != "text_match"},
+                                                                          "schema_version": 1})})
     old_fields = ("id", "path", "description", "size", "mtime", "fingerprint", "ext", "vector")
     client.insert(collection_name, [{k: r[k] for k in old_fields} for r in rows])
     client.flush(collection_name)
@@ -309,7 +310,7 @@ def test_cli_and_http_filter_on_metadata(library: Path, tmp_path: Path) -> None:
     bad = run_cli("--mode", "search", "--model", TEST_MODEL, "--milvus-uri", database, "--query", "a photo", "--taken-after", "last june", home=home, check=False)
     assert bad.returncode == 2 and "--taken-after" in bad.stderr and "last june" in bad.stderr
     misplaced = run_cli("--mode", "index", "--model", TEST_MODEL, "--milvus-uri", database, "--image-dir", str(library), "--camera", "x", home=home, check=False)
-    assert misplaced.returncode == 2 and "apply to --mode search and similar" in misplaced.stderr
+    assert misplaced.returncode == 2 and "apply to --mode search, similar and duplicates" in misplaced.stderr
 
     engine = ImageSearchEngine(model_name=TEST_MODEL, milvus_uri=database, device="cpu")
     try:

@@ -80,6 +80,9 @@ def test_a_word_only_one_photo_has_ranks_it_first(library: tuple[Path, dict[str,
             assert [r.score for r in fused] == pytest.approx([r.score for r in clip], abs=1e-5)
         batch = engine.search_batch(["Alice", "外婆家"], top_k=3)
         assert [Path(b[0].path).parent.name for b in batch] == ["misc", "外婆家"]
+        engine.warm()  # as a server does: words that match nothing are answered from the vectors in memory, the same
+        assert [r.id for r in engine.search("a small blue cross", top_k=10)] == [r.id for r in plain.search("a small blue cross", top_k=10)]
+        assert Path(engine.search("kyoto", top_k=3)[0].path).parent.name == "2019-06 Kyoto"
         # a folder filter applies to both rankings
         only_trips = engine.search("Alice", top_k=5, search_filter=_under(root / "trips"))
         assert only_trips and all("/trips/" in r.path for r in only_trips)

@@ -5,6 +5,7 @@ moved and deleted, and as a watched folder disappears and comes back."""
 from __future__ import annotations
 
 import os
+import queue
 import shutil
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import httpx
 import pytest
@@ -39,11 +41,12 @@ def wait_for(condition: Callable[[], object], timeout: float = 20.0, what: str =
 
 
 @contextmanager
-def watching(root: Path) -> Iterator[tuple[list[list[str]], list[WatchEvent]]]:
+def watching(root: Path, catch_up: bool = False) -> Iterator[tuple[list[list[str]], list[WatchEvent]]]:
     applied: list[list[str]] = []
     events: list[WatchEvent] = []
     stop = threading.Event()
-    watcher = FolderWatcher([str(root)], applied.append, on_event=events.append, debounce=QUICK, poll_seconds=QUICK)
+    watcher = FolderWatcher([str(root)], applied.append, on_event=events.append, debounce=QUICK, poll_seconds=QUICK,
+                            catch_up=catch_up)
     thread = threading.Thread(target=watcher.run, args=(stop,))
     thread.start()
     time.sleep(0.3)  # the observer is scheduled
@@ -99,6 +102,15 @@ def test_changes_name_the_folders_to_bring_up_to_date(tmp_path: Path) -> None:
         (root / "a" / "notes.txt").write_text("x")
         time.sleep(QUICK * 4)
         assert applied == []
+
+
+def test_once_watching_each_folder_is_brought_up_to_date(tmp_path: Path) -> None:
+    """What changed between an index run and the watching is not missed: a pass once the observer runs."""
+    root = tmp_path / "library"
+    photo(root / "one.jpg")
+    with watching(root, catch_up=True) as (applied, events):
+        wait_for(lambda: applied, what="the catch-up pass")
+        assert applied == [[str(root)]] and events[0] == WatchEvent("watching", (str(root),))
 
 
 def test_a_vanished_folder_is_left_alone_and_taken_up_again(tmp_path: Path) -> None:
@@ -202,21 +214,37 @@ def test_cli_watch_applies_changes_until_interrupted(tmp_path: Path, scenes: Pat
     process = subprocess.Popen([sys.executable, str(ROOT / "image_search.py"), "--mode", "index", "--watch", "--model", TEST_MODEL,
                                 "--milvus-uri", database, "--image-dir", str(library), "-q"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
+    lines: queue.Queue[str] = queue.Queue()  # both streams, read by threads: a missing line fails, never hangs
+
+    def read(stream: IO[str], tag: str) -> None:
+        for line in stream:
+            lines.put(tag + line)
+
+    assert process.stdout is not None and process.stderr is not None
+    for stream, tag in ((process.stdout, "out:"), (process.stderr, "err:")):
+        threading.Thread(target=read, args=(stream, tag), daemon=True).start()
+
+    def until(wanted: Callable[[str], bool], what: str, timeout: float = 120) -> str:
+        seen = ""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = lines.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            seen += line
+            if wanted(seen):
+                return seen
+        raise AssertionError(f"no {what} within {timeout}s; saw: {seen[-2000:]}")
+
     try:
-        assert process.stderr is not None and process.stdout is not None
-        line = ""
-        deadline = time.monotonic() + 120
-        while "watching 1 folder" not in line and time.monotonic() < deadline:
-            line = process.stderr.readline()
-        assert "watching 1 folder" in line
-        assert process.stdout.readline().startswith("indexed 24, unchanged 0")
+        first = until(lambda seen: "watching 1 folder" in seen and "out:indexed 24, unchanged 0" in seen, "first pass")
+        assert "failed 0" in first
         photo(library / "new.jpg", (10, 200, 10))
         (library / "scene_00001.png").unlink()
-        applied = process.stdout.readline()
-        while "removed 1" not in applied:  # the two changes may come as one run or two
-            assert "indexed 1" in applied or "removed 1" in applied, applied
-            applied += process.stdout.readline()
-        assert "indexed 1" in applied
+        # the two changes may come as one run or two
+        applied = until(lambda seen: "indexed 1," in seen and "removed 1," in seen, "the changes applied", timeout=60)
+        assert "failed 0" in applied
     finally:
         process.send_signal(signal.SIGINT)
         code = process.wait(timeout=30)

@@ -36,7 +36,7 @@ DEFAULT_POLL_SECONDS = 2.0
 class WatchEvent:
     """What the watcher tells its caller: folders brought up to date, or a watched folder gone or back."""
 
-    kind: str  # "changed" (folders handed to apply), "gone", "back"
+    kind: str  # "watching" (the observer runs), "changed" (folders handed to apply), "gone", "back"
     folders: tuple[str, ...]
 
 
@@ -48,13 +48,16 @@ class FolderWatcher:
     def __init__(self, roots: Sequence[str], apply: Callable[[list[str]], None],
                  on_event: Callable[[WatchEvent], None] | None = None,
                  on_error: Callable[[BaseException], None] | None = None,
-                 debounce: float = DEFAULT_DEBOUNCE_SECONDS, poll_seconds: float = DEFAULT_POLL_SECONDS):
+                 debounce: float = DEFAULT_DEBOUNCE_SECONDS, poll_seconds: float = DEFAULT_POLL_SECONDS,
+                 catch_up: bool = True):
         from imsearch.extras import require
 
         require("--watch", "watchdog")  # a core dependency; an install without it gets a clear message
         self.roots = [os.path.abspath(os.fspath(r)) for r in roots]
         self._apply, self._on_event, self._on_error = apply, on_event or (lambda _: None), on_error or (lambda _: None)
         self.debounce, self.poll_seconds = debounce, poll_seconds
+        # once watching, bring every root up to date: what changed before the observer started is not missed
+        self.catch_up = catch_up
         self._pending: set[str] = set()
         self._last_event = 0.0
         self._changed = threading.Condition()
@@ -108,6 +111,10 @@ class FolderWatcher:
         for root in self.roots:
             self._watches[root] = self._schedule(root)
         self._observer.start()
+        self._on_event(WatchEvent("watching", tuple(self.roots)))
+        if self.catch_up:
+            with self._changed:
+                self._pending.update(r for r, watch in self._watches.items() if watch is not None)
         next_poll = time.monotonic() + self.poll_seconds
         try:
             while not stop.is_set():

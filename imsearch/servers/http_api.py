@@ -162,9 +162,7 @@ def create_app(engine: ServedEngine, token: str | None = None, thumbnail_dir: st
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         stop = threading.Event()
         watching = None
-        if watch_folders:
-            for folder in watch_folders:
-                jobs.submit(os.path.abspath(folder))  # what changed while no one watched
+        if watch_folders:  # once watching, each folder is brought up to date (the watcher's catch-up) as a job
             def submit(folders: list[str]) -> None:
                 for folder in folders:
                     jobs.submit(folder)
