@@ -143,7 +143,7 @@ def test_a_failed_run_is_tried_again(tmp_path: Path) -> None:
             raise ConnectionError("the store went away for a moment")
 
     stop = threading.Event()
-    watcher = FolderWatcher([str(root)], flaky, on_error=errors.append, debounce=QUICK, poll_seconds=QUICK)
+    watcher = FolderWatcher([str(root)], flaky, on_error=errors.append, debounce=QUICK, poll_seconds=QUICK, catch_up=False)
     thread = threading.Thread(target=watcher.run, args=(stop,))
     thread.start()
     try:
