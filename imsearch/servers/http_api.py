@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from fastapi import FastAPI, File, Form, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -125,6 +125,17 @@ def make_filter(folder: str | None, ext: list[str] | str | None, after: str | No
     search_filter = SearchFilter(prefix, tuple(extensions), _parse_time(after, "modified_after"), _parse_time(before, "modified_before"),
                                  **photo_filter(photo.taken_after, photo.taken_before, photo.camera, photo.near, photo.min_width))
     return search_filter if search_filter.expression() else None
+
+
+def query_filter(folder: str | None = None, ext: list[str] | None = Query(None), modified_after: str | None = None,
+                 modified_before: str | None = None, taken_after: str | None = Query(None, max_length=40),
+                 taken_before: str | None = Query(None, max_length=40), camera: str | None = Query(None, max_length=100),
+                 near: str | None = Query(None, max_length=80),
+                 min_width: int | None = Query(None, ge=1, le=1_000_000)) -> SearchFilter | None:
+    """The filter fields every GET search route takes (a FastAPI dependency)."""
+    return make_filter(folder, ext, modified_after, modified_before,
+                       PhotoFilterFields(taken_after=taken_after, taken_before=taken_before, camera=camera, near=near,
+                                         min_width=min_width))
 
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
@@ -252,17 +263,10 @@ def create_app(engine: ServedEngine, token: str | None = None, thumbnail_dir: st
 
     @app.get("/api/search", tags=["search"])
     def search(q: str = Query(..., max_length=MAX_QUERY_CHARS, description="what to look for, in words"), top_k: int = 10,
-               folder: str | None = None, ext: list[str] | None = Query(None), modified_after: str | None = None,
-               modified_before: str | None = None,
                add: list[str] | None = Query(None, description="terms to add: words, 'W:words' (weight W), or id:N (an indexed image)"),
                subtract: list[str] | None = Query(None, description="terms to subtract, written like add"),
-               taken_after: str | None = Query(None, max_length=40), taken_before: str | None = Query(None, max_length=40),
-               camera: str | None = Query(None, max_length=100), near: str | None = Query(None, max_length=80),
-               min_width: int | None = Query(None, ge=1, le=1_000_000)) -> dict[str, Any]:
+               search_filter: SearchFilter | None = Depends(query_filter)) -> dict[str, Any]:
         started = time.perf_counter()
-        search_filter = make_filter(folder, ext, modified_after, modified_before,
-                                    PhotoFilterFields(taken_after=taken_after, taken_before=taken_before, camera=camera, near=near,
-                                                      min_width=min_width))
         if add or subtract:
             for term in [*(add or []), *(subtract or [])]:
                 if len(term) > MAX_QUERY_CHARS:
@@ -301,28 +305,15 @@ def create_app(engine: ServedEngine, token: str | None = None, thumbnail_dir: st
         return {"results": results_payload(results)}
 
     @app.get("/api/similar/{image_id}", tags=["search"])
-    def similar(image_id: int, top_k: int = 10, folder: str | None = None, ext: list[str] | None = Query(None),
-                modified_after: str | None = None, modified_before: str | None = None,
-                taken_after: str | None = Query(None, max_length=40), taken_before: str | None = Query(None, max_length=40),
-                camera: str | None = Query(None, max_length=100), near: str | None = Query(None, max_length=80),
-                min_width: int | None = Query(None, ge=1, le=1_000_000)) -> dict[str, Any]:
-        search_filter = make_filter(folder, ext, modified_after, modified_before,
-                                    PhotoFilterFields(taken_after=taken_after, taken_before=taken_before, camera=camera, near=near,
-                                                      min_width=min_width))
+    def similar(image_id: int, top_k: int = 10, search_filter: SearchFilter | None = Depends(query_filter)) -> dict[str, Any]:
         indexed_record(image_id)
         return {"results": results_payload(engine.similar(image_id, top_k, search_filter))}
 
     @app.get("/api/duplicates", tags=["search"])
     def duplicates(similarity: float = Query(DEFAULT_SIMILARITY, gt=0, le=1),
-                   max_hash_distance: int = Query(DEFAULT_MAX_HASH_DISTANCE, ge=0, le=64), folder: str | None = None,
-                   ext: list[str] | None = Query(None), modified_after: str | None = None, modified_before: str | None = None,
-                   taken_after: str | None = Query(None, max_length=40), taken_before: str | None = Query(None, max_length=40),
-                   camera: str | None = Query(None, max_length=100), near: str | None = Query(None, max_length=80),
-                   min_width: int | None = Query(None, ge=1, le=1_000_000)) -> dict[str, Any]:
+                   max_hash_distance: int = Query(DEFAULT_MAX_HASH_DISTANCE, ge=0, le=64),
+                   search_filter: SearchFilter | None = Depends(query_filter)) -> dict[str, Any]:
         """Groups of near-identical photos, best copy first (see the README, Duplicates)."""
-        search_filter = make_filter(folder, ext, modified_after, modified_before,
-                                    PhotoFilterFields(taken_after=taken_after, taken_before=taken_before, camera=camera, near=near,
-                                                      min_width=min_width))
         found = engine.find_duplicates(similarity, max_hash_distance, search_filter)
         return {"groups": [results_payload(group) for group in found.groups], "photos_compared": found.photos_compared,
                 "without_hash": found.without_hash}
