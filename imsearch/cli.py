@@ -12,7 +12,9 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -320,8 +322,16 @@ def _watch(args: argparse.Namespace, engine: SearchEngine, descriptions: dict[st
         print(f"warning: {error}; trying again after the next change", file=sys.stderr, flush=True)
 
     sys.stdout.flush()  # the first pass's summary, before the wait (a pipe would hold it back)
-    engine.watch(args.image_dir, on_change=changed, on_event=event, on_error=failed, descriptions=descriptions,
-                 exclude=args.exclude)
+    # Ctrl-C (or a SIGTERM) asks the watcher to stop after the run in hand, rather than raising wherever the main
+    # thread happens to be (inside a store call, a thread pool's shutdown): the usual close path follows
+    stop = threading.Event()
+    previous = {number: signal.signal(number, lambda *_: stop.set()) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        engine.watch(args.image_dir, stop, on_change=changed, on_event=event, on_error=failed, descriptions=descriptions,
+                     exclude=args.exclude)
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
     return 0
 
 

@@ -247,7 +247,12 @@ def test_cli_watch_applies_changes_until_interrupted(tmp_path: Path, scenes: Pat
         assert "failed 0" in applied
     finally:
         process.send_signal(signal.SIGINT)
-        code = process.wait(timeout=30)
+        try:
+            code = process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            said = "".join(lines.get_nowait() for _ in range(lines.qsize()))
+            raise AssertionError(f"Ctrl-C did not stop the watching CLI within 60 s; it then said: {said[-2000:]}") from None
     assert code == 0
     done = run_cli("--mode", "stats", "--milvus-uri", database, "--json", home=home)
     assert '"total_images": 24' in done.stdout
