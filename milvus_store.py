@@ -52,23 +52,6 @@ TEXT_MAX_BYTES = 16_384
 # whose words match comes before one the CLIP ranking alone puts level with it.
 RRF_K = 60
 CLIP_LIST = 100
-# Words that name every photo or no particular one: a query's "a photo of" must not rank photos by them.
-STOP_WORDS = frozenset("a an and are as at be but by for from has have in is it its of on or that the this to was were with "
-                       "photo photos picture pictures image images img dsc pxl jpg jpeg png heic heif tif tiff webp".split())
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]+")
-
-
-def words_for_matching(text: str) -> str:
-    """Text as the BM25 analyzer should see it: Chinese, Japanese and Korean runs written as their
-    characters and character pairs ("外婆家" -> "外 婆 家 外婆 婆家"), so that Milvus's standard analyzer
-    (which splits on non-word characters) matches words inside them; path separators become spaces.
-    Used for stored text and queries alike. A dictionary segmenter (jieba) costs a one-shot search
-    0.43 s to load; characters and pairs cost nothing and find the same words."""
-    def spread(match: re.Match[str]) -> str:
-        run = match.group(0)
-        return " " + " ".join([*run, *(run[i : i + 2] for i in range(len(run) - 1))]) + " "
-
-    return _CJK.sub(spread, text.replace("/", " ").replace("\\", " ").replace("_", " "))
 # Exact search on both stores: an approximate index returned fewer than k rows and rankings that moved
 # with filters (HNSW at 20,000 x 512 clustered vectors: recall@10 0.32 at ef 64, 0.94 at k=1000 even with
 # ef 4,000), while FLAT answers 20,000 rows in ~6 ms on a server. Milvus Lite 3.x walks every row anyway.
@@ -89,6 +72,25 @@ _STATE_FIELDS = ["id", "path", "size", "mtime", "fingerprint", "description"]
 _RESULT_FIELDS = ["path", "description", "size", "mtime", "ext"]
 _METADATA_FIELDS = ["taken", "taken_offset", "camera", "camera_words", "lens", "latitude", "longitude", "width", "height",
                     "orientation", "phash", "phash_mirror", "meta_version"]
+
+
+# Words that name every photo or no particular one: a query's "a photo of" must not rank photos by them.
+STOP_WORDS = frozenset("a an and are as at be but by for from has have in is it its of on or that the this to was were with "
+                       "photo photos picture pictures image images img dsc pxl jpg jpeg png heic heif tif tiff webp".split())
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]+")
+
+
+def words_for_matching(text: str) -> str:
+    """Text as the BM25 analyzer should see it: Chinese, Japanese and Korean runs written as their
+    characters and character pairs ("外婆家" -> "外 婆 家 外婆 婆家"), so that Milvus's standard analyzer
+    (which splits on non-word characters) matches words inside them; path separators become spaces.
+    Used for stored text and queries alike. A dictionary segmenter (jieba) costs a one-shot search
+    0.43 s to load; characters and pairs cost nothing and find the same words."""
+    def spread(match: re.Match[str]) -> str:
+        run = match.group(0)
+        return " " + " ".join([*run, *(run[i : i + 2] for i in range(len(run) - 1))]) + " "
+
+    return _CJK.sub(spread, text.replace("/", " ").replace("\\", " ").replace("_", " "))
 
 
 def default_lite_path() -> Path:
@@ -507,11 +509,9 @@ class MilvusStore:
         created = self._create(info.model, info.dim, info.build, name=target)
         self._ensure_loaded()
         old_fields = ["id", "vector", *_STATE_FIELDS[1:], "ext"]
-        copied = 0
         for page in self._pages(old_fields):
             rows = [{**row, **metadata_fields(None), **(_text_field(row) if created.text_match else {})} for row in page]
             self._call("insert", target, rows)
-            copied += len(rows)
         self._call("flush", target)
         expected = self.count()
         self._call("load_collection", target)
@@ -778,13 +778,7 @@ class MilvusStore:
         info = self.collection_info()
         if info is None:
             return [[] for _ in range(len(vectors))]
-        if vectors.shape[1] != info.dim:
-            raise CollectionMismatchError(f"query vectors have {vectors.shape[1]} dimensions, collection {self.collection_name!r} holds {info.dim}")
-        if search_filter is not None and search_filter.uses_metadata and not self.has_metadata:
-            raise InvalidArgumentError(
-                f"collection {self.collection_name!r} was indexed before photo metadata (date taken, camera, position, size) "
-                "was kept: run --mode index on its folders once to read it (nothing is re-encoded)"
-            )
+        self._check_query(info, vectors, search_filter)
         expression = search_filter.expression() if search_filter else ""
         if self._cache is not None and not expression:
             return [[Hit(i, score, fields) for i, score, fields in hits] for hits in self._cache.search(vectors, top_k)]
@@ -816,10 +810,7 @@ class MilvusStore:
         info = self.collection_info()
         if info is None or not info.text_match or (search_filter is not None and search_filter.near is not None):
             return self.search(vectors, top_k, search_filter)
-        if vectors.shape[1] != info.dim:
-            raise CollectionMismatchError(f"query vectors have {vectors.shape[1]} dimensions, collection {self.collection_name!r} holds {info.dim}")
-        if search_filter is not None and search_filter.uses_metadata and not self.has_metadata:
-            return self.search(vectors, top_k, search_filter)  # raises the same message as a CLIP search
+        self._check_query(info, vectors, search_filter)
         from pymilvus import AnnSearchRequest, RRFRanker
 
         self._ensure_loaded()
@@ -843,6 +834,15 @@ class MilvusStore:
             results.append([Hit(int(h["id"]), float(np.dot(query, np.asarray(h["entity"]["vector"], dtype=np.float32))),
                                 {k: v for k, v in (h.get("entity") or {}).items() if k != "vector"}) for h in found])
         return results
+
+    def _check_query(self, info: CollectionInfo, vectors: np.ndarray, search_filter: SearchFilter | None) -> None:
+        if vectors.shape[1] != info.dim:
+            raise CollectionMismatchError(f"query vectors have {vectors.shape[1]} dimensions, collection {self.collection_name!r} holds {info.dim}")
+        if search_filter is not None and search_filter.uses_metadata and not self.has_metadata:
+            raise InvalidArgumentError(
+                f"collection {self.collection_name!r} was indexed before photo metadata (date taken, camera, position, size) "
+                "was kept: run --mode index on its folders once to read it (nothing is re-encoded)"
+            )
 
     def _words_match(self, words: str) -> bool:
         """Whether any photo's words match (BM25 alone: 19-28 ms at 50,000 rows on Lite; a fused search took 58 ms

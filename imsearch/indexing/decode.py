@@ -53,7 +53,7 @@ DEFAULT_MAX_PIXELS = 178_956_970
 
 
 def load_rgb(source: str | Path | bytes | BinaryIO | Image.Image, min_side: int | None = None,
-             max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+             max_pixels: int = DEFAULT_MAX_PIXELS, raw: bool = False) -> Image.Image:
     """Decode `source` into an RGB image, EXIF orientation applied.
 
     With `min_side`, a JPEG may be decoded at 1/2, 1/4 or 1/8 scale as long as both sides stay
@@ -61,18 +61,21 @@ def load_rgb(source: str | Path | bytes | BinaryIO | Image.Image, min_side: int 
     """
     if isinstance(source, Image.Image):
         return to_rgb(ImageOps.exif_transpose(source) or source)
-    return decode_photo(source, min_side, max_pixels)[0]
+    return decode_photo(source, min_side, max_pixels, raw, describe=False)[0]
 
 
 def decode_photo(source: str | Path | bytes | BinaryIO, min_side: int | None = None,
-                 max_pixels: int = DEFAULT_MAX_PIXELS, raw: bool = False) -> tuple[Image.Image, PhotoMetadata]:
-    """`load_rgb` and the photo's metadata (read from the same header, before any pixel is decoded).
+                 max_pixels: int = DEFAULT_MAX_PIXELS, raw: bool = False,
+                 describe: bool = True) -> tuple[Image.Image, PhotoMetadata]:
+    """`load_rgb` and, with `describe`, what indexing keeps of the photo: its header's metadata and its
+    perceptual hashes (read once the pixels are loaded). Queries, thumbnails and an encoder server's images
+    need only the pixels (`describe=False`: an empty PhotoMetadata).
     `raw`: the bytes are a camera RAW file (the caller knows from the name; see RAW_EXTENSIONS)."""
     if isinstance(source, (str, Path)):
         raw = raw or is_raw(source)
         source = read_file(Path(source))
     if raw:
-        return _decode_raw(source if isinstance(source, bytes) else source.read(), min_side, max_pixels)
+        return _decode_raw(source if isinstance(source, bytes) else source.read(), min_side, max_pixels, describe)
     if isinstance(source, bytes):
         if not source:
             raise ImageDecodeError("empty file (0 bytes)")
@@ -95,8 +98,10 @@ def decode_photo(source: str | Path | bytes | BinaryIO, min_side: int | None = N
         if min_side and image.format == "JPEG" and image.mode in ("RGB", "L", "CMYK", "YCbCr"):
             image.draft(image.mode if image.mode != "YCbCr" else "RGB", (min_side, min_side))
         image.load()
-        # after load: a PNG's eXIf chunk may follow its pixels, and a failed decode must fail here, not be swallowed
         rgb = to_rgb(ImageOps.exif_transpose(image) or image)
+        if not describe:
+            return rgb, PhotoMetadata()
+        # after load: a PNG's eXIf chunk may follow its pixels, and a failed decode must fail here, not be swallowed
         phash, phash_mirror = perceptual_hashes(rgb)
         return rgb, replace(read_metadata(image, size=(width, height)), phash=phash, phash_mirror=phash_mirror)
     except ImageDecodeError:
@@ -151,7 +156,7 @@ def photo_metadata(path: Path) -> PhotoMetadata:
     return decode_photo(read_file(path), min_side=HASH_MIN_SIDE, raw=is_raw(path))[1]
 
 
-def _decode_raw(data: bytes, min_side: int | None, max_pixels: int) -> tuple[Image.Image, PhotoMetadata]:
+def _decode_raw(data: bytes, min_side: int | None, max_pixels: int, describe: bool) -> tuple[Image.Image, PhotoMetadata]:
     if rawpy is None:
         raise ImageDecodeError("a camera RAW file, and rawpy is not installed (pip install 'image-search[raw]')")
     if not data:
@@ -164,20 +169,24 @@ def _decode_raw(data: bytes, min_side: int | None, max_pixels: int) -> tuple[Ima
             except (rawpy.LibRawNoThumbnailError, rawpy.LibRawUnsupportedThumbnailError):
                 thumb = None
             if thumb is not None and thumb.format == rawpy.ThumbFormat.JPEG:
-                image, metadata = decode_photo(bytes(thumb.data), min_side, max_pixels)
+                image, metadata = decode_photo(bytes(thumb.data), min_side, max_pixels, describe=describe)
             else:
                 if sizes.width * sizes.height > max_pixels:
                     raise ImageDecodeError(f"decompression bomb: {sizes.width}x{sizes.height} pixels exceeds the limit of {max_pixels}")
                 pixels = thumb.data if thumb is not None else raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8)
                 image = to_rgb(Image.fromarray(np.asarray(pixels)))
-                phash, phash_mirror = perceptual_hashes(image)
-                metadata = PhotoMetadata(phash=phash, phash_mirror=phash_mirror)
+                metadata = PhotoMetadata()
+                if describe:
+                    phash, phash_mirror = perceptual_hashes(image)
+                    metadata = PhotoMetadata(phash=phash, phash_mirror=phash_mirror)
     except ImageDecodeError:
         raise
     except rawpy.LibRawFileUnsupportedError:
         raise ImageDecodeError("not a RAW format LibRaw reads") from None
     except (rawpy.LibRawError, OSError, ValueError) as error:
         raise ImageDecodeError(f"corrupt RAW file: {error.__class__.__name__}: {error}") from None
+    if not describe:
+        return image, metadata
     # the sensor's size, as displayed (a preview can be smaller; flip 5/6 turns it a quarter)
     width, height = (sizes.height, sizes.width) if sizes.flip in (5, 6) else (sizes.width, sizes.height)
     return image, replace(metadata, width=width, height=height)

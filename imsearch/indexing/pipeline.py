@@ -37,7 +37,7 @@ class IndexSummary:
     removed: int = 0
     moved: int = 0  # files renamed or moved inside the folder: their stored vector reused, nothing encoded
     descriptions_updated: int = 0
-    metadata_read: int = 0  # rows indexed before metadata was kept, filled from their file's header
+    metadata_read: int = 0  # rows indexed before metadata and hashes were kept, filled from their file (no re-encode)
     failed: list[FailedFile] = field(default_factory=list)
     seconds: float = 0.0
     # read/decode/preprocess are summed over worker threads; encode/store are wall time on the main thread
@@ -148,7 +148,7 @@ class IndexPlan:
 
     to_encode: list[FileEntry] = field(default_factory=list)
     relabel: list[tuple[IndexedFile, str]] = field(default_factory=list)  # unchanged files with a new description
-    # unchanged files indexed before metadata was kept: header read, row rewritten with its vector (and description)
+    # unchanged files indexed before metadata was kept: read again at 1/8 scale, row rewritten with its vector
     read_metadata: list[tuple[IndexedFile, str]] = field(default_factory=list)
     unchanged: int = 0
     failed: list[FailedFile] = field(default_factory=list)  # the scan's failures and unusable paths
@@ -395,13 +395,13 @@ class Indexer:
 
     def _rewrite(self, files: list[tuple[IndexedFile, str]], read_headers: bool) -> int:
         """Rewrite unchanged files' rows with their stored vectors: a new description, and with `read_headers`
-        the metadata read from the file's header (a header that cannot be read is recorded as saying nothing)."""
+        the metadata and hashes read from the file at 1/8 scale (one that cannot be read is recorded as saying nothing)."""
         updated = 0
         with ThreadPoolExecutor(self.decode_workers, thread_name_prefix="header") as pool:
             for start in range(0, len(files), 500):
                 chunk = dict((f.id, text) for f, text in files[start : start + 500])
                 rows = self.store.get(list(chunk), with_vectors=True)
-                metadata = list(pool.map(_header_or_nothing, [r["path"] for r in rows])) if read_headers \
+                metadata = list(pool.map(_metadata_or_nothing, [r["path"] for r in rows])) if read_headers \
                     else [metadata_from_row(r) for r in rows]
                 records = [ImageRecord(r["path"], r["vector"], int(r["size"]), float(r["mtime"]), r.get("fingerprint", ""),
                                        chunk[int(r["id"])], m) for r, m in zip(rows, metadata, strict=True)]
@@ -410,7 +410,7 @@ class Indexer:
         return updated
 
 
-def _header_or_nothing(path: str) -> PhotoMetadata:
+def _metadata_or_nothing(path: str) -> PhotoMetadata:
     try:
         return photo_metadata(Path(path))
     except ImageDecodeError:

@@ -32,7 +32,7 @@ from pydantic import BaseModel, Field, StringConstraints
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from imsearch.errors import CollectionMismatchError, ImageSearchError, InvalidArgumentError, StoreError
-from imsearch.indexing.decode import decode_photo, is_raw
+from imsearch.indexing.decode import is_raw, load_rgb
 from imsearch.indexing.watch import FolderWatcher
 from imsearch.paths import thumbnail_dir as default_thumbnail_dir
 from imsearch.protocols import ServedEngine
@@ -323,7 +323,7 @@ def create_app(engine: ServedEngine, token: str | None = None, thumbnail_dir: st
         data, record = indexed_file(image_id)
         if is_raw(record["path"]):  # no browser shows a RAW file: its preview (or developed picture) as a JPEG
             buffer = io.BytesIO()
-            decode_photo(data, raw=True)[0].save(buffer, format="JPEG", quality=92)
+            load_rgb(data, raw=True).save(buffer, format="JPEG", quality=92)
             return Response(buffer.getvalue(), media_type="image/jpeg")
         return Response(data, media_type=MEDIA_TYPES.get(record.get("ext", ""), "application/octet-stream"))
 

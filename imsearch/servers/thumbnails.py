@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from imsearch.indexing.decode import decode_photo
+from imsearch.indexing.decode import load_rgb
 
 
 class ThumbnailCache:
@@ -23,7 +23,7 @@ class ThumbnailCache:
     def make(self, image_id: int, data: bytes, mtime: float, raw: bool = False) -> Path:
         """Render the thumbnail of an indexed file's verified content (`raw`: a camera RAW file)."""
         target = self.path_for(image_id, mtime)
-        image = decode_photo(data, min_side=self.size, raw=raw)[0]
+        image = load_rgb(data, min_side=self.size, raw=raw)
         image.thumbnail((self.size, self.size))
         handle, temporary = tempfile.mkstemp(dir=self.folder, suffix=".part")
         with os.fdopen(handle, "wb") as out:

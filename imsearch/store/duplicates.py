@@ -37,7 +37,7 @@ def find_duplicates(store: MilvusStore, similarity: float = DEFAULT_SIMILARITY,
                     max_hash_distance: int = DEFAULT_MAX_HASH_DISTANCE, search_filter: SearchFilter | None = None,
                     progress: Callable[[int], None] | None = None) -> DuplicateReport:
     report = DuplicateReport()
-    rows: dict[int, dict[str, Any]] = {}
+    rows: dict[int, dict[str, Any]] = {}  # every compared row's fields, without its vector (1M rows would not fit)
     parent: dict[int, int] = {}
 
     def root(node: int) -> int:
@@ -55,7 +55,7 @@ def find_duplicates(store: MilvusStore, similarity: float = DEFAULT_SIMILARITY,
                 continue
             vectors = np.asarray([r["vector"] for r in chunk], dtype=np.float32)
             for row, found in zip(chunk, store.search(vectors, NEIGHBOURS, search_filter), strict=True):
-                rows[int(row["id"])] = row
+                rows[int(row["id"])] = {k: v for k, v in row.items() if k != "vector"}
                 mine = _hashes(row)
                 assert mine is not None
                 for hit in found:
@@ -69,9 +69,11 @@ def find_duplicates(store: MilvusStore, similarity: float = DEFAULT_SIMILARITY,
     members: dict[int, list[int]] = {}
     for node in parent:
         members.setdefault(root(node), []).append(node)
-    for ids in members.values():
-        if len(ids) > 1 and all(i in rows for i in ids):
-            report.groups.append(_ranked([rows[i] for i in ids]))
+    grouped = [ids for ids in members.values() if len(ids) > 1 and all(i in rows for i in ids)]
+    # the vectors of the photos in groups only, for each one's similarity to its group's best copy
+    kept = {int(r["id"]): r["vector"] for r in store.get([i for ids in grouped for i in ids], with_vectors=True)}
+    for ids in grouped:
+        report.groups.append(_ranked([rows[i] for i in ids], kept))
     report.groups.sort(key=lambda group: (-len(group), group[0].fields["path"]))
     return report
 
@@ -83,7 +85,7 @@ def _hashes(row: dict[str, Any]) -> tuple[int, int] | None:
     return metadata.phash, metadata.phash_mirror
 
 
-def _ranked(group: list[dict[str, Any]]) -> list[Hit]:
+def _ranked(group: list[dict[str, Any]], vectors: dict[int, Any]) -> list[Hit]:
     """Best copy first: the most pixels, then the oldest (taken, else modified), then the shortest path."""
     def quality(row: dict[str, Any]) -> tuple[int, float, int, str]:
         metadata = metadata_from_row(row)
@@ -92,6 +94,5 @@ def _ranked(group: list[dict[str, Any]]) -> list[Hit]:
         return -pixels, when, len(row["path"]), row["path"]
 
     ordered = sorted(group, key=quality)
-    best = np.asarray(ordered[0]["vector"], dtype=np.float32)
-    return [Hit(int(r["id"]), float(np.dot(best, np.asarray(r["vector"], dtype=np.float32))),
-                {k: v for k, v in r.items() if k != "vector"}) for r in ordered]
+    best = np.asarray(vectors[int(ordered[0]["id"])], dtype=np.float32)
+    return [Hit(int(r["id"]), float(np.dot(best, np.asarray(vectors[int(r["id"])], dtype=np.float32))), r) for r in ordered]
