@@ -114,10 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     duplicates.add_argument("--max-hash-distance", type=int, default=DEFAULT_MAX_HASH_DISTANCE, metavar="BITS",
                             help="how many of the 64 bits of two perceptual hashes may differ (default 14: resized, "
                                  "recompressed, mirrored and 5%% cropped copies; different photos measured 20 or more)")
-    photo = parser.add_argument_group("photo metadata filters (search and similar; from EXIF/XMP, read at index time)")
+    photo = parser.add_argument_group("photo metadata filters (search, similar and duplicates; from EXIF/XMP, read at index time)")
     photo.add_argument("--taken-after", metavar="DATE", help="taken on or after DATE (YYYY-MM-DD or YYYY-MM-DDTHH:MM, the photo's own clock)")
     photo.add_argument("--taken-before", metavar="DATE", help="taken on or before DATE (a date includes that whole day)")
-    photo.add_argument("--camera", metavar="TEXT", help="camera make or model containing TEXT, any case (e.g. 'iphone', 'EOS 5D')")
+    photo.add_argument("--camera", metavar="TEXT", help="whole words of the camera make and model, any case (e.g. 'iphone', 'EOS 5D')")
     photo.add_argument("--near", metavar="LAT,LON,KM", help="taken within KM kilometres of a position (e.g. 35.01,135.77,5)")
     photo.add_argument("--min-width", type=int, metavar="PIXELS", help="at least PIXELS wide, as displayed")
     search.add_argument("--text-match", default="auto", choices=["auto", "on", "off"],

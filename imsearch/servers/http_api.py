@@ -58,7 +58,7 @@ class PhotoFilterFields(BaseModel):
 
     taken_after: str | None = Field(default=None, max_length=40, description="taken on or after this date (YYYY-MM-DD[THH:MM], the photo's own clock)")
     taken_before: str | None = Field(default=None, max_length=40, description="taken before this date-time, or on or before this date")
-    camera: str | None = Field(default=None, max_length=100, description="part of the camera's make and model, any case")
+    camera: str | None = Field(default=None, max_length=100, description="whole words of the camera's make and model, any case (iphone, eos 5d)")
     near: str | None = Field(default=None, max_length=80, description="LAT,LON,KM: taken within KM kilometres of a position")
     min_width: int | None = Field(default=None, ge=1, le=1_000_000, description="at least this many pixels wide, as displayed")
 
