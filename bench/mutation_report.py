@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import os
 import re
 import subprocess
 import sys
@@ -27,6 +28,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 MUTMUT = [sys.executable, "-m", "mutmut"]
+# Each mutant runs in a fresh pytest session: the engine tests run the test model on ONNX Runtime (no
+# torch import) from an export made once here and kept between runs (conftest honours both variables).
+EXPORTS = ROOT / ".mutation-cache"
+TEST_ENVIRONMENT = {"IMAGE_SEARCH_TEST_RUNTIME": "onnx", "IMAGE_SEARCH_TEST_CACHE": str(EXPORTS)}
+
+
+def export_test_model() -> None:
+    """The test model's ONNX towers in the kept cache (a few seconds, once)."""
+    code = ("from PIL import Image; from clip_encoder import CLIPEncoder; "
+            "e = CLIPEncoder(model_name='shapes-tiny::v1', device='cpu', runtime='onnx'); "
+            "e.encode_texts(['a red circle']); e.encode_images([Image.new('RGB', (64, 64))]); e.close()")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, env={**os.environ, "IMAGE_SEARCH_CACHE": str(EXPORTS)})
 LINE = re.compile(r"^\s*(?P<name>[\w.]+?)\.x\S*__mutmut_\d+: (?P<status>.+)$")
 
 
@@ -86,8 +99,9 @@ def main() -> None:
             print(name)
         return
     if not args.report:
+        export_test_model()
         subprocess.run([*MUTMUT, "run", "--max-children", str(args.children), *args.mutants], cwd=ROOT, check=False,
-                       stdout=subprocess.DEVNULL)
+                       stdout=subprocess.DEVNULL, env={**os.environ, **TEST_ENVIRONMENT})
     table = results()
     statuses = ["killed", "timeout", "survived", "no tests", "not checked"]
     print("| module | " + " | ".join(statuses) + " | caught |")

@@ -22,8 +22,14 @@ ROOT = Path(__file__).resolve().parent.parent
 # path, and child processes that tests start get the same through PYTHONPATH.
 os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), str(ROOT / "tools"), *filter(None, [os.environ.get("PYTHONPATH")])])
 
-# ONNX exports go to a cache of this test session (children inherit it), never the user's own.
-os.environ["IMAGE_SEARCH_CACHE"] = tempfile.mkdtemp(prefix="image-search-test-cache-")
+# ONNX exports go to a cache of this test session (children inherit it), never the user's own. The
+# mutation runs (bench/mutation_report.py) start a session per mutant and pass a cache they keep, so
+# the test model is exported once for all of them.
+_OWN_CACHE = "IMAGE_SEARCH_TEST_CACHE" not in os.environ
+os.environ["IMAGE_SEARCH_CACHE"] = os.environ.get("IMAGE_SEARCH_TEST_CACHE") or tempfile.mkdtemp(prefix="image-search-test-cache-")
+# How the engine tests run the test model: "auto" (what users get: ONNX text, torch images on CPU) or
+# "onnx" (no torch import: the mutation runs, where each mutant's session starts from nothing).
+TEST_RUNTIME = os.environ.get("IMAGE_SEARCH_TEST_RUNTIME", "auto")
 
 TEST_MODEL = "shapes-tiny::v1"
 # A test that uses one of these needs Milvus or loads a model: never in the fast tier (-m "not slow").
@@ -90,7 +96,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    shutil.rmtree(os.environ["IMAGE_SEARCH_CACHE"], ignore_errors=True)
+    if _OWN_CACHE:
+        shutil.rmtree(os.environ["IMAGE_SEARCH_CACHE"], ignore_errors=True)
     if _skipped and exitstatus == 0:
         session.exitstatus = 1
 
@@ -98,6 +105,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         on_server = getattr(getattr(item, "callspec", None), "params", {}).get("store_uri") == "server"
+        if on_server:
+            item.add_marker(pytest.mark.server)
         if on_server or HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
 
@@ -108,7 +117,8 @@ HELD_OUT_SEED = 424242  # not the training seed (0) nor the training script's he
 def test_encoder():  # type: ignore[no-untyped-def]
     from clip_encoder import CLIPEncoder
 
-    encoder = CLIPEncoder(mode="local", model_name=TEST_MODEL, device="cpu", runtime="torch")  # its torch internals are tested
+    # its torch internals are tested; the mutation runs take only tests that use it as an encoder
+    encoder = CLIPEncoder(mode="local", model_name=TEST_MODEL, device="cpu", runtime="onnx" if TEST_RUNTIME == "onnx" else "torch")
     yield encoder
     encoder.close()
 

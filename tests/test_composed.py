@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import TEST_MODEL
+from conftest import TEST_MODEL, TEST_RUNTIME
 from http_server import running_server
 from PIL import Image
 
@@ -46,7 +46,7 @@ def test_terms_parse_as_rclip_writes_them(tmp_path: Path) -> None:
 
 @pytest.fixture()
 def engine(tmp_path: Path, scenes: Path):  # type: ignore[no-untyped-def]
-    engine = ImageSearchEngine(model_name=TEST_MODEL, milvus_uri=str(tmp_path / "composed.db"), device="cpu")
+    engine = ImageSearchEngine(model_name=TEST_MODEL, runtime=TEST_RUNTIME, milvus_uri=str(tmp_path / "composed.db"), device="cpu")
     assert engine.index_directory(scenes).indexed == 24
     yield engine
     engine.close()
@@ -61,6 +61,7 @@ def _exact_ranking(engine: ImageSearchEngine, scenes: Path, vector: np.ndarray) 
 
 
 @pytest.mark.slow
+@pytest.mark.mutation
 def test_the_weighted_sum_is_searched_exactly(engine: ImageSearchEngine, scenes: Path) -> None:
     photo = scenes / "scene_00003.png"
     stored = path_id(str(scenes / "scene_00007.png"))
@@ -79,6 +80,7 @@ def test_the_weighted_sum_is_searched_exactly(engine: ImageSearchEngine, scenes:
 
 
 @pytest.mark.slow
+@pytest.mark.mutation
 def test_adding_and_subtracting_images_moves_them(engine: ImageSearchEngine, scenes: Path) -> None:
     plain = engine.search("a small blue cross", top_k=24)
     last = plain[-1]  # the scene least like the words

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import TEST_MODEL
+from conftest import TEST_MODEL, TEST_RUNTIME
 from http_server import running_server
 from PIL import Image, ImageOps
 
@@ -76,10 +76,11 @@ def duplicates_library(photos: dict[str, Path], tmp_path_factory: pytest.TempPat
 
 
 @pytest.mark.slow
+@pytest.mark.mutation
 def test_copies_group_with_their_original_best_first(duplicates_library: tuple[Path, dict[str, set[str]]], store_uri: str,
                                                      collection_name: str) -> None:
     folder, truth = duplicates_library
-    with ImageSearchEngine(model_name=TEST_MODEL, milvus_uri=store_uri, collection_name=collection_name, device="cpu") as engine:
+    with ImageSearchEngine(model_name=TEST_MODEL, runtime=TEST_RUNTIME, milvus_uri=store_uri, collection_name=collection_name, device="cpu") as engine:
         assert engine.index_directory(folder).indexed == 80
         found = engine.find_duplicates()
         groups = [{Path(r.path).name for r in group} for group in found.groups]
@@ -124,7 +125,7 @@ def test_cli_and_http_list_the_same_groups(duplicates_library: tuple[Path, dict[
     refused = run_cli("--mode", "duplicates", "--milvus-uri", database, "--threshold", "1.5", home=home, check=False)
     assert refused.returncode == 2 and "--threshold" in refused.stderr
 
-    with ImageSearchEngine(model_name=TEST_MODEL, milvus_uri=database, device="cpu") as engine:
+    with ImageSearchEngine(model_name=TEST_MODEL, runtime=TEST_RUNTIME, milvus_uri=database, device="cpu") as engine:
         with pytest.raises(InvalidArgumentError, match="max_hash_distance"):
             engine.find_duplicates(max_hash_distance=65)
         app = create_app(engine, thumbnail_dir=tmp_path / "thumbs", index_roots=[str(folder)])

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TEST_MODEL, captions_of
+from conftest import TEST_MODEL, TEST_RUNTIME, captions_of
 from PIL import Image
 
 from image_search import EmptyIndexWarning, ImageSearchEngine, SearchResult, print_results
@@ -22,6 +22,7 @@ pytestmark = pytest.mark.slow  # real Milvus, the model, or servers: not in the 
 def make_engine(tmp_path: Path, **kwargs) -> ImageSearchEngine:  # type: ignore[no-untyped-def]
     kwargs.setdefault("model_name", TEST_MODEL)
     kwargs.setdefault("collection_name", "my_images")
+    kwargs.setdefault("runtime", TEST_RUNTIME)
     return ImageSearchEngine(mode="local", milvus_uri=str(tmp_path / "index.db"), device="cpu", **kwargs)
 
 
@@ -64,6 +65,7 @@ def test_top_result_matches_the_attributes_asked_for(held_out_engine: ImageSearc
         assert any(w in top["en"] for w in wanted_en), (query, top)
 
 
+@pytest.mark.mutation
 def test_spec_contract_index_search_batch_stats(tmp_path: Path, scenes: Path, capsys: pytest.CaptureFixture[str]) -> None:
     descriptions = captions_of(scenes)
     with make_engine(tmp_path) as engine:
@@ -86,6 +88,7 @@ def test_spec_contract_index_search_batch_stats(tmp_path: Path, scenes: Path, ca
     assert "1." in capsys.readouterr().out
 
 
+@pytest.mark.mutation
 def test_reindex_skips_unchanged_reencodes_changed_removes_deleted(tmp_path: Path, scenes: Path) -> None:
     with make_engine(tmp_path) as engine:
         engine.index_directory(scenes)
@@ -104,6 +107,7 @@ def test_reindex_skips_unchanged_reencodes_changed_removes_deleted(tmp_path: Pat
         assert len(everything) == 24 and "scene_00004.png" not in {Path(r.path).name for r in everything}
 
 
+@pytest.mark.mutation
 def test_a_renamed_or_moved_file_keeps_its_vector_and_is_not_encoded_again(tmp_path: Path, scenes: Path) -> None:
     """A file found under a new path with the content of a file that is gone (same size and fingerprint)
     is a rename or move: its stored vector and description follow it, nothing is encoded, nothing is
@@ -136,6 +140,7 @@ def test_a_renamed_or_moved_file_keeps_its_vector_and_is_not_encoded_again(tmp_p
         assert (again.moved, again.indexed, again.removed, again.unchanged) == (0, 0, 0, 25)
 
 
+@pytest.mark.mutation
 def test_a_file_rewritten_to_the_same_size_is_re_encoded_by_its_mtime(tmp_path: Path, scenes: Path) -> None:
     """Same size, new content, new mtime (an edit that keeps the byte count): encoded again; a file whose
     mtime alone moved is encoded again too, and one whose size alone changed as well."""
@@ -168,6 +173,7 @@ def test_a_file_rewritten_to_the_same_size_is_re_encoded_by_its_mtime(tmp_path: 
         assert {r.path: r.id for r in engine.search("a circle", top_k=100)}.keys() == before.keys()
 
 
+@pytest.mark.mutation
 def test_descriptions_by_name_relative_and_absolute_path_and_update(tmp_path: Path, scenes: Path) -> None:
     sub = scenes / "sub"
     sub.mkdir()
@@ -186,6 +192,7 @@ def test_descriptions_by_name_relative_and_absolute_path_and_update(tmp_path: Pa
         assert by_path["scene_00000.png"] == "renamed" and by_path["scene_00001.png"] == "by relative path"
 
 
+@pytest.mark.mutation
 def test_index_images_reports_missing_paths(tmp_path: Path, scenes: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(scenes)
     with make_engine(tmp_path) as engine:
@@ -198,6 +205,7 @@ def test_index_images_reports_missing_paths(tmp_path: Path, scenes: Path, monkey
         assert engine.index_images(["scene_00000.png"]).unchanged == 1
 
 
+@pytest.mark.mutation
 def test_bad_files_are_reported_and_the_run_goes_on(tmp_path: Path, scenes: Path, photos: dict[str, Path]) -> None:
     (scenes / "empty.jpg").write_bytes(b"")
     (scenes / "notes.png").write_text("not an image")
@@ -214,6 +222,7 @@ def test_bad_files_are_reported_and_the_run_goes_on(tmp_path: Path, scenes: Path
     assert reasons["dangling.jpg"] == "broken symbolic link"
 
 
+@pytest.mark.mutation
 def test_scan_skips_hidden_and_survives_symlink_loops(tmp_path: Path, scenes: Path) -> None:
     (scenes / ".hidden").mkdir()
     shutil.copy(scenes / "scene_00000.png", scenes / ".hidden" / "x.png")
@@ -224,6 +233,7 @@ def test_scan_skips_hidden_and_survives_symlink_loops(tmp_path: Path, scenes: Pa
     assert summary.indexed == 24 and not summary.failed
 
 
+@pytest.mark.mutation
 def test_model_mismatch_fails_fast_and_rebuild_recreates(tmp_path: Path, scenes: Path) -> None:
     with make_engine(tmp_path) as engine:
         engine.index_directory(scenes)
@@ -235,6 +245,7 @@ def test_model_mismatch_fails_fast_and_rebuild_recreates(tmp_path: Path, scenes:
         assert engine.index_directory(scenes).indexed == 24
 
 
+@pytest.mark.mutation
 def test_bad_queries_and_empty_collection(tmp_path: Path) -> None:
     with make_engine(tmp_path) as engine:
         with pytest.warns(EmptyIndexWarning, match="does not exist"):
@@ -251,6 +262,7 @@ def test_bad_queries_and_empty_collection(tmp_path: Path) -> None:
             engine.search_batch("not a list")  # type: ignore[arg-type]
 
 
+@pytest.mark.mutation
 def test_long_and_odd_queries_do_not_crash(tmp_path: Path, scenes: Path) -> None:
     with make_engine(tmp_path) as engine:
         engine.index_directory(scenes)
@@ -259,6 +271,7 @@ def test_long_and_odd_queries_do_not_crash(tmp_path: Path, scenes: Path) -> None
             assert len(results) == 3
 
 
+@pytest.mark.mutation
 def test_descriptions_json_with_language_objects(tmp_path: Path, scenes: Path) -> None:
     file = scenes / "captions.json"
     with make_engine(tmp_path) as engine:
@@ -284,6 +297,7 @@ def test_engine_on_a_milvus_server_by_host_and_port(milvus_server: str, scenes: 
         engine.store.drop()
 
 
+@pytest.mark.mutation
 def test_stats_and_search_of_a_missing_collection_load_no_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Asserted, not inferred from missing weights (which a machine with network or a filled cache has):
     no encoder is ever created and no model class is ever built."""
@@ -314,6 +328,7 @@ def test_an_encoder_passed_in_outlives_the_engine(tmp_path: Path, scenes: Path, 
     assert test_encoder.encode_texts(["a red circle"]).shape == (1, 64)
 
 
+@pytest.mark.mutation
 def test_excluded_files_are_left_out_and_leave_the_index(tmp_path: Path, scenes: Path) -> None:
     (scenes / "exports").mkdir()
     for name in ("scene_00001.png", "scene_00002.png"):

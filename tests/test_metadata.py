@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import TEST_MODEL
+from conftest import TEST_MODEL, TEST_RUNTIME
 from http_server import running_server
 from PIL import ExifTags, Image
 
@@ -181,7 +181,7 @@ def _names(results: list) -> set[str]:  # type: ignore[type-arg]
 
 @pytest.fixture()
 def indexed(library: Path, store_uri: str, collection_name: str):  # type: ignore[no-untyped-def]
-    engine = ImageSearchEngine(model_name=TEST_MODEL, milvus_uri=store_uri, collection_name=collection_name, device="cpu")
+    engine = ImageSearchEngine(model_name=TEST_MODEL, runtime=TEST_RUNTIME, milvus_uri=store_uri, collection_name=collection_name, device="cpu")
     assert engine.index_directory(library).indexed == 10
     yield engine
     engine.store.drop()
@@ -193,6 +193,7 @@ def _only(engine: ImageSearchEngine, **fields: object) -> set[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.mutation
 def test_filters_select_exactly_the_photos_whose_headers_match(indexed: ImageSearchEngine) -> None:
     engine = indexed
     assert _only(engine, camera="iphone") == {"osaka_iphone.jpg", "sydney_iphone.jpg"}
@@ -217,6 +218,7 @@ def test_filters_select_exactly_the_photos_whose_headers_match(indexed: ImageSea
 
 
 @pytest.mark.slow
+@pytest.mark.mutation
 def test_a_position_filter_keeps_the_exact_top_k(indexed: ImageSearchEngine) -> None:
     """Milvus narrows to a box; the circle is decided after: the top k must still be the k best inside it."""
     engine = indexed
@@ -231,10 +233,11 @@ def test_a_position_filter_keeps_the_exact_top_k(indexed: ImageSearchEngine) -> 
 
 
 @pytest.mark.slow
+@pytest.mark.mutation
 def test_a_collection_indexed_before_metadata_gains_it_without_re_encoding(library: Path, store_uri: str, collection_name: str) -> None:
     from pymilvus import DataType, MilvusClient
 
-    engine = ImageSearchEngine(model_name=TEST_MODEL, milvus_uri=store_uri, collection_name=collection_name, device="cpu")
+    engine = ImageSearchEngine(model_name=TEST_MODEL, runtime=TEST_RUNTIME, milvus_uri=store_uri, collection_name=collection_name, device="cpu")
     engine.index_directory(library)
     rows = engine.store.get([r.id for r in engine.search("a photo", top_k=50)], with_vectors=True)
     properties = json.loads(engine.store._call("describe_collection", collection_name)["properties"]["image_search.meta"])
@@ -258,7 +261,7 @@ def test_a_collection_indexed_before_metadata_gains_it_without_re_encoding(libra
     client.flush(collection_name)
     client.close()
 
-    engine = ImageSearchEngine(model_name=TEST_MODEL, milvus_uri=store_uri, collection_name=collection_name, device="cpu")
+    engine = ImageSearchEngine(model_name=TEST_MODEL, runtime=TEST_RUNTIME, milvus_uri=store_uri, collection_name=collection_name, device="cpu")
     try:
         assert len(engine.search("a photo", top_k=50)) == 10  # searched as it is
         with pytest.raises(InvalidArgumentError, match="run --mode index on its folders once"):
@@ -283,7 +286,7 @@ def test_a_collection_indexed_before_metadata_gains_it_without_re_encoding(libra
     client = MilvusClient(uri=store_uri)
     client.rename_collection(collection_name, collection_name + UPGRADE_SUFFIX)
     client.close()
-    engine = ImageSearchEngine(model_name=TEST_MODEL, milvus_uri=store_uri, collection_name=collection_name, device="cpu")
+    engine = ImageSearchEngine(model_name=TEST_MODEL, runtime=TEST_RUNTIME, milvus_uri=store_uri, collection_name=collection_name, device="cpu")
     try:
         assert _only(engine, camera="iphone") == {"osaka_iphone.jpg", "sydney_iphone.jpg"}
     finally:
@@ -312,7 +315,7 @@ def test_cli_and_http_filter_on_metadata(library: Path, tmp_path: Path) -> None:
     misplaced = run_cli("--mode", "index", "--model", TEST_MODEL, "--milvus-uri", database, "--image-dir", str(library), "--camera", "x", home=home, check=False)
     assert misplaced.returncode == 2 and "apply to --mode search, similar and duplicates" in misplaced.stderr
 
-    engine = ImageSearchEngine(model_name=TEST_MODEL, milvus_uri=database, device="cpu")
+    engine = ImageSearchEngine(model_name=TEST_MODEL, runtime=TEST_RUNTIME, milvus_uri=database, device="cpu")
     try:
         app = create_app(engine, thumbnail_dir=tmp_path / "thumbs", index_roots=[str(library)])
         with running_server(app) as url, httpx.Client(base_url=url, timeout=30) as client:

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from conftest import TEST_MODEL, captions_of
+from conftest import TEST_MODEL, TEST_RUNTIME, captions_of
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from http_server import free_port, latencies_while, running_server
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.slow  # real Milvus, the model, or servers: not in the 
 
 def assert_local_mode_gives(remote: list[Any], scenes: Path, queries: list[str], db: Path) -> None:
     """The same folder indexed in local mode answers `queries` with the same paths and scores (top 5)."""
-    with ImageSearchEngine(model_name=TEST_MODEL, milvus_uri=str(db), device="cpu") as local:
+    with ImageSearchEngine(model_name=TEST_MODEL, runtime=TEST_RUNTIME, milvus_uri=str(db), device="cpu") as local:
         local.index_directory(scenes)
         here = local.search_batch(queries, top_k=5)
     for a, b in zip(remote, here, strict=True):
@@ -108,6 +108,7 @@ def test_grpc_protocol_status_and_errors(encoder_urls: dict[str, str]) -> None:
     channel.close()
 
 
+@pytest.mark.mutation
 def test_service_mode_gives_local_mode_results(encoder_url: str, tmp_path: Path, scenes: Path) -> None:
     (scenes / "corrupt.png").write_bytes(b"\x89PNG not really")
     queries = [c["en"] for c in list(captions_of(scenes).values())[:6]] + ["一个大的红色圆形"]
@@ -120,6 +121,7 @@ def test_service_mode_gives_local_mode_results(encoder_url: str, tmp_path: Path,
     assert_local_mode_gives(remote, scenes, queries, tmp_path / "l.db")
 
 
+@pytest.mark.mutation
 def test_concurrent_clients_are_batched_and_correct(encoder_url: str, test_encoder: CLIPEncoder) -> None:
     import concurrent.futures
 
@@ -133,6 +135,7 @@ def test_concurrent_clients_are_batched_and_correct(encoder_url: str, test_encod
         assert float(vector @ reference) > 0.9999
 
 
+@pytest.mark.mutation
 @pytest.mark.parametrize("scheme", ["grpc", "http"])
 def test_server_down_is_a_clear_error(scheme: str) -> None:
     started = time.time()
@@ -141,11 +144,13 @@ def test_server_down_is_a_clear_error(scheme: str) -> None:
     assert time.time() - started < 10
 
 
+@pytest.mark.mutation
 def test_wrong_model_on_the_server_is_refused(encoder_url: str) -> None:
     with pytest.raises(ModelLoadError, match="serves 'shapes-tiny::v1', not 'ViT-B-32::openai'"):
         CLIPEncoder(mode="service", model_name="ViT-B-32::openai", server=encoder_url)
 
 
+@pytest.mark.mutation
 def test_slow_server_times_out() -> None:
     app = FastAPI()
 
@@ -162,6 +167,7 @@ def test_slow_server_times_out() -> None:
         CLIPEncoder(mode="service", model_name=TEST_MODEL, server=url, timeout=0.5, retries=0)
 
 
+@pytest.mark.mutation
 def test_a_failing_http_server_is_named_as_failing_not_unreachable() -> None:
     app = FastAPI()
 
@@ -199,6 +205,7 @@ def stub_grpc_server(ready: bool, process: Any) -> Iterator[str]:
         server.stop(grace=None)
 
 
+@pytest.mark.mutation
 def test_slow_grpc_server_times_out() -> None:
     def slow(request: object, context: object) -> object:
         time.sleep(5)
@@ -210,12 +217,14 @@ def test_slow_grpc_server_times_out() -> None:
     assert time.time() - started < 4
 
 
+@pytest.mark.mutation
 def test_grpc_server_not_ready_is_a_clear_error() -> None:
     with stub_grpc_server(False, lambda request, context: request) as url, \
             pytest.raises(EncoderError, match="is not ready: executor clip_t is loading"):
         CLIPEncoder(mode="service", model_name=TEST_MODEL, server=url)
 
 
+@pytest.mark.mutation
 def test_an_image_our_grpc_server_rejects_fails_alone(encoder_urls: dict[str, str], scenes: Path) -> None:
     """The server fails a request with one undecodable blob in it; the client resends one by one and marks it."""
     encoder = CLIPEncoder(mode="service", model_name=TEST_MODEL, server=encoder_urls["grpc"])
@@ -226,6 +235,7 @@ def test_an_image_our_grpc_server_rejects_fails_alone(encoder_urls: dict[str, st
     encoder.close()
 
 
+@pytest.mark.mutation
 def test_an_image_the_server_rejects_fails_alone(test_encoder: CLIPEncoder, tmp_path: Path, scenes: Path) -> None:
     """A server that refuses any image narrower than 100 px fails the whole batch; the client finds the one."""
     real = create_encoder_app(test_encoder)
@@ -274,6 +284,7 @@ class ThirtyTwoDimensions:
         pass
 
 
+@pytest.mark.mutation
 @pytest.mark.parametrize("rebuild", [False, True])
 def test_a_server_whose_vectors_do_not_fit_the_collection_is_refused(rebuild: bool, tmp_path: Path, scenes: Path) -> None:
     from clip_encoder import register_backend
@@ -283,7 +294,7 @@ def test_a_server_whose_vectors_do_not_fit_the_collection_is_refused(rebuild: bo
     grpc_server.start()
     uri = str(tmp_path / "m.db")
     try:
-        with ImageSearchEngine(model_name=TEST_MODEL, milvus_uri=uri, device="cpu") as local:
+        with ImageSearchEngine(model_name=TEST_MODEL, runtime=TEST_RUNTIME, milvus_uri=uri, device="cpu") as local:
             local.index_directory(scenes)
         # the server names the same model, so only the dimension can tell
         with ImageSearchEngine(mode="service", clip_server=f"grpc://127.0.0.1:{port}", milvus_uri=uri, rebuild=rebuild) as engine:
@@ -320,7 +331,7 @@ def test_the_cli_indexes_and_searches_through_a_grpc_server(encoder_urls: dict[s
                               env={**env, "IMAGE_SEARCH_CLIP_SERVER": encoder_urls["grpc"]}, capture_output=True, text=True,
                               timeout=300)
     assert searched.returncode == 0, searched.stderr
-    with ImageSearchEngine(model_name=TEST_MODEL, milvus_uri=str(tmp_path / "local.db"), device="cpu") as local:
+    with ImageSearchEngine(model_name=TEST_MODEL, runtime=TEST_RUNTIME, milvus_uri=str(tmp_path / "local.db"), device="cpu") as local:
         local.index_directory(scenes)
         expected = local.search(query, top_k=5)
     assert [Path(r["path"]).name for r in json.loads(searched.stdout)] == [Path(r.path).name for r in expected]
@@ -329,6 +340,7 @@ def test_the_cli_indexes_and_searches_through_a_grpc_server(encoder_urls: dict[s
     assert json.loads(stats.stdout)["mode"] == "service" and json.loads(stats.stdout)["model"] == TEST_MODEL
 
 
+@pytest.mark.mutation
 def test_a_server_that_dies_mid_index_loses_nothing(test_encoder: CLIPEncoder, tmp_path: Path, scenes: Path) -> None:
     """The run stops with a clear error; committed batches stay; against a server again, the rest is indexed."""
     first, port = create_grpc_server(test_encoder, "127.0.0.1:0")
@@ -355,6 +367,7 @@ def test_a_server_that_dies_mid_index_loses_nothing(test_encoder: CLIPEncoder, t
         second.stop(grace=None)
 
 
+@pytest.mark.mutation
 def test_large_non_square_photos_give_local_modes_vectors(encoder_url: str, tmp_path: Path, scenes: Path) -> None:
     """Photos larger than the 448 px the client sends take its downscale + JPEG branch. Measured with the
     test model on such scenes: cosine to local mode >= 0.998, while a mirrored image gives 0.89 and a
@@ -367,7 +380,7 @@ def test_large_non_square_photos_give_local_modes_vectors(encoder_url: str, tmp_
         large.save(big / f"{source.stem}.png") if number % 2 else large.save(big / f"{source.stem}.jpg", quality=92)
     vectors = {}
     for label, options in (("service", {"mode": "service", "clip_server": encoder_url}),
-                           ("local", {"model_name": TEST_MODEL, "device": "cpu"})):
+                           ("local", {"model_name": TEST_MODEL, "device": "cpu", "runtime": TEST_RUNTIME})):
         with ImageSearchEngine(milvus_uri=str(tmp_path / f"{label}.db"), **options) as engine:  # type: ignore[arg-type]
             assert engine.index_directory(big).indexed == 10
             rows = engine.store.get([r.id for r in engine.search("shape", top_k=10)], with_vectors=True)
@@ -468,12 +481,12 @@ def test_work_for_requests_that_went_away_is_dropped(test_encoder: CLIPEncoder) 
             single = channel.unary_unary(jp.PROCESS_SINGLE_DATA, request_serializer=jp.DataRequest.SerializeToString,
                                          response_deserializer=jp.DataRequest.FromString)
             calls = []
-            for round_ in range(10):
+            for round_ in range(20):  # 1,000 texts a request: the server's cap is 1,024
                 abandoned = jp.DataRequest()
                 for i in range(1000):
                     abandoned.data.docs.docs.add(text=f"a long forgotten query number {round_} {i} " * 3)
                 calls.append(single.future(abandoned, timeout=60))
-            time.sleep(0.5)  # 10,000 texts queued at the server
+            time.sleep(0.5)  # 20,000 texts queued at the server
             for call in calls:  # the clients give up long before they are encoded
                 call.cancel()
             one = jp.DataRequest()
@@ -483,7 +496,9 @@ def test_work_for_requests_that_went_away_is_dropped(test_encoder: CLIPEncoder) 
             waited = time.perf_counter() - started
     finally:
         server.stop(grace=None)
-    assert answer.header.status.code != jp.ERROR and waited < 1.0, waited
+    # measured: 0.01-0.06 s when the abandoned texts are dropped; computing them (the bug) takes about 3 s
+    # per 10,000 here, so 20,000 leave a wide margin for a loaded machine (1 s was once missed in a long run)
+    assert answer.header.status.code != jp.ERROR and waited < 2.5, waited
 
 
 def test_a_text_request_does_not_wait_behind_images_being_decoded(encoder_urls: dict[str, str]) -> None:
@@ -523,6 +538,7 @@ class CountingEncoder:
         return getattr(self._encoder, name)
 
 
+@pytest.mark.mutation
 def test_several_servers_share_the_batches_and_one_dying_mid_run_loses_nothing(test_encoder: CLIPEncoder, tmp_path: Path) -> None:
     """`--clip-server grpc://a,grpc://b`: both servers encode; one stops mid-run and the run finishes on
     the other, with a warning naming it; every image indexed once, with local mode's vectors."""
@@ -566,6 +582,7 @@ def test_several_servers_share_the_batches_and_one_dying_mid_run_loses_nothing(t
             server.stop(grace=None)
 
 
+@pytest.mark.mutation
 def test_a_pool_starts_without_a_down_server_and_refuses_a_foreign_one(test_encoder: CLIPEncoder, tmp_path: Path,
                                                                       scenes: Path) -> None:
     from imsearch.errors import EncoderServerWarning

@@ -18,10 +18,11 @@ from typing import Any
 import pytest
 
 from imsearch.errors import InvalidArgumentError
+from imsearch.photo_metadata import parse_when
 from imsearch.servers import files
 from imsearch.servers.files import FileNotServed, read_indexed_file, unchanged_on_disk, under
-from imsearch.servers.http_api import make_filter
-from milvus_store import SearchFilter, quote
+from imsearch.servers.request_filters import make_filter, query_filter
+from milvus_store import Near, SearchFilter, quote
 
 CONTENT = b"\x89PNG pretend pixels " * 50
 
@@ -178,6 +179,22 @@ def test_a_request_filter_becomes_a_store_filter() -> None:
     assert built == SearchFilter("/photos/trip/", ("jpg", "png", "heic"), datetime.fromisoformat("2024-05-01").timestamp(), 1714600000.0)
     assert make_filter("/photos/trip/", "jpg", None, None) == SearchFilter("/photos/trip/", ("jpg",))
     assert make_filter(None, None, "2024-05-01T12:30", None) == SearchFilter(None, (), datetime(2024, 5, 1, 12, 30).timestamp())
+    assert make_filter("/photos//", None, None, "") == SearchFilter("/photos/")  # an empty time is no filter
+    assert make_filter(None, None, "-1e11", "1e11") == SearchFilter(None, (), -1e11, 1e11)  # the bounds themselves pass
+
+
+def test_every_field_of_a_get_request_reaches_the_store_filter() -> None:
+    """query_filter is the dependency of every GET search route: each field must land in its own place."""
+    built = query_filter(folder="/photos", ext=["jpg", "PNG"], modified_after="10", modified_before="20",
+                         taken_after="2019-06-01", taken_before="2019-06-30", camera=" iPhone ", near="35,135,10",
+                         min_width=800)
+    assert built == SearchFilter("/photos/", ("jpg", "png"), 10.0, 20.0, taken_after=parse_when("2019-06-01"),
+                                 taken_before=parse_when("2019-06-30", end_of_day=True), camera="iPhone",
+                                 near=Near(35.0, 135.0, 10.0), min_width=800)
+    assert query_filter(folder=None, ext=None, modified_after=None, modified_before=None, taken_after=None, taken_before=None,
+                        camera="canon", near=None, min_width=None) == SearchFilter(camera="canon")
+    assert query_filter(folder=None, ext=None, modified_after=None, modified_before=None, taken_after=None, taken_before=None,
+                        camera=None, near=None, min_width=None) is None
 
 
 @pytest.mark.parametrize(("folder", "ext", "after", "says"), [
@@ -187,10 +204,15 @@ def test_a_request_filter_becomes_a_store_filter() -> None:
     (None, None, "yesterday", "modified_after must be an ISO date/time"),
     (None, None, "nan", "modified_after"),
     (None, None, "inf", "modified_after"),
+    (None, None, "100000000001", "modified_after must be a finite date"),
+    (None, None, "-100000000001", "modified_after must be a finite date"),
+    (None, ["jpg", ""], "2024-13-01", "modified_after must be an ISO date/time"),
 ])
 def test_a_bad_request_filter_is_named(folder: str | None, ext: list[str] | None, after: str | None, says: str) -> None:
     with pytest.raises(InvalidArgumentError, match=says):
         make_filter(folder, ext, after, None)
+    with pytest.raises(InvalidArgumentError, match=says.replace("modified_after", "modified_before")):
+        make_filter(folder, ext, None, after) if after else make_filter(folder, ext, None, None)
 
 
 def test_a_store_filter_is_one_literal_expression() -> None:

@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 
 import pytest
-from conftest import TEST_MODEL
+from conftest import TEST_MODEL, TEST_RUNTIME
 
 from image_search import ImageSearchEngine
 from imsearch.errors import TextMatchUnavailableWarning
@@ -41,10 +41,11 @@ def library(tmp_path: Path, scenes: Path) -> tuple[Path, dict[str, str]]:
     return root, descriptions
 
 
+@pytest.mark.mutation
 def test_a_word_only_one_photo_has_ranks_it_first(library: tuple[Path, dict[str, str]], store_uri: str, collection_name: str) -> None:
     root, descriptions = library
-    engine = ImageSearchEngine(model_name=TEST_MODEL, milvus_uri=store_uri, collection_name=collection_name, device="cpu")
-    plain = ImageSearchEngine(model_name=TEST_MODEL, milvus_uri=store_uri, collection_name=collection_name, device="cpu",
+    engine = ImageSearchEngine(model_name=TEST_MODEL, runtime=TEST_RUNTIME, milvus_uri=store_uri, collection_name=collection_name, device="cpu")
+    plain = ImageSearchEngine(model_name=TEST_MODEL, runtime=TEST_RUNTIME, milvus_uri=store_uri, collection_name=collection_name, device="cpu",
                               text_match="off")
     try:
         assert engine.index_directory(root, descriptions).indexed == 24
@@ -53,7 +54,7 @@ def test_a_word_only_one_photo_has_ranks_it_first(library: tuple[Path, dict[str,
             with warnings.catch_warnings():
                 warnings.simplefilter("error")
                 assert [r.id for r in engine.search("Alice", top_k=10)] == [r.id for r in plain.search("Alice", top_k=10)]
-            insisting = ImageSearchEngine(model_name=TEST_MODEL, milvus_uri=store_uri, collection_name=collection_name,
+            insisting = ImageSearchEngine(model_name=TEST_MODEL, runtime=TEST_RUNTIME, milvus_uri=store_uri, collection_name=collection_name,
                                           device="cpu", text_match="on")
             try:
                 with pytest.warns(TextMatchUnavailableWarning, match="searching by CLIP alone"):
@@ -112,7 +113,7 @@ def test_the_cli_turns_word_matching_off_and_on(library: tuple[Path, dict[str, s
     assert Path(fused[0]["path"]).parent.name == "外婆家"
     clip = json.loads(run_cli("--mode", "search", "--model", TEST_MODEL, "--milvus-uri", database, "--query", "外婆家",
                               "--text-match", "off", "--json", "--top-k", "24", home=home).stdout)
-    with ImageSearchEngine(model_name=TEST_MODEL, milvus_uri=database, device="cpu", text_match="off") as plain:
+    with ImageSearchEngine(model_name=TEST_MODEL, runtime=TEST_RUNTIME, milvus_uri=database, device="cpu", text_match="off") as plain:
         assert [int(r["id"]) for r in clip] == [r.id for r in plain.search("外婆家", top_k=24)]
     stats = json.loads(run_cli("--mode", "stats", "--milvus-uri", database, "--json", home=home).stdout)
     assert stats["text_match"] is True
