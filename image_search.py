@@ -263,13 +263,22 @@ class ImageSearchEngine:
 
     def search(self, query: str, top_k: int = 5, search_filter: SearchFilter | None = None) -> list[SearchResult]:
         """The `top_k` images closest to `query`, best first."""
-        return self.search_batch([query], top_k, search_filter)[0]
+        return self._search_batch([query], top_k, search_filter)[0]
 
     def search_batch(self, queries: Sequence[str], top_k: int = 5,
                      search_filter: SearchFilter | None = None) -> list[list[SearchResult]]:
         """One result list per query, in the same order; all queries are encoded in one batch. Where the
         store can (text_match), the words also match descriptions and file and folder names (BM25),
         fused with the CLIP ranking; scores stay cosine similarities."""
+        return self._search_batch(queries, top_k, search_filter)
+
+    def _missing_collection(self, warn_at: int) -> None:
+        """Warn, at the caller's line (`warn_at` frames up from here), that there is nothing to search yet."""
+        warnings.warn(f"collection {self.store.collection_name!r} does not exist at {self.store.location}: "
+                      "index some images first", EmptyIndexWarning, stacklevel=warn_at)
+
+    def _search_batch(self, queries: Sequence[str], top_k: int, search_filter: SearchFilter | None) -> list[list[SearchResult]]:
+        # called by search and search_batch alone: the user's own line is two frames up (warnings name it)
         if isinstance(queries, str) or not isinstance(queries, Sequence):
             raise InvalidArgumentError("queries must be a list of strings")
         cleaned = [_check_query(q) for q in queries]
@@ -278,8 +287,7 @@ class ImageSearchEngine:
             return []
         info = self.store.open_collection(self.model_name, None, create=False)
         if info is None:
-            warnings.warn(f"collection {self.store.collection_name!r} does not exist at {self.store.location}: "
-                          "index some images first", EmptyIndexWarning, stacklevel=2)
+            self._missing_collection(warn_at=4)
             return [[] for _ in cleaned]
         vectors, answered_by = self.router.encode(cleaned, self.encoder.encode_texts)
         if self.text_match != "off" and info.text_match:
@@ -287,10 +295,10 @@ class ImageSearchEngine:
         else:
             if self.text_match == "on" and not self._text_match_noticed:
                 self._text_match_noticed = True
-                warnings.warn(text_match_unavailable(info.name, self.store.location), TextMatchUnavailableWarning, stacklevel=2)
+                warnings.warn(text_match_unavailable(info.name, self.store.location), TextMatchUnavailableWarning, stacklevel=3)
             hits = self.store.search(normalize(vectors), top_k, search_filter)
         if not any(hits) and self.store.count() == 0:
-            warnings.warn(f"collection {self.store.collection_name!r} holds no images yet", EmptyIndexWarning, stacklevel=2)
+            warnings.warn(f"collection {self.store.collection_name!r} holds no images yet", EmptyIndexWarning, stacklevel=3)
         return [_to_results(h, encoder) for h, encoder in zip(hits, answered_by, strict=True)]
 
     def search_composed(self, terms: Sequence[QueryTerm], top_k: int = 5,
@@ -301,8 +309,7 @@ class ImageSearchEngine:
             raise InvalidArgumentError("a composed query needs one or more QueryTerm")
         _check_top_k(top_k)
         if self.store.open_collection(self.model_name, None, create=False) is None:
-            warnings.warn(f"collection {self.store.collection_name!r} does not exist: index some images first",
-                          EmptyIndexWarning, stacklevel=2)
+            self._missing_collection(warn_at=3)
             return []
         parts: list[np.ndarray] = []
         texts = [t.text for t in terms if t.text is not None]
@@ -342,8 +349,7 @@ class ImageSearchEngine:
         if isinstance(image, os.PathLike):
             image = os.fspath(image)
         if self.store.open_collection(self.model_name, None, create=False) is None:
-            warnings.warn(f"collection {self.store.collection_name!r} does not exist: index some images first",
-                          EmptyIndexWarning, stacklevel=2)
+            self._missing_collection(warn_at=3)
             return []
         vectors = self.encoder.encode_images([load_rgb(image, min_side=self.encoder.image_size)])
         return _to_results(self.store.search(vectors, top_k, search_filter)[0])

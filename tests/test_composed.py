@@ -15,10 +15,10 @@ from http_server import running_server
 from PIL import Image
 
 from clip_encoder import normalize
-from image_search import ImageSearchEngine
+from image_search import EmptyIndexWarning, ImageSearchEngine
 from imsearch.errors import InvalidArgumentError
 from imsearch.query import MAX_TERMS, QueryTerm, compose, parse_term
-from milvus_store import path_id
+from milvus_store import SearchFilter, path_id
 
 
 def test_terms_parse_as_rclip_writes_them(tmp_path: Path) -> None:
@@ -93,6 +93,45 @@ def test_adding_and_subtracting_images_moves_them(engine: ImageSearchEngine, sce
         engine.search_composed([QueryTerm(text="a red circle"), QueryTerm(text="a red circle", weight=-1.0)])
     with pytest.raises(InvalidArgumentError, match="image id:123 is not in collection"):
         engine.search_composed([QueryTerm(text="a red circle"), QueryTerm(image_id=123)])
+
+
+@pytest.mark.slow
+@pytest.mark.mutation
+def test_a_composed_query_keeps_to_its_filter_and_decodes_photos_as_indexing_does(engine: ImageSearchEngine, scenes: Path) -> None:
+    with pytest.raises(InvalidArgumentError, match="a composed query needs one or more QueryTerm"):
+        engine.search_composed([])
+    with pytest.raises(InvalidArgumentError, match="a composed query needs one or more QueryTerm"):
+        engine.search_composed(["a red circle"])  # type: ignore[list-item]
+    prefix = str(scenes / "scene_0000")  # scene_00000 to scene_00009
+    kept = engine.search_composed([QueryTerm(text="a red circle"), QueryTerm(text="blue", weight=-0.5)], top_k=24,
+                                  search_filter=SearchFilter(path_prefix=prefix))
+    assert len(kept) == 10 and all(r.path.startswith(prefix) for r in kept)
+    # a photo given as a term (by path or by id) finds itself first
+    Image.open(scenes / "scene_00005.png").convert("RGB").resize((1600, 1200), Image.Resampling.BICUBIC).save(
+        scenes / "large.jpg", quality=92)
+    assert engine.index_directory(scenes).indexed == 1
+    found = engine.search_composed([QueryTerm(image=str(scenes / "large.jpg"))], top_k=1)[0]
+    assert found.path == str(scenes / "large.jpg") and found.score > 0.9999, found.score
+    by_id = engine.search_composed([QueryTerm(image_id=found.id)], top_k=1)[0]
+    assert by_id.id == found.id and by_id.score > 0.9999
+
+
+@pytest.mark.slow
+@pytest.mark.mutation
+def test_searching_an_empty_index_warns_at_the_callers_line_and_creates_nothing(tmp_path: Path, scenes: Path) -> None:
+    with ImageSearchEngine(model_name=TEST_MODEL, runtime=TEST_RUNTIME, milvus_uri=str(tmp_path / "empty.db"), device="cpu") as empty:
+        for search in (lambda: empty.search_composed([QueryTerm(text="a cat")]), lambda: empty.search("a cat"),
+                       lambda: empty.search_by_image(scenes / "scene_00001.png"), lambda: empty.search_batch(["a cat"])[0]):
+            with pytest.warns(EmptyIndexWarning, match=r"collection .image_search. does not exist at .*empty.db: index some images first") as caught:
+                assert search() == []
+            assert [w.filename for w in caught] == [__file__]  # the caller's line, not the library's
+        assert empty.store.collection_info() is None  # a search creates no collection
+        (tmp_path / "nothing").mkdir()
+        empty.index_directory(tmp_path / "nothing")
+        for search in (lambda: empty.search("a cat"), lambda: empty.search_batch(["a cat"])[0]):
+            with pytest.warns(EmptyIndexWarning, match="holds no images yet") as caught:
+                assert search() == []
+            assert [w.filename for w in caught] == [__file__]
 
 
 @pytest.mark.slow

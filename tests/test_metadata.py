@@ -166,6 +166,43 @@ def test_the_box_holds_every_point_of_the_circle() -> None:
     assert not Near(35.0, 135.7, 10).contains(34.6937, 135.5023)  # Osaka is ~40 km from Kyoto
 
 
+def test_the_box_reaches_the_rim_and_no_further() -> None:
+    """The store narrows a search to the box: a box short of the rim loses photos at the edge of the
+    circle, and one far wider than the circle makes the store read rows it cannot use."""
+    for latitude, longitude in ((0.0, 0.0), (35.0, 135.7), (-40.0, -70.0), (60.0, 10.0), (-16.5, 179.9), (-16.5, -179.9)):
+        for km in (1.0, 50.0, 900.0):
+            near = Near(latitude, longitude, km)
+            south, north, spans = near.bounds()
+            rim = [_destination(latitude, longitude, math.radians(degrees), km * (1 - 1e-9)) for degrees in range(0, 360, 2)]
+            for lat2, lon2 in rim:  # the very edge (a photo exactly km away is inside: contains uses <=)
+                assert near.contains(lat2, lon2)
+                assert south <= lat2 <= north and any(w <= lon2 <= e for w, e in spans), (latitude, longitude, km, lat2, lon2)
+            reach = max(abs(lat2 - latitude) for lat2, _ in rim)
+            assert north - south <= 2 * reach * 1.003, (latitude, km, north - south, reach)
+            widest = max(abs((lon2 - longitude + 540) % 360 - 180) for _, lon2 in rim)
+            assert sum(e - w for w, e in spans) <= 2 * widest * 1.5, (latitude, longitude, km, spans, widest)
+    assert Near(80.0, 0.0, 2000).bounds()[2] == [(-180.0, 180.0)]  # reaches the pole's cap: every longitude
+    somewhere = (48.8566, 2.3522)
+    exactly = distance_km(35.0, 135.7, *somewhere)
+    assert Near(35.0, 135.7, exactly).contains(*somewhere) and not Near(35.0, 135.7, exactly * (1 - 1e-9)).contains(*somewhere)
+
+
+def test_a_position_is_checked_to_its_edges() -> None:
+    for latitude, longitude, km in ((-90, 0, 1), (90, 0, 1), (0, -180, 1), (0, 180, 1), (0, 0, 20_100), (0, 0, 1e-6)):
+        Near(latitude, longitude, km)  # the edges themselves are positions and distances
+    for latitude, longitude in ((-90.001, 0), (90.001, 0), (0, -180.001), (0, 180.001)):
+        with pytest.raises(InvalidArgumentError, match=rf"near: {latitude},{longitude} is not a position"):
+            Near(latitude, longitude, 1)
+    for km in (0, -1, 20_100.001):
+        with pytest.raises(InvalidArgumentError, match=rf"more than 0 and at most 20100 km, got {km}"):
+            Near(0, 0, km)
+    with pytest.raises(InvalidArgumentError, match=r"taken_after: 'June' is not a date \(use YYYY-MM-DD"):
+        photo_filter(taken_after="June")
+    for text in ("35,135", "35,x,1", "nan,0,1"):
+        with pytest.raises(InvalidArgumentError, match=rf"near: '{text}' is not LAT,LON,KM"):
+            photo_filter(near=text)
+
+
 def _destination(latitude: float, longitude: float, bearing: float, km: float) -> tuple[float, float]:
     delta, phi, lam = km / 6371.0088, math.radians(latitude), math.radians(longitude)
     phi2 = math.asin(math.sin(phi) * math.cos(delta) + math.cos(phi) * math.sin(delta) * math.cos(bearing))

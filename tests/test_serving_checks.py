@@ -180,6 +180,7 @@ def test_a_request_filter_becomes_a_store_filter() -> None:
     assert make_filter("/photos/trip/", "jpg", None, None) == SearchFilter("/photos/trip/", ("jpg",))
     assert make_filter(None, None, "2024-05-01T12:30", None) == SearchFilter(None, (), datetime(2024, 5, 1, 12, 30).timestamp())
     assert make_filter("/photos//", None, None, "") == SearchFilter("/photos/")  # an empty time is no filter
+    assert make_filter("/photos/BOX", ["abcdefghij"], None, None) == SearchFilter("/photos/BOX/", ("abcdefghij",))
     assert make_filter(None, None, "-1e11", "1e11") == SearchFilter(None, (), -1e11, 1e11)  # the bounds themselves pass
 
 
