@@ -15,6 +15,7 @@ from PIL import Image
 
 from image_search import EmptyIndexWarning, ImageSearchEngine, SearchResult, print_results
 from imsearch.errors import CollectionMismatchError, InvalidArgumentError
+from imsearch.indexing.pipeline import IndexProgress
 
 pytestmark = pytest.mark.slow  # real Milvus, the model, or servers: not in the fast tier
 
@@ -196,9 +197,14 @@ def test_descriptions_by_name_relative_and_absolute_path_and_update(tmp_path: Pa
 def test_index_images_reports_missing_paths(tmp_path: Path, scenes: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(scenes)
     with make_engine(tmp_path) as engine:
+        seen: list[IndexProgress] = []
         summary = engine.index_images(image_paths=["scene_00000.png", "scene_00001.png", "missing.jpg"],
-                                      descriptions={"scene_00000.png": "一只橘色的猫", "scene_00001.png": "一只金毛犬"})
+                                      descriptions={"scene_00000.png": "一只橘色的猫", "scene_00001.png": "一只金毛犬"},
+                                      progress=seen.append)
         assert summary.indexed == 2
+        assert seen == [IndexProgress(total=2, done=0, failed=0, unchanged=0),  # the plan, then one report a file
+                        IndexProgress(total=2, done=1, failed=0, unchanged=0, path=str(scenes / "scene_00000.png")),
+                        IndexProgress(total=2, done=2, failed=0, unchanged=0, path=str(scenes / "scene_00001.png"))]
         assert [(Path(f.path).name, f.reason) for f in summary.failed] == [("missing.jpg", "file not found")]
         results = engine.search("猫", top_k=2)
         assert {r.description for r in results} == {"一只橘色的猫", "一只金毛犬"}
@@ -212,10 +218,13 @@ def test_bad_files_are_reported_and_the_run_goes_on(tmp_path: Path, scenes: Path
     data = photos["rocket"].read_bytes()
     (scenes / "truncated.jpg").write_bytes(data[: len(data) // 2])
     (scenes / "dangling.jpg").symlink_to(scenes / "nowhere.jpg")
+    seen: list[IndexProgress] = []
     with make_engine(tmp_path) as engine:
-        summary = engine.index_directory(scenes)
+        summary = engine.index_directory(scenes, progress=seen.append)
     reasons = {Path(f.path).name: f.reason for f in summary.failed}
     assert summary.indexed == 24
+    assert (seen[-1].total, seen[-1].done, seen[-1].failed) == (27, 27, 3), seen[-1]  # the three that reach the decoder fail there
+    assert [p.failed for p in seen] == sorted(p.failed for p in seen) and len(seen) == 28
     assert reasons["empty.jpg"].startswith("empty file")
     assert reasons["notes.png"] == "not a recognised image format"
     assert "truncated" in reasons["truncated.jpg"]

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from imsearch.indexing.scan import EXCLUDED_FOLDERS, scan_directory
+from imsearch.indexing.pipeline import IndexSummary
+from imsearch.indexing.scan import EXCLUDED_FOLDERS, FailedFile, scan_directory
 
 
 def _image(path: Path) -> None:
@@ -172,3 +173,16 @@ def test_folders_and_files_the_system_refuses_are_reported_and_the_scan_goes_on(
     assert [Path(f.path).name for f in explicit.files] == ["f_last.png"]
     assert [(Path(f.path).name, f.reason) for f in explicit.failed] == [
         ("gone.png", "file not found"), ("c_fine", "is a folder (use index_directory for folders)")]
+
+
+def test_a_summary_adds_up_and_reads_the_same_in_json() -> None:
+    """to_dict is what --json prints and what the HTTP API's index jobs answer: names and rounding are an interface."""
+    first = IndexSummary(indexed=3, unchanged=2, removed=1, moved=1, descriptions_updated=4, metadata_read=5,
+                         failed=[FailedFile("/p/a.jpg", "empty file")], seconds=1.23456,
+                         stage_seconds={"read": 0.5, "decode": 0.12345})
+    first.add(IndexSummary(indexed=1, unchanged=10, removed=2, moved=3, descriptions_updated=1, metadata_read=1,
+                           failed=[FailedFile("/q/b.png", "truncated")], seconds=2.0, stage_seconds={"decode": 1.0, "encode": 0.25}))
+    assert first.to_dict() == {
+        "indexed": 4, "unchanged": 12, "removed": 3, "moved": 4, "descriptions_updated": 5, "metadata_read": 6,
+        "failed": [{"path": "/p/a.jpg", "reason": "empty file"}, {"path": "/q/b.png", "reason": "truncated"}],
+        "seconds": 3.235, "stage_seconds": {"read": 0.5, "decode": 1.123, "encode": 0.25}}
