@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from conftest import TEST_MODEL, TEST_RUNTIME
 from http_server import running_server
@@ -19,6 +20,9 @@ from PIL import Image, ImageOps
 from image_search import ImageSearchEngine
 from imsearch.errors import InvalidArgumentError
 from imsearch.indexing.perceptual import hash_distance, perceptual_hashes
+from imsearch.photo_metadata import PhotoMetadata
+from imsearch.store.duplicates import DEFAULT_SIMILARITY, find_duplicates
+from milvus_store import ImageRecord, MilvusStore, path_id
 
 COPIES = ("resized", "recompressed", "cropped", "mirrored")
 
@@ -144,3 +148,71 @@ def test_the_cli_defaults_are_the_librarys() -> None:
 
     assert cli.DEFAULT_DUPLICATE_SIMILARITY == duplicates.DEFAULT_SIMILARITY
     assert cli.DEFAULT_MAX_HASH_DISTANCE == duplicates.DEFAULT_MAX_HASH_DISTANCE
+
+
+# ------------------------------------------------------------------------------ the grouping, on the store alone
+
+
+def _near(vector: np.ndarray, seed: int, scale: float) -> np.ndarray:
+    moved = vector + np.random.default_rng(seed).normal(scale=scale, size=vector.shape).astype(np.float32)
+    return moved / np.linalg.norm(moved)
+
+
+def test_groups_are_exact_on_rows_of_known_hashes(tmp_path: Path) -> None:
+    """Rows written straight into a Milvus Lite store, with hashes and sizes chosen to sit on each rule's
+    edge: plain copies (no mirror in the group), a mirrored copy, 14 bits apart (in) and 15 (out), a
+    close vector with a different photo's hash, the same hash on a far vector, rows indexed before hashes
+    were kept (a whole search batch of them first), and ties broken by date taken, then by modified time."""
+    rng = np.random.default_rng(11)
+    vectors = rng.normal(size=(6, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    h = [int(x) for x in rng.integers(1, 2**62, size=12)]
+
+    def flip(value: int, bits: int, shift: int = 0) -> int:
+        return value ^ (((1 << bits) - 1) << shift)
+
+    def photo(path: str, vector: np.ndarray, phash: int, mirror: int, size: tuple[int, int] = (4000, 3000),
+              taken: float | None = None, mtime: float = 1000.0) -> ImageRecord:
+        return ImageRecord(path, vector, 1, mtime, f"{path_id(path) & (2**64 - 1):032x}",
+                           metadata=PhotoMetadata(width=size[0], height=size[1], taken=taken, phash=phash, phash_mirror=mirror))
+
+    groups = [
+        # plain copies: the older of the two largest first; the small one 14 bits from the first (17 from the second)
+        [photo("/lib/a/newer.jpg", vectors[0], h[0], h[1], taken=2000.0, mtime=1.0),
+         photo("/lib/a/older.jpg", _near(vectors[0], 1, 0.02), flip(h[0], 3), flip(h[1], 2), taken=1000.0, mtime=2.0),
+         photo("/lib/a/small.jpg", _near(vectors[0], 2, 0.02), flip(h[0], 14, 20), flip(h[1], 14, 20), size=(800, 600))],
+        # a mirrored copy (its hash is the original's mirror); no date: the older file first (the longer path)
+        [photo("/lib/b/mirrored-copy.jpg", _near(vectors[1], 3, 0.02), h[3], h[2], size=(2000, 1000), mtime=40.0),
+         photo("/lib/x/original.jpg", vectors[1], h[2], h[3], size=(2000, 1000), mtime=50.0)],
+        [photo("/lib/c/z.jpg", vectors[2], h[4], h[5]), photo("/lib/c/a.jpg", _near(vectors[2], 4, 0.02), h[4], h[5], size=(10, 10))],
+    ]
+    apart = [photo("/lib/d/15bits.jpg", _near(vectors[0], 5, 0.02), flip(h[0], 15, 40), flip(h[1], 15, 40)),  # close, another photo
+             photo("/lib/d/far.jpg", vectors[3], h[2], h[3])]  # the same hash as b/original, far from it: not a candidate
+    assert float(vectors[3] @ vectors[1]) < DEFAULT_SIMILARITY
+    # the rows read first (ids ascending) are 300 without hashes: a whole search batch with nothing to compare
+    paths = sorted((f"/lib/old/{i}.jpg" for i in range(200_000)), key=path_id)[:300]
+    filler_paths = [p for p in (f"/lib/e/{i}.jpg" for i in range(400)) if path_id(p) > path_id(paths[-1])][:300]
+    fillers = [photo(path, _near(np.ones(8, dtype=np.float32), 1000 + i, 1.0), int(rng.integers(1, 2**62)),
+                     int(rng.integers(1, 2**62))) for i, path in enumerate(filler_paths)]  # unrelated photos: more than one batch
+    hashed = [r for group in groups for r in group] + apart + fillers
+    unhashed = [ImageRecord(p, _near(np.ones(8, dtype=np.float32), 100 + i, 1.0), 1, 1.0, f"{i:032x}", metadata=PhotoMetadata())
+                for i, p in enumerate(paths)]
+    assert max(path_id(r.path) for r in unhashed) < min(path_id(r.path) for r in hashed)
+    store = MilvusStore(uri=str(tmp_path / "store.db"), collection_name="dups")
+    store.open_collection("test-model::v0", 8)
+    store.upsert(unhashed + hashed)
+    store.flush()
+    counted: list[int] = []
+    report = find_duplicates(store, progress=counted.append)
+    found = [[hit.fields["path"] for hit in group] for group in report.groups]
+    assert found == [["/lib/a/older.jpg", "/lib/a/newer.jpg", "/lib/a/small.jpg"],  # the largest group first, then by path
+                     ["/lib/b/mirrored-copy.jpg", "/lib/x/original.jpg"], ["/lib/c/z.jpg", "/lib/c/a.jpg"]]
+    for group, hits in zip(groups, report.groups, strict=True):
+        best = next(r for r in group if r.path == hits[0].fields["path"]).vector
+        for hit in hits:
+            vector = next(r for r in group if r.path == hit.fields["path"]).vector
+            assert hit.score == pytest.approx(float(best @ vector), abs=1e-5)
+        assert "vector" not in hits[0].fields
+    assert (report.photos_compared, report.without_hash) == (len(hashed), len(unhashed))
+    assert counted == sorted(counted) and len(counted) >= 2 and counted[-1] == len(hashed), counted  # after each batch
+    store.close()
