@@ -351,3 +351,28 @@ def test_excluded_files_are_left_out_and_leave_the_index(tmp_path: Path, scenes:
         assert (second.indexed, second.removed) == (0, 4)  # rows under what is now excluded leave the index
         names = {Path(r.path).name for r in engine.search("shape", top_k=100)}
         assert len(names) == 20 and not names & {"scene_00001.png", "scene_00002.png", "scene_00004.png", "scene_00005.png"}
+
+
+@pytest.mark.mutation
+def test_similar_images_leave_the_photo_itself_out_and_keep_to_the_filter(tmp_path: Path, scenes: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from image_search import MAX_TOP_K
+    from milvus_store import SearchFilter, path_id
+
+    with make_engine(tmp_path) as engine:
+        engine.index_directory(scenes)
+        photo = scenes / "scene_00004.png"
+        everything = engine.search_by_image(photo, top_k=24)
+        assert everything[0].path == str(photo)  # itself, first
+        by_path = engine.similar(photo, top_k=5)
+        assert [r.path for r in by_path] == [r.path for r in everything[1:6]] and [r.rank for r in by_path] == [1, 2, 3, 4, 5]
+        monkeypatch.chdir(scenes)
+        assert [r.id for r in engine.similar("scene_00004.png", top_k=5)] == [r.id for r in by_path]  # a relative path
+        assert [r.id for r in engine.similar(path_id(str(photo)), top_k=23)] == [r.id for r in everything[1:]]  # by id, all others
+        assert len(engine.similar(photo, top_k=MAX_TOP_K)) == 23
+        inside = engine.similar(photo, top_k=24, search_filter=SearchFilter(path_prefix=str(scenes / "scene_0001")))
+        assert [r.path for r in inside] == [r.path for r in everything if r.path.startswith(str(scenes / "scene_0001"))]
+        with pytest.raises(InvalidArgumentError, match=r"'/nowhere.png' is not in collection 'my_images': index it first"):
+            engine.similar("/nowhere.png")
+        record = engine.image_record(path_id(str(photo)))
+        assert record is not None and record["path"] == str(photo) and record["size"] == photo.stat().st_size
+        assert engine.image_record(12345) is None

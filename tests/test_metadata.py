@@ -135,6 +135,14 @@ def test_a_broken_header_costs_nothing_but_itself(tmp_path: Path, photos: dict[s
     assert decode_photo(bad_date.read_bytes())[1].taken is None
 
 
+def test_metadata_reads_the_same_in_json() -> None:
+    """to_dict is what the HTTP API and --json give for each result's header fields."""
+    metadata = PhotoMetadata(taken=1.5, taken_offset_minutes=540, camera="Canon EOS 5D", lens="EF 50mm", latitude=35.0, longitude=135.7,
+                             width=4000, height=3000, orientation=6, phash=-5, phash_mirror=7)
+    assert metadata.to_dict() == {"taken": 1.5, "taken_offset_minutes": 540, "camera": "Canon EOS 5D", "lens": "EF 50mm", "latitude": 35.0,
+                                  "longitude": 135.7, "width": 4000, "height": 3000, "orientation": 6, "phash": -5, "phash_mirror": 7}
+
+
 def test_dates_and_positions_as_people_type_them() -> None:
     assert parse_when("2019-06-30", end_of_day=True) - parse_when("2019-06-30") == DAY  # "before June 30" includes it
     assert parse_when("2019-06-30T12:00", end_of_day=True) == parse_when("2019-06-30") + DAY / 2

@@ -303,3 +303,88 @@ def test_a_circle_filter_widens_until_the_k_best_inside_are_found(store: MilvusS
     for k in (1, 3, 10):
         found = store.search(query[None], k, SearchFilter(near=circle))[0]
         assert [h.fields["path"] for h in found] == [r.path for r in expected][:k]
+
+
+# ------------------------------------------------------------------------------ where the store is, and its errors
+
+
+def test_the_default_database_follows_the_users_folders(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from milvus_store import default_lite_path
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("IMAGE_SEARCH_HOME", raising=False)
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    assert default_lite_path() == tmp_path / ".local" / "share" / "image_search" / "milvus.db"
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    assert default_lite_path() == tmp_path / "data" / "image_search" / "milvus.db"
+    monkeypatch.setenv("IMAGE_SEARCH_HOME", "~/photos-index")  # wins over XDG, ~ expanded
+    assert default_lite_path() == tmp_path / "photos-index" / "milvus.db"
+    monkeypatch.setenv("IMAGE_SEARCH_HOME", "")  # set but empty: as if unset
+    assert default_lite_path() == tmp_path / "data" / "image_search" / "milvus.db"
+
+
+def test_a_lite_database_held_by_another_process_names_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+    import textwrap
+
+    from imsearch.errors import StoreLockedError
+    from milvus_store import lock_holders
+
+    db = str(tmp_path / "held.db")
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time
+        from milvus_store import MilvusStore
+        MilvusStore(uri={db!r}).count()
+        print("ready", flush=True)
+        time.sleep(120)
+        """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        assert lock_holders(db) == [holder.pid]
+        with pytest.raises(StoreLockedError, match=rf"the Milvus Lite database {db} is in use by another process \(process {holder.pid}\)"):
+            MilvusStore(uri=db, collection_name="held").count()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert lock_holders(db) == []
+
+
+def test_a_failing_milvus_call_names_the_operation_and_the_database(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from imsearch.errors import StoreError
+
+    store = MilvusStore(uri=str(tmp_path / "x.db"), collection_name="x")
+    store.open_collection("test-model::v0", 8)
+    with pytest.raises(StoreError, match=rf"^Milvus query failed on {tmp_path / 'x.db'}: .+") as failed:
+        store._call("query", "x", filter="path >>> 'no such syntax'", output_fields=["id"])
+    assert "cannot reach" not in str(failed.value)
+    store.close()
+    with pytest.raises(StoreError, match=r"cannot reach the Milvus server at http://127.0.0.1:\d+: is it running\?"):
+        MilvusStore(uri=f"http://127.0.0.1:{_free_port()}", collection_name="x").count()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_the_folder_query_of_a_server_is_exact_in_slices(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A server is asked for the rows of a folder less its listed subfolders in slices of the path range
+    (one query per 100 subfolders); here through Milvus Lite's own expression engine, slices of 3."""
+    from milvus_store import _ranges_outside
+
+    store = MilvusStore(uri=str(tmp_path / "ranges.db"), collection_name="ranges")
+    store.open_collection("test-model::v0", 8)
+    subfolders = [f"/lib/{name}/" for name in ("a", "b", "b2", "c d", "e", "f\\\"g", "h", "中文")]
+    paths = [f"{folder}{i}.jpg" for folder in subfolders for i in range(3)] + ["/lib/top.jpg", "/lib2/x.jpg", "/li/y.jpg"]
+    store.upsert([record(path, seed) for seed, path in enumerate(paths)])
+    store.flush()
+    skipped = sorted(["/lib/b/", "/lib/c d/", "/lib/f\\\"g/", "/lib/中文/"])
+    expressions = list(_ranges_outside("/lib/", skipped, per_query=3))
+    assert len(expressions) == 2
+    found = sorted(f.path for expression in expressions for f in store.iter_files(expression))
+    assert found == sorted(p for p in paths if p.startswith("/lib/") and not p.startswith(tuple(skipped)))
+    store.close()
