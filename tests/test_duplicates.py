@@ -8,6 +8,7 @@ import io
 import itertools
 import json
 import os
+import re
 from pathlib import Path
 
 import httpx
@@ -215,4 +216,28 @@ def test_groups_are_exact_on_rows_of_known_hashes(tmp_path: Path) -> None:
         assert "vector" not in hits[0].fields
     assert (report.photos_compared, report.without_hash) == (len(hashed), len(unhashed))
     assert counted == sorted(counted) and len(counted) >= 2 and counted[-1] == len(hashed), counted  # after each batch
+    with ImageSearchEngine(store=store) as engine:  # the engine's answer: the same groups, as results
+        answer = engine.find_duplicates()
+        assert [[r.path for r in group] for group in answer.groups] == found
+        assert [r.rank for r in answer.groups[0]] == [1, 2, 3]
+        assert (answer.photos_compared, answer.without_hash) == (len(hashed), len(unhashed))
+        assert engine.find_duplicates(max_hash_distance=64, similarity=1.0).groups == []  # no vector is that close here
+        assert [len(g) for g in engine.find_duplicates(max_hash_distance=0).groups] == [2, 2]  # identical hashes only
     store.close()
+
+
+@pytest.mark.parametrize(("arguments", "says"), [
+    ({"similarity": 0}, "similarity must be more than 0 and at most 1, got 0"),
+    ({"similarity": 1.01}, "similarity must be more than 0 and at most 1, got 1.01"),
+    ({"max_hash_distance": -1}, "max_hash_distance must be a whole number of bits from 0 to 64, got -1"),
+    ({"max_hash_distance": 65}, "max_hash_distance must be a whole number of bits from 0 to 64, got 65"),
+    ({"max_hash_distance": 1.5}, "got 1.5"),
+    ({"max_hash_distance": True}, "got True"),
+])
+def test_duplicate_thresholds_are_checked(tmp_path: Path, arguments: dict[str, float], says: str) -> None:
+    with ImageSearchEngine(milvus_uri=str(tmp_path / "none.db")) as engine:
+        with pytest.raises(InvalidArgumentError, match=re.escape(says)):
+            engine.find_duplicates(**arguments)  # type: ignore[arg-type]
+        nothing = engine.find_duplicates(similarity=1.0, max_hash_distance=64)  # the edges are allowed; no index, no groups
+        assert (nothing.groups, nothing.photos_compared, nothing.without_hash) == ([], 0, 0)
+        assert engine.store.collection_info() is None  # and none is made

@@ -371,6 +371,8 @@ def test_similar_images_leave_the_photo_itself_out_and_keep_to_the_filter(tmp_pa
         assert len(engine.similar(photo, top_k=MAX_TOP_K)) == 23
         inside = engine.similar(photo, top_k=24, search_filter=SearchFilter(path_prefix=str(scenes / "scene_0001")))
         assert [r.path for r in inside] == [r.path for r in everything if r.path.startswith(str(scenes / "scene_0001"))]
+        looked_up = engine.search_by_image(photo, top_k=24, search_filter=SearchFilter(path_prefix=str(scenes / "scene_0001")))
+        assert [r.path for r in looked_up] == [r.path for r in inside]  # the photo itself is outside the filter
         with pytest.raises(InvalidArgumentError, match=r"'/nowhere.png' is not in collection 'my_images': index it first"):
             engine.similar("/nowhere.png")
         record = engine.image_record(path_id(str(photo)))

@@ -311,6 +311,9 @@ def test_a_collection_indexed_before_metadata_gains_it_without_re_encoding(libra
         assert len(engine.search("a photo", top_k=50)) == 10  # searched as it is
         with pytest.raises(InvalidArgumentError, match="run --mode index on its folders once"):
             engine.search("a photo", search_filter=SearchFilter(camera="iphone"))
+        with pytest.raises(InvalidArgumentError, match="was indexed before perceptual hashes were kept: run --mode index on its "
+                                                       r"folders once \(nothing is re-encoded\)"):
+            engine.find_duplicates()
         summary = engine.index_directory(library)
         assert (summary.indexed, summary.unchanged, summary.metadata_read) == (0, 10, 10)  # nothing encoded
         assert _only(engine, camera="iphone") == {"osaka_iphone.jpg", "sydney_iphone.jpg"}
