@@ -23,7 +23,7 @@ from imsearch.errors import InvalidArgumentError
 from imsearch.indexing.perceptual import hash_distance, perceptual_hashes
 from imsearch.photo_metadata import PhotoMetadata
 from imsearch.store.duplicates import DEFAULT_SIMILARITY, find_duplicates
-from milvus_store import ImageRecord, MilvusStore, path_id
+from milvus_store import ImageRecord, MilvusStore, Near, SearchFilter, path_id
 
 COPIES = ("resized", "recompressed", "cropped", "mirrored")
 
@@ -105,8 +105,6 @@ def test_copies_group_with_their_original_best_first(duplicates_library: tuple[P
 
 
 def engine_filter(folder: Path):  # type: ignore[no-untyped-def]
-    from milvus_store import SearchFilter
-
     return SearchFilter(path_prefix=str(folder) + os.sep)
 
 
@@ -173,18 +171,24 @@ def test_groups_are_exact_on_rows_of_known_hashes(tmp_path: Path) -> None:
         return value ^ (((1 << bits) - 1) << shift)
 
     def photo(path: str, vector: np.ndarray, phash: int, mirror: int, size: tuple[int, int] = (4000, 3000),
-              taken: float | None = None, mtime: float = 1000.0) -> ImageRecord:
+              taken: float | None = None, mtime: float = 1000.0, at: tuple[float, float] | None = None) -> ImageRecord:
         return ImageRecord(path, vector, 1, mtime, f"{path_id(path) & (2**64 - 1):032x}",
-                           metadata=PhotoMetadata(width=size[0], height=size[1], taken=taken, phash=phash, phash_mirror=mirror))
+                           metadata=PhotoMetadata(width=size[0], height=size[1], taken=taken, phash=phash, phash_mirror=mirror,
+                                                  latitude=at[0] if at else None, longitude=at[1] if at else None))
+
+    circle = Near(35.0, 135.0, 5.0)
+    south, north, spans = circle.bounds()
+    inside, corner = (35.01, 135.01), (north - 1e-4, spans[0][1] - 1e-4)  # the corner: in the box, not in the circle
+    assert circle.contains(*inside) and not circle.contains(*corner)
 
     groups = [
         # plain copies: the older of the two largest first; the small one 14 bits from the first (17 from the second)
-        [photo("/lib/a/newer.jpg", vectors[0], h[0], h[1], taken=2000.0, mtime=1.0),
-         photo("/lib/a/older.jpg", _near(vectors[0], 1, 0.02), flip(h[0], 3), flip(h[1], 2), taken=1000.0, mtime=2.0),
+        [photo("/lib/a/newer.jpg", vectors[0], h[0], h[1], taken=2000.0, mtime=1.0, at=inside),
+         photo("/lib/a/older.jpg", _near(vectors[0], 1, 0.02), flip(h[0], 3), flip(h[1], 2), taken=1000.0, mtime=2.0, at=inside),
          photo("/lib/a/small.jpg", _near(vectors[0], 2, 0.02), flip(h[0], 14, 20), flip(h[1], 14, 20), size=(800, 600))],
         # a mirrored copy (its hash is the original's mirror); no date: the older file first (the longer path)
-        [photo("/lib/b/mirrored-copy.jpg", _near(vectors[1], 3, 0.02), h[3], h[2], size=(2000, 1000), mtime=40.0),
-         photo("/lib/x/original.jpg", vectors[1], h[2], h[3], size=(2000, 1000), mtime=50.0)],
+        [photo("/lib/b/mirrored-copy.jpg", _near(vectors[1], 3, 0.02), h[3], h[2], size=(2000, 1000), mtime=40.0, at=inside),
+         photo("/lib/x/original.jpg", vectors[1], h[2], h[3], size=(2000, 1000), mtime=50.0, at=corner)],
         [photo("/lib/c/z.jpg", vectors[2], h[4], h[5]), photo("/lib/c/a.jpg", _near(vectors[2], 4, 0.02), h[4], h[5], size=(10, 10))],
     ]
     apart = [photo("/lib/d/15bits.jpg", _near(vectors[0], 5, 0.02), flip(h[0], 15, 40), flip(h[1], 15, 40)),  # close, another photo
@@ -216,6 +220,10 @@ def test_groups_are_exact_on_rows_of_known_hashes(tmp_path: Path) -> None:
         assert "vector" not in hits[0].fields
     assert (report.photos_compared, report.without_hash) == (len(hashed), len(unhashed))
     assert counted == sorted(counted) and len(counted) >= 2 and counted[-1] == len(hashed), counted  # after each batch
+    # within 5 km: the two of a/ that have a position; b/'s original is in the box around the circle, not in it
+    near = find_duplicates(store, search_filter=SearchFilter(near=circle))
+    assert [[hit.fields["path"] for hit in group] for group in near.groups] == [["/lib/a/older.jpg", "/lib/a/newer.jpg"]]
+    assert near.photos_compared == 3
     with ImageSearchEngine(store=store) as engine:  # the engine's answer: the same groups, as results
         answer = engine.find_duplicates()
         assert [[r.path for r in group] for group in answer.groups] == found

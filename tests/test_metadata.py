@@ -304,6 +304,7 @@ def test_a_collection_indexed_before_metadata_gains_it_without_re_encoding(libra
     old_fields = ("id", "path", "description", "size", "mtime", "fingerprint", "ext", "vector")
     client.insert(collection_name, [{k: r[k] for k in old_fields} for r in rows])
     client.flush(collection_name)
+    client.create_collection(collection_name + UPGRADE_SUFFIX, dimension=8)  # a copy an earlier upgrade left half made
     client.close()
 
     engine = ImageSearchEngine(model_name=TEST_MODEL, runtime=TEST_RUNTIME, milvus_uri=store_uri, collection_name=collection_name, device="cpu")
@@ -325,6 +326,7 @@ def test_a_collection_indexed_before_metadata_gains_it_without_re_encoding(libra
         assert engine.index_directory(library).metadata_read == 0  # read once
         info = engine.store.collection_info()
         assert info is not None and info.text_match == engine.store.supports_text_match()  # words searchable where they can be
+        assert (info.model, info.dim, info.build) == (TEST_MODEL, len(rows[0]["vector"]), properties["build"])  # kept as they were
         if info.text_match:
             assert Path(engine.search("null island", top_k=3)[0].path).name == "null_island.jpg"  # found by its file name
     finally:
