@@ -70,6 +70,8 @@ def test_the_hash_tells_copies_from_different_photographs(photos: dict[str, Path
             assert hash_distance(a, a_mirror, perceptual_hashes(copy)[0]) <= 14, name
     for (_, (a, a_mirror)), (_, (b, _)) in itertools.combinations(hashes.items(), 2):
         assert hash_distance(a, a_mirror, b) >= 20
+    assert hash_distance(-1, -1, 0) == 64 and hash_distance(-(2**63), 0, 2**63 - 1) == 63  # hashes are signed 64-bit
+    assert hash_distance(0b1011, -1, 0) == 3 and hash_distance(-1, 0b1011, 0) == 3  # the nearer of the photo and its mirror
     flat = perceptual_hashes(Image.new("RGB", (50, 40), (90, 90, 90)))
     assert flat == (0, 0)  # no layout to hash: reads as "no hash", never as everyone's duplicate
 

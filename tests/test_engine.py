@@ -378,3 +378,22 @@ def test_similar_images_leave_the_photo_itself_out_and_keep_to_the_filter(tmp_pa
         record = engine.image_record(path_id(str(photo)))
         assert record is not None and record["path"] == str(photo) and record["size"] == photo.stat().st_size
         assert engine.image_record(12345) is None
+
+
+@pytest.mark.mutation
+def test_rebuild_refuses_a_collection_image_search_did_not_make(tmp_path: Path) -> None:
+    from pymilvus import DataType, MilvusClient
+
+    db = str(tmp_path / "index.db")
+    client = MilvusClient(uri=db)
+    schema = MilvusClient.create_schema(auto_id=False)
+    schema.add_field("pk", DataType.INT64, is_primary=True)
+    schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=8)
+    client.create_collection("my_images", schema=schema)
+    client.close()
+    with pytest.raises(InvalidArgumentError, match="my_images.*; --rebuild would delete it and everything in it. If that is what "
+                                                   "you want, add --drop-foreign-collection"):
+        make_engine(tmp_path, rebuild=True)
+    client = MilvusClient(uri=db)
+    assert client.has_collection("my_images")  # untouched
+    client.close()

@@ -135,6 +135,17 @@ def test_a_broken_header_costs_nothing_but_itself(tmp_path: Path, photos: dict[s
     assert decode_photo(bad_date.read_bytes())[1].taken is None
 
 
+def test_distances_are_great_circle_kilometres() -> None:
+    assert distance_km(0, 0, 0, 1) == pytest.approx(111.19508, abs=1e-5)  # a degree of the equator, R = 6371.0088 km
+    assert distance_km(0, 0, 0, 180) == pytest.approx(20015.1144, abs=1e-3)  # antipodes: half the circumference
+    for width, refused in ((1, False), (0, True), (-3, True), (True, True), (1.5, True)):
+        if refused:
+            with pytest.raises(InvalidArgumentError, match=rf"min_width must be a whole number of pixels, 1 or more, got {width!r}"):
+                photo_filter(min_width=width)  # type: ignore[arg-type]
+        else:
+            assert photo_filter(min_width=width) == {"min_width": width}
+
+
 def test_metadata_reads_the_same_in_json() -> None:
     """to_dict is what the HTTP API and --json give for each result's header fields."""
     metadata = PhotoMetadata(taken=1.5, taken_offset_minutes=540, camera="Canon EOS 5D", lens="EF 50mm", latitude=35.0, longitude=135.7,
