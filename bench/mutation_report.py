@@ -4,6 +4,7 @@
     python bench/mutation_report.py --report   # only print the table of the last run (mutants/ kept)
     python bench/mutation_report.py --survivors imsearch.indexing.scan   # list one module's survivors
     python bench/mutation_report.py --unexplained   # survivors with no reason in bench/mutation-survivors.md
+    python bench/mutation_report.py --resume 'milvus_store*'   # only those not yet caught (after new tests, or a cut run)
 
 bench/mutation-survivors.md gives, for the modules it covers, why each surviving mutant is left: lines
 bullets "- `PATTERN`, `PATTERN`: reason" (continued on indented lines), each PATTERN a mutant name with
@@ -41,6 +42,17 @@ def export_test_model() -> None:
             "e.encode_texts(['a red circle']); e.encode_images([Image.new('RGB', (64, 64))]); e.close()")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, env={**os.environ, "IMAGE_SEARCH_CACHE": str(EXPORTS)})
 LINE = re.compile(r"^\s*(?P<name>[\w.]+?)\.x\S*__mutmut_\d+: (?P<status>.+)$")
+
+
+def mutant_statuses() -> dict[str, str]:
+    """Each mutant's status in the last runs (killed, survived, no tests, not checked...)."""
+    done = subprocess.run([*MUTMUT, "results", "--all", "true"], cwd=ROOT, capture_output=True, text=True, check=True)
+    found = {}
+    for line in done.stdout.splitlines():
+        name, _, status = line.strip().rpartition(": ")
+        if "__mutmut_" in name:
+            found[name] = status.strip()
+    return found
 
 
 def results() -> dict[str, collections.Counter[str]]:
@@ -86,8 +98,19 @@ def main() -> None:
     parser.add_argument("--survivors", metavar="MODULE", help="list the surviving mutants of one module")
     parser.add_argument("--children", type=int, default=2)
     parser.add_argument("--unexplained", action="store_true", help="survivors without a reason in bench/mutation-survivors.md")
+    parser.add_argument("--resume", action="store_true",
+                        help="run only the mutants (of those named) that no test has caught yet: a run cut short, or new tests")
     parser.add_argument("mutants", nargs="*", help="only these mutants (names or wildcards, as mutmut run takes them)")
     args = parser.parse_args()
+    if args.resume:
+        import fnmatch
+
+        patterns = args.mutants or ["*"]
+        args.mutants = [name for name, status in mutant_statuses().items() if status not in ("killed", "timeout")
+                        and any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)]
+        print(f"{len(args.mutants)} mutants not yet caught", file=sys.stderr)
+        if not args.mutants:
+            return
     if args.unexplained:
         left, covered = unexplained()
         for name in left:
