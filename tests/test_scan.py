@@ -7,8 +7,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from imsearch.indexing.pipeline import IndexSummary
-from imsearch.indexing.scan import EXCLUDED_FOLDERS, FailedFile, scan_directory
+from imsearch.indexing.pipeline import DescriptionMap, IndexSummary, gone_files, plan_work
+from imsearch.indexing.scan import EXCLUDED_FOLDERS, FailedFile, FileEntry, ScanResult, scan_directory
+from milvus_store import IndexedFile, path_id
 
 
 def _image(path: Path) -> None:
@@ -186,3 +187,44 @@ def test_a_summary_adds_up_and_reads_the_same_in_json() -> None:
         "indexed": 4, "unchanged": 12, "removed": 3, "moved": 4, "descriptions_updated": 5, "metadata_read": 6,
         "failed": [{"path": "/p/a.jpg", "reason": "empty file"}, {"path": "/q/b.png", "reason": "truncated"}],
         "seconds": 3.235, "stage_seconds": {"read": 0.5, "decode": 1.123, "encode": 0.25}}
+
+
+# ------------------------------------------------------------------------------ what a run decides to do
+
+
+def _known(path: str, size: int = 100, mtime: float = 50.0, description: str = "", needs_metadata: bool = False) -> IndexedFile:
+    return IndexedFile(id=path_id(path), path=path, size=size, mtime=mtime, fingerprint="f" * 32, description=description,
+                       needs_metadata=needs_metadata)
+
+
+def test_a_file_is_unchanged_only_when_size_and_mtime_both_match() -> None:
+    existing = {p: _known(p) for p in ("/a/same.jpg", "/a/touched.jpg", "/a/grown.jpg", "/a/close.jpg", "/a/old.jpg",
+                                       "/a/labelled.jpg", "/a/gone.jpg")}
+    existing["/a/old.jpg"] = _known("/a/old.jpg", needs_metadata=True, description="kept")
+    existing["/a/labelled.jpg"] = _known("/a/labelled.jpg", description="before")
+    scan = ScanResult(files=[FileEntry("/a/same.jpg", 100, 50.0), FileEntry("/a/touched.jpg", 100, 50.5),
+                             FileEntry("/a/grown.jpg", 101, 50.0), FileEntry("/a/close.jpg", 100, 50.0 + 5e-7),
+                             FileEntry("/a/old.jpg", 100, 50.0), FileEntry("/a/labelled.jpg", 100, 50.0),
+                             FileEntry("/a/new.jpg", 7, 1.0), FileEntry("/a/" + "x" * 4093 + ".jpg", 1, 1.0),
+                             FileEntry("/a/longest" + "x" * (4096 - 14) + ".jpg", 1, 1.0),
+                             FileEntry("/a/bad-\udce9.jpg", 1, 1.0)])
+    descriptions = DescriptionMap({"labelled.jpg": "after", "same.jpg": ""}, "/a")
+    plan = plan_work(scan, existing, descriptions)
+    assert [e.path for e in plan.to_encode] == ["/a/touched.jpg", "/a/grown.jpg", "/a/new.jpg", "/a/longest" + "x" * 4082 + ".jpg"]
+    assert plan.unchanged == 4  # same, close (float noise in mtime), old, labelled
+    assert plan.read_metadata == [(existing["/a/old.jpg"], "kept")]  # its own description kept
+    assert plan.relabel == [(existing["/a/labelled.jpg"], "after")]
+    assert [(f.path, f.reason) for f in plan.failed] == [("/a/" + "x" * 4093 + ".jpg", "path longer than 4096 bytes"),
+                                                        ("/a/bad-\udce9.jpg", "file name is not valid UTF-8")]
+    assert len(("/a/longest" + "x" * 4082 + ".jpg").encode()) == 4096  # the longest path kept
+    relabelled_old = plan_work(ScanResult(files=[FileEntry("/a/old.jpg", 100, 50.0)]), existing,
+                               DescriptionMap({"old.jpg": "new words"}, "/a"))
+    assert relabelled_old.read_metadata == [(existing["/a/old.jpg"], "new words")] and relabelled_old.relabel == []
+
+
+def test_rows_under_a_folder_that_could_not_be_listed_are_kept() -> None:
+    existing = {p: _known(p) for p in ("/a/gone.jpg", "/a/locked/x.jpg", "/a/locked2/y.jpg", "/a/broken.jpg", "/a/here.jpg")}
+    scan = ScanResult(files=[FileEntry("/a/here.jpg", 100, 50.0)], failed=[FailedFile("/a/broken.jpg", "unreadable")],
+                      unlisted_dirs=["/a/locked/"])
+    assert sorted(f.path for f in gone_files(scan, existing)) == ["/a/gone.jpg", "/a/locked2/y.jpg"]
+    assert gone_files(ScanResult(files=[FileEntry(p, 1, 1.0) for p in existing]), existing) == []
