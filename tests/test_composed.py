@@ -116,6 +116,11 @@ def test_a_composed_query_keeps_to_its_filter_and_decodes_photos_as_indexing_doe
     assert by_id.id == found.id and by_id.score > 0.9999
 
 
+# mutmut runs each function through trampolines, frames between the caller and the warning: under
+# mutation (MUTANT_UNDER_TEST set) where a warning points cannot be told, and is not asserted
+UNDER_MUTATION = "MUTANT_UNDER_TEST" in os.environ
+
+
 @pytest.mark.slow
 @pytest.mark.mutation
 def test_searching_an_empty_index_warns_at_the_callers_line_and_creates_nothing(tmp_path: Path, scenes: Path) -> None:
@@ -124,14 +129,14 @@ def test_searching_an_empty_index_warns_at_the_callers_line_and_creates_nothing(
                        lambda: empty.search_by_image(scenes / "scene_00001.png"), lambda: empty.search_batch(["a cat"])[0]):
             with pytest.warns(EmptyIndexWarning, match=r"collection .image_search. does not exist at .*empty.db: index some images first") as caught:
                 assert search() == []
-            assert [w.filename for w in caught] == [__file__]  # the caller's line, not the library's
+            assert UNDER_MUTATION or [w.filename for w in caught] == [__file__], caught[0].filename  # the caller's line
         assert empty.store.collection_info() is None  # a search creates no collection
         (tmp_path / "nothing").mkdir()
         empty.index_directory(tmp_path / "nothing")
         for search in (lambda: empty.search("a cat"), lambda: empty.search_batch(["a cat"])[0]):
             with pytest.warns(EmptyIndexWarning, match="holds no images yet") as caught:
                 assert search() == []
-            assert [w.filename for w in caught] == [__file__]
+            assert UNDER_MUTATION or [w.filename for w in caught] == [__file__]
 
 
 @pytest.mark.slow
