@@ -123,8 +123,11 @@ def main() -> None:
         return
     if not args.report:
         export_test_model()
-        subprocess.run([*MUTMUT, "run", "--max-children", str(args.children), *args.mutants], cwd=ROOT, check=False,
-                       stdout=subprocess.DEVNULL, env={**os.environ, **TEST_ENVIRONMENT})
+        run = subprocess.run([*MUTMUT, "run", "--max-children", str(args.children), *args.mutants], cwd=ROOT, check=False,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **TEST_ENVIRONMENT})
+        if run.returncode != 0:  # e.g. a test that fails without any mutant: mutmut stops before the first
+            print(run.stdout[-3000:], file=sys.stderr)
+            sys.exit(run.returncode)
     table = results()
     statuses = ["killed", "timeout", "survived", "no tests", "not checked"]
     print("| module | " + " | ".join(statuses) + " | caught |")
