@@ -228,3 +228,20 @@ def test_rows_under_a_folder_that_could_not_be_listed_are_kept() -> None:
                       unlisted_dirs=["/a/locked/"])
     assert sorted(f.path for f in gone_files(scan, existing)) == ["/a/gone.jpg", "/a/locked2/y.jpg"]
     assert gone_files(ScanResult(files=[FileEntry(p, 1, 1.0) for p in existing]), existing) == []
+
+
+def test_descriptions_are_found_by_the_most_specific_key() -> None:
+    descriptions = DescriptionMap({"cat.jpg": "any cat", "sub/cat.jpg": "the sub cat", "/else/where/cat.jpg": "that cat",
+                                   "/base/dog.jpg": "absolute dog", "dog.jpg": "any dog", "./sub/../bird.jpg": "bird",
+                                   "both.jpg": {"en": "a cat", "zh": "一只猫", "fr": ""}, "count.jpg": 3}, "/base")
+    assert descriptions.get("/base/cat.jpg") == "any cat"  # by name, relative to the base
+    assert descriptions.get("/base/sub/cat.jpg") == "the sub cat"
+    assert descriptions.get("/else/where/cat.jpg") == "that cat"
+    assert descriptions.get("/other/cat.jpg") == "any cat"  # a name matches in any folder
+    assert descriptions.get("/base/dog.jpg") == "absolute dog"  # an absolute path wins over its name
+    assert descriptions.get("/base/bird.jpg") == "bird"  # normalised
+    assert descriptions.get("/base/./sub/cat.jpg") == "the sub cat"
+    assert descriptions.get("/base/both.jpg") == "a cat / 一只猫"  # languages joined, empty ones left out
+    assert descriptions.get("/base/count.jpg") == "3"
+    assert descriptions.get("/base/none.jpg") is None
+    assert descriptions and not DescriptionMap(None, "/base") and not DescriptionMap({}, "/base")
