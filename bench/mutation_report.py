@@ -5,6 +5,7 @@
     python bench/mutation_report.py --survivors imsearch.indexing.scan   # list one module's survivors
     python bench/mutation_report.py --unexplained   # survivors with no reason in bench/mutation-survivors.md
     python bench/mutation_report.py --resume 'milvus_store*'   # only those not yet caught (after new tests, or a cut run)
+    python bench/mutation_report.py --reasons   # each written reason with the diffs of the survivors it names
 
 bench/mutation-survivors.md gives, for the modules it covers, why each surviving mutant is left: lines
 bullets "- `PATTERN`, `PATTERN`: reason" (continued on indented lines), each PATTERN a mutant name with
@@ -92,12 +93,33 @@ def unexplained() -> tuple[list[str], list[str]]:
     return left, covered
 
 
+def show_reasons() -> None:
+    """Each reason of bench/mutation-survivors.md followed by the diff of every survivor it names: a reason
+    is read against the mutants it explains now (numbers move when a function changes); one that names
+    no survivor is flagged as stale."""
+    import fnmatch
+
+    text = REASONS.read_text(encoding="utf-8")
+    left = [name for module in re.findall(r"^## (\S+)", text, flags=re.MULTILINE) for name in survivors(module)]
+    for bullet in re.split(r"\n(?=- )", text):
+        if not REASON_LINE.match(bullet):
+            continue
+        patterns = re.findall(r"`([^`]*__mutmut_[^`]*)`", bullet)
+        named = [n for n in left if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
+        print(bullet.strip().split("\n")[0][:160] + ("" if named else "\n    STALE: names no surviving mutant"))
+        for name in named:
+            diff = subprocess.run([*MUTMUT, "show", name], cwd=ROOT, capture_output=True, text=True).stdout
+            print("   ", name.split(".")[-1], "|", " ".join(line[1:].strip() for line in diff.splitlines()
+                                                            if line.startswith(("-", "+")) and not line.startswith(("---", "+++")))[:220])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--report", action="store_true", help="print the last run's table without running")
     parser.add_argument("--survivors", metavar="MODULE", help="list the surviving mutants of one module")
     parser.add_argument("--children", type=int, default=2)
     parser.add_argument("--unexplained", action="store_true", help="survivors without a reason in bench/mutation-survivors.md")
+    parser.add_argument("--reasons", action="store_true", help="each written reason with the diffs of the survivors it names")
     parser.add_argument("--resume", action="store_true",
                         help="run only the mutants (of those named) that no test has caught yet: a run cut short, or new tests")
     parser.add_argument("mutants", nargs="*", help="only these mutants (names or wildcards, as mutmut run takes them)")
@@ -111,6 +133,9 @@ def main() -> None:
         print(f"{len(args.mutants)} mutants not yet caught", file=sys.stderr)
         if not args.mutants:
             return
+    if args.reasons:
+        show_reasons()
+        return
     if args.unexplained:
         left, covered = unexplained()
         for name in left:
