@@ -208,7 +208,8 @@ def test_index_images_reports_missing_paths(tmp_path: Path, scenes: Path, monkey
         assert [(Path(f.path).name, f.reason) for f in summary.failed] == [("missing.jpg", "file not found")]
         results = engine.search("猫", top_k=2)
         assert {r.description for r in results} == {"一只橘色的猫", "一只金毛犬"}
-        assert engine.index_images(["scene_00000.png"]).unchanged == 1
+        assert engine.index_images("scene_00000.png").unchanged == 1  # one path, not a list of characters
+        assert engine.index_images(scenes / "scene_00001.png").unchanged == 1
 
 
 @pytest.mark.mutation
@@ -369,6 +370,7 @@ def test_similar_images_leave_the_photo_itself_out_and_keep_to_the_filter(tmp_pa
         assert [r.id for r in engine.similar("scene_00004.png", top_k=5)] == [r.id for r in by_path]  # a relative path
         assert [r.id for r in engine.similar(path_id(str(photo)), top_k=23)] == [r.id for r in everything[1:]]  # by id, all others
         assert len(engine.similar(photo, top_k=MAX_TOP_K)) == 23
+        assert len(engine.similar(photo)) == 5 and len(engine.search_by_image(photo)) == 5  # the default top_k
         inside = engine.similar(photo, top_k=24, search_filter=SearchFilter(path_prefix=str(scenes / "scene_0001")))
         assert [r.path for r in inside] == [r.path for r in everything if r.path.startswith(str(scenes / "scene_0001"))]
         looked_up = engine.search_by_image(photo, top_k=24, search_filter=SearchFilter(path_prefix=str(scenes / "scene_0001")))
