@@ -139,9 +139,12 @@ def test_concurrent_clients_are_batched_and_correct(encoder_url: str, test_encod
 @pytest.mark.parametrize("scheme", ["grpc", "http"])
 def test_server_down_is_a_clear_error(scheme: str) -> None:
     started = time.time()
-    with pytest.raises(EncoderError, match="cannot reach the CLIP server.*is it running"):
-        CLIPEncoder(mode="service", model_name=TEST_MODEL, server=f"{scheme}://127.0.0.1:{free_port()}", retries=1)
+    port = free_port()
+    with pytest.raises(EncoderError, match=f"^cannot reach the CLIP server at {scheme}://127.0.0.1:{port}.*is it running") as down:
+        CLIPEncoder(mode="service", model_name=TEST_MODEL, server=f"{scheme}://127.0.0.1:{port}", retries=1)
     assert time.time() - started < 10
+    if scheme == "grpc":
+        assert str(down.value).endswith("; is it running, and is that its gRPC port?")
 
 
 @pytest.mark.mutation
