@@ -221,6 +221,25 @@ def test_slow_grpc_server_times_out() -> None:
 
 
 @pytest.mark.mutation
+@pytest.mark.mutation
+def test_a_grpc_answer_missing_a_document_is_refused() -> None:
+    def loses_the_last(request: Any, context: object) -> Any:
+        answer = jp.DataRequest()
+        answer.CopyFrom(request)
+        if len(answer.data.docs.docs) > 1:
+            del answer.data.docs.docs[-1]
+        for doc in answer.data.docs.docs:
+            jp.write_array(doc.embedding, np.ones(64, dtype=np.float32))
+        return answer
+
+    with stub_grpc_server(True, loses_the_last) as url:
+        encoder = CLIPEncoder(mode="service", model_name=TEST_MODEL, server=url, retries=0)
+        assert encoder.encode_texts(["one"]).shape == (1, 64)
+        with pytest.raises(EncoderError, match="^the CLIP server answered without an embedding for every item$"):
+            encoder.encode_texts(["one", "two", "three"])
+        encoder.close()
+
+
 def test_grpc_server_not_ready_is_a_clear_error() -> None:
     with stub_grpc_server(False, lambda request, context: request) as url, \
             pytest.raises(EncoderError, match="is not ready: executor clip_t is loading"):
