@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import httpx
@@ -138,6 +139,10 @@ def test_searching_an_empty_index_warns_at_the_callers_line_and_creates_nothing(
             with pytest.warns(EmptyIndexWarning, match="holds no images yet") as caught:
                 assert search() == []
             assert UNDER_MUTATION or [w.filename for w in caught] == [__file__]
+        empty.index_directory(scenes)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a filter that matches nothing in a full index is no "empty index"
+            assert empty.search("a cat", search_filter=SearchFilter(path_prefix="/nowhere/")) == []
 
 
 @pytest.mark.slow

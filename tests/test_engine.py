@@ -74,7 +74,7 @@ def test_spec_contract_index_search_batch_stats(tmp_path: Path, scenes: Path, ca
         assert (summary.indexed, summary.unchanged, summary.removed, summary.failed) == (24, 0, 0, [])
         results = engine.search("a large red circle", top_k=5)
         assert len(results) == 5 and all(isinstance(r, SearchResult) for r in results)
-        assert [r.rank for r in results] == [1, 2, 3, 4, 5]
+        assert [r.rank for r in results] == [1, 2, 3, 4, 5] and {r.query_encoder for r in results} == {TEST_MODEL}
         assert [r.score for r in results] == sorted((r.score for r in results), reverse=True)
         first = results[0]
         assert os.path.isabs(first.path) and first.description == descriptions[Path(first.path).name]["zh"]

@@ -79,6 +79,8 @@ def test_a_word_only_one_photo_has_ranks_it_first(library: tuple[Path, dict[str,
             fused, clip = engine.search(query, top_k=10), plain.search(query, top_k=10)
             assert [r.id for r in fused] == [r.id for r in clip], query
             assert [r.score for r in fused] == pytest.approx([r.score for r in clip], abs=1e-5)
+        # off is CLIP alone: the photo only its description names is not first there
+        assert Path(plain.search("Alice", top_k=5)[0].path).name != next(n for n, d in descriptions.items() if "Alice" in d)
         batch = engine.search_batch(["Alice", "外婆家"], top_k=3)
         assert [Path(b[0].path).parent.name for b in batch] == ["misc", "外婆家"]
         engine.warm()  # as a server does: words that match nothing are answered from the vectors in memory, the same
