@@ -71,6 +71,7 @@ def test_the_hash_tells_copies_from_different_photographs(photos: dict[str, Path
     for (_, (a, a_mirror)), (_, (b, _)) in itertools.combinations(hashes.items(), 2):
         assert hash_distance(a, a_mirror, b) >= 20
     assert hash_distance(-1, -1, 0) == 64 and hash_distance(-(2**63), 0, 2**63 - 1) == 63  # hashes are signed 64-bit
+    assert all(-(2**63) <= h < 2**63 for pair in hashes.values() for h in pair)  # what a Milvus INT64 holds
     assert hash_distance(0b1011, -1, 0) == 3 and hash_distance(-1, 0b1011, 0) == 3  # the nearer of the photo and its mirror
     flat = perceptual_hashes(Image.new("RGB", (50, 40), (90, 90, 90)))
     assert flat == (0, 0)  # no layout to hash: reads as "no hash", never as everyone's duplicate
@@ -235,6 +236,7 @@ def test_groups_are_exact_on_rows_of_known_hashes(tmp_path: Path) -> None:
         assert (answer.photos_compared, answer.without_hash) == (len(hashed), len(unhashed))
         assert engine.find_duplicates(max_hash_distance=64, similarity=1.0).groups == []  # no vector is that close here
         assert [len(g) for g in engine.find_duplicates(max_hash_distance=0).groups] == [2, 2]  # identical hashes only
+    assert store.count() == len(unhashed) + len(hashed)  # a store passed in is the caller's: still open
     store.close()
 
 

@@ -79,6 +79,7 @@ def test_spec_contract_index_search_batch_stats(tmp_path: Path, scenes: Path, ca
         first = results[0]
         assert os.path.isabs(first.path) and first.description == descriptions[Path(first.path).name]["zh"]
         assert set(first.to_dict()) >= {"path", "score", "description", "rank"}
+        assert len(engine.search_batch(["红色"])[0]) == 5  # the default top_k
         batch = engine.search_batch(["红色", "蓝色", "绿色"], top_k=3)
         assert len(batch) == 3 and all(len(r) == 3 for r in batch)
         assert batch[1][0].path == engine.search("蓝色", top_k=1)[0].path
@@ -270,6 +271,8 @@ def test_bad_queries_and_empty_collection(tmp_path: Path) -> None:
             engine.index_directory(tmp_path / "nope")
         with pytest.raises(InvalidArgumentError, match="list of strings"):
             engine.search_batch("not a list")  # type: ignore[arg-type]
+        with pytest.raises(InvalidArgumentError, match="^a query must be a string, got int$"):
+            engine.search(123)  # type: ignore[arg-type]
 
 
 @pytest.mark.mutation
@@ -330,6 +333,7 @@ def test_stats_and_search_of_a_missing_collection_load_no_model(tmp_path: Path, 
     assert built == []
 
 
+@pytest.mark.mutation
 def test_an_encoder_passed_in_outlives_the_engine(tmp_path: Path, scenes: Path, test_encoder) -> None:  # type: ignore[no-untyped-def]
     """What the caller passes in, the caller closes: one loaded model can serve engine after engine."""
     for name in ("a.db", "b.db"):

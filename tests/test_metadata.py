@@ -158,6 +158,7 @@ def test_dates_and_positions_as_people_type_them() -> None:
     assert parse_when("2019-06-30", end_of_day=True) - parse_when("2019-06-30") == DAY  # "before June 30" includes it
     assert parse_when("2019-06-30T12:00", end_of_day=True) == parse_when("2019-06-30") + DAY / 2
     assert parse_when("2019:06:30 12:00:00") == parse_when("2019-06-30T12:00:00")
+    assert parse_when("2016:12:31 23:59:60") == parse_when("2016-12-31T23:59:59") + 1  # a leap second is a date
     fields = photo_filter(taken_after="2019-06-01", taken_before="2019-06-30", camera="  EOS  5D ", near="35.01, 135.77, 5", min_width=800)
     assert fields == {"taken_after": parse_when("2019-06-01"), "taken_before": parse_when("2019-07-01"), "camera": "EOS  5D",
                       "near": Near(35.01, 135.77, 5.0), "min_width": 800}

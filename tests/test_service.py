@@ -224,6 +224,7 @@ def test_slow_grpc_server_times_out() -> None:
 @pytest.mark.mutation
 def test_a_grpc_answer_missing_a_document_is_refused() -> None:
     def loses_the_last(request: Any, context: object) -> Any:
+        assert request.parameters.fields["drop_image_content"].bool_value  # our images need not come back
         answer = jp.DataRequest()
         answer.CopyFrom(request)
         if len(answer.data.docs.docs) > 1:
