@@ -222,7 +222,7 @@ def test_groups_are_exact_on_rows_of_known_hashes(tmp_path: Path) -> None:
         for hit in hits:
             vector = next(r for r in group if r.path == hit.fields["path"]).vector
             assert hit.score == pytest.approx(float(best @ vector), abs=1e-5)
-        assert "vector" not in hits[0].fields
+        assert "vector" not in hits[0].fields and all(hit.id == path_id(hit.fields["path"]) for hit in hits)
     assert (report.photos_compared, report.without_hash) == (len(hashed), len(unhashed))
     assert counted == sorted(counted) and len(counted) >= 2 and counted[-1] == len(hashed), counted  # after each batch
     # within 5 km: the two of a/ that have a position; b/'s original is in the box around the circle, not in it
