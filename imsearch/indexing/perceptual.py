@@ -22,7 +22,7 @@ _MIRROR = np.where(np.arange(_LOW) % 2 == 1, -1.0, 1.0)[None, :]  # x -> -x flip
 
 
 def perceptual_hashes(image: Image.Image) -> tuple[int, int]:
-    """The 64-bit pHash of `image` and of its mirror image, as signed integers (Milvus INT64)."""
+    """The 64-bit pHash of `image` and of its mirror image (below 2^63: they fit Milvus's INT64)."""
     grey = np.asarray(image.convert("L").resize((_SIDE, _SIDE), Image.Resampling.LANCZOS), dtype=np.float64)
     low = (_DCT @ grey @ _DCT.T)[:_LOW, :_LOW]
     return _bits(low), _bits(low * _MIRROR)
@@ -38,8 +38,8 @@ def _bits(coefficients: np.ndarray) -> int:
     flat = np.where(np.abs(flat) < 1e-9 * max(1.0, abs(flat[0])), 0.0, flat)  # a flat picture's rounding noise is no signal
     above = flat > np.median(flat[1:])
     above[0] = False  # the constant term says how bright, not what is where
-    value = int("".join("1" if bit else "0" for bit in above), 2)
-    return value - (1 << 64) if value >= 1 << 63 else value
+    # the first (top) bit is always 0, so the value fits Milvus's signed INT64 as it is
+    return int("".join("1" if bit else "0" for bit in above), 2)
 
 
 def _popcount(value: int) -> int:
