@@ -387,6 +387,10 @@ def test_cli_and_http_filter_on_metadata(library: Path, tmp_path: Path) -> None:
             assert answer.json()["results"][0]["metadata"]["camera"] == "NIKON D750"
             batch = client.post("/api/search/batch", json={"queries": ["a photo"], "top_k": 20, "min_width": 400, "camera": "canon"})
             assert {Path(r["path"]).name for r in batch.json()["results"][0]["results"]} == {"kyoto_canon.jpg"}
+            with open(library / "plain.png", "rb") as handle:  # the upload route takes the same fields as a form
+                by_photo = client.post("/api/search/image", files={"file": ("q.png", handle, "image/png")},
+                                       data={"top_k": "20", "camera": "iphone", "taken_after": "2019-07-01"})
+            assert {Path(r["path"]).name for r in by_photo.json()["results"]} == {"sydney_iphone.jpg"}, by_photo.text
             for params, named in (({"near": "somewhere"}, "near"), ({"taken_before": "2019-02-30"}, "taken_before"),
                                   ({"min_width": "0"}, "min_width")):
                 refused = client.get("/api/search", params={"q": "a photo", **params})
