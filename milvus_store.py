@@ -246,9 +246,9 @@ def metadata_from_row(row: dict[str, Any]) -> PhotoMetadata | None:
 
 
 def _hashes(row: dict[str, Any]) -> tuple[int | None, int | None]:
-    """A row's perceptual hashes; (0, 0) is how a row written without them reads (a flat grey picture too,
-    which has no duplicates worth finding)."""
-    phash, mirror = int(row.get("phash", 0)), int(row.get("phash_mirror", 0))
+    """A row's perceptual hashes (a row with metadata has both fields); (0, 0) is how a row written without
+    them reads (a flat grey picture too, which has no duplicates worth finding)."""
+    phash, mirror = int(row["phash"]), int(row["phash_mirror"])
     return (None, None) if phash == 0 and mirror == 0 else (phash, mirror)
 
 
@@ -281,9 +281,10 @@ class IndexedFile:
 
 
 def indexed_file(row: dict[str, Any]) -> IndexedFile:
-    """The bookkeeping part of a stored row."""
-    return IndexedFile(int(row["id"]), str(row["path"]), int(row["size"]), float(row["mtime"]), row.get("fingerprint", ""),
-                       row.get("description", ""), row.get("meta_version", METADATA_VERSION) < METADATA_VERSION)
+    """The bookkeeping part of a stored row (every schema has the fingerprint and description; a collection
+    made before metadata has no meta_version, and is upgraded before an index run reads its rows)."""
+    return IndexedFile(int(row["id"]), str(row["path"]), int(row["size"]), float(row["mtime"]), str(row["fingerprint"]),
+                       str(row["description"]), row.get("meta_version", METADATA_VERSION) < METADATA_VERSION)
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,39 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.server)
         if on_server or HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    if "MUTANT_UNDER_TEST" in os.environ:
+        items[:] = _mutation_order(items, os.environ["MUTANT_UNDER_TEST"])
+
+
+# Under mutation (mutmut names the mutant in MUTANT_UNDER_TEST) the tests that reach the mutated
+# function come as a set, in no useful order, and the run stops at the first failure: the mutated
+# module's own test file goes first (its tests are the likeliest to fail, and fail soonest), and each
+# file's tests stay together so its module fixtures are made once.
+OWN_TEST_FILES = {
+    "milvus_store": "test_store.py",
+    "image_search": "test_engine.py",
+    "imsearch.indexing.scan": "test_scan.py",
+    "imsearch.indexing.decode": "test_image_loading.py",
+    "imsearch.indexing.pipeline": "test_engine.py",
+    "imsearch.indexing.perceptual": "test_duplicates.py",
+    "imsearch.store.vector_cache": "test_vector_cache.py",
+    "imsearch.store.duplicates": "test_duplicates.py",
+    "imsearch.photo_metadata": "test_metadata.py",
+    "imsearch.encoders.clip_tokenizer": "test_onnx_runtime.py",
+    "imsearch.encoders.preprocess": "test_onnx_runtime.py",
+    "imsearch.encoders.service": "test_service.py",
+    "imsearch.servers.files": "test_serving_checks.py",
+    "imsearch.servers.request_filters": "test_serving_checks.py",
+}
+
+
+def _mutation_order(items: list[pytest.Item], mutant: str) -> list[pytest.Item]:
+    module = mutant.split(".x", 1)[0]
+    own = OWN_TEST_FILES.get(module)
+    files: dict[str, int] = {}
+    for item in items:
+        files.setdefault(item.path.name, len(files))
+    return sorted(items, key=lambda item: (item.path.name != own, files[item.path.name]))
 
 HELD_OUT_SEED = 424242  # not the training seed (0) nor the training script's held-out seed
 

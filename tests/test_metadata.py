@@ -269,6 +269,7 @@ def test_filters_select_exactly_the_photos_whose_headers_match(indexed: ImageSea
     assert _only(engine, camera="canon", taken_after="2019-06-20") == {"rotated.jpg"}
     kyoto = [r for r in engine.search("a photo", top_k=10) if r.path.endswith("kyoto_canon.jpg")][0]
     assert kyoto.metadata is not None and kyoto.metadata.camera == "Canon EOS 5D Mark IV" and kyoto.metadata.lens
+    assert kyoto.metadata.taken_offset_minutes == 9 * 60  # the photo's own clock comes back from the store
     plain = [r for r in engine.search("a photo", top_k=10) if r.path.endswith("plain.png")][0]
     assert plain.metadata is not None and plain.metadata.phash is not None
     assert replace(plain.metadata, phash=None, phash_mirror=None) == PhotoMetadata(width=500, height=500)

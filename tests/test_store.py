@@ -70,6 +70,8 @@ def test_files_under_a_folder_but_not_its_listed_subfolders(store: MilvusStore) 
     rows = store.files_under("/lib", except_under=subfolders)
     assert sorted(rows) == ["/lib/a.jpg", "/lib/gone/x.jpg", "/lib/own.jpg", "/lib/zz.jpg"]
     assert len(store.files_under("/lib/")) == 2 * len(subfolders) + 5
+    # a folder named with its trailing separator is the same folder
+    assert store.files_under("/lib/", except_under=[f"{folder}/" for folder in subfolders]) == rows
 
 
 def test_reopen_with_another_model_or_dimension_is_refused(store: MilvusStore, store_uri: str, collection_name: str) -> None:
@@ -191,10 +193,13 @@ def test_lite_vector_cache_gives_milvus_results_and_follows_writes(tmp_path) -> 
     queries = np.stack([unit(1000 + i) for i in range(5)])
     from_milvus = plain.search(queries, top_k=10)
     assert plain.enable_cache() == 300
-    from_cache = plain.search(queries, top_k=10)
-    assert [[h.id for h in hits] for hits in from_cache] == [[h.id for h in hits] for hits in from_milvus]
-    assert from_cache[0][0].score == pytest.approx(from_milvus[0][0].score, abs=1e-5)
-    assert from_cache[0][0].fields["path"] == from_milvus[0][0].fields["path"]
+    # float64 queries too (numpy's default, what a script passes): the same hits, scores and fields as Milvus's
+    for asked in (queries, queries.astype(np.float64)):
+        from_cache = plain.search(asked, top_k=10)
+        assert [[h.id for h in hits] for hits in from_cache] == [[h.id for h in hits] for hits in from_milvus]
+        for cached, found in zip(sum(from_cache, []), sum(from_milvus, []), strict=True):
+            assert cached.score == pytest.approx(found.score, abs=1e-5)
+            assert cached.fields == found.fields
 
     best = from_cache[0][0]
     plain.delete([best.id])

@@ -89,6 +89,10 @@ def test_a_word_only_one_photo_has_ranks_it_first(library: tuple[Path, dict[str,
         # a folder filter applies to both rankings
         only_trips = engine.search("Alice", top_k=5, search_filter=_under(root / "trips"))
         assert only_trips and all("/trips/" in r.path for r in only_trips)
+        # a query with no word to match ("!!!", CLIP alone) keeps to the filter too, and each query of a batch
+        # gets its own answer
+        kept = engine.search_batch(["!!!", "a small blue cross", "Alice"], top_k=5, search_filter=_under(root / "family"))
+        assert [len(found) for found in kept] == [1, 1, 1] and all("/family/" in r.path for found in kept for r in found)
     finally:
         engine.store.drop()
         engine.close()

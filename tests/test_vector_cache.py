@@ -9,8 +9,9 @@ from imsearch.store.vector_cache import VectorCache
 
 
 def _rows(ids: range | list[int], rng: np.random.Generator, dim: int) -> list[dict[str, object]]:
-    return [{"id": i, "vector": rng.normal(size=dim).astype(np.float32) * rng.uniform(0.5, 3), "path": f"/p/{i}.jpg",
-             "fingerprint": "f", "size": i} for i in ids]
+    # lengths from 0.05 to 3: the copy must normalise short vectors as well as long ones
+    return [{"id": i, "vector": rng.normal(size=dim).astype(np.float32) / np.sqrt(dim) * rng.uniform(0.05, 3),
+             "path": f"/p/{i}.jpg", "fingerprint": "f", "text": "words", "size": i} for i in ids]
 
 
 def _exact(live: dict[int, np.ndarray], query: np.ndarray, k: int) -> list[int]:
@@ -30,15 +31,17 @@ def test_cache_equals_exact_search_through_growth_updates_deletes_and_compaction
         cache.upsert(rows)
         live.update({int(r["id"]): np.asarray(r["vector"], dtype=np.float32) for r in rows})  # type: ignore[call-overload]
 
-    def check(k: int = 50) -> None:
+    def check() -> None:
         assert len(cache) == len(live)
         queries = rng.normal(size=(3, dim)).astype(np.float32)
         queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-        for query, hits in zip(queries, cache.search(queries, k), strict=True):
-            assert [h[0] for h in hits] == _exact(live, query, k)
-            assert all(h[2]["path"] == f"/p/{h[0]}.jpg" and "vector" not in h[2] for h in hits)
-            scores = [h[1] for h in hits]
-            assert scores == sorted(scores, reverse=True) and max(scores) <= 1.0 + 1e-5
+        for k in (1, 2, 50):  # k=1 and 2: the partition's edge
+            for query, hits in zip(queries, cache.search(queries, k), strict=True):
+                assert [h[0] for h in hits] == _exact(live, query, k)
+                # the fields a search returns, as Milvus's would: not the vector, id, fingerprint or words
+                assert all(h[2] == {"path": f"/p/{h[0]}.jpg", "size": h[0]} for h in hits)
+                scores = [h[1] for h in hits]
+                assert scores == sorted(scores, reverse=True) and max(scores) <= 1.0 + 1e-5
 
     write(_rows(range(0, 1000), rng, dim))
     check()
@@ -78,3 +81,13 @@ def test_real_ids_survive_compaction_and_unknown_deletes_are_no_ops() -> None:
     query /= np.linalg.norm(query)
     found = [hit[0] for hit in cache.search(query[None], 3001)[0]]
     assert sorted(found) == sorted(big[2000:] + [extra])  # every id exactly as written
+
+
+def test_an_empty_copy_answers_each_query_with_nothing() -> None:
+    cache = VectorCache(4)
+    queries = np.eye(4, dtype=np.float32)[:3]
+    assert cache.search(queries, 5) == [[], [], []]
+    cache.upsert([{"id": 1, "vector": [1.0, 0, 0, 0], "path": "/p/1.jpg"}])
+    cache.delete([1])
+    assert cache.search(queries, 5) == [[], [], []]
+    assert cache.search(queries[:1], 0) == [[]]

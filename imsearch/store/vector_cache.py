@@ -71,11 +71,10 @@ class VectorCache:
             return results
 
     def _append(self, image_id: int, row: dict[str, Any]) -> None:
-        if self._size == len(self._vectors):
-            grow = len(self._vectors) * 2
-            self._vectors = np.concatenate([self._vectors, np.zeros_like(self._vectors)])[:grow]
-            self._valid = np.concatenate([self._valid, np.zeros_like(self._valid)])[:grow]
-            self._ids = np.concatenate([self._ids, np.zeros_like(self._ids)])[:grow]
+        if self._size == len(self._vectors):  # full: double the capacity
+            self._vectors = np.concatenate([self._vectors, np.zeros_like(self._vectors)])
+            self._valid = np.concatenate([self._valid, np.zeros_like(self._valid)])
+            self._ids = np.concatenate([self._ids, np.zeros_like(self._ids)])
         vector = np.asarray(row["vector"], dtype=np.float32)
         norm = float(np.linalg.norm(vector))
         self._vectors[self._size] = vector / norm if norm > 0 else vector
