@@ -7,6 +7,13 @@
     python bench/mutation_report.py --resume 'milvus_store*'   # only those not yet caught (after new tests, or a cut run)
     python bench/mutation_report.py --reasons   # each written reason with the diffs of the survivors it names
     python bench/mutation_report.py --resume --sample 60 'milvus_store*'   # 60 random ones not yet checked, per module
+    python bench/mutation_report.py --save     # keep a killed run's verdicts in bench/mutation-state/
+
+Results outlive the scratch folder: after each run the verdicts (mutants/**/*.meta) and mutmut's map from
+tests to functions (mutants/mutmut-stats.json) are copied to bench/mutation-state/, which is committed, and
+a fresh clone restores them before its first mutmut call. A whole run takes many hours on 2 cores, so it
+is continued across sessions rather than repeated. mutmut itself resets the verdicts of every function
+whose source changed (it keeps a hash per function), so a restored verdict always belongs to today's code.
 
 bench/mutation-survivors.md gives, for the modules it covers, why each surviving mutant is left: lines
 bullets "- `PATTERN`, `PATTERN`: reason" (continued on indented lines), each PATTERN a mutant name with
@@ -25,6 +32,7 @@ import argparse
 import collections
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +51,32 @@ def export_test_model() -> None:
             "e = CLIPEncoder(model_name='shapes-tiny::v1', device='cpu', runtime='onnx'); "
             "e.encode_texts(['a red circle']); e.encode_images([Image.new('RGB', (64, 64))]); e.close()")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, env={**os.environ, "IMAGE_SEARCH_CACHE": str(EXPORTS)})
+STATE = ROOT / "bench" / "mutation-state"
+SCRATCH = ROOT / "mutants"
+
+
+def restore_state() -> None:
+    """Put the committed verdicts where mutmut reads them, for each file the scratch folder lacks."""
+    if not STATE.is_dir():
+        return
+    for kept in STATE.rglob("*"):
+        if kept.is_file():
+            target = SCRATCH / kept.relative_to(STATE)
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(kept, target)
+
+
+def save_state() -> None:
+    """Copy the verdicts and the test map out of the scratch folder, to be committed."""
+    kept = [*SCRATCH.rglob("*.meta"), SCRATCH / "mutmut-stats.json"]
+    for path in kept:
+        if path.is_file():
+            target = STATE / path.relative_to(SCRATCH)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+
+
 LINE = re.compile(r"^\s*(?P<name>[\w.]+?)\.x\S*__mutmut_\d+: (?P<status>.+)$")
 
 
@@ -126,8 +160,14 @@ def main() -> None:
     parser.add_argument("--sample", type=int, metavar="N",
                         help="with --resume: N of each module's not-yet-checked mutants, drawn at random (seed 16), plus all "
                              "its earlier survivors; a whole run takes hours, a sample gives an unbiased catch rate")
+    parser.add_argument("--save", action="store_true",
+                        help="copy the verdicts to bench/mutation-state/ (after a run that was killed before it could)")
     parser.add_argument("mutants", nargs="*", help="only these mutants (names or wildcards, as mutmut run takes them)")
     args = parser.parse_args()
+    restore_state()
+    if args.save:
+        save_state()
+        return
     if args.resume:
         import fnmatch
         import random
@@ -163,6 +203,7 @@ def main() -> None:
         export_test_model()
         run = subprocess.run([*MUTMUT, "run", "--max-children", str(args.children), *args.mutants], cwd=ROOT, check=False,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **TEST_ENVIRONMENT})
+        save_state()  # a run cut short by a timeout still saves what it checked (mutmut writes as it goes)
         if run.returncode != 0:  # e.g. a test that fails without any mutant: mutmut stops before the first
             print(run.stdout[-3000:], file=sys.stderr)
             sys.exit(run.returncode)

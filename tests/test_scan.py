@@ -38,6 +38,28 @@ def test_exclude_globs_match_names_and_relative_paths(tmp_path: Path) -> None:
     assert by_name == ["shot.png", "temple.png", "temple.tmp.png"]
 
 
+
+def test_one_folder_at_a_time_lists_its_own_files_and_the_subfolders_to_enter(tmp_path: Path) -> None:
+    # how a cluster lists a tree in parts: each part is one folder, its excludes relative to the indexed root
+    for name in ["top.png", "b/two.png", "a/one.png", "a/private/secret.png", ".hidden/x.png", "@eaDir/thumb.png"]:
+        _image(tmp_path / name)
+    top = scan_directory(tmp_path, recursive=False)
+    assert [Path(f.path).name for f in top.files] == ["top.png"]
+    assert top.subfolders == [str(tmp_path / "a"), str(tmp_path / "b")]
+    part = scan_directory(tmp_path / "a", recursive=False, exclude=["a/private"], relative_to=tmp_path)
+    assert [Path(f.path).name for f in part.files] == ["one.png"] and part.subfolders == []
+    # the same pattern relative to the part itself names nothing there
+    assert scan_directory(tmp_path / "a", recursive=False, exclude=["a/private"]).subfolders == [str(tmp_path / "a" / "private")]
+
+
+def test_a_raw_file_beside_its_jpeg_is_left_out_whatever_the_case_of_either_name(tmp_path: Path) -> None:
+    # the camera wrote both of one shot (as rclip decides); a RAW alone is kept, RAWs are never read here
+    for name in ["IMG_1.JPG", "IMG_1.CR2", "IMG_2.cr2", "holiday.jpg", "HOLIDAY.NEF", "scan.dng", "scan.png.dng"]:
+        (tmp_path / name).write_bytes(b"raw or not, scanning reads no bytes")
+    extensions = {".jpg", ".png", ".cr2", ".nef", ".dng"}
+    found = sorted(Path(f.path).name for f in scan_directory(tmp_path, extensions=extensions).files)
+    assert found == ["IMG_1.JPG", "IMG_2.cr2", "holiday.jpg", "scan.dng", "scan.png.dng"]
+
 def test_links_loops_roots_and_odd_entries_in_process(tmp_path: Path) -> None:
     """What a scan reports, called directly (the CLI and server tests see the same through child processes)."""
     from imsearch.indexing.scan import OUTSIDE, entries_for_paths, scan_directory
