@@ -186,7 +186,7 @@ class ImageSearchEngine:
         `exclude`: glob patterns matched against names and paths relative to `image_dir` (`*.tmp`, `exports/*`).
         `ray`: run on a Ray cluster instead (see index_on_ray; `progress` is then Ray's own)."""
         if ray is not None:
-            return self.index_on_ray([image_dir], None, ray, descriptions, within, exclude)
+            return self.index_on_ray([image_dir], ray=ray, descriptions=descriptions, within=within, exclude=exclude)
         folder = Path(image_dir).expanduser()
         if not folder.is_dir():
             raise InvalidArgumentError(f"image folder {str(image_dir)!r} does not exist or is not a folder")

@@ -72,6 +72,9 @@ def test_spec_contract_index_search_batch_stats(tmp_path: Path, scenes: Path, ca
     with make_engine(tmp_path) as engine:
         summary = engine.index_directory(str(scenes), descriptions={k: v["zh"] for k, v in descriptions.items()})
         assert (summary.indexed, summary.unchanged, summary.removed, summary.failed) == (24, 0, 0, [])
+        # where the time went (the CLI prints it): every stage timed, none negative, the work stages measurable
+        assert set(summary.stage_seconds) == {"read", "decode", "preprocess", "encode", "store"}
+        assert min(summary.stage_seconds.values()) >= 0 and summary.stage_seconds["decode"] > 0 and summary.stage_seconds["encode"] > 0
         results = engine.search("a large red circle", top_k=5)
         assert len(results) == 5 and all(isinstance(r, SearchResult) for r in results)
         assert [r.rank for r in results] == [1, 2, 3, 4, 5] and {r.query_encoder for r in results} == {TEST_MODEL}
@@ -79,6 +82,11 @@ def test_spec_contract_index_search_batch_stats(tmp_path: Path, scenes: Path, ca
         first = results[0]
         assert os.path.isabs(first.path) and first.description == descriptions[Path(first.path).name]["zh"]
         assert set(first.to_dict()) >= {"path", "score", "description", "rank"}
+        from milvus_store import path_id
+
+        for result in results:  # what a caller shows or links: the file's own size, time and id
+            on_disk = os.stat(result.path)
+            assert (result.size, result.mtime, result.id) == (on_disk.st_size, on_disk.st_mtime, path_id(result.path))
         assert len(engine.search_batch(["红色"])[0]) == 5  # the default top_k
         batch = engine.search_batch(["红色", "蓝色", "绿色"], top_k=3)
         assert len(batch) == 3 and all(len(r) == 3 for r in batch)
@@ -234,6 +242,26 @@ def test_bad_files_are_reported_and_the_run_goes_on(tmp_path: Path, scenes: Path
 
 
 @pytest.mark.mutation
+def test_an_unexpected_error_on_one_photo_names_it_and_the_run_goes_on(tmp_path: Path, scenes: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # not a bad file but a fault of ours or of a library (here the model's preprocessing), on one photo only
+    Image.new("RGB", (77, 33), (10, 200, 10)).save(scenes / "odd.png")
+    with make_engine(tmp_path) as engine:
+        prepare = engine.encoder.prepare_image
+
+        def faulty(image: Image.Image) -> object:
+            if image.size == (77, 33):
+                raise RuntimeError("no preprocessing for this one")
+            return prepare(image)
+
+        monkeypatch.setattr(engine.encoder, "prepare_image", faulty)
+        summary = engine.index_directory(scenes)
+    assert summary.indexed == 24
+    assert [(f.path, f.reason) for f in summary.failed] == \
+        [(str(scenes / "odd.png"), "cannot process: RuntimeError: no preprocessing for this one")]
+
+
+@pytest.mark.mutation
 def test_scan_skips_hidden_and_survives_symlink_loops(tmp_path: Path, scenes: Path) -> None:
     (scenes / ".hidden").mkdir()
     shutil.copy(scenes / "scene_00000.png", scenes / ".hidden" / "x.png")
@@ -262,10 +290,10 @@ def test_bad_queries_and_empty_collection(tmp_path: Path) -> None:
         with pytest.warns(EmptyIndexWarning, match="does not exist"):
             assert engine.search("anything") == []
         for bad in ["", "   \n\t"]:
-            with pytest.raises(InvalidArgumentError, match="empty"):
+            with pytest.raises(InvalidArgumentError, match="^the query is empty: type some words to search for$"):
                 engine.search(bad)
         for top_k in [0, -1, 100000, 2.5, True]:
-            with pytest.raises(InvalidArgumentError, match="top_k"):
+            with pytest.raises(InvalidArgumentError, match=f"^top_k must be a whole number from 1 to 1000, got {top_k!r}$"):
                 engine.search("x", top_k=top_k)  # type: ignore[arg-type]
         with pytest.raises(InvalidArgumentError, match="does not exist"):
             engine.index_directory(tmp_path / "nope")
@@ -403,3 +431,24 @@ def test_rebuild_refuses_a_collection_image_search_did_not_make(tmp_path: Path) 
     client = MilvusClient(uri=db)
     assert client.has_collection("my_images")  # untouched
     client.close()
+
+
+@pytest.mark.mutation
+def test_a_folder_indexed_on_ray_keeps_its_descriptions_and_limits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`index_directory(..., ray=...)` hands the folder, descriptions, allowed roots and excludes on to the Ray
+    path unchanged (which tests/test_ray_index.py runs on a Ray cluster); a lost one would index differently."""
+    from imsearch.indexing.pipeline import IndexSummary
+    from imsearch.indexing.ray_index import RayOptions
+
+    handed: dict[str, object] = {}
+
+    def on_ray(self: ImageSearchEngine, image_dirs: object = (), manifest: object = None, **rest: object) -> IndexSummary:
+        handed.update(image_dirs=image_dirs, manifest=manifest, **rest)
+        return IndexSummary()
+
+    monkeypatch.setattr(ImageSearchEngine, "index_on_ray", on_ray)
+    options, descriptions = RayOptions(), {"a.png": "a red circle"}
+    with make_engine(tmp_path) as engine:
+        engine.index_directory(tmp_path, descriptions, within=[str(tmp_path)], exclude=["*.tmp"], ray=options)
+    assert handed == {"image_dirs": [tmp_path], "manifest": None, "ray": options, "descriptions": descriptions,
+                      "within": [str(tmp_path)], "exclude": ["*.tmp"]}

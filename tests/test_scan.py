@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from imsearch.indexing.pipeline import DescriptionMap, IndexSummary, gone_files, plan_work
+from imsearch.indexing.pipeline import DescriptionMap, IndexSummary, fingerprint, gone_files, plan_work
 from imsearch.indexing.scan import EXCLUDED_FOLDERS, FailedFile, FileEntry, ScanResult, scan_directory
 from milvus_store import IndexedFile, path_id
 
@@ -267,3 +267,10 @@ def test_descriptions_are_found_by_the_most_specific_key() -> None:
     assert descriptions.get("/base/count.jpg") == "3"
     assert descriptions.get("/base/none.jpg") is None
     assert descriptions and not DescriptionMap(None, "/base") and not DescriptionMap({}, "/base")
+
+
+def test_content_fingerprints_stay_what_earlier_versions_stored() -> None:
+    # indexes keep them: a moved photo is recognised by its fingerprint on a later run, also one an older
+    # version wrote, so the function may not change (a 16-byte BLAKE2b of the file's bytes)
+    assert fingerprint(b"the bytes of a photo") == "b1ee2f88ed0a57bc8ba5ebd431972d7a"
+    assert fingerprint(b"the bytes of a photo.") != fingerprint(b"the bytes of a photo")

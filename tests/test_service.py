@@ -136,7 +136,7 @@ def test_concurrent_clients_are_batched_and_correct(encoder_url: str, test_encod
 
 
 @pytest.mark.mutation
-@pytest.mark.parametrize("scheme", ["grpc", "http"])
+@pytest.mark.parametrize("scheme", ["grpc", "grpcs", "http"])
 def test_server_down_is_a_clear_error(scheme: str) -> None:
     started = time.time()
     port = free_port()
@@ -186,6 +186,35 @@ def test_a_failing_http_server_is_named_as_failing_not_unreachable() -> None:
         CLIPEncoder(mode="service", model_name=TEST_MODEL, server=url, retries=1)
 
 
+
+@pytest.mark.mutation
+@pytest.mark.parametrize("answer", [{}, {"data": [{"id": "no embedding"}]}])
+def test_an_http_answer_without_embeddings_is_refused(answer: dict[str, Any]) -> None:
+    app = FastAPI()
+
+    @app.get("/dry_run")
+    def ready() -> dict[str, int]:
+        return {"code": 0}
+
+    @app.post("/post")
+    def empty() -> dict[str, Any]:
+        return answer
+
+    with running_server(app) as url, \
+            pytest.raises(EncoderError, match="^the CLIP server answered without an embedding for every item$"):
+        CLIPEncoder(mode="service", model_name=TEST_MODEL, server=url, retries=0)
+
+
+@pytest.mark.mutation
+def test_an_unreachable_server_is_retried_with_waits_that_double(monkeypatch: pytest.MonkeyPatch) -> None:
+    """0.5 s, 1 s, 2 s...: a server being restarted gets time to come back, a dead one is given up quickly."""
+    waits: list[float] = []
+    monkeypatch.setattr("imsearch.encoders.service.time.sleep", waits.append)
+    with pytest.raises(EncoderError, match="cannot reach"):
+        CLIPEncoder(mode="service", model_name=TEST_MODEL, server=f"http://127.0.0.1:{free_port()}", retries=3)
+    assert waits == [0.5, 1.0, 2.0]
+
+
 @contextmanager
 def stub_grpc_server(ready: bool, process: Any) -> Iterator[str]:
     """A gRPC server with only the two RPCs our client needs, misbehaving as told."""
@@ -220,7 +249,6 @@ def test_slow_grpc_server_times_out() -> None:
     assert time.time() - started < 4
 
 
-@pytest.mark.mutation
 @pytest.mark.mutation
 def test_a_grpc_answer_missing_a_document_is_refused() -> None:
     def loses_the_last(request: Any, context: object) -> Any:
@@ -599,6 +627,35 @@ def test_several_servers_share_the_batches_and_one_dying_mid_run_loses_nothing(t
                 remote = engine.search_batch(queries, top_k=5)
         assert stopped and stopped[0] <= 40  # stopped with work left, after both servers had taken batches
         assert counters[1].images >= 64 - counters[0].images
+        assert_local_mode_gives(remote, scenes, queries, tmp_path / "l.db")
+    finally:
+        for server, _ in servers:
+            server.stop(grace=None)
+
+
+@pytest.mark.mutation
+def test_a_pool_sets_a_server_of_another_model_aside_for_good(test_encoder: CLIPEncoder, tmp_path: Path, scenes: Path) -> None:
+    """`--clip-server a,b` where b serves another model: b gets no batch (its vectors would not compare with
+    a's), a warning names it, and the run finishes on a with local mode's results."""
+    from typing import cast
+
+    from imsearch.errors import EncoderServerWarning
+
+    ours, foreign = CountingEncoder(test_encoder), CountingEncoder(test_encoder)
+    foreign.model_name = "ViT-B-32::openai"  # what the server reports; an instance attribute wins over __getattr__
+    servers = [create_grpc_server(cast(CLIPEncoder, counter), "127.0.0.1:0") for counter in (ours, foreign)]
+    for server, _ in servers:
+        server.start()
+    urls = [f"grpc://127.0.0.1:{port}" for _, port in servers]
+    try:
+        with pytest.warns(EncoderServerWarning, match=f"the CLIP server at {urls[1]} serves 'ViT-B-32::openai'.*it gets no batches") as said:
+            with ImageSearchEngine(mode="service", clip_server=",".join(urls), milvus_uri=str(tmp_path / "p.db"), batch_size=4) as engine:
+                summary = engine.index_directory(scenes)
+                assert (summary.indexed, len(summary.failed)) == (24, 0)
+                queries = [c["en"] for c in list(captions_of(scenes).values())[:4]]
+                remote = engine.search_batch(queries, top_k=5)
+        assert (ours.images, foreign.images) == (24, 0)
+        assert len([w for w in said if "gets no batches" in str(w.message)]) == 1  # set aside once, not re-probed per batch
         assert_local_mode_gives(remote, scenes, queries, tmp_path / "l.db")
     finally:
         for server, _ in servers:

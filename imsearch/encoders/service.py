@@ -247,6 +247,8 @@ class _Pool:
         model = member.connection.server_model()
         dim = int(member.connection.encode([("text", DIMENSION_PROBE)]).shape[1])
         with self._lock:
+            if member.set_aside_until == float("inf"):  # another batch's check of it got here first, and warned
+                raise EncoderRejectedError(f"the CLIP server at {member.url} serves another model")
             if self.dim is None:
                 self.model, self.dim = model, dim
             elif dim != self.dim or (model and self.model and model != self.model):
