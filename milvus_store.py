@@ -56,6 +56,7 @@ CLIP_LIST = 100
 # with filters (HNSW at 20,000 x 512 clustered vectors: recall@10 0.32 at ef 64, 0.94 at k=1000 even with
 # ef 4,000), while FLAT answers 20,000 rows in ~6 ms on a server. Milvus Lite 3.x walks every row anyway.
 VECTOR_INDEX = "FLAT"
+VECTOR_METRIC = "COSINE"  # on unit vectors: the inner product, as a score from -1 to 1
 logger = logging.getLogger("image_search")
 _lite_users: dict[str, int] = {}  # open MilvusStores per Lite database in this process
 META_PROPERTY = "image_search.meta"
@@ -229,6 +230,12 @@ def camera_words(camera: str) -> list[str]:
     words = camera.lower().split()
     phrases = [" ".join(words[i:j]) for i in range(len(words)) for j in range(i + 1, len(words) + 1)]
     return [truncate_utf8(p, METADATA_TEXT_BYTES) for p in phrases[:CAMERA_PHRASES]]
+
+
+def has_text_match(server_version: str) -> bool:
+    """Whether a Milvus server of this version ("v2.5.4", "2.3.5") has full-text search: from 2.5 on."""
+    numbers = [int(n) for n in re.findall(r"\d+", server_version)[:2]]
+    return len(numbers) == 2 and tuple(numbers) >= (2, 5)
 
 
 def metadata_from_row(row: dict[str, Any]) -> PhotoMetadata | None:
@@ -577,7 +584,7 @@ class MilvusStore:
         schema.add_field("phash_mirror", DataType.INT64)
         schema.add_field("meta_version", DataType.INT8)
         index_params = self._client.prepare_index_params()
-        index_params.add_index("vector", index_type=VECTOR_INDEX, metric_type="COSINE")
+        index_params.add_index("vector", index_type=VECTOR_INDEX, metric_type=VECTOR_METRIC)
         text_match = self.supports_text_match()
         if text_match:  # words (descriptions, file and folder names) searchable with BM25, computed by Milvus on insert
             from pymilvus import Function, FunctionType
@@ -628,7 +635,7 @@ class MilvusStore:
         self._call("release_collection", self.collection_name)
         self._call("drop_index", self.collection_name, "vector")
         index_params = self._client.prepare_index_params()
-        index_params.add_index("vector", index_type=VECTOR_INDEX, metric_type="COSINE")
+        index_params.add_index("vector", index_type=VECTOR_INDEX, metric_type=VECTOR_METRIC)
         self._call("create_index", self.collection_name, index_params)
 
     def close(self) -> None:
@@ -663,8 +670,7 @@ class MilvusStore:
             version = str(self._client.get_server_version())
         except Exception:  # an old server without the call: surely older than 2.5
             return False
-        numbers = [int(n) for n in re.findall(r"\d+", version)[:2]]
-        return len(numbers) == 2 and tuple(numbers) >= (2, 5)
+        return has_text_match(version)
 
     def upsert(self, records: Sequence[ImageRecord]) -> None:
         if records:
@@ -790,7 +796,7 @@ class MilvusStore:
         limit = top_k if near is None else min(MAX_SEARCH_LIMIT, max(top_k * 4, 64))
         while True:
             results = self._call("search", self.collection_name, data=[v.tolist() for v in vectors], limit=limit,
-                                 filter=expression, output_fields=self._result_fields(), search_params={"metric_type": "COSINE"},
+                                 filter=expression, output_fields=self._result_fields(), search_params={"metric_type": VECTOR_METRIC},
                                  consistency_level=SEARCH_CONSISTENCY)
             hits = [[Hit(int(h["id"]), float(h["distance"]), dict(h.get("entity") or {})) for h in found] for found in results]
             if near is None:
@@ -827,7 +833,7 @@ class MilvusStore:
             # the CLIP ranking's first (which otherwise ties with it at 1/(k+1)); 100 costs a Lite search of 20,000 rows
             # ~5 ms more than k (16,384: 820 ms more). The words' list comes first: Milvus keeps the first of a tie.
             requests = [AnnSearchRequest([words], "text_sparse", {"metric_type": "BM25"}, limit=top_k, expr=expression),
-                        AnnSearchRequest([vector.tolist()], "vector", {"metric_type": "COSINE"}, limit=max(top_k, CLIP_LIST),
+                        AnnSearchRequest([vector.tolist()], "vector", {"metric_type": VECTOR_METRIC}, limit=max(top_k, CLIP_LIST),
                                          expr=expression)]
             found = self._call("hybrid_search", self.collection_name, requests, RRFRanker(RRF_K), limit=top_k,
                                output_fields=[*self._result_fields(), "vector"], consistency_level=SEARCH_CONSISTENCY)[0]

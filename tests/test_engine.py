@@ -295,8 +295,9 @@ def test_bad_queries_and_empty_collection(tmp_path: Path) -> None:
         for top_k in [0, -1, 100000, 2.5, True]:
             with pytest.raises(InvalidArgumentError, match=f"^top_k must be a whole number from 1 to 1000, got {top_k!r}$"):
                 engine.search("x", top_k=top_k)  # type: ignore[arg-type]
-        with pytest.raises(InvalidArgumentError, match="does not exist"):
+        with pytest.raises(InvalidArgumentError) as missing:
             engine.index_directory(tmp_path / "nope")
+        assert str(missing.value) == f"image folder {str(tmp_path / 'nope')!r} does not exist or is not a folder"
         with pytest.raises(InvalidArgumentError, match="list of strings"):
             engine.search_batch("not a list")  # type: ignore[arg-type]
         with pytest.raises(InvalidArgumentError, match="^a query must be a string, got int$"):

@@ -23,7 +23,7 @@ from imsearch.errors import InvalidArgumentError
 from imsearch.indexing.decode import decode_photo, photo_metadata
 from imsearch.indexing.perceptual import hash_distance
 from imsearch.photo_metadata import PhotoMetadata, distance_km, parse_when
-from milvus_store import METADATA_VERSION, UPGRADE_SUFFIX, Near, SearchFilter, metadata_from_row, photo_filter
+from milvus_store import METADATA_VERSION, UPGRADE_SUFFIX, Near, SearchFilter, camera_words, metadata_from_row, photo_filter
 
 DAY = 86_400.0
 
@@ -152,6 +152,16 @@ def test_metadata_reads_the_same_in_json() -> None:
                              width=4000, height=3000, orientation=6, phash=-5, phash_mirror=7)
     assert metadata.to_dict() == {"taken": 1.5, "taken_offset_minutes": 540, "camera": "Canon EOS 5D", "lens": "EF 50mm", "latitude": 35.0,
                                   "longitude": 135.7, "width": 4000, "height": 3000, "orientation": 6, "phash": -5, "phash_mirror": 7}
+
+
+def test_a_camera_is_found_by_any_run_of_its_words() -> None:
+    # `--camera "eos 5d"` finds a "Canon EOS 5D Mark IV": each run of consecutive words is stored with the row
+    assert camera_words("Canon EOS 5D  Mark IV") == [
+        "canon", "canon eos", "canon eos 5d", "canon eos 5d mark", "canon eos 5d mark iv", "eos", "eos 5d", "eos 5d mark",
+        "eos 5d mark iv", "5d", "5d mark", "5d mark iv", "mark", "mark iv", "iv"]
+    assert camera_words("  ") == []
+    many = camera_words(" ".join(f"w{i}" for i in range(20)))  # 210 runs; the schema holds 64
+    assert len(many) == 64 and many[:2] == ["w0", "w0 w1"] and "" not in many
 
 
 def test_dates_and_positions_as_people_type_them() -> None:

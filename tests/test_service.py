@@ -648,7 +648,7 @@ def test_a_pool_sets_a_server_of_another_model_aside_for_good(test_encoder: CLIP
         server.start()
     urls = [f"grpc://127.0.0.1:{port}" for _, port in servers]
     try:
-        with pytest.warns(EncoderServerWarning, match=f"the CLIP server at {urls[1]} serves 'ViT-B-32::openai'.*it gets no batches") as said:
+        with pytest.warns(EncoderServerWarning, match=f"^the CLIP server at {urls[1]} serves 'ViT-B-32::openai', 64-d, unlike {TEST_MODEL} \\(64-d\\): it gets no batches$") as said:
             with ImageSearchEngine(mode="service", clip_server=",".join(urls), milvus_uri=str(tmp_path / "p.db"), batch_size=4) as engine:
                 summary = engine.index_directory(scenes)
                 assert (summary.indexed, len(summary.failed)) == (24, 0)
@@ -660,6 +660,50 @@ def test_a_pool_sets_a_server_of_another_model_aside_for_good(test_encoder: CLIP
     finally:
         for server, _ in servers:
             server.stop(grace=None)
+
+
+def stub_http_encoder(dim: int, model: str | None) -> FastAPI:
+    """A server of clip-server's HTTP protocol answering `dim`-d vectors, reporting `model` on /status as ours
+    does (None: no /status, as clip-server)."""
+    app = FastAPI()
+
+    @app.get("/dry_run")
+    def ready() -> dict[str, int]:
+        return {"code": 0}
+
+    if model is not None:
+        @app.get("/status")
+        def status() -> dict[str, Any]:
+            return {"model": model, "dim": dim}
+
+    @app.post("/post")
+    async def encode(request: Request) -> dict[str, Any]:
+        items = (await request.json())["data"]
+        return {"data": [{"embedding": [1.0] + [0.0] * (dim - 1)} for _ in items]}
+
+    return app
+
+
+@pytest.mark.mutation
+@pytest.mark.parametrize("servers,warning", [
+    # clip-servers, which name no model: the second serves other vectors
+    ([(64, None), (32, None)], "serves 32-d vectors, unlike the others (64-d)"),
+    # a server that names no model does not make the pool forget the model the first one named
+    ([(64, "model-a"), (64, None), (64, "model-b")], "serves 'model-b', 64-d, unlike model-a (64-d)"),
+])
+def test_a_pool_names_what_a_foreign_server_serves(servers: list[tuple[int, str | None]], warning: str) -> None:
+    from contextlib import ExitStack
+
+    from imsearch.errors import EncoderServerWarning
+
+    with ExitStack() as stack:
+        urls = [stack.enter_context(running_server(stub_http_encoder(dim, model))) for dim, model in servers]
+        with pytest.warns(EncoderServerWarning) as said:
+            encoder = CLIPEncoder(mode="service", model_name=None, server=",".join(urls), retries=0)
+            for _ in range(2 * len(urls)):  # each server's turn comes
+                assert encoder.encode_texts(["a red circle"]).shape == (1, 64)
+            encoder.close()
+    assert [str(w.message) for w in said] == [f"the CLIP server at {urls[-1]} {warning}: it gets no batches"]
 
 
 @pytest.mark.mutation

@@ -256,15 +256,24 @@ def test_search_is_exact_at_any_k_with_and_without_filters(store_uri: str, colle
         store.close()
 
 
-def test_a_collection_with_an_approximate_index_is_moved_to_exact_search(store_uri: str, collection_name: str) -> None:
+def test_a_collection_with_an_approximate_index_is_moved_to_exact_search(store_uri: str, collection_name: str,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
     from pymilvus import MilvusClient
 
+    caplog.set_level(logging.INFO, logger="image_search")
     records, vectors = _clustered_library(2000)
     store = MilvusStore(uri=store_uri, collection_name=collection_name)
     store.open_collection("test-model::v0", 512)
     store.upsert(records)
     store.flush()
     store.close()
+    reopened = MilvusStore(uri=store_uri, collection_name=collection_name)
+    assert reopened.count() == 2000
+    reopened.close()
+    # an exact index is left alone: rebuilding it would reload the collection at every start
+    assert not [r for r in caplog.records if "index" in r.getMessage()]
     client = MilvusClient(uri=store_uri)  # what image_search made before: HNSW (server) / AUTOINDEX (Lite)
     client.release_collection(collection_name)
     client.drop_index(collection_name, "vector")
@@ -278,6 +287,10 @@ def test_a_collection_with_an_approximate_index_is_moved_to_exact_search(store_u
         expected = [records[i].id for i in np.argsort(-(vectors @ query))[:1000]]
         got = [h.id for h in store.search(query[None], 1000)[0]]
         assert len(got) == 1000 and len(set(got) & set(expected)) >= 999
+        assert [r.getMessage() for r in caplog.records if "index" in r.getMessage()] == \
+            [f"collection {collection_name}: replacing its HNSW index with an exact FLAT index"]
+        if store_uri.startswith("http"):  # (Lite's file is held by the store while it is open)
+            assert MilvusClient(uri=store_uri).describe_index(collection_name, "vector")["index_type"] == "FLAT"
     finally:
         store.drop()
         store.close()
@@ -398,3 +411,11 @@ def test_the_folder_query_of_a_server_is_exact_in_slices(tmp_path) -> None:  # t
     found = sorted(f.path for expression in expressions for f in store.iter_files(expression))
     assert found == sorted(p for p in paths if p.startswith("/lib/") and not p.startswith(tuple(skipped)))
     store.close()
+
+
+def test_full_text_search_is_used_from_milvus_2_5_on() -> None:
+    from milvus_store import has_text_match
+
+    for version, has in [("v2.5.0", True), ("2.5.4", True), ("v2.10.1", True), ("3.0.0-beta", True), ("2.4.15", False),
+                         ("v2.3.5", False), ("1.9", False), ("2", False), ("unknown", False), ("", False)]:
+        assert has_text_match(version) is has, version
