@@ -51,6 +51,8 @@ def export_test_model() -> None:
             "e = CLIPEncoder(model_name='shapes-tiny::v1', device='cpu', runtime='onnx'); "
             "e.encode_texts(['a red circle']); e.encode_images([Image.new('RGB', (64, 64))]); e.close()")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, env={**os.environ, "IMAGE_SEARCH_CACHE": str(EXPORTS)})
+
+
 STATE = ROOT / "bench" / "mutation-state"
 SCRATCH = ROOT / "mutants"
 

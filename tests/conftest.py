@@ -143,6 +143,7 @@ def _mutation_order(items: list[pytest.Item], mutant: str) -> list[pytest.Item]:
         files.setdefault(item.path.name, len(files))
     return sorted(items, key=lambda item: (item.path.name != own, files[item.path.name]))
 
+
 HELD_OUT_SEED = 424242  # not the training seed (0) nor the training script's held-out seed
 
 

@@ -186,7 +186,6 @@ def test_a_failing_http_server_is_named_as_failing_not_unreachable() -> None:
         CLIPEncoder(mode="service", model_name=TEST_MODEL, server=url, retries=1)
 
 
-
 @pytest.mark.mutation
 @pytest.mark.parametrize("answer", [{}, {"data": [{"id": "no embedding"}]}])
 def test_an_http_answer_without_embeddings_is_refused(answer: dict[str, Any]) -> None:

@@ -290,7 +290,9 @@ def test_a_collection_with_an_approximate_index_is_moved_to_exact_search(store_u
         assert [r.getMessage() for r in caplog.records if "index" in r.getMessage()] == \
             [f"collection {collection_name}: replacing its HNSW index with an exact FLAT index"]
         if store_uri.startswith("http"):  # (Lite's file is held by the store while it is open)
-            assert MilvusClient(uri=store_uri).describe_index(collection_name, "vector")["index_type"] == "FLAT"
+            check = MilvusClient(uri=store_uri)
+            assert check.describe_index(collection_name, "vector")["index_type"] == "FLAT"
+            check.close()
     finally:
         store.drop()
         store.close()
