@@ -384,7 +384,7 @@ def run(bug: Bug, copy: Path) -> tuple[bool, str, float]:
     started = time.time()
     try:
         env = {**os.environ, "PYTHONPATH": str(copy)}
-        done = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *bug.tests],
+        done = subprocess.run([sys.executable, "-m", "pytest", "-n", "0", "-x", "-q", "-p", "no:cacheprovider", *bug.tests],
                               cwd=copy, env=env, capture_output=True, text=True, timeout=1200)
     finally:
         path.write_text(original)

@@ -31,6 +31,10 @@ os.environ["IMAGE_SEARCH_CACHE"] = os.environ.get("IMAGE_SEARCH_TEST_CACHE") or 
 # "onnx" (no torch import: the mutation runs, where each mutant's session starts from nothing).
 TEST_RUNTIME = os.environ.get("IMAGE_SEARCH_TEST_RUNTIME", "auto")
 
+# Ray waits 30 s for its GCS server to start; with the suite's workers busy on a 2-core machine that
+# once ran out (the tests and the CLI child they start inherit this)
+os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "120")
+
 TEST_MODEL = "shapes-tiny::v1"
 # A test that uses one of these needs Milvus or loads a model: never in the fast tier (-m "not slow").
 HEAVY_FIXTURES = {"test_encoder", "milvus_server", "held_out_scenes", "installed"}
@@ -42,10 +46,6 @@ REQUIRE_ALL = os.environ.get("IMAGE_SEARCH_REQUIRE_ALL") == "1"
 _skipped: list[str] = []
 
 
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if REQUIRE_ALL and report.skipped and not hasattr(report, "wasxfail"):
-        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-        _skipped.append(f"{report.nodeid}: {reason}")
 
 
 # Disk is the scarce resource on CI machines (a full disk once failed 40 tests at once). Each test's
@@ -65,10 +65,22 @@ def pytest_runtest_logstart(nodeid: str) -> None:
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     yield
-    global _disk_peak
     used = shutil.disk_usage(tempfile.gettempdir()).used  # at the end of the call, before teardown frees
-    _disk_peak = max(_disk_peak, used - _disk_at_start)
-    _disk_by_test[item.nodeid] = used - _disk_before
+    # carried on the report, so the summary sees it whether the test ran here or in a pytest-xdist worker
+    # (with workers, a test's growth includes what the other workers wrote meanwhile)
+    item.user_properties += [("disk_used", used - _disk_at_start), ("disk_grown", used - _disk_before)]
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    global _disk_peak
+    if REQUIRE_ALL and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        _skipped.append(f"{report.nodeid}: {reason}")
+    if report.when == "call":
+        measured = dict(report.user_properties)
+        if "disk_used" in measured:
+            _disk_peak = max(_disk_peak, int(measured["disk_used"]))
+            _disk_by_test[report.nodeid] = int(measured["disk_grown"])
 
 
 @pytest.fixture(autouse=True)
@@ -102,15 +114,50 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = 1
 
 
+# The suite runs in pytest-xdist workers (addopts: -n auto --dist loadgroup; most of its time is spent
+# waiting on servers and child processes, not computing). The tests of the one Milvus server (a session
+# fixture: a second standalone per worker would double its memory and start-up) and of Ray (one local
+# cluster) go to one worker together; the rest are shared out.
+SHARED_SERVICES = "milvus-server-and-ray"
+RAY_TEST_FILES = {"test_ray_index.py", "test_ray_parts.py"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups and -m deselects
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         on_server = getattr(getattr(item, "callspec", None), "params", {}).get("store_uri") == "server"
+        fixtures = set(getattr(item, "fixturenames", ()))
         if on_server:
             item.add_marker(pytest.mark.server)
-        if on_server or HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())):
+        if on_server or HEAVY_FIXTURES & fixtures:
             item.add_marker(pytest.mark.slow)
+        if on_server or "milvus_server" in fixtures or item.path.name in RAY_TEST_FILES:
+            item.add_marker(pytest.mark.xdist_group(SHARED_SERVICES))
     if "MUTANT_UNDER_TEST" in os.environ:
         items[:] = _mutation_order(items, os.environ["MUTANT_UNDER_TEST"])
+
+
+_UNGROUPED = "pytest-xdist did not keep the Milvus server and Ray tests in one worker (pytest-dev/pytest-xdist#1386: " \
+    "pytest < 9.2 is required, see requirements-dev.txt; or run with -n 0)"
+_lost_groups: set[str] = set()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """In a worker, the groups must have reached pytest-xdist (it marks them in the test ids): with a
+    pytest it cannot do that for, two workers would each start a Milvus server, and the second fails."""
+    if "PYTEST_XDIST_WORKER" in os.environ and session.config.getvalue("loadgroup"):
+        _lost_groups.update(item.nodeid for item in session.items if item.get_closest_marker("xdist_group") and "@" not in item.nodeid)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.nodeid in _lost_groups:  # before any fixture starts a second server
+        pytest.fail(_UNGROUPED, pytrace=False)
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """-n auto: a worker per core, at most four (each loads models; more would trade memory for little)."""
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 
 # Under mutation (mutmut names the mutant in MUTANT_UNDER_TEST) the tests that reach the mutated
@@ -238,7 +285,8 @@ def _wait_ready(uri: str, process: subprocess.Popen[bytes], log: Path, timeout: 
             return
         except Exception:
             time.sleep(1)
-    raise RuntimeError(f"milvus-server not ready after {timeout}s: {log.read_text(errors='replace')[-2000:]}")
+    standalone = "".join(f.read_text(errors="replace")[-1500:] for f in sorted(log.parent.glob("logs/*.log")))
+    raise RuntimeError(f"milvus-server not ready after {timeout}s: {log.read_text(errors='replace')[-2000:]}\n{standalone}")
 
 
 def _stop_server(process: subprocess.Popen[bytes]) -> None:

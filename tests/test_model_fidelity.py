@@ -255,8 +255,10 @@ def test_an_index_built_with_the_wrong_activation_is_flagged_and_kept_consistent
     assert setup.returncode == 0, setup.stderr[-3000:]
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        # torch, not an ONNX export per activation (~30 s each for ViT-B-32): which export an activation
+        # gets is tested in test_onnx_runtime.py; this test is about the collection and what the user reads
         done = subprocess.run([sys.executable, str(ROOT / "image_search.py"), "--milvus-uri", db, "--collection", "photos",
-                               "--device", "cpu", "--precision", "fp32", *args],
+                               "--device", "cpu", "--precision", "fp32", "--runtime", "torch", *args],
                               capture_output=True, text=True, env=env, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
         return done

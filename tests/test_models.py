@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -59,43 +54,6 @@ def test_local_checkpoint_file_and_folder_give_the_same_vectors(tmp_path: Path, 
     shutil.copytree(ROOT / "imsearch/models/shapes-tiny-v1", folder)
     from_folder = CLIPEncoder(model_name=str(folder), device="cpu")
     assert np.allclose(from_folder.encode_texts(["a blue star"]), test_encoder.encode_texts(["a blue star"]), atol=1e-6)
-
-
-@pytest.mark.slow
-def test_vit_b_32_openai_loads_offline_from_the_hub_cache(tmp_path: Path) -> None:
-    """The real ViT-B-32 architecture, random weights placed where open_clip's loader looks, no network."""
-    hf_home = tmp_path / "hf"
-    script = textwrap.dedent("""
-        import os, sys, json
-        import open_clip, torch
-        from safetensors.torch import save_file
-        from huggingface_hub.constants import HF_HUB_CACHE
-        cfg = open_clip.get_pretrained_cfg("ViT-B-32", "openai")
-        repo_id = cfg["hf_hub"].rstrip("/")
-        base = os.path.join(HF_HUB_CACHE, "models--" + repo_id.replace("/", "--"))
-        snapshot = os.path.join(base, "snapshots", "0" * 40)
-        os.makedirs(snapshot)
-        os.makedirs(os.path.join(base, "refs"))
-        with open(os.path.join(base, "refs", "main"), "w") as f:
-            f.write("0" * 40)
-        torch.manual_seed(0)
-        model = open_clip.create_model("ViT-B-32", pretrained=None, force_quick_gelu=True)
-        save_file({k: v.to(torch.float16).contiguous() for k, v in model.state_dict().items()},
-                  os.path.join(snapshot, "open_clip_model.safetensors"))
-        from clip_encoder import CLIPEncoder
-        encoder = CLIPEncoder(model_name="ViT-B-32::openai", device="cpu")
-        vectors = encoder.encode_texts(["a photo of a cat"])
-        expected = model.encode_text(open_clip.get_tokenizer("ViT-B-32")(["a photo of a cat"]))
-        expected = torch.nn.functional.normalize(expected.float(), dim=-1).detach().numpy()
-        print(json.dumps({"dim": encoder.dim, "size": encoder.image_size,
-                          "close": float((vectors * expected).sum())}))
-        """)
-    env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["dim"] == 512 and result["size"] == 224
-    assert result["close"] > 0.999  # our loader produced the weights we placed (fp16 round trip)
 
 
 def test_text_encoding_without_padding_equals_open_clip(test_encoder: CLIPEncoder) -> None:
