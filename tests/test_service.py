@@ -214,6 +214,138 @@ def test_an_unreachable_server_is_retried_with_waits_that_double(monkeypatch: py
     assert waits == [0.5, 1.0, 2.0]
 
 
+def clip_server_http(post: Any, dry_run_status: int = 200) -> FastAPI:
+    """clip-server's HTTP gateway as far as our client uses it: GET /dry_run, and POST /post answered by `post`
+    (the request's JSON body in, a response out)."""
+    app = FastAPI()
+
+    @app.get("/dry_run")
+    def ready() -> JSONResponse:
+        return JSONResponse({"code": 0}, status_code=dry_run_status)
+
+    @app.post("/post")
+    async def encode(request: Request) -> Any:
+        return post(await request.json())
+
+    return app
+
+
+def unit_vectors(body: dict[str, Any]) -> dict[str, Any]:
+    return {"data": [{"embedding": [1.0, 0.0, 0.0, 0.0]} for _ in body["data"]]}
+
+
+@pytest.mark.mutation
+def test_http_requests_are_clip_clients_and_vectors_come_back_as_float32() -> None:
+    """What clip-client posts to clip-server's HTTP gateway: the /encode endpoint, texts as `text`, images as
+    base64 `blob`s of the bytes prepared for it; what comes back is float32, one row per document."""
+    seen: list[dict[str, Any]] = []
+
+    def post(body: dict[str, Any]) -> dict[str, Any]:
+        seen.append(body)
+        return unit_vectors(body)
+
+    image = Image.new("RGB", (40, 30), (200, 30, 30))
+    with running_server(clip_server_http(post)) as url:
+        encoder = CLIPEncoder(mode="service", model_name=None, server=url, retries=0)
+        texts = encoder.encode_texts(["a cat", "一只猫"])
+        images = encoder.encode_images([image])
+        encoder.close()
+    assert texts.dtype == images.dtype == np.float32 and texts.shape == (2, 4) and images.shape == (1, 4)
+    assert seen[-2] == {"execEndpoint": "/encode", "data": [{"text": "a cat"}, {"text": "一只猫"}]}
+    assert list(seen[-1]) == ["execEndpoint", "data"] and seen[-1]["execEndpoint"] == "/encode"
+    [blob] = seen[-1]["data"]
+    assert list(blob) == ["blob"]
+    sent = Image.open(io.BytesIO(base64.b64decode(blob["blob"])))
+    assert sent.size == (40, 30) and sent.convert("RGB").getpixel((5, 5)) == (200, 30, 30)  # small: sent losslessly
+
+
+@pytest.mark.mutation
+@pytest.mark.parametrize("answer,status,detail", [
+    ({"header": {"status": {"code": 1, "description": "too small"}}}, 200, "too small"),  # jina's status record
+    ({"header": {"status": "busy"}}, 200, "busy"),  # a status given as a bare string
+    ({"header": {"status": {"code": 1}}}, 422, "422"),  # no description: the HTTP status says it
+    ({}, 400, "400"),
+])
+def test_a_batch_the_http_server_refuses_is_named_with_its_reason(answer: dict[str, Any], status: int, detail: str) -> None:
+    def post(body: dict[str, Any]) -> JSONResponse:
+        if body["data"][0].get("text") == "refuse me":
+            return JSONResponse(answer, status_code=status)
+        return JSONResponse(unit_vectors(body))
+
+    from imsearch.errors import EncoderRejectedError
+
+    with running_server(clip_server_http(post)) as url:
+        encoder = CLIPEncoder(mode="service", model_name=None, server=url, retries=0)
+        with pytest.raises(EncoderRejectedError) as refused:
+            encoder.encode_texts(["refuse me"])
+        encoder.close()
+    assert str(refused.value) == f"the CLIP server could not encode the batch: {detail}"
+
+
+@pytest.mark.mutation
+def test_an_http_server_that_is_not_ready_or_answers_no_json_is_named() -> None:
+    from fastapi.responses import PlainTextResponse
+
+    with running_server(clip_server_http(unit_vectors, dry_run_status=404)) as url, \
+            pytest.raises(EncoderError) as not_ready:
+        CLIPEncoder(mode="service", model_name=None, server=url, retries=0)
+    assert str(not_ready.value) == f"the CLIP server at {url} is not ready (GET /dry_run answered 404)"
+    with running_server(clip_server_http(lambda body: PlainTextResponse("oops"))) as url, \
+            pytest.raises(EncoderError) as no_json:
+        CLIPEncoder(mode="service", model_name=None, server=url, retries=0)
+    assert str(no_json.value) == f"the CLIP server at {url} answered 200 with no JSON"
+
+
+@pytest.mark.mutation
+def test_a_failing_server_of_a_pool_is_left_alone_for_a_while_and_a_lone_one_gets_no_pool_warning() -> None:
+    import warnings
+
+    from imsearch.errors import EncoderServerWarning
+
+    posts: list[dict[str, Any]] = []
+
+    def fail(body: dict[str, Any]) -> JSONResponse:
+        posts.append(body)
+        return JSONResponse({}, status_code=500)
+
+    with running_server(clip_server_http(unit_vectors)) as good, running_server(clip_server_http(fail)) as bad:
+        with pytest.warns(EncoderServerWarning, match=r"answered HTTP 500 on /post.*; its batches go to the other CLIP servers for 30 s"):
+            encoder = CLIPEncoder(mode="service", model_name=None, server=f"{good},{bad}", retries=0)
+            for _ in range(6):
+                assert encoder.encode_texts(["a red circle"]).shape == (1, 4)
+            encoder.close()
+    assert len(posts) == 1  # its turn came three times: tried once, then set aside
+    with running_server(clip_server_http(fail)) as lone, warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        with pytest.raises(EncoderError, match=r"answered HTTP 500 on /post, 1 time\(s\) in a row"):
+            CLIPEncoder(mode="service", model_name=None, server=lone, retries=0)
+    assert not [w for w in said if issubclass(w.category, EncoderServerWarning)]  # there are no other servers to name
+
+
+@pytest.mark.mutation
+def test_a_server_coming_back_is_checked_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What answers at an address after a failure may be another server: it is checked before it gets batches."""
+    from imsearch.errors import EncoderServerWarning
+
+    monkeypatch.setattr("imsearch.encoders.service.SET_ASIDE_SECONDS", 0.0)  # back at once
+    posts: list[int] = []
+
+    def flaky(body: dict[str, Any]) -> JSONResponse:
+        posts.append(1)
+        if len(posts) == 3:
+            return JSONResponse({}, status_code=500)
+        dim = 4 if len(posts) < 3 else 8  # after its failure: a server of another model
+        return JSONResponse({"data": [{"embedding": [1.0] + [0.0] * (dim - 1)} for _ in body["data"]]})
+
+    with running_server(clip_server_http(unit_vectors)) as good, running_server(clip_server_http(flaky)) as changing:
+        with pytest.warns(EncoderServerWarning) as said:
+            encoder = CLIPEncoder(mode="service", model_name=None, server=f"{good},{changing}", retries=0)
+            shapes = {encoder.encode_texts(["a red circle"]).shape for _ in range(8)}
+            encoder.close()
+    assert shapes == {(1, 4)}
+    assert any("serves 8-d vectors, unlike the others (4-d): it gets no batches" in str(w.message) for w in said)
+
+
 @contextmanager
 def stub_grpc_server(ready: bool, process: Any) -> Iterator[str]:
     """A gRPC server with only the two RPCs our client needs, misbehaving as told."""
@@ -266,6 +398,53 @@ def test_a_grpc_answer_missing_a_document_is_refused() -> None:
         with pytest.raises(EncoderError, match="^the CLIP server answered without an embedding for every item$"):
             encoder.encode_texts(["one", "two", "three"])
         encoder.close()
+
+
+@pytest.mark.mutation
+@pytest.mark.parametrize("refusal,detail", [({"description": "too small"}, "too small"),
+                                            ({"exception": "ValueError"}, "ValueError")])  # no description: the exception's name
+def test_a_batch_the_grpc_server_refuses_is_named_with_its_reason(refusal: dict[str, str], detail: str) -> None:
+    from imsearch.errors import EncoderRejectedError
+
+    def answer(request: Any, context: object) -> Any:
+        reply = jp.DataRequest()
+        reply.CopyFrom(request)
+        if request.data.docs.docs[0].text == "refuse me":
+            reply.header.status.code = jp.ERROR
+            reply.header.status.description = refusal.get("description", "")
+            reply.header.status.exception.name = refusal.get("exception", "")
+            return reply
+        for doc in reply.data.docs.docs:
+            jp.write_array(doc.embedding, np.ones(8, dtype=np.float32))
+        return reply
+
+    with stub_grpc_server(True, answer) as url:
+        encoder = CLIPEncoder(mode="service", model_name=None, server=url, retries=0)
+        with pytest.raises(EncoderRejectedError) as refused:
+            encoder.encode_texts(["refuse me"])
+        encoder.close()
+    assert str(refused.value) == f"the CLIP server could not encode the batch: {detail}"
+
+
+@pytest.mark.mutation
+def test_a_grpc_answer_in_another_document_form_is_named() -> None:
+    def as_bytes(request: Any, context: object) -> Any:
+        reply = jp.DataRequest()
+        reply.CopyFrom(request)
+        reply.data.docs_bytes = b"\x00"  # DocArray's serialised form, which clip-client can ask for; we do not
+        return reply
+
+    with stub_grpc_server(True, as_bytes) as url, pytest.raises(EncoderError) as refused:
+        CLIPEncoder(mode="service", model_name=None, server=url, retries=0)
+    assert str(refused.value) == "the CLIP server answered with documents in a form other than protobuf"
+
+
+@pytest.mark.mutation
+def test_grpcs_speaks_tls(encoder_urls: dict[str, str]) -> None:
+    """grpcs:// is gRPC over TLS: against our plain-text server the handshake fails, it is not sent in clear."""
+    over_tls = encoder_urls["grpc"].replace("grpc://", "grpcs://")
+    with pytest.raises(EncoderError, match=f"^cannot reach the CLIP server at {over_tls} "):
+        CLIPEncoder(mode="service", model_name=TEST_MODEL, server=over_tls, retries=0, timeout=5)
 
 
 def test_grpc_server_not_ready_is_a_clear_error() -> None:
