@@ -245,11 +245,19 @@ def test_http_requests_are_clip_clients_and_vectors_come_back_as_float32() -> No
         return unit_vectors(body)
 
     image = Image.new("RGB", (40, 30), (200, 30, 30))
+    rng = np.random.default_rng(0)
+    large = Image.fromarray(rng.integers(0, 255, (1200, 2000, 3), dtype=np.uint8))  # a photo's size: scaled down
+    mid = Image.new("RGB", (500, 448), (30, 200, 30))  # shorter side at 448 already: sent as it is, losslessly
     with running_server(clip_server_http(post)) as url:
         encoder = CLIPEncoder(mode="service", model_name=None, server=url, retries=0)
+        encoder.encode_images([large, mid])
+        [sent_large, sent_mid] = [Image.open(io.BytesIO(base64.b64decode(d["blob"]))) for d in seen[-1]["data"]]
         texts = encoder.encode_texts(["a cat", "一只猫"])
         images = encoder.encode_images([image])
         encoder.close()
+    # the shorter side at 448, the shape kept, as a high-quality JPEG (quantisation table of quality 95, not 75)
+    assert (sent_large.format, sent_large.size) == ("JPEG", (747, 448)) and sent_large.quantization[0][0] <= 2
+    assert (sent_mid.format, sent_mid.size) == ("PNG", (500, 448))
     assert texts.dtype == images.dtype == np.float32 and texts.shape == (2, 4) and images.shape == (1, 4)
     assert seen[-2] == {"execEndpoint": "/encode", "data": [{"text": "a cat"}, {"text": "一只猫"}]}
     assert list(seen[-1]) == ["execEndpoint", "data"] and seen[-1]["execEndpoint"] == "/encode"
@@ -347,13 +355,13 @@ def test_a_server_coming_back_is_checked_again(monkeypatch: pytest.MonkeyPatch) 
 
 
 @contextmanager
-def stub_grpc_server(ready: bool, process: Any) -> Iterator[str]:
+def stub_grpc_server(ready: bool, process: Any, not_ready: str = "executor clip_t is loading") -> Iterator[str]:
     """A gRPC server with only the two RPCs our client needs, misbehaving as told."""
     from concurrent.futures import ThreadPoolExecutor
 
     import grpc
 
-    status = jp.Status(code=jp.SUCCESS if ready else jp.ERROR, description="" if ready else "executor clip_t is loading")
+    status = jp.Status(code=jp.SUCCESS if ready else jp.ERROR, description="" if ready else not_ready)
     handlers = [
         grpc.method_handlers_generic_handler("jina.JinaGatewayDryRunRPC", {"dry_run": grpc.unary_unary_rpc_method_handler(
             lambda *_: status, jp.Empty.FromString, jp.Status.SerializeToString)}),
@@ -447,10 +455,30 @@ def test_grpcs_speaks_tls(encoder_urls: dict[str, str]) -> None:
         CLIPEncoder(mode="service", model_name=TEST_MODEL, server=over_tls, retries=0, timeout=5)
 
 
-def test_grpc_server_not_ready_is_a_clear_error() -> None:
-    with stub_grpc_server(False, lambda request, context: request) as url, \
-            pytest.raises(EncoderError, match="is not ready: executor clip_t is loading"):
+@pytest.mark.mutation
+@pytest.mark.parametrize("description,said", [("executor clip_t is loading", "executor clip_t is loading"),
+                                              ("", "dry_run failed")])
+def test_grpc_server_not_ready_is_a_clear_error(description: str, said: str) -> None:
+    with stub_grpc_server(False, lambda request, context: request, not_ready=description) as url, \
+            pytest.raises(EncoderError) as not_ready:
         CLIPEncoder(mode="service", model_name=TEST_MODEL, server=url)
+    assert str(not_ready.value) == f"the CLIP server at {url} is not ready: {said}"
+
+
+@pytest.mark.mutation
+def test_a_grpc_call_the_server_refuses_is_not_retried_as_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
+    import grpc
+
+    waits: list[float] = []
+    monkeypatch.setattr("imsearch.encoders.service.time.sleep", waits.append)
+
+    def refuse(request: Any, context: Any) -> Any:
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no such executor")
+
+    with stub_grpc_server(True, refuse) as url, pytest.raises(EncoderError) as refused:
+        CLIPEncoder(mode="service", model_name=None, server=url, retries=3)
+    assert str(refused.value) == f"the CLIP server at {url} refused the call: INVALID_ARGUMENT no such executor"
+    assert waits == []  # a refusal is an answer: asking again would get the same one
 
 
 @pytest.mark.mutation
