@@ -354,6 +354,36 @@ def test_a_server_coming_back_is_checked_again(monkeypatch: pytest.MonkeyPatch) 
     assert any("serves 8-d vectors, unlike the others (4-d): it gets no batches" in str(w.message) for w in said)
 
 
+@pytest.mark.mutation
+def test_https_speaks_tls_and_other_schemes_are_refused_by_name() -> None:
+    from imsearch.errors import InvalidArgumentError
+
+    with running_server(clip_server_http(unit_vectors)) as url:
+        over_tls = url.replace("http://", "https://")
+        with pytest.raises(EncoderError, match=f"^cannot reach the CLIP server at {over_tls}: "):
+            CLIPEncoder(mode="service", model_name=None, server=over_tls, retries=0, timeout=5)
+    with pytest.raises(InvalidArgumentError) as refused:
+        CLIPEncoder(mode="service", model_name=None, server="ftp://127.0.0.1:51000", retries=0)
+    assert str(refused.value) == "--clip-server must start with grpc://, grpcs://, http:// or https://, got 'ftp://127.0.0.1:51000'"
+
+
+@pytest.mark.mutation
+def test_when_no_server_is_left_each_is_named_with_what_went_wrong() -> None:
+    from imsearch.errors import EncoderServerWarning
+
+    def eight_d(body: dict[str, Any]) -> dict[str, Any]:
+        return {"data": [{"embedding": [1.0] + [0.0] * 7} for _ in body["data"]]}
+
+    with running_server(clip_server_http(eight_d)) as other:
+        with running_server(clip_server_http(unit_vectors)) as first:
+            encoder = CLIPEncoder(mode="service", model_name=None, server=f"{first},{other}", retries=0)
+        with pytest.warns(EncoderServerWarning), pytest.raises(EncoderError) as none_left:
+            encoder.encode_texts(["a red circle"])  # the first is gone, the other serves 8-d vectors
+        encoder.close()
+    assert str(none_left.value).startswith(f"no CLIP server answered: cannot reach the CLIP server at {first}: ")
+    assert str(none_left.value).endswith(f"; {other}: serves another model")
+
+
 @contextmanager
 def stub_grpc_server(ready: bool, process: Any, not_ready: str = "executor clip_t is loading") -> Iterator[str]:
     """A gRPC server with only the two RPCs our client needs, misbehaving as told."""
