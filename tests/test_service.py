@@ -384,6 +384,27 @@ def test_when_no_server_is_left_each_is_named_with_what_went_wrong() -> None:
     assert str(none_left.value).endswith(f"; {other}: serves another model")
 
 
+@pytest.mark.mutation
+def test_a_refused_batch_of_two_is_split_and_a_refused_single_image_raises() -> None:
+    """One bad image fails the server's whole batch: the client resends one by one and marks only the bad one."""
+    from imsearch.errors import EncoderRejectedError
+
+    def picky(body: dict[str, Any]) -> JSONResponse:
+        for doc in body["data"]:
+            if "blob" in doc and Image.open(io.BytesIO(base64.b64decode(doc["blob"]))).width < 100:
+                return JSONResponse({"header": {"status": {"code": 1, "description": "too small"}}})
+        return JSONResponse(unit_vectors(body))
+
+    with running_server(clip_server_http(picky)) as url:
+        backend = CLIPEncoder(mode="service", model_name=None, server=url, retries=0).backend
+        good, bad = (backend.prepare_image(Image.new("RGB", (side, side), (9, 9, 9))) for side in (200, 50))
+        rows = backend.embed_images([good, bad])
+        with pytest.raises(EncoderRejectedError, match="too small"):
+            backend.embed_images([bad])
+        backend.close()
+    assert rows.shape == (2, 4) and np.array_equal(rows[0], [1, 0, 0, 0]) and np.isnan(rows[1]).all()
+
+
 @contextmanager
 def stub_grpc_server(ready: bool, process: Any, not_ready: str = "executor clip_t is loading") -> Iterator[str]:
     """A gRPC server with only the two RPCs our client needs, misbehaving as told."""
