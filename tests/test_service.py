@@ -267,6 +267,19 @@ def test_http_requests_are_clip_clients_and_vectors_come_back_as_float32() -> No
     assert sent.size == (40, 30) and sent.convert("RGB").getpixel((5, 5)) == (200, 30, 30)  # small: sent losslessly
 
 
+def refusal_of(text: str, url: str) -> str:
+    """The error a service encoder at `url` raises when the server refuses a batch of `text`."""
+    from imsearch.errors import EncoderRejectedError
+
+    encoder = CLIPEncoder(mode="service", model_name=None, server=url, retries=0)
+    try:
+        with pytest.raises(EncoderRejectedError) as refused:
+            encoder.encode_texts([text])
+    finally:
+        encoder.close()
+    return str(refused.value)
+
+
 @pytest.mark.mutation
 @pytest.mark.parametrize("answer,status,detail", [
     ({"header": {"status": {"code": 1, "description": "too small"}}}, 200, "too small"),  # jina's status record
@@ -280,14 +293,8 @@ def test_a_batch_the_http_server_refuses_is_named_with_its_reason(answer: dict[s
             return JSONResponse(answer, status_code=status)
         return JSONResponse(unit_vectors(body))
 
-    from imsearch.errors import EncoderRejectedError
-
     with running_server(clip_server_http(post)) as url:
-        encoder = CLIPEncoder(mode="service", model_name=None, server=url, retries=0)
-        with pytest.raises(EncoderRejectedError) as refused:
-            encoder.encode_texts(["refuse me"])
-        encoder.close()
-    assert str(refused.value) == f"the CLIP server could not encode the batch: {detail}"
+        assert refusal_of("refuse me", url) == f"the CLIP server could not encode the batch: {detail}"
 
 
 @pytest.mark.mutation
@@ -463,7 +470,6 @@ def test_a_grpc_answer_missing_a_document_is_refused() -> None:
 @pytest.mark.parametrize("refusal,detail", [({"description": "too small"}, "too small"),
                                             ({"exception": "ValueError"}, "ValueError")])  # no description: the exception's name
 def test_a_batch_the_grpc_server_refuses_is_named_with_its_reason(refusal: dict[str, str], detail: str) -> None:
-    from imsearch.errors import EncoderRejectedError
 
     def answer(request: Any, context: object) -> Any:
         reply = jp.DataRequest()
@@ -478,11 +484,7 @@ def test_a_batch_the_grpc_server_refuses_is_named_with_its_reason(refusal: dict[
         return reply
 
     with stub_grpc_server(True, answer) as url:
-        encoder = CLIPEncoder(mode="service", model_name=None, server=url, retries=0)
-        with pytest.raises(EncoderRejectedError) as refused:
-            encoder.encode_texts(["refuse me"])
-        encoder.close()
-    assert str(refused.value) == f"the CLIP server could not encode the batch: {detail}"
+        assert refusal_of("refuse me", url) == f"the CLIP server could not encode the batch: {detail}"
 
 
 @pytest.mark.mutation
