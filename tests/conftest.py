@@ -116,8 +116,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 # The suite runs in pytest-xdist workers (addopts: -n auto --dist loadgroup; most of its time is spent
 # waiting on servers and child processes, not computing). The tests of the one Milvus server (a session
-# fixture: a second standalone per worker would double its memory and start-up) and of Ray (one local
-# cluster) go to one worker together; the rest are shared out.
+# fixture: a second 2.3.5 standalone on the machine never comes up, its embedded etcd binds the fixed
+# peer port 2380) and of Ray (one local cluster at a time) go to one worker together; the rest are shared out.
 SHARED_SERVICES = "milvus-server-and-ray"
 RAY_TEST_FILES = {"test_ray_index.py", "test_ray_parts.py"}
 
