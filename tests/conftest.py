@@ -46,8 +46,6 @@ REQUIRE_ALL = os.environ.get("IMAGE_SEARCH_REQUIRE_ALL") == "1"
 _skipped: list[str] = []
 
 
-
-
 # Disk is the scarce resource on CI machines (a full disk once failed 40 tests at once). Each test's
 # temporary folder is removed when it passes (tmp_path_retention_policy = "failed"); this records how
 # much disk each test held at its peak, so the summary names the heaviest ones and the session's peak.
