@@ -7,6 +7,7 @@
     python bench/mutation_report.py --resume 'milvus_store*'   # only those not yet caught (after new tests, or a cut run)
     python bench/mutation_report.py --reasons   # each written reason with the diffs of the survivors it names
     python bench/mutation_report.py --resume --sample 60 'milvus_store*'   # 60 random ones not yet checked, per module
+    python bench/mutation_report.py --resume --unchecked 'image_search*'   # never checked only, not earlier survivors
     python bench/mutation_report.py --save     # keep a killed run's verdicts in bench/mutation-state/
 
 Results outlive the scratch folder: after each run the verdicts (mutants/**/*.meta) and mutmut's map from
@@ -159,6 +160,9 @@ def main() -> None:
     parser.add_argument("--reasons", action="store_true", help="each written reason with the diffs of the survivors it names")
     parser.add_argument("--resume", action="store_true",
                         help="run only the mutants (of those named) that no test has caught yet: a run cut short, or new tests")
+    parser.add_argument("--unchecked", action="store_true",
+                        help="with --resume: only mutants never checked, not earlier survivors (a survivor re-runs every "
+                             "test of its function, the slowest kind; re-run them after writing their tests)")
     parser.add_argument("--sample", type=int, metavar="N",
                         help="with --resume: N of each module's not-yet-checked mutants, drawn at random (seed 16), plus all "
                              "its earlier survivors; a whole run takes hours, a sample gives an unbiased catch rate")
@@ -176,7 +180,8 @@ def main() -> None:
 
         patterns = args.mutants or ["*"]
         pending = {name: status for name, status in mutant_statuses().items() if status not in ("killed", "timeout")
-                   and any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)}
+                   and any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+                   and (status == "not checked" or not args.unchecked)}
         if args.sample:  # mutmut runs the cheapest first: a cut run says little of the expensive rest
             unchecked: dict[str, list[str]] = collections.defaultdict(list)
             for name, status in sorted(pending.items()):

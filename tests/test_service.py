@@ -212,6 +212,11 @@ def test_an_unreachable_server_is_retried_with_waits_that_double(monkeypatch: py
     with pytest.raises(EncoderError, match="cannot reach"):
         CLIPEncoder(mode="service", model_name=TEST_MODEL, server=f"http://127.0.0.1:{free_port()}", retries=3)
     assert waits == [0.5, 1.0, 2.0]
+    waits.clear()  # in a pool the other servers are the retry: each silent one is retried once, then set aside
+    with pytest.warns(Warning), pytest.raises(EncoderError, match="no CLIP server answered"):
+        CLIPEncoder(mode="service", model_name=TEST_MODEL, server=f"http://127.0.0.1:{free_port()},http://127.0.0.1:{free_port()}",
+                    retries=3)
+    assert waits == [0.5, 0.5]
 
 
 def clip_server_http(post: Any, dry_run_status: int = 200) -> FastAPI:
@@ -381,14 +386,63 @@ def test_when_no_server_is_left_each_is_named_with_what_went_wrong() -> None:
     def eight_d(body: dict[str, Any]) -> dict[str, Any]:
         return {"data": [{"embedding": [1.0] + [0.0] * 7} for _ in body["data"]]}
 
-    with running_server(clip_server_http(eight_d)) as other:
+    posts: list[int] = []
+
+    def counted_eight_d(body: dict[str, Any]) -> dict[str, Any]:
+        posts.append(1)
+        return eight_d(body)
+
+    with running_server(clip_server_http(counted_eight_d)) as other:
         with running_server(clip_server_http(unit_vectors)) as first:
             encoder = CLIPEncoder(mode="service", model_name=None, server=f"{first},{other}", retries=0)
         with pytest.warns(EncoderServerWarning), pytest.raises(EncoderError) as none_left:
             encoder.encode_texts(["a red circle"])  # the first is gone, the other serves 8-d vectors
+        contacted = len(posts)
+        with pytest.raises(EncoderError, match="serves another model"):
+            encoder.encode_texts(["a red circle"])
         encoder.close()
     assert str(none_left.value).startswith(f"no CLIP server answered: cannot reach the CLIP server at {first}: ")
     assert str(none_left.value).endswith(f"; {other}: serves another model")
+    assert contacted == 1 and len(posts) == 1  # a server of another model is set aside for good: never asked again
+
+
+@pytest.mark.mutation
+def test_when_every_server_is_set_aside_the_one_due_back_first_is_tried_first() -> None:
+    from imsearch.errors import EncoderServerWarning
+
+    failing = {"a": False, "b": False}
+    posts: list[str] = []
+
+    def server(name: str) -> FastAPI:
+        def answer(body: dict[str, Any]) -> Any:
+            posts.append(name)
+            return JSONResponse({}, status_code=500) if failing[name] else unit_vectors(body)
+        return clip_server_http(answer)
+
+    with running_server(server("a")) as a, running_server(server("b")) as b:
+        encoder = CLIPEncoder(mode="service", model_name=None, server=f"{a}/ , {b}", retries=0)
+        assert encoder.backend.build == {"library": "service", "server": f"{a},{b}"}  # what the collection records
+        failing.update(a=True, b=True)
+        posts.clear()
+        with pytest.warns(EncoderServerWarning), pytest.raises(EncoderError, match="^no CLIP server answered"):
+            encoder.encode_texts(["a red circle"])
+        set_aside_first = posts[0]
+        assert sorted(posts) == ["a", "b"]
+        failing.update(a=False, b=False)  # both back before either is due
+        posts.clear()
+        assert encoder.encode_texts(["a red circle"]).shape == (1, 4)
+        encoder.close()
+    assert posts[0] == set_aside_first
+
+
+@pytest.mark.mutation
+@pytest.mark.parametrize("server", [None, "", ",", " , "])
+def test_service_mode_without_a_server_says_how_to_name_one(server: str | None) -> None:
+    from imsearch.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError) as refused:
+        CLIPEncoder(mode="service", model_name=None, server=server)
+    assert str(refused.value) == "service mode needs a server: --clip-server grpc://host:51000"
 
 
 @pytest.mark.mutation
