@@ -16,6 +16,7 @@ from PIL import Image
 from image_search import EmptyIndexWarning, ImageSearchEngine, SearchResult, print_results
 from imsearch.errors import CollectionMismatchError, InvalidArgumentError
 from imsearch.indexing.pipeline import IndexProgress
+from imsearch.query import QueryTerm
 
 pytestmark = pytest.mark.slow  # real Milvus, the model, or servers: not in the fast tier
 
@@ -87,7 +88,12 @@ def test_spec_contract_index_search_batch_stats(tmp_path: Path, scenes: Path, ca
         for result in results:  # what a caller shows or links: the file's own size, time and id
             on_disk = os.stat(result.path)
             assert (result.size, result.mtime, result.id) == (on_disk.st_size, on_disk.st_mtime, path_id(result.path))
-        assert len(engine.search_batch(["红色"])[0]) == 5  # the default top_k
+        # the default top_k is 5 at every way in
+        assert len(engine.search("红色")) == len(engine.search_batch(["红色"])[0]) == 5
+        by_image, alike = engine.search_by_image(first.path), engine.similar(first.path)
+        assert len(by_image) == len(alike) == 5
+        assert {r.query_encoder for r in by_image + alike} == {""}  # no text encoder answered these
+        assert len(engine.search_composed([QueryTerm(text="红色"), QueryTerm(image=first.path)])) == 5
         batch = engine.search_batch(["红色", "蓝色", "绿色"], top_k=3)
         assert len(batch) == 3 and all(len(r) == 3 for r in batch)
         assert batch[1][0].path == engine.search("蓝色", top_k=1)[0].path
