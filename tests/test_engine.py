@@ -128,7 +128,7 @@ def test_a_renamed_or_moved_file_keeps_its_vector_and_is_not_encoded_again(tmp_p
     """A file found under a new path with the content of a file that is gone (same size and fingerprint)
     is a rename or move: its stored vector and description follow it, nothing is encoded, nothing is
     counted removed. A moved file whose content also changed is encoded; a copy of a file still there is too."""
-    from milvus_store import path_id
+    from milvus_store import metadata_from_row, path_id
 
     with make_engine(tmp_path) as engine:
         engine.index_directory(scenes, descriptions={"scene_00001.png": "grandma's garden"})
@@ -150,10 +150,65 @@ def test_a_renamed_or_moved_file_keeps_its_vector_and_is_not_encoded_again(tmp_p
             row = engine.store.get([path_id(str(new_path))], with_vectors=True)[0]
             assert row["vector"] == pytest.approx(old[name]["vector"], abs=1e-6)
             assert (row["fingerprint"], row["description"]) == (old[name]["fingerprint"], old[name]["description"])
+            kept = metadata_from_row(row)  # what was read from the photo (size, hashes) moves with it
+            assert kept == metadata_from_row(old[name]) and kept.width and kept.phash is not None
             assert engine.store.get([path_id(str(scenes / name))]) == []
         assert engine.store.get([path_id(str(scenes / "renamed.png"))])[0]["description"] == "grandma's garden"
         again = engine.index_directory(scenes)
         assert (again.moved, again.indexed, again.removed, again.unchanged) == (0, 0, 0, 25)
+
+
+@pytest.mark.mutation
+def test_a_moved_file_whose_old_row_went_meanwhile_is_reported_and_encoded_next_run(tmp_path: Path, scenes: Path,
+                                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from typing import Any
+
+    from milvus_store import path_id
+
+    with make_engine(tmp_path) as engine:
+        engine.index_directory(scenes)
+        (scenes / "scene_00001.png").rename(scenes / "a_renamed.png")
+        (scenes / "scene_00002.png").rename(scenes / "b_renamed.png")
+        get = engine.store.get
+
+        def get_after_another_process_deleted(ids: list[int], with_vectors: bool = False) -> list[dict[str, Any]]:
+            if with_vectors:  # the moved files' old rows are fetched for their vectors: another process just removed one
+                engine.store.delete([path_id(str(scenes / "scene_00001.png"))])
+            return get(ids, with_vectors=with_vectors)
+
+        monkeypatch.setattr(engine.store, "get", get_after_another_process_deleted)
+        summary = engine.index_directory(scenes)
+        monkeypatch.undo()
+        assert summary.moved == 1 and [(f.path, f.reason) for f in summary.failed] == [
+            (str(scenes / "a_renamed.png"), f"moved from {scenes / 'scene_00001.png'}, whose row is gone; index again to encode it")]
+        assert engine.image_record(path_id(str(scenes / "b_renamed.png"))) is not None  # the other move is kept
+        again = engine.index_directory(scenes)
+        assert (again.indexed, again.unchanged, again.failed) == (1, 23, [])
+
+
+@pytest.mark.mutation
+def test_a_renamed_folder_of_hundreds_of_photos_moves_them_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past 500 moved files the rows are written in groups: every group counts, none is encoded again."""
+    import threading
+    import types
+
+    folder = tmp_path / "trip"
+    folder.mkdir()
+    for i in range(501):
+        Image.new("RGB", (16, 16), (i % 256, i // 256 * 40, 90)).save(folder / f"{i:03d}.png")
+    with make_engine(tmp_path) as engine:
+        assert engine.index_directory(tmp_path).indexed == 501
+        folder.rename(tmp_path / "trip 2024")
+        clock = threading.local()
+
+        def tick() -> float:  # each thread's own clock, one second a reading
+            clock.now = getattr(clock, "now", 0.0) + 1.0
+            return float(clock.now)
+
+        monkeypatch.setattr("imsearch.indexing.pipeline.time", types.SimpleNamespace(perf_counter=tick))
+        summary = engine.index_directory(tmp_path)
+    assert (summary.moved, summary.indexed, summary.removed, summary.failed) == (501, 0, 0, [])
+    assert summary.stage_seconds["store"] == 2.0  # two groups written, one second each
 
 
 @pytest.mark.mutation
@@ -206,6 +261,67 @@ def test_descriptions_by_name_relative_and_absolute_path_and_update(tmp_path: Pa
         assert summary.indexed == 0 and summary.descriptions_updated == 1
         by_path = {Path(r.path).name: r.description for r in engine.search("shape", top_k=24)}
         assert by_path["scene_00000.png"] == "renamed" and by_path["scene_00001.png"] == "by relative path"
+
+
+@pytest.mark.mutation
+def test_a_watched_subfolder_takes_its_roots_descriptions_and_exclusions(tmp_path: Path, scenes: Path) -> None:
+    """What `watch` does when one subfolder changes: that folder alone is brought up to date, with the
+    description keys and exclude patterns the user wrote relative to the watched root."""
+    sub = scenes / "sub"
+    (sub / "private").mkdir(parents=True)
+    for name, target in [("scene_00000.png", sub), ("scene_00001.png", sub), ("scene_00002.png", sub / "private")]:
+        shutil.move(scenes / name, target / name)
+    with make_engine(tmp_path) as engine:
+        summary = engine._indexer().index_directory(sub, {"sub/scene_00000.png": "relative to the root"},
+                                                    exclude=["sub/private"], relative_to=scenes)
+        assert (summary.indexed, summary.failed) == (2, [])
+        by_name = {Path(r.path).name: r.description for r in engine.search("shape", top_k=24)}
+    assert by_name == {"scene_00000.png": "relative to the root", "scene_00001.png": ""}
+
+
+@pytest.mark.mutation
+def test_indexing_within_allowed_folders_reads_nothing_a_link_leads_outside(tmp_path: Path, scenes: Path) -> None:
+    """`within` (a server's allowed roots): a link inside the folder to a photo or folder outside is not read."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.move(scenes / "scene_00000.png", outside / "secret.png")
+    (scenes / "link.png").symlink_to(outside / "secret.png")
+    (scenes / "linked").symlink_to(outside, target_is_directory=True)
+    with make_engine(tmp_path) as engine:
+        summary = engine.index_directory(scenes, within=[str(scenes)])
+        indexed = {Path(r.path).name for r in engine.search("shape", top_k=50)}
+    assert summary.indexed == 23 and len(indexed) == 23 and "scene_00001.png" in indexed
+    assert not indexed & {"link.png", "secret.png"}
+
+
+@pytest.mark.mutation
+def test_batches_are_the_size_asked_for_and_stage_times_add_up_over_the_files(tmp_path: Path, scenes: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    import types
+
+    import clip_encoder
+
+    sizes: list[int] = []
+    encode_prepared = clip_encoder.CLIPEncoder.encode_prepared
+
+    def counted(self: clip_encoder.CLIPEncoder, items: list[object]) -> object:
+        sizes.append(len(items))
+        return encode_prepared(self, items)
+
+    clock = threading.local()
+
+    def tick() -> float:  # each thread's own clock, one second a reading: a file's read, decode, prepare take 1 s each
+        clock.now = getattr(clock, "now", 0.0) + 1.0
+        return float(clock.now)
+
+    monkeypatch.setattr(clip_encoder.CLIPEncoder, "encode_prepared", counted)
+    monkeypatch.setattr("imsearch.indexing.pipeline.time", types.SimpleNamespace(perf_counter=tick))
+    with make_engine(tmp_path, batch_size=5) as engine:
+        summary = engine.index_directory(scenes)
+    assert summary.indexed == 24 and sizes == [5, 5, 5, 5, 4]
+    assert [summary.stage_seconds[stage] for stage in ("read", "decode", "preprocess")] == [24.0, 24.0, 24.0]
+    assert [summary.stage_seconds[stage] for stage in ("encode", "store")] == [5.0, 5.0]  # one second a batch
 
 
 @pytest.mark.mutation
