@@ -28,6 +28,21 @@ def make_engine(tmp_path: Path, **kwargs) -> ImageSearchEngine:  # type: ignore[
     return ImageSearchEngine(mode="local", milvus_uri=str(tmp_path / "index.db"), device="cpu", **kwargs)
 
 
+def exact_pipeline_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The indexing pipeline's stage timer made exact: each thread has its own clock, one second a reading,
+    so a stage timed once per file or batch adds up to the count of files or batches."""
+    import threading
+    import types
+
+    clock = threading.local()
+
+    def tick() -> float:
+        clock.now = getattr(clock, "now", 0.0) + 1.0
+        return float(clock.now)
+
+    monkeypatch.setattr("imsearch.indexing.pipeline.time", types.SimpleNamespace(perf_counter=tick))
+
+
 def recall_at(engine: ImageSearchEngine, folder: Path, language: str, k: int) -> float:
     captions = captions_of(folder)
     names = sorted(captions)
@@ -189,9 +204,6 @@ def test_a_moved_file_whose_old_row_went_meanwhile_is_reported_and_encoded_next_
 @pytest.mark.mutation
 def test_a_renamed_folder_of_hundreds_of_photos_moves_them_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Past 500 moved files the rows are written in groups: every group counts, none is encoded again."""
-    import threading
-    import types
-
     folder = tmp_path / "trip"
     folder.mkdir()
     for i in range(501):
@@ -199,13 +211,7 @@ def test_a_renamed_folder_of_hundreds_of_photos_moves_them_all(tmp_path: Path, m
     with make_engine(tmp_path) as engine:
         assert engine.index_directory(tmp_path).indexed == 501
         folder.rename(tmp_path / "trip 2024")
-        clock = threading.local()
-
-        def tick() -> float:  # each thread's own clock, one second a reading
-            clock.now = getattr(clock, "now", 0.0) + 1.0
-            return float(clock.now)
-
-        monkeypatch.setattr("imsearch.indexing.pipeline.time", types.SimpleNamespace(perf_counter=tick))
+        exact_pipeline_clock(monkeypatch)
         summary = engine.index_directory(tmp_path)
     assert (summary.moved, summary.indexed, summary.removed, summary.failed) == (501, 0, 0, [])
     assert summary.stage_seconds["store"] == 2.0  # two groups written, one second each
@@ -297,9 +303,6 @@ def test_indexing_within_allowed_folders_reads_nothing_a_link_leads_outside(tmp_
 @pytest.mark.mutation
 def test_batches_are_the_size_asked_for_and_stage_times_add_up_over_the_files(tmp_path: Path, scenes: Path,
                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    import threading
-    import types
-
     import clip_encoder
 
     sizes: list[int] = []
@@ -309,14 +312,8 @@ def test_batches_are_the_size_asked_for_and_stage_times_add_up_over_the_files(tm
         sizes.append(len(items))
         return encode_prepared(self, items)
 
-    clock = threading.local()
-
-    def tick() -> float:  # each thread's own clock, one second a reading: a file's read, decode, prepare take 1 s each
-        clock.now = getattr(clock, "now", 0.0) + 1.0
-        return float(clock.now)
-
     monkeypatch.setattr(clip_encoder.CLIPEncoder, "encode_prepared", counted)
-    monkeypatch.setattr("imsearch.indexing.pipeline.time", types.SimpleNamespace(perf_counter=tick))
+    exact_pipeline_clock(monkeypatch)  # a file's read, decode and prepare take one second each
     with make_engine(tmp_path, batch_size=5) as engine:
         summary = engine.index_directory(scenes)
     assert summary.indexed == 24 and sizes == [5, 5, 5, 5, 4]
