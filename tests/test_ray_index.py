@@ -238,9 +238,14 @@ def test_the_cli_indexes_on_ray_and_answers_searches(tmp_path: Path, milvus_serv
 
     write_scenes(tmp_path / "photos", count=20, seed=41)
     common = ["--milvus-uri", milvus_server, "--collection", collection_name, "--model", TEST_MODEL, "--device", "cpu"]
-    indexed = subprocess.run([sys.executable, str(ROOT / "image_search.py"), "--mode", "index", "--ray",
-                              "--image-dir", str(tmp_path / "photos"), "--quiet", *common],
-                             capture_output=True, text=True, timeout=300, env={**os.environ, "RAY_ADDRESS": ""})
+    for _ in range(2):
+        indexed = subprocess.run([sys.executable, str(ROOT / "image_search.py"), "--mode", "index", "--ray",
+                                  "--image-dir", str(tmp_path / "photos"), "--quiet", *common],
+                                 capture_output=True, text=True, timeout=300, env={**os.environ, "RAY_ADDRESS": ""})
+        # Ray gives its raylet a fixed 30 s to register (ray/_private/node.py, no setting); on 2 cores busy with
+        # the other test worker it once did not, before anything was read: then the run is simply repeated
+        if "The current node timed out during startup" not in indexed.stderr:
+            break
     assert indexed.returncode == 0, indexed.stderr[-3000:]
     assert indexed.stdout.startswith("indexed 20, unchanged 0, removed 0, failed 0")
     found = subprocess.run([sys.executable, str(ROOT / "image_search.py"), "--mode", "search", "--query", "a red circle",
