@@ -212,8 +212,10 @@ def test_an_unreachable_server_is_retried_with_waits_that_double(monkeypatch: py
     with pytest.raises(EncoderError, match="cannot reach"):
         CLIPEncoder(mode="service", model_name=TEST_MODEL, server=f"http://127.0.0.1:{free_port()}", retries=3)
     assert waits == [0.5, 1.0, 2.0]
+    from imsearch.errors import EncoderServerWarning
+
     waits.clear()  # in a pool the other servers are the retry: each silent one is retried once, then set aside
-    with pytest.warns(Warning), pytest.raises(EncoderError, match="no CLIP server answered"):
+    with pytest.warns(EncoderServerWarning), pytest.raises(EncoderError, match="no CLIP server answered"):
         CLIPEncoder(mode="service", model_name=TEST_MODEL, server=f"http://127.0.0.1:{free_port()},http://127.0.0.1:{free_port()}",
                     retries=3)
     assert waits == [0.5, 0.5]
