@@ -55,6 +55,11 @@ if TYPE_CHECKING:
 
     from clip_encoder import CLIPEncoder
 
+# Ray gives a new node's raylet a fixed 30 s to register with the GCS (ray/_private/node.py; no setting changes it).
+# On a small machine with every core busy it sometimes misses that wait before anything has run; such a start
+# is repeated once, and any other failure is raised as it is
+RAY_START_TIMED_OUT = "The current node timed out during startup"
+
 # what each row in the pipeline stands for
 ENCODE, GONE, UNCHANGED, RELABEL, FAILED = "encode", "gone", "unchanged", "relabel", "failed"
 READ_METADATA = "read_metadata"  # an unchanged row indexed before metadata was kept
@@ -431,6 +436,19 @@ def _milvus_sink(address: StoreAddress) -> Any:
 
 # ------------------------------------------------------------------------------------------- driver
 
+def start_ray(**init_options: Any) -> None:
+    """`ray.init`, repeated once when the local node misses Ray's fixed start wait (RAY_START_TIMED_OUT)."""
+    import ray
+
+    try:
+        ray.init(**init_options)
+    except Exception as error:
+        if RAY_START_TIMED_OUT not in str(error):
+            raise
+        ray.shutdown()
+        ray.init(**init_options)
+
+
 def refuse_lite(store_uri: str) -> None:
     """Ray's workers are many processes; a Milvus Lite database admits one."""
     if is_lite_uri(store_uri):
@@ -458,7 +476,7 @@ class RayIndexer:
             kwargs: dict[str, Any] = {"log_to_driver": self.options.show_progress}
             if self.options.num_cpus and not self.options.address:
                 kwargs["num_cpus"] = self.options.num_cpus
-            ray.init(address=self.options.address, **kwargs)
+            start_ray(address=self.options.address, **kwargs)
             self._started = True
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = self.options.show_progress
