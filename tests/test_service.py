@@ -628,6 +628,61 @@ def test_an_image_the_server_rejects_fails_alone(test_encoder: CLIPEncoder, tmp_
     assert [(Path(f.path).name, f.reason) for f in summary.failed] == [("tiny.png", "the encoder could not encode it")]
 
 
+def test_photos_reach_the_server_at_least_at_its_models_input_size(test_encoder: CLIPEncoder, encoder_urls: dict[str, str],
+                                                                  tmp_path: Path) -> None:
+    """clip-server tells neither its model nor its input size: the input size comes from the model named
+    (ViT-L-14-336 takes 336 px, the SigLIP2-512 models 512). Ours tells it, and its word comes first. Before, the
+    client decoded every photo for 224 px, so a 1080p frame reached a 336 px model at 270 px, to be scaled up there."""
+    real = create_encoder_app(test_encoder)
+    received: list[tuple[int, int]] = []
+    status: dict[str, object] = {}  # what the front says at /status; nothing (404) is what clip-server says
+    front = FastAPI()  # our server behind a front that says what the test sets
+
+    @front.get("/dry_run")
+    def ready() -> dict[str, int]:
+        return {"code": 0}
+
+    @front.get("/status")
+    def says() -> JSONResponse:
+        return JSONResponse(status, status_code=200 if status else 404)
+
+    @front.post("/post")
+    async def post(request: Request) -> JSONResponse:
+        body = await request.json()
+        received.extend(Image.open(io.BytesIO(base64.b64decode(doc["blob"]))).size for doc in body["data"] if "blob" in doc)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=real), base_url="http://encoder") as client:
+            return JSONResponse((await client.post("/post", json=body)).json())
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    frame = Image.new("RGB", (1920, 1080))
+    frame.paste((200, 40, 40), (600, 200, 1300, 900))
+    frame.save(photos / "frame.jpg", quality=90)  # a JPEG decoded in draft: 1/4 scale gives 480x270
+    # no word from the server: the model named decides; a model whose config is not here (hf-hub) gets 224
+    cases: list[tuple[str | None, dict[str, object], int]] = [
+        (None, {}, 224), ("ViT-L-14-336::openai", {}, 336), ("ViT-SO400M-16-SigLIP2-512::webli", {}, 512),
+        ("hf-hub:example/tiny", {}, 224), (None, {"model": "hf-hub:example/tiny", "image_size": 336}, 336)]
+    shortest = []
+    with running_server(front) as url:
+        for index, (model, said, side) in enumerate(cases):
+            received.clear()
+            status.clear()
+            status.update(said)
+            with ImageSearchEngine(mode="service", model_name=model, clip_server=url,
+                                   milvus_uri=str(tmp_path / f"{index}.db")) as engine:
+                assert engine.encoder.image_size == side, (model, said)
+                assert engine.index_directory(photos).indexed == 1
+            shortest.append(min(received[-1]))
+    # the draft's 1/4 (270 px) serves a 224 px model; a 336 px one gets 1/2 (540) sent at 448, a 512 px one at 512
+    assert shortest == [270, 448, 512, 270, 448]
+
+    for scheme in ("http", "grpc"):  # what our server says, over both protocols
+        server = CLIPEncoder(mode="service", model_name=None, server=encoder_urls[scheme])
+        assert server.backend._connection.server_info() == (TEST_MODEL, 64)  # type: ignore[attr-defined]
+        assert (server.model_name, server.image_size) == (TEST_MODEL, 64)
+        server.close()
+
+
 class ThirtyTwoDimensions:
     """A deterministic stand-in for a server-side model that answers 32-d vectors under the test model's name."""
 

@@ -23,26 +23,68 @@ are normalised by CLIPEncoder like every backend's.
 from __future__ import annotations
 
 import base64
+import importlib.util
 import io
+import json
+import re
 import threading
 import time
 import uuid
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, TypeVar
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 from PIL import Image
 
 import imsearch.encoders.jina_protocol as jp
-from imsearch.encoders.base import DEFAULT_MODEL
+from imsearch.encoders.base import BUILTIN_MODELS, CN_CLIP_PREFIX, DEFAULT_MODEL
 from imsearch.errors import EncoderError, EncoderRejectedError, EncoderServerWarning, InvalidArgumentError, ModelLoadError
 
 PREPARED_SIDE = 448  # the server resizes to its model's input; this keeps uploads small and detail intact
+DEFAULT_IMAGE_SIZE = 224  # the input of clip-server's default model, for a server that does not say and a model we cannot look up
 SET_ASIDE_SECONDS = 30.0  # how long a server that stopped answering gets no batches before it is tried again
 DIMENSION_PROBE = "dimension probe"
 Doc = tuple[str, Any]  # ("text", str) or ("blob", image bytes)
 T = TypeVar("T")
+
+
+class ServerInfo(NamedTuple):
+    """What a server says about itself: ours tells both; clip-server neither (None)."""
+
+    model: str | None
+    image_size: int | None
+
+
+def _positive_int(value: object) -> int | None:
+    number = int(value) if isinstance(value, int) or (isinstance(value, str) and value.isdigit()) else 0
+    return number if number > 0 else None
+
+
+def model_input_size(name: str) -> int | None:
+    """The input side of a model named as clip-server names it (`ViT-L-14-336::openai`, `CN-CLIP/ViT-L-14-336`),
+    from the model's own config (open_clip's bundled JSON, read without importing open_clip and torch);
+    None for a name whose config is not here (an `hf-hub:` model, a mistyped name)."""
+    if name.startswith(CN_CLIP_PREFIX):
+        from imsearch.encoders.cn_clip import CN_CLIP_MODELS
+
+        cn_arch = CN_CLIP_MODELS.get(name.removeprefix(CN_CLIP_PREFIX).partition("::")[0])
+        return cn_arch.image_size if cn_arch else None
+    if name in BUILTIN_MODELS:
+        config_file = BUILTIN_MODELS[name] / "open_clip_config.json"
+    else:
+        arch = name.partition("::")[0]
+        spec = importlib.util.find_spec("open_clip")
+        if not re.fullmatch(r"[\w.-]+", arch) or spec is None or not spec.submodule_search_locations:
+            return None
+        config_file = Path(next(iter(spec.submodule_search_locations))) / "model_configs" / f"{arch}.json"
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, ValueError):
+        return None
+    size = config.get("model_cfg", config).get("vision_cfg", {}).get("image_size")
+    return _positive_int(max(size) if isinstance(size, list) and size else size)
 
 
 class _Connection(Protocol):
@@ -50,7 +92,7 @@ class _Connection(Protocol):
 
     def encode(self, docs: Sequence[Doc]) -> np.ndarray: ...
 
-    def server_model(self) -> str | None: ...
+    def server_info(self) -> ServerInfo: ...
 
     def close(self) -> None: ...
 
@@ -72,12 +114,12 @@ def _with_retries(call: Callable[[], T], retries: int, transient: Callable[[Exce
 
 
 class _HttpConnection:
-    def __init__(self, server: str, timeout: float, retries: int, transport: Any = None):
+    def __init__(self, server: str, timeout: float, retries: int):
         import httpx
 
         self.server = server
         self.retries = retries
-        self._http = httpx.Client(base_url=server, timeout=timeout, transport=transport)
+        self._http = httpx.Client(base_url=server, timeout=timeout)
 
     def _request(self, method: str, route: str, **kwargs: Any) -> Any:
         import httpx
@@ -103,13 +145,15 @@ class _HttpConnection:
         if response.status_code != 200:
             raise EncoderError(f"the CLIP server at {self.server} is not ready (GET /dry_run answered {response.status_code})")
 
-    def server_model(self) -> str | None:
+    def server_info(self) -> ServerInfo:
         try:
             response = self._http.get("/status")
-            model = response.json().get("model") if response.status_code == 200 else None
-            return str(model) if isinstance(model, str) and model else None
+            status = response.json() if response.status_code == 200 else {}
         except Exception:  # clip-server has no /status: the model name cannot be checked there
-            return None
+            return ServerInfo(None, None)
+        model = status.get("model") if isinstance(status, dict) else None
+        return ServerInfo(model if isinstance(model, str) and model else None,
+                          _positive_int(status.get("image_size")) if isinstance(status, dict) else None)
 
     def encode(self, docs: Sequence[Doc]) -> np.ndarray:
         items = [{"text": value} if kind == "text" else {"blob": base64.b64encode(value).decode("ascii")}
@@ -176,12 +220,13 @@ class _GrpcConnection:
         if status.code != jp.SUCCESS:
             raise EncoderError(f"the CLIP server at {self.server} is not ready: {status.description or 'dry_run failed'}")
 
-    def server_model(self) -> str | None:
+    def server_info(self) -> ServerInfo:
         try:
-            model = self._call(self._info, jp.Empty()).jina.get("image_search.model")
+            info = self._call(self._info, jp.Empty()).jina
         except EncoderError:
-            return None
-        return str(model) if model else None  # clip-server does not tell: the dimension is still checked
+            return ServerInfo(None, None)
+        # clip-server does not tell: the dimension is still checked
+        return ServerInfo(info.get("image_search.model") or None, _positive_int(info.get("image_search.image_size")))
 
     def encode(self, docs: Sequence[Doc]) -> np.ndarray:
         request = jp.DataRequest()
@@ -210,11 +255,11 @@ class _GrpcConnection:
         self._channel.close()
 
 
-def _connect(server: str, timeout: float, retries: int, transport: Any) -> _Connection:
+def _connect(server: str, timeout: float, retries: int) -> _Connection:
     if server.startswith(("grpc://", "grpcs://")):
         return _GrpcConnection(server, timeout, retries)
     if server.startswith(("http://", "https://")):
-        return _HttpConnection(server, timeout, retries, transport)
+        return _HttpConnection(server, timeout, retries)
     raise InvalidArgumentError(f"--clip-server must start with grpc://, grpcs://, http:// or https://, got {server!r}")
 
 
@@ -240,11 +285,12 @@ class _Pool:
         self._lock = threading.Lock()
         self._next = 0
         self.model: str | None = None
+        self.image_size: int | None = None
         self.dim: int | None = None
 
     def _check(self, member: _Member) -> None:
         member.connection.wait_ready()
-        model = member.connection.server_model()
+        model, image_size = member.connection.server_info()
         dim = int(member.connection.encode([("text", DIMENSION_PROBE)]).shape[1])
         with self._lock:
             if member.set_aside_until == float("inf"):  # another batch's check of it got here first, and warned
@@ -258,6 +304,7 @@ class _Pool:
                               f"({self.dim}-d): it gets no batches", EncoderServerWarning, stacklevel=2)
                 raise EncoderRejectedError(f"the CLIP server at {member.url} serves another model")
             self.model = self.model or model
+            self.image_size = self.image_size or image_size
             member.checked = True
 
     def _order(self) -> list[_Member]:
@@ -296,8 +343,8 @@ class _Pool:
     def wait_ready(self) -> None:
         self._on_each(lambda connection: None)
 
-    def server_model(self) -> str | None:
-        return self.model
+    def server_info(self) -> ServerInfo:
+        return ServerInfo(self.model, self.image_size)
 
     def encode(self, docs: Sequence[Doc]) -> np.ndarray:
         return self._on_each(lambda connection: connection.encode(docs))
@@ -312,7 +359,7 @@ class ServiceBackend:
     (comma-separated) sharing the batches."""
 
     def __init__(self, model_name: str | None, server: str | None = None, timeout: float = 60.0, retries: int = 3,
-                 transport: Any = None, batches_in_flight: int = 3, **_: Any):
+                 batches_in_flight: int = 3, **_: Any):
         if not server or not server.strip(" ,"):
             raise InvalidArgumentError("service mode needs a server: --clip-server grpc://host:51000")
         urls = [part.strip().rstrip("/") for part in server.split(",") if part.strip()]
@@ -326,7 +373,7 @@ class ServiceBackend:
         members: list[_Member] = []
         try:
             for url in urls:
-                members.append(_Member(url, _connect(url, timeout, per_server_retries, transport)))
+                members.append(_Member(url, _connect(url, timeout, per_server_retries)))
             self._connection = _Pool(members)
             self._connection.wait_ready()  # the first server that answers fixes model and dimension
         except BaseException:
@@ -335,7 +382,6 @@ class ServiceBackend:
             raise
         assert self._connection.dim is not None
         self.dim = self._connection.dim
-        self.image_size = 224
         self.server_model = self._connection.model
         if model_name and self.server_model and self.server_model != model_name:
             self._connection.close()
@@ -343,12 +389,16 @@ class ServiceBackend:
                                  f"use --model {self.server_model!r} (and a collection built with it) or another server")
         # With no model named, take the server's word, else clip-server's default model.
         self.model_name = model_name or self.server_model or DEFAULT_MODEL
+        # Photos are decoded (JPEG draft) to at least the model's input, and sent no smaller: a 336 px model
+        # given the 224 px of clip-server's default would see 1080p frames upscaled from 270 px
+        self.image_size = self._connection.image_size or model_input_size(self.model_name) or DEFAULT_IMAGE_SIZE
+        self.prepared_side = max(PREPARED_SIDE, self.image_size)
         self.build: dict[str, Any] = {"library": "service", "server": self.server}  # how it builds its model is its own
 
     def prepare_image(self, image: Image.Image) -> bytes:
-        """Small images travel losslessly (PNG); larger ones are scaled to PREPARED_SIDE and sent as JPEG."""
+        """Small images travel losslessly (PNG); larger ones are scaled to `prepared_side` and sent as JPEG."""
         buffer = io.BytesIO()
-        scale = PREPARED_SIDE / min(image.size)
+        scale = self.prepared_side / min(image.size)
         if scale >= 1:
             image.save(buffer, format="PNG", compress_level=1)
         else:
