@@ -869,6 +869,23 @@ class MilvusStore:
         except Exception as error:
             raise self._translate(error, what) from error
 
+    def _lite_open_failure(self, text: str) -> StoreError:
+        # pymilvus says only "Open local milvus failed" whatever stopped Milvus Lite from starting (milvus-lite logs
+        # why): a lock another process holds is the usual cause; a file where Milvus Lite 3 keeps a folder, another
+        if Path(self.uri).exists() and not Path(self.uri).is_dir():
+            return StoreError(
+                f"{self.uri} is a file, not a Milvus Lite database: Milvus Lite 3 keeps each database in a folder (a .db "
+                "file of Milvus Lite 2.x cannot be opened by it). Move the file away or choose another --milvus-uri.")
+        holders = lock_holders(self.uri)
+        if holders or "DataDirLockedError" in text or "holds the lock" in text or lite_lock_is_held(self.uri):
+            who = f" (process {', '.join(map(str, holders))})" if holders else ""
+            return StoreLockedError(
+                f"the Milvus Lite database {self.uri} is in use by another process{who}. Milvus Lite allows one process at a time: "
+                "stop that process, use the running image_search server's HTTP API, or keep the index in a Milvus server "
+                "(--milvus-uri http://HOST:19530)."
+            )
+        return StoreError(f"Milvus Lite could not open the database {self.uri}; --verbose shows Milvus Lite's own log of why")
+
     def _translate(self, error: Exception, what: str) -> StoreError:
         chain: list[BaseException] = []
         current: BaseException | None = error
@@ -877,13 +894,7 @@ class MilvusStore:
             current = current.__cause__ or current.__context__
         text = " | ".join(f"{e.__class__.__name__}: {e}" for e in chain)
         if self.is_lite and ("DataDirLockedError" in text or "holds the lock" in text or "Open local milvus failed" in text):
-            holders = lock_holders(self.uri)
-            who = f" (process {', '.join(map(str, holders))})" if holders else ""
-            return StoreLockedError(
-                f"the Milvus Lite database {self.uri} is in use by another process{who}. Milvus Lite allows one process at a time: "
-                "stop that process, use the running image_search server's HTTP API, or keep the index in a Milvus server "
-                "(--milvus-uri http://HOST:19530)."
-            )
+            return self._lite_open_failure(text)
         if not self.is_lite and any(k in text for k in ("UNAVAILABLE", "Fail connecting", "illegal connection", "ConnectionRefused", "Failed to connect")):
             return StoreError(f"cannot reach the Milvus server at {self.uri}: is it running? ({str(error)[:200]})")
         message = getattr(error, "message", None) or str(error)
@@ -917,6 +928,26 @@ def _quiet_pymilvus() -> Iterator[None]:
         yield
     finally:
         pymilvus_logger.setLevel(level)
+
+
+def lite_lock_is_held(lite_path: str) -> bool:
+    """Whether an open file holds the flock Milvus Lite takes on {database}/LOCK (no /proc needed, unlike
+    `lock_holders`, so it also sees another user's or container's process). Tried without waiting, released at once."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock to try; Milvus Lite's own lock is the likeliest cause
+        return True
+    try:
+        descriptor = os.open(os.path.join(lite_path, "LOCK"), os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(descriptor)  # closing releases a lock this took
+    return False
 
 
 def lock_holders(lite_path: str) -> list[int]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+
 import numpy as np
 import pytest
 
@@ -368,10 +371,54 @@ def test_a_lite_database_held_by_another_process_names_it(tmp_path) -> None:  # 
             f"the Milvus Lite database {db} is in use by another process (process {holder.pid}). Milvus Lite allows one "
             "process at a time: stop that process, use the running image_search server's HTTP API, or keep the index in a "
             "Milvus server (--milvus-uri http://HOST:19530).")
+        # where /proc does not show the holder (another user's or container's process), the lock still tells
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr("milvus_store.lock_holders", lambda path: [])
+            with pytest.raises(StoreLockedError, match=rf"^the Milvus Lite database {re.escape(db)} is in use by another process\. "):
+                MilvusStore(uri=db, collection_name="held").count()
     finally:
         holder.kill()
         holder.wait()
     assert lock_holders(db) == []
+
+
+def test_a_lite_database_that_cannot_open_is_not_called_in_use(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """pymilvus says "Open local milvus failed" whatever stopped Milvus Lite; only a held lock is "in use"."""
+    from imsearch.errors import StoreError, StoreLockedError
+
+    old_file = tmp_path / "milvus.db"  # where Milvus Lite 2.x kept a database as one file
+    old_file.write_bytes(b"SQLite format 3\x00 a Milvus Lite 2.x database")
+    with pytest.raises(StoreError) as refused:
+        MilvusStore(uri=str(old_file), collection_name="photos").count()
+    assert not isinstance(refused.value, StoreLockedError)
+    assert str(refused.value) == (
+        f"{old_file} is a file, not a Milvus Lite database: Milvus Lite 3 keeps each database in a folder (a .db file of "
+        "Milvus Lite 2.x cannot be opened by it). Move the file away or choose another --milvus-uri.")
+    assert old_file.read_bytes() == b"SQLite format 3\x00 a Milvus Lite 2.x database"  # left as it was
+
+    broken = tmp_path / "broken.db"
+    (broken / "LOCK").mkdir(parents=True)  # Milvus Lite cannot open its lock file: it does not start
+    with pytest.raises(StoreError) as failed:
+        MilvusStore(uri=str(broken), collection_name="photos").count()
+    assert not isinstance(failed.value, StoreLockedError)
+    assert str(failed.value) == f"Milvus Lite could not open the database {broken}; --verbose shows Milvus Lite's own log of why"
+
+
+def test_a_lite_lock_is_seen_without_proc(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Another user's or container's process is not in our /proc: the lock itself still says the database is held."""
+    import fcntl
+
+    from milvus_store import lite_lock_is_held
+
+    database = tmp_path / "held.db"
+    database.mkdir()
+    assert not lite_lock_is_held(str(database))  # no LOCK file yet
+    descriptor = os.open(database / "LOCK", os.O_CREAT | os.O_RDWR)
+    assert not lite_lock_is_held(str(database))  # open, not locked
+    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as Milvus Lite's MilvusLite.__init__ takes it
+    assert lite_lock_is_held(str(database)) and lite_lock_is_held(str(database))  # the check took nothing
+    os.close(descriptor)
+    assert not lite_lock_is_held(str(database))
 
 
 def test_a_failing_milvus_call_names_the_operation_and_the_database(tmp_path) -> None:  # type: ignore[no-untyped-def]
