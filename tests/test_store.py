@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Any
 
 import numpy as np
 import pytest
@@ -301,9 +302,9 @@ def test_a_collection_with_an_approximate_index_is_moved_to_exact_search(store_u
         store.close()
 
 
-def test_a_circle_filter_widens_until_the_k_best_inside_are_found(store: MilvusStore) -> None:
-    """300 photos in the corners of the box around a 5 km circle (outside the circle) are the closest to
-    the query; the 3 inside it are far from it: a search for 3 inside the circle must still find them, best first."""
+def photos_around_a_circle(store: MilvusStore) -> tuple[Any, np.ndarray, list[ImageRecord]]:
+    """300 photos in the corners of the box around a 5 km circle (outside the circle), the closest to the
+    query; 3 inside it, far from the query. Returns the circle, the query and the 3 inside."""
     from imsearch.photo_metadata import PhotoMetadata
     from milvus_store import Near
 
@@ -322,10 +323,40 @@ def test_a_circle_filter_widens_until_the_k_best_inside_are_found(store: MilvusS
                           metadata=PhotoMetadata(latitude=35.0 + 0.01 * i, longitude=135.0)) for i in range(3)]
     store.upsert(corners + inside)
     store.flush()
+    return circle, query, inside
+
+
+def test_a_circle_filter_widens_until_the_k_best_inside_are_found(store: MilvusStore) -> None:
+    """The photos inside the circle are far from the query, behind 300 in the box's corners: a search for 3
+    inside the circle must still find them, best first."""
+    circle, query, inside = photos_around_a_circle(store)
     expected = sorted(inside, key=lambda r: -float(np.dot(r.vector, query)))
     for k in (1, 3, 10):
         found = store.search(query[None], k, SearchFilter(near=circle))[0]
         assert [h.fields["path"] for h in found] == [r.path for r in expected][:k]
+
+
+def test_a_circle_search_stops_at_the_search_limit(store: MilvusStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Milvus answers at most MAX_SEARCH_LIMIT rows a search. A box holding more photos than that, with fewer
+    than k of them inside the circle, ends the widening there with what it found, rather than asking forever."""
+    import threading
+
+    circle, query, inside = photos_around_a_circle(store)
+
+    def search_within(seconds: float) -> list[Any]:
+        found: list[Any] = []
+        searching = threading.Thread(target=lambda: found.extend(store.search(query[None], 3, SearchFilter(near=circle))[0]),
+                                     daemon=True)
+        searching.start()
+        searching.join(seconds)
+        assert not searching.is_alive(), "the search never stopped widening"
+        return found
+
+    monkeypatch.setattr("milvus_store.MAX_SEARCH_LIMIT", 100)  # as if the box held 3 x the limit (16,384 by default)
+    assert search_within(30) == []  # the 3 inside rank after the 300 corner photos: beyond the first 100
+    monkeypatch.setattr("milvus_store.MAX_SEARCH_LIMIT", 301)  # the box's best 301 hold one photo inside
+    found = search_within(30)
+    assert len(found) == 1 and found[0].fields["path"] in {r.path for r in inside}
 
 
 # ------------------------------------------------------------------------------ where the store is, and its errors
