@@ -628,6 +628,7 @@ def test_an_image_the_server_rejects_fails_alone(test_encoder: CLIPEncoder, tmp_
     assert [(Path(f.path).name, f.reason) for f in summary.failed] == [("tiny.png", "the encoder could not encode it")]
 
 
+@pytest.mark.mutation
 def test_photos_reach_the_server_at_least_at_its_models_input_size(test_encoder: CLIPEncoder, encoder_urls: dict[str, str],
                                                                   tmp_path: Path) -> None:
     """clip-server tells neither its model nor its input size: the input size comes from the model named
