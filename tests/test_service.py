@@ -662,7 +662,8 @@ def test_photos_reach_the_server_at_least_at_its_models_input_size(test_encoder:
     # no word from the server: the model named decides; a model whose config is not here (hf-hub) gets 224
     cases: list[tuple[str | None, dict[str, object], int]] = [
         (None, {}, 224), ("ViT-L-14-336::openai", {}, 336), ("ViT-SO400M-16-SigLIP2-512::webli", {}, 512),
-        ("hf-hub:example/tiny", {}, 224), (None, {"model": "hf-hub:example/tiny", "image_size": 336}, 336)]
+        ("hf-hub:example/tiny", {}, 224), (None, {"model": "hf-hub:example/tiny", "image_size": 336}, 336),
+        (None, {"model": "hf-hub:example/tiny", "image_size": 100_000}, 224)]  # not a model's: ignored
     shortest = []
     with running_server(front) as url:
         for index, (model, said, side) in enumerate(cases):
@@ -675,13 +676,43 @@ def test_photos_reach_the_server_at_least_at_its_models_input_size(test_encoder:
                 assert engine.index_directory(photos).indexed == 1
             shortest.append(min(received[-1]))
     # the draft's 1/4 (270 px) serves a 224 px model; a 336 px one gets 1/2 (540) sent at 448, a 512 px one at 512
-    assert shortest == [270, 448, 512, 270, 448]
+    assert shortest == [270, 448, 512, 270, 448, 270]
 
     for scheme in ("http", "grpc"):  # what our server says, over both protocols
         server = CLIPEncoder(mode="service", model_name=None, server=encoder_urls[scheme])
         assert server.backend._connection.server_info() == (TEST_MODEL, 64)  # type: ignore[attr-defined]
         assert (server.model_name, server.image_size) == (TEST_MODEL, 64)
         server.close()
+
+
+@pytest.mark.parametrize(("name", "side"), [
+    ("ViT-B-32::openai", 224), ("ViT-L-14-336::openai", 336), ("ViT-L-14-336", 336), ("RN50x4::openai", 288),
+    ("ViT-SO400M-16-SigLIP2-512::webli", 512), ("shapes-tiny::v1", 64),
+    ("CN-CLIP/ViT-L-14-336", 336), ("CN-CLIP/RN50", 224), ("CN-CLIP/ViT-L-14-336::/models/clip_cn_vit-l-14-336.pt", 336),
+    ("CN-CLIP/ViT-Z-99", None), ("hf-hub:timm/ViT-B-16-SigLIP", None), ("no-such-model::x", None), ("", None)])
+def test_a_named_models_input_side_comes_from_its_own_config(name: str, side: int | None) -> None:
+    """What the service client decodes photos for when the server does not say (clip-server): open_clip's bundled
+    config of the architecture, cn_clip's table, the built-in model's config; None (then 224) for any other name."""
+    from imsearch.encoders.service import model_input_size
+
+    assert model_input_size(name) == side
+
+
+def test_a_model_name_cannot_point_the_config_lookup_at_another_file(tmp_path: Path) -> None:
+    """A model name can come from a server (ours names its model): it only ever names a bundled config."""
+    import importlib.util
+    import json
+    import os
+
+    from imsearch.encoders.service import model_input_size
+
+    spec = importlib.util.find_spec("open_clip")
+    assert spec is not None and spec.submodule_search_locations
+    configs = Path(next(iter(spec.submodule_search_locations))) / "model_configs"
+    (tmp_path / "planted.json").write_text(json.dumps({"vision_cfg": {"image_size": 320}}))
+    outside = os.path.relpath(tmp_path / "planted", configs)
+    assert outside.startswith("..")
+    assert model_input_size(outside + "::x") is None and model_input_size(outside) is None
 
 
 class ThirtyTwoDimensions:

@@ -43,6 +43,7 @@ from imsearch.encoders.base import BUILTIN_MODELS, CN_CLIP_PREFIX, DEFAULT_MODEL
 from imsearch.errors import EncoderError, EncoderRejectedError, EncoderServerWarning, InvalidArgumentError, ModelLoadError
 
 PREPARED_SIDE = 448  # the server resizes to its model's input; this keeps uploads small and detail intact
+MAX_INPUT_SIDE = 2048  # no CLIP model takes more; open_clip's largest is 512
 DEFAULT_IMAGE_SIZE = 224  # the input of clip-server's default model, for a server that does not say and a model we cannot look up
 SET_ASIDE_SECONDS = 30.0  # how long a server that stopped answering gets no batches before it is tried again
 DIMENSION_PROBE = "dimension probe"
@@ -57,9 +58,11 @@ class ServerInfo(NamedTuple):
     image_size: int | None
 
 
-def _positive_int(value: object) -> int | None:
+def _input_side(value: object) -> int | None:
+    """An input side a server or a config states, if it is one: a whole number of pixels, at most
+    MAX_INPUT_SIDE (a server that said 100,000 would have every photo decoded and sent at full size)."""
     number = int(value) if isinstance(value, int) or (isinstance(value, str) and value.isdigit()) else 0
-    return number if number > 0 else None
+    return number if 0 < number <= MAX_INPUT_SIDE else None
 
 
 def model_input_size(name: str) -> int | None:
@@ -84,7 +87,7 @@ def model_input_size(name: str) -> int | None:
     except (OSError, ValueError):
         return None
     size = config.get("model_cfg", config).get("vision_cfg", {}).get("image_size")
-    return _positive_int(max(size) if isinstance(size, list) and size else size)
+    return _input_side(size)  # a non-square [height, width] is none of ours: the default serves it
 
 
 class _Connection(Protocol):
@@ -153,7 +156,7 @@ class _HttpConnection:
             return ServerInfo(None, None)
         model = status.get("model") if isinstance(status, dict) else None
         return ServerInfo(model if isinstance(model, str) and model else None,
-                          _positive_int(status.get("image_size")) if isinstance(status, dict) else None)
+                          _input_side(status.get("image_size")) if isinstance(status, dict) else None)
 
     def encode(self, docs: Sequence[Doc]) -> np.ndarray:
         items = [{"text": value} if kind == "text" else {"blob": base64.b64encode(value).decode("ascii")}
@@ -226,7 +229,7 @@ class _GrpcConnection:
         except EncoderError:
             return ServerInfo(None, None)
         # clip-server does not tell: the dimension is still checked
-        return ServerInfo(info.get("image_search.model") or None, _positive_int(info.get("image_search.image_size")))
+        return ServerInfo(info.get("image_search.model") or None, _input_side(info.get("image_search.image_size")))
 
     def encode(self, docs: Sequence[Doc]) -> np.ndarray:
         request = jp.DataRequest()
