@@ -685,6 +685,7 @@ def test_photos_reach_the_server_at_least_at_its_models_input_size(test_encoder:
         server.close()
 
 
+@pytest.mark.mutation
 @pytest.mark.parametrize(("name", "side"), [
     ("ViT-B-32::openai", 224), ("ViT-L-14-336::openai", 336), ("ViT-L-14-336", 336), ("RN50x4::openai", 288),
     ("ViT-SO400M-16-SigLIP2-512::webli", 512), ("shapes-tiny::v1", 64),
@@ -698,6 +699,7 @@ def test_a_named_models_input_side_comes_from_its_own_config(name: str, side: in
     assert model_input_size(name) == side
 
 
+@pytest.mark.mutation
 def test_a_model_name_cannot_point_the_config_lookup_at_another_file(tmp_path: Path) -> None:
     """A model name can come from a server (ours names its model): it only ever names a bundled config."""
     import importlib.util
