@@ -869,7 +869,7 @@ class MilvusStore:
         except Exception as error:
             raise self._translate(error, what) from error
 
-    def _lite_open_failure(self, text: str) -> StoreError:
+    def _lite_open_failure(self) -> StoreError:
         # pymilvus says only "Open local milvus failed" whatever stopped Milvus Lite from starting (milvus-lite logs
         # why): a lock another process holds is the usual cause; a file where Milvus Lite 3 keeps a folder, another
         if Path(self.uri).exists() and not Path(self.uri).is_dir():
@@ -877,7 +877,7 @@ class MilvusStore:
                 f"{self.uri} is a file, not a Milvus Lite database: Milvus Lite 3 keeps each database in a folder (a .db "
                 "file of Milvus Lite 2.x cannot be opened by it). Move the file away or choose another --milvus-uri.")
         holders = lock_holders(self.uri)
-        if holders or "DataDirLockedError" in text or "holds the lock" in text or lite_lock_is_held(self.uri):
+        if holders or lite_lock_is_held(self.uri):  # the lock itself, whatever words the error used
             who = f" (process {', '.join(map(str, holders))})" if holders else ""
             return StoreLockedError(
                 f"the Milvus Lite database {self.uri} is in use by another process{who}. Milvus Lite allows one process at a time: "
@@ -894,7 +894,7 @@ class MilvusStore:
             current = current.__cause__ or current.__context__
         text = " | ".join(f"{e.__class__.__name__}: {e}" for e in chain)
         if self.is_lite and ("DataDirLockedError" in text or "holds the lock" in text or "Open local milvus failed" in text):
-            return self._lite_open_failure(text)
+            return self._lite_open_failure()
         if not self.is_lite and any(k in text for k in ("UNAVAILABLE", "Fail connecting", "illegal connection", "ConnectionRefused", "Failed to connect")):
             return StoreError(f"cannot reach the Milvus server at {self.uri}: is it running? ({str(error)[:200]})")
         message = getattr(error, "message", None) or str(error)
