@@ -21,9 +21,11 @@ from milvus_store import STOP_WORDS, words_for_matching
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.mutation  # fast: no model, no store
 def test_words_are_written_for_the_analyzer() -> None:
     assert words_for_matching("外婆家的猫").split() == ["外", "婆", "家", "的", "猫", "外婆", "婆家", "家的", "的猫"]
     assert words_for_matching("IMG_2019/06 Kyoto").split() == ["IMG", "2019", "06", "Kyoto"]
+    assert words_for_matching("D:\\Photos\\family_trip").split() == ["D:", "Photos", "family", "trip"]  # a Windows path
     assert {"photo", "a", "of", "jpg"} <= STOP_WORDS
 
 
