@@ -620,12 +620,13 @@ def test_an_image_the_server_rejects_fails_alone(test_encoder: CLIPEncoder, tmp_
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=real), base_url="http://encoder") as client:
             return JSONResponse((await client.post("/post", json=body)).json())
 
-    Image.open(scenes / "scene_00000.png").resize((60, 60)).save(scenes / "tiny.png")
+    # named to come first, so that the batch's other photos come after the refused one
+    Image.open(scenes / "scene_00000.png").resize((60, 60)).save(scenes / "0_tiny.png")
     with running_server(picky) as url, ImageSearchEngine(mode="service", model_name=TEST_MODEL, clip_server=url,
                                                        milvus_uri=str(tmp_path / "p.db")) as engine:
         summary = engine.index_directory(scenes)
     assert summary.indexed == 24
-    assert [(Path(f.path).name, f.reason) for f in summary.failed] == [("tiny.png", "the encoder could not encode it")]
+    assert [(Path(f.path).name, f.reason) for f in summary.failed] == [("0_tiny.png", "the encoder could not encode it")]
 
 
 @pytest.mark.mutation
