@@ -267,6 +267,13 @@ def test_descriptions_by_name_relative_and_absolute_path_and_update(tmp_path: Pa
         assert summary.indexed == 0 and summary.descriptions_updated == 1
         by_path = {Path(r.path).name: r.description for r in engine.search("shape", top_k=24)}
         assert by_path["scene_00000.png"] == "renamed" and by_path["scene_00001.png"] == "by relative path"
+        # a photo edited since is encoded again and keeps its description when the run gives it none
+        edited = scenes / "scene_00002.png"
+        os.utime(edited, (edited.stat().st_atime, edited.stat().st_mtime + 10))
+        summary = engine.index_directory(scenes)
+        assert (summary.indexed, summary.unchanged) == (1, 23)
+        by_path = {Path(r.path).name: r.description for r in engine.search("shape", top_k=24)}
+        assert by_path["scene_00002.png"] == "by absolute path" and by_path["scene_00000.png"] == "renamed"
 
 
 @pytest.mark.mutation
