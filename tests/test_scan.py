@@ -227,17 +227,17 @@ def test_a_file_is_unchanged_only_when_size_and_mtime_both_match() -> None:
     scan = ScanResult(files=[FileEntry("/a/same.jpg", 100, 50.0), FileEntry("/a/touched.jpg", 100, 50.5),
                              FileEntry("/a/grown.jpg", 101, 50.0), FileEntry("/a/close.jpg", 100, 50.0 + 5e-7),
                              FileEntry("/a/old.jpg", 100, 50.0), FileEntry("/a/labelled.jpg", 100, 50.0),
+                             FileEntry("/a/bad-\udce9.jpg", 1, 1.0),  # a refused file before others: they still count
                              FileEntry("/a/new.jpg", 7, 1.0), FileEntry("/a/" + "x" * 4093 + ".jpg", 1, 1.0),
-                             FileEntry("/a/longest" + "x" * (4096 - 14) + ".jpg", 1, 1.0),
-                             FileEntry("/a/bad-\udce9.jpg", 1, 1.0)])
+                             FileEntry("/a/longest" + "x" * (4096 - 14) + ".jpg", 1, 1.0)])
     descriptions = DescriptionMap({"labelled.jpg": "after", "same.jpg": ""}, "/a")
     plan = plan_work(scan, existing, descriptions)
     assert [e.path for e in plan.to_encode] == ["/a/touched.jpg", "/a/grown.jpg", "/a/new.jpg", "/a/longest" + "x" * 4082 + ".jpg"]
     assert plan.unchanged == 4  # same, close (float noise in mtime), old, labelled
     assert plan.read_metadata == [(existing["/a/old.jpg"], "kept")]  # its own description kept
     assert plan.relabel == [(existing["/a/labelled.jpg"], "after")]
-    assert [(f.path, f.reason) for f in plan.failed] == [("/a/" + "x" * 4093 + ".jpg", "path longer than 4096 bytes"),
-                                                        ("/a/bad-\udce9.jpg", "file name is not valid UTF-8")]
+    assert [(f.path, f.reason) for f in plan.failed] == [("/a/bad-\udce9.jpg", "file name is not valid UTF-8"),
+                                                        ("/a/" + "x" * 4093 + ".jpg", "path longer than 4096 bytes")]
     assert len(("/a/longest" + "x" * 4082 + ".jpg").encode()) == 4096  # the longest path kept
     relabelled_old = plan_work(ScanResult(files=[FileEntry("/a/old.jpg", 100, 50.0)]), existing,
                                DescriptionMap({"old.jpg": "new words"}, "/a"))
