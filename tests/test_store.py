@@ -499,3 +499,12 @@ def test_full_text_search_is_used_from_milvus_2_5_on() -> None:
     for version, has in [("v2.5.0", True), ("2.5.4", True), ("v2.10.1", True), ("3.0.0-beta", True), ("2.4.15", False),
                          ("v2.3.5", False), ("1.9", False), ("2", False), ("unknown", False), ("", False)]:
         assert has_text_match(version) is has, version
+
+
+def test_every_path_the_system_gives_has_a_stable_key() -> None:
+    """A file name that is not UTF-8 (Python hands it over with surrogates, e.g. from argv or a folder listing) is
+    never stored, but `similar` may be asked about it: it gets a key (and "not indexed"), not a crash."""
+    odd = "/photos/bad-\udce9.jpg"
+    assert path_id(odd) == path_id(odd) and 0 <= path_id(odd) < 2**63
+    assert path_id(odd) != path_id("/photos/bad-\udce8.jpg") != path_id("/photos/bad-é.jpg")
+    assert path_id("/photos/7.jpg") != path_id("/photos/7.JPG")
