@@ -503,8 +503,15 @@ def test_full_text_search_is_used_from_milvus_2_5_on() -> None:
 
 def test_every_path_the_system_gives_has_a_stable_key() -> None:
     """A file name that is not UTF-8 (Python hands it over with surrogates, e.g. from argv or a folder listing) is
-    never stored, but `similar` may be asked about it: it gets a key (and "not indexed"), not a crash."""
+    never stored, but `similar` may be asked about it: it gets a key (and "not indexed"), not a crash. Keys are
+    the same in every process (stored rows are found by them), unlike Python's salted `hash`."""
+    import subprocess
+    import sys
+
     odd = "/photos/bad-\udce9.jpg"
-    assert path_id(odd) == path_id(odd) and 0 <= path_id(odd) < 2**63
+    other_process = subprocess.run([sys.executable, "-c", "import sys; from milvus_store import path_id; "
+                                    "print(path_id(sys.argv[1]))", odd], capture_output=True, text=True, check=True,
+                                   env={**os.environ, "PYTHONHASHSEED": "12345"}, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert int(other_process.stdout) == path_id(odd) and 0 <= path_id(odd) < 2**63
     assert path_id(odd) != path_id("/photos/bad-\udce8.jpg") != path_id("/photos/bad-é.jpg")
     assert path_id("/photos/7.jpg") != path_id("/photos/7.JPG")
