@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import TEST_MODEL
+from conftest import TEST_MODEL, write_dng
 from http_server import running_server
 from PIL import Image
 
@@ -22,33 +22,6 @@ from imsearch.indexing.scan import scan_directory
 from milvus_store import path_id
 
 pytest.importorskip("rawpy")
-
-
-def write_dng(path: Path, photo: Path, size: tuple[int, int] = (320, 212)) -> np.ndarray:
-    """A DNG whose sensor data is `photo`'s pixels sampled as an RGGB Bayer mosaic (12 bits); returns the RGB it came from."""
-    from pidng.core import RAW2DNG, DNGTags, Tag
-    from pidng.defs import CalibrationIlluminant, CFAPattern, DNGVersion, Orientation, PhotometricInterpretation
-
-    rgb = np.asarray(Image.open(photo).convert("RGB").resize(size))
-    height, width = rgb.shape[:2]
-    mosaic = np.zeros((height, width), dtype=np.uint16)
-    mosaic[0::2, 0::2], mosaic[0::2, 1::2] = rgb[0::2, 0::2, 0], rgb[0::2, 1::2, 1]
-    mosaic[1::2, 0::2], mosaic[1::2, 1::2] = rgb[1::2, 0::2, 1], rgb[1::2, 1::2, 2]
-    tags = DNGTags()
-    for tag, value in ((Tag.ImageWidth, width), (Tag.ImageLength, height), (Tag.TileWidth, width), (Tag.TileLength, height),
-                       (Tag.Orientation, Orientation.Horizontal), (Tag.SamplesPerPixel, 1), (Tag.BitsPerSample, 16),
-                       (Tag.PhotometricInterpretation, PhotometricInterpretation.Color_Filter_Array),
-                       (Tag.CFARepeatPatternDim, [2, 2]), (Tag.CFAPattern, CFAPattern.RGGB), (Tag.BlackLevel, 0),
-                       (Tag.WhiteLevel, 4095), (Tag.CalibrationIlluminant1, CalibrationIlluminant.D65),
-                       (Tag.ColorMatrix1, [[1, 1], [0, 1], [0, 1], [0, 1], [1, 1], [0, 1], [0, 1], [0, 1], [1, 1]]),
-                       (Tag.AsShotNeutral, [[1, 1], [1, 1], [1, 1]]), (Tag.Make, "Canon"), (Tag.Model, "EOS R5"),
-                       (Tag.DNGVersion, DNGVersion.V1_4), (Tag.DNGBackwardVersion, DNGVersion.V1_2)):
-        tags.set(tag, value)
-    writer = RAW2DNG()
-    writer.options(tags, path="", compress=False)
-    writer.convert(mosaic << 4, filename=str(path.with_suffix("")))
-    assert path.exists()
-    return rgb
 
 
 def test_a_dng_is_developed_with_its_size_and_hash(tmp_path: Path, photos: dict[str, Path]) -> None:
