@@ -17,6 +17,7 @@ from image_search import EmptyIndexWarning, ImageSearchEngine, SearchResult, pri
 from imsearch.errors import CollectionMismatchError, InvalidArgumentError
 from imsearch.indexing.pipeline import IndexProgress
 from imsearch.query import QueryTerm
+from milvus_store import metadata_from_row, path_id
 
 pytestmark = pytest.mark.slow  # real Milvus, the model, or servers: not in the fast tier
 
@@ -206,7 +207,8 @@ def test_a_moved_file_whose_old_row_went_meanwhile_is_reported_and_encoded_next_
 
 @pytest.mark.mutation
 def test_a_renamed_folder_of_hundreds_of_photos_moves_them_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Past 500 moved files the rows are written in groups: every group counts, none is encoded again."""
+    """Past 500 moved files the rows are written in groups: every group counts, none is encoded again.
+    Past 500 files given new descriptions, the same: each one rewritten once, keeping its metadata."""
     folder = tmp_path / "trip"
     folder.mkdir()
     for i in range(501):
@@ -216,8 +218,16 @@ def test_a_renamed_folder_of_hundreds_of_photos_moves_them_all(tmp_path: Path, m
         folder.rename(tmp_path / "trip 2024")
         exact_pipeline_clock(monkeypatch)
         summary = engine.index_directory(tmp_path)
-    assert (summary.moved, summary.indexed, summary.removed, summary.failed) == (501, 0, 0, [])
-    assert summary.stage_seconds["store"] == 2.0  # two groups written, one second each
+        assert (summary.moved, summary.indexed, summary.removed, summary.failed) == (501, 0, 0, [])
+        assert summary.stage_seconds["store"] == 2.0  # two groups written, one second each
+
+        descriptions = {f"{i:03d}.png": f"day {i}" for i in range(501)}
+        relabelled = engine.index_directory(tmp_path, descriptions=descriptions)
+        assert (relabelled.indexed, relabelled.unchanged, relabelled.descriptions_updated) == (0, 501, 501)
+        rows = engine.store.get([path_id(str(p)) for p in (tmp_path / "trip 2024").iterdir()])
+        assert {Path(r["path"]).name: r["description"] for r in rows} == descriptions
+        assert {(m.width, m.height) for m in map(metadata_from_row, rows) if m is not None} == {(16, 16)}
+        assert sum(metadata_from_row(r) is not None for r in rows) == 501
 
 
 @pytest.mark.mutation
