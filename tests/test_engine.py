@@ -208,7 +208,8 @@ def test_a_moved_file_whose_old_row_went_meanwhile_is_reported_and_encoded_next_
 @pytest.mark.mutation
 def test_a_renamed_folder_of_hundreds_of_photos_moves_them_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Past 500 moved files the rows are written in groups: every group counts, none is encoded again.
-    Past 500 files given new descriptions, the same: each one rewritten once, keeping its metadata."""
+    Past 500 files given new descriptions, the same: each one rewritten once, keeping its metadata and
+    the content fingerprint that finds it when it moves again."""
     folder = tmp_path / "trip"
     folder.mkdir()
     for i in range(501):
@@ -228,6 +229,9 @@ def test_a_renamed_folder_of_hundreds_of_photos_moves_them_all(tmp_path: Path, m
         assert {Path(r["path"]).name: r["description"] for r in rows} == descriptions
         assert {(m.width, m.height) for m in map(metadata_from_row, rows) if m is not None} == {(16, 16)}
         assert sum(metadata_from_row(r) is not None for r in rows) == 501
+        (tmp_path / "trip 2024").rename(tmp_path / "trip 2025")  # their content is still known: moved again
+        again = engine.index_directory(tmp_path, descriptions=descriptions)
+        assert (again.moved, again.indexed, again.descriptions_updated) == (501, 0, 0)
 
 
 @pytest.mark.mutation
