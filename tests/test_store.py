@@ -56,6 +56,30 @@ def test_upsert_same_path_replaces_row_and_delete_counts(store: MilvusStore) -> 
     assert store.search(unit(1)[None], top_k=3) == [[]]
 
 
+def test_text_longer_than_its_field_is_cut_at_a_whole_character_and_the_photo_kept(store: MilvusStore) -> None:
+    """A description, camera or lens longer than its field is cut to the longest prefix of whole characters
+    that fits (a Milvus server refuses a row whose text is longer than its field: the photo would be lost)."""
+    from imsearch.photo_metadata import PhotoMetadata
+
+    camera = "Acme " + " ".join(f"model{i}" for i in range(40))  # 324 bytes, 41 words
+    rows = [ImageRecord("/p/cat.jpg", unit(1), 1, 1.0, f"{1:032x}", "猫" * 3000,  # 9,000 bytes
+                        PhotoMetadata(camera=camera, lens="é" * 200)),  # 400 bytes
+            ImageRecord("/p/a.jpg", unit(2), 1, 1.0, f"{2:032x}", "a" * 9000),
+            ImageRecord("/p/fits.jpg", unit(3), 1, 1.0, f"{3:032x}", "b" * 8192)]
+    store.upsert(rows)
+    store.flush()
+    got = {r["path"]: r for r in store.get([r.id for r in rows])}
+    assert len(got) == 3
+    assert got["/p/cat.jpg"]["description"] == "猫" * 2730  # 8,190 bytes: a 2,731st character would not fit
+    assert got["/p/a.jpg"]["description"] == "a" * 8192
+    assert got["/p/fits.jpg"]["description"] == "b" * 8192
+    assert got["/p/cat.jpg"]["lens"] == "é" * 128 and got["/p/cat.jpg"]["camera"] == camera[:256]
+    phrases = list(got["/p/cat.jpg"]["camera_words"])
+    assert len(phrases) == 64 and phrases[:2] == ["acme", "acme model0"]  # runs of words from the first
+    assert max(len(p.encode()) for p in phrases) <= 256
+    assert [h.fields["path"] for h in store.search(unit(1)[None], top_k=1)[0]] == ["/p/cat.jpg"]
+
+
 def test_files_under_lists_only_that_folder(store: MilvusStore) -> None:
     store.upsert([record("/lib/a/x.jpg", 1), record("/lib/a/sub/y.jpg", 2), record("/lib/ab/z.jpg", 3)])
     assert sorted(store.files_under("/lib/a")) == ["/lib/a/sub/y.jpg", "/lib/a/x.jpg"]
