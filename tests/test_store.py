@@ -57,19 +57,20 @@ def test_upsert_same_path_replaces_row_and_delete_counts(store: MilvusStore) -> 
 
 
 def test_text_longer_than_its_field_is_cut_at_a_whole_character_and_the_photo_kept(store: MilvusStore) -> None:
-    """A description, camera or lens longer than its field is cut to the longest prefix of whole characters
-    that fits (a Milvus server refuses a row whose text is longer than its field: the photo would be lost)."""
+    """A description, camera, lens or extension longer than its field is cut to the longest prefix of whole
+    characters that fits (Milvus refuses a row whose text is longer than its field: the photo would be lost)."""
     from imsearch.photo_metadata import PhotoMetadata
 
     camera = "Acme " + " ".join(f"model{i}" for i in range(40))  # 324 bytes, 41 words
     rows = [ImageRecord("/p/cat.jpg", unit(1), 1, 1.0, f"{1:032x}", "猫" * 3000,  # 9,000 bytes
                         PhotoMetadata(camera=camera, lens="é" * 200)),  # 400 bytes
             ImageRecord("/p/a.jpg", unit(2), 1, 1.0, f"{2:032x}", "a" * 9000),
-            ImageRecord("/p/fits.jpg", unit(3), 1, 1.0, f"{3:032x}", "b" * 8192)]
+            ImageRecord("/p/fits.jpg", unit(3), 1, 1.0, f"{3:032x}", "b" * 8192),
+            ImageRecord("/p/named.jpeg-original-copy", unit(4), 1, 1.0, f"{4:032x}")]  # a file given by name: any suffix
     store.upsert(rows)
     store.flush()
     got = {r["path"]: r for r in store.get([r.id for r in rows])}
-    assert len(got) == 3
+    assert len(got) == 4 and got["/p/named.jpeg-original-copy"]["ext"] == "jpeg-original-co"  # the field holds 16
     assert got["/p/cat.jpg"]["description"] == "猫" * 2730  # 8,190 bytes: a 2,731st character would not fit
     assert got["/p/a.jpg"]["description"] == "a" * 8192
     assert got["/p/fits.jpg"]["description"] == "b" * 8192
