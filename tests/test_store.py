@@ -540,3 +540,5 @@ def test_every_path_the_system_gives_has_a_stable_key() -> None:
     assert int(other_process.stdout) == path_id(odd) and 0 <= path_id(odd) < 2**63
     assert path_id(odd) != path_id("/photos/bad-\udce8.jpg") != path_id("/photos/bad-é.jpg")
     assert path_id("/photos/7.jpg") != path_id("/photos/7.JPG")
+    # the keys collections made since the first version hold: another key for a path orphans its stored row
+    assert (path_id("/photos/2019/cat.jpg"), path_id("/照片/猫.jpg")) == (1428621285922507396, 4467593666524596185)
