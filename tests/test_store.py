@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from imsearch.errors import CollectionMismatchError, InvalidArgumentError
-from milvus_store import ImageRecord, MilvusStore, SearchFilter, metadata_from_row, path_id
+from milvus_store import ImageRecord, MilvusStore, SearchFilter, camera_words, metadata_from_row, path_id
 
 # The Milvus Lite variants run in process in under a few seconds: they are in the fast tier (and the
 # mutation run); the server variants are marked slow by conftest.
@@ -78,6 +78,7 @@ def test_text_longer_than_its_field_is_cut_at_a_whole_character_and_the_photo_ke
     phrases = list(got["/p/cat.jpg"]["camera_words"])
     assert len(phrases) == 64 and phrases[:2] == ["acme", "acme model0"]  # runs of words from the first
     assert max(len(p.encode()) for p in phrases) <= 256
+    assert camera_words("Ω" * 200) == ["ω" * 128]  # a phrase is cut on its own too, at a whole character
     assert [h.fields["path"] for h in store.search(unit(1)[None], top_k=1)[0]] == ["/p/cat.jpg"]
 
 
