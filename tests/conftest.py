@@ -32,10 +32,6 @@ os.environ["IMAGE_SEARCH_CACHE"] = os.environ.get("IMAGE_SEARCH_TEST_CACHE") or 
 # "onnx" (no torch import: the mutation runs, where each mutant's session starts from nothing).
 TEST_RUNTIME = os.environ.get("IMAGE_SEARCH_TEST_RUNTIME", "auto")
 
-# Ray waits 30 s for its GCS server to start; with the suite's workers busy on a 2-core machine that
-# once ran out (the tests and the CLI child they start inherit this)
-os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "120")
-
 TEST_MODEL = "shapes-tiny::v1"
 # A test that uses one of these needs Milvus or loads a model: never in the fast tier (-m "not slow").
 HEAVY_FIXTURES = {"test_encoder", "milvus_server", "held_out_scenes", "installed"}

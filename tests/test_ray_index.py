@@ -7,10 +7,12 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -34,31 +36,72 @@ def ray_local() -> Iterator[Any]:
     ray = pytest.importorskip("ray")
     from imsearch.indexing.ray_index import start_ray
 
-    start_ray(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        start_ray(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    except Exception as error:
+        # a start that fails twice on CI leaves its reason only in the session's logs, gone with the machine
+        pytest.fail(f"a local Ray did not start: {error}\n{ray_start_logs(str(error))}")
     yield ray
     ray.shutdown()
 
 
+def ray_start_logs(error: str) -> str:
+    """The ends of the GCS's and raylet's logs of the session a failed start names (else the latest)."""
+    named = re.search(r"(/\S+/session_[^/\s]+)/", error)
+    logs = Path(named.group(1) if named else "/tmp/ray/session_latest") / "logs"
+    return "\n".join(f"--- {log.name}:\n{log.read_text(errors='replace')[-2000:]}"
+                     for log in sorted(logs.glob("gcs_server.*")) + sorted(logs.glob("raylet.*")))
+
+
 def test_a_ray_start_that_misses_rays_fixed_wait_is_repeated_once_and_other_failures_are_raised(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    # Ray's raylet gets a fixed 30 s to register; on a busy small machine it sometimes misses it. That exception
-    # cannot be provoked on demand, so ray.init is replaced by one that raises Ray's own message a set number of times
+    # Ray gives its raylet a fixed 30 s to register and its GCS 30 s (a setting) to publish its port; a busy small
+    # machine sometimes misses either. Neither can be provoked on demand, so ray.init is replaced by one that raises
+    # Ray's own message a set number of times
     ray = pytest.importorskip("ray")
-    from imsearch.indexing.ray_index import RAY_START_TIMED_OUT, start_ray
+    from imsearch.indexing.ray_index import (
+        GCS_PORT_WAIT_S,
+        GCS_PORT_WAIT_SETTING,
+        RAY_PORT_FILE_TIMED_OUT,
+        RAY_START_TIMED_OUT,
+        start_ray,
+    )
 
     calls: list[str] = []
+    monkeypatch.delenv(GCS_PORT_WAIT_SETTING, raising=False)
 
     def init_failing(times: int, message: str) -> Any:
         def init(**options: Any) -> None:
+            # Ray reads how long to wait for its GCS from the environment while ray.init starts the head
+            assert os.environ.get(GCS_PORT_WAIT_SETTING) == expected_wait
             calls.append(f"init {options}")
             if calls.count(f"init {options}") <= times:
                 raise Exception(f"{message}. This could happen because some of the raylet failed to startup")
         return init
 
+    expected_wait = str(GCS_PORT_WAIT_S)
     monkeypatch.setattr(ray, "shutdown", lambda: calls.append("shutdown"))
     monkeypatch.setattr(ray, "init", init_failing(1, RAY_START_TIMED_OUT))
     start_ray(num_cpus=2)
     assert calls == ["init {'num_cpus': 2}", "shutdown", "init {'num_cpus': 2}"]
+    assert GCS_PORT_WAIT_SETTING not in os.environ  # the user's environment is left as it was
+
+    # the GCS publishing its port late (the message Ray gives, with the session's file name)
+    calls.clear()
+    late_gcs = f"{RAY_PORT_FILE_TIMED_OUT} /tmp/ray/session_2026-12-01_21-59-18_215581_24711/gcs_server_port_d21c03"
+    monkeypatch.setattr(ray, "init", init_failing(1, late_gcs))
+    start_ray(num_cpus=2)
+    assert calls == ["init {'num_cpus': 2}", "shutdown", "init {'num_cpus': 2}"]
+
+    # a wait the user chose is kept, during the start and after it
+    calls.clear()
+    expected_wait = "7"
+    monkeypatch.setenv(GCS_PORT_WAIT_SETTING, "7")
+    monkeypatch.setattr(ray, "init", init_failing(0, RAY_START_TIMED_OUT))
+    start_ray(num_cpus=2)
+    assert calls == ["init {'num_cpus': 2}"] and os.environ[GCS_PORT_WAIT_SETTING] == "7"
+    monkeypatch.delenv(GCS_PORT_WAIT_SETTING)
+    expected_wait = str(GCS_PORT_WAIT_S)
 
     calls.clear()
     monkeypatch.setattr(ray, "init", init_failing(2, RAY_START_TIMED_OUT))
@@ -71,6 +114,23 @@ def test_a_ray_start_that_misses_rays_fixed_wait_is_repeated_once_and_other_fail
     with pytest.raises(Exception, match="Could not find any running Ray instance"):
         start_ray(address="auto")
     assert calls == ["init {'address': 'auto'}"]
+
+
+def test_a_real_ray_reads_the_gcs_wait_and_its_late_gcs_is_retried_once_then_reported() -> None:
+    # the fake above stands in for Ray's messages; this start, on the real Ray, proves Ray reads the setting
+    # start_ray passes and raises the message start_ray repeats on. A wait of 0 s makes the GCS always late.
+    # In its own process: the GCS of a failed start lives until its driver exits
+    pytest.importorskip("ray")
+    from imsearch.indexing.ray_index import GCS_PORT_WAIT_SETTING, RAY_PORT_FILE_TIMED_OUT
+
+    # Ray's socket paths must stay under 108 bytes: pytest's tmp_path is too deep
+    with tempfile.TemporaryDirectory(prefix="ray-", dir="/tmp") as ray_dir:
+        start = ("from imsearch.indexing.ray_index import start_ray\n"
+                 f"start_ray(num_cpus=1, include_dashboard=False, _temp_dir={ray_dir!r})")
+        done = subprocess.run([sys.executable, "-c", start], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                              env={**os.environ, GCS_PORT_WAIT_SETTING: "0"})
+        assert done.returncode != 0 and RAY_PORT_FILE_TIMED_OUT in done.stderr, done.stderr[-2000:]
+        assert len(list(Path(ray_dir).glob("session_2*"))) == 2  # two starts, each its own session
 
 
 def add_bad_files(folder: Path) -> None:

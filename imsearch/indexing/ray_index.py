@@ -59,6 +59,12 @@ if TYPE_CHECKING:
 # On a small machine with every core busy it sometimes misses that wait before anything has run; such a start
 # is repeated once, and any other failure is raised as it is
 RAY_START_TIMED_OUT = "The current node timed out during startup"
+# Before that, the head waits 30 s by default for its GCS to publish its port. That wait has a setting: a local
+# start is given GCS_PORT_WAIT_S unless the user set it. A busy 2-core CI machine still missed it once (2026-12-01,
+# with 120 s), so a start that misses it is repeated once like the raylet's
+RAY_PORT_FILE_TIMED_OUT = "Timed out waiting for file"
+GCS_PORT_WAIT_SETTING = "RAY_gcs_server_port_wait_time_s"
+GCS_PORT_WAIT_S = 120
 
 # what each row in the pipeline stands for
 ENCODE, GONE, UNCHANGED, RELABEL, FAILED = "encode", "gone", "unchanged", "relabel", "failed"
@@ -437,16 +443,25 @@ def _milvus_sink(address: StoreAddress) -> Any:
 # ------------------------------------------------------------------------------------------- driver
 
 def start_ray(**init_options: Any) -> None:
-    """`ray.init`, repeated once when the local node misses Ray's fixed start wait (RAY_START_TIMED_OUT)."""
+    """`ray.init` with GCS_PORT_WAIT_S for a local GCS to come up, repeated once when the local node misses one of
+    Ray's start waits (RAY_START_TIMED_OUT, RAY_PORT_FILE_TIMED_OUT)."""
     import ray
 
+    user_setting = os.environ.get(GCS_PORT_WAIT_SETTING)
+    if user_setting is None:
+        os.environ[GCS_PORT_WAIT_SETTING] = str(GCS_PORT_WAIT_S)
     try:
-        ray.init(**init_options)
-    except Exception as error:
-        if RAY_START_TIMED_OUT not in str(error):
-            raise
-        ray.shutdown()
-        ray.init(**init_options)
+        try:
+            ray.init(**init_options)
+        except Exception as error:
+            if RAY_START_TIMED_OUT not in str(error) and RAY_PORT_FILE_TIMED_OUT not in str(error):
+                raise
+            ray.shutdown()
+            ray.init(**init_options)
+    finally:
+        # Ray reads the setting while ray.init starts the head; the process's environment is the user's again after
+        if user_setting is None:
+            os.environ.pop(GCS_PORT_WAIT_SETTING, None)
 
 
 def refuse_lite(store_uri: str) -> None:
