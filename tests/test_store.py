@@ -147,6 +147,9 @@ def test_missing_collection_reads_as_empty(store_uri: str) -> None:
         assert store.count() == 0
         assert store.search(unit(1)[None], top_k=3) == [[]]
         assert store.open_collection("m::x", 8, create=False) is None
+        with pytest.raises(InvalidArgumentError, match="the dimension is needed to create a collection"):
+            store.open_collection("m::x", None)  # a script creating one without saying how wide its vectors are
+        assert store.collection_info() is None
     finally:
         store.close()
 
