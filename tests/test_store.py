@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from typing import Any
@@ -10,7 +11,16 @@ import numpy as np
 import pytest
 
 from imsearch.errors import CollectionMismatchError, InvalidArgumentError
-from milvus_store import ImageRecord, MilvusStore, SearchFilter, camera_words, metadata_from_row, path_id
+from milvus_store import (
+    META_PROPERTY,
+    SCHEMA_VERSION,
+    ImageRecord,
+    MilvusStore,
+    SearchFilter,
+    camera_words,
+    metadata_from_row,
+    path_id,
+)
 
 # The Milvus Lite variants run in process in under a few seconds: they are in the fast tier (and the
 # mutation run); the server variants are marked slow by conftest.
@@ -112,8 +122,34 @@ def test_reopen_with_another_model_or_dimension_is_refused(store: MilvusStore, s
             other.open_collection("other::v1", 8)
         with pytest.raises(CollectionMismatchError, match="16-d"):
             other.open_collection("test-model::v0", 16)
+        # a search opens with no model loaded, so no dimension: the message says what to do, and no "None-d"
+        with pytest.raises(CollectionMismatchError) as refused:
+            other.open_collection("other::v1", None, create=False)
+        assert str(refused.value).endswith(
+            "holds 8-d vectors from model 'test-model::v0', but the model in use is 'other::v1'. Use --model "
+            "'test-model::v0' to search it, choose another collection with --collection, or re-encode everything "
+            "into this one with --rebuild."), refused.value
     finally:
         other.close()
+
+
+def test_a_collection_a_newer_version_wrote_is_refused_naming_its_schema(store_uri: str, collection_name: str) -> None:
+    from pymilvus import MilvusClient
+
+    newer = {"model": "test-model::v0", "dim": 8, "schema_version": SCHEMA_VERSION + 1}
+    client = MilvusClient(uri=store_uri)
+    client.create_collection(collection_name, dimension=8, properties={META_PROPERTY: json.dumps(newer)})
+    client.close()
+    store = MilvusStore(uri=store_uri, collection_name=collection_name)
+    try:
+        for create in (True, False):
+            with pytest.raises(CollectionMismatchError) as refused:
+                store.open_collection("test-model::v0", 8, create=create)
+            assert str(refused.value) == (
+                f"collection {collection_name!r} has schema version {SCHEMA_VERSION + 1}, this program writes "
+                f"{SCHEMA_VERSION}; rebuild it with --rebuild or use another collection")
+    finally:
+        store.close()
 
 
 @pytest.mark.parametrize("prefix", ['/x/we"ird', "/x/100%_real", "/x/back\\slash", '/x/" or path != "', "/x/中文 folder"])
