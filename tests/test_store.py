@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from imsearch.errors import CollectionMismatchError, InvalidArgumentError
+from imsearch.errors import CollectionMismatchError, ForeignCollectionError, InvalidArgumentError
 from milvus_store import (
     META_PROPERTY,
     SCHEMA_VERSION,
@@ -117,7 +117,11 @@ def test_files_under_a_folder_but_not_its_listed_subfolders(store: MilvusStore) 
 def test_reopen_with_another_model_or_dimension_is_refused(store: MilvusStore, store_uri: str, collection_name: str) -> None:
     other = MilvusStore(uri=store_uri, collection_name=collection_name)
     try:
-        assert other.open_collection("test-model::v0", 8) is not None
+        # read back by a second store, not remembered from the creation: the names its messages give
+        reopened = other.open_collection("test-model::v0", 8)
+        assert reopened is not None
+        assert (reopened.name, reopened.model, reopened.dim, reopened.schema_version) == (
+            collection_name, "test-model::v0", 8, SCHEMA_VERSION)
         with pytest.raises(CollectionMismatchError, match="test-model::v0.*other::v1.*--rebuild"):
             other.open_collection("other::v1", 8)
         with pytest.raises(CollectionMismatchError, match="16-d"):
@@ -131,6 +135,33 @@ def test_reopen_with_another_model_or_dimension_is_refused(store: MilvusStore, s
             "into this one with --rebuild."), refused.value
     finally:
         other.close()
+
+
+def test_a_collection_image_search_did_not_make_is_refused_as_foreign_and_left_as_it_was(store_uri: str,
+                                                                                         collection_name: str) -> None:
+    from pymilvus import MilvusClient
+
+    client = MilvusClient(uri=store_uri)
+    client.create_collection(collection_name, dimension=8)
+    client.insert(collection_name, [{"id": 7, "vector": unit(1).tolist()}])
+    client.close()
+    store = MilvusStore(uri=store_uri, collection_name=collection_name)
+    try:
+        for opening in (store.collection_info, lambda: store.open_collection("test-model::v0", 8)):
+            with pytest.raises(ForeignCollectionError) as refused:
+                opening()
+            assert str(refused.value) == (
+                f"collection {collection_name!r} at {store.location} was not created by image_search (it records no "
+                "model); choose another collection name with --collection")
+    finally:
+        store.close()
+    client = MilvusClient(uri=store_uri)
+    try:
+        client.load_collection(collection_name)
+        kept = client.query(collection_name, filter="id >= 0", output_fields=["id"], consistency_level="Strong")
+        assert [row["id"] for row in kept] == [7]
+    finally:
+        client.close()
 
 
 def test_a_collection_a_newer_version_wrote_is_refused_naming_its_schema(store_uri: str, collection_name: str) -> None:
