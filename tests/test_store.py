@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -471,6 +472,38 @@ def test_the_default_database_follows_the_users_folders(monkeypatch: pytest.Monk
     assert default_lite_path() == tmp_path / "photos-index" / "milvus.db"
     monkeypatch.setenv("IMAGE_SEARCH_HOME", "")  # set but empty: as if unset
     assert default_lite_path() == tmp_path / "data" / "image_search" / "milvus.db"
+
+
+def test_a_store_is_named_by_uri_host_and_port_the_environment_or_the_default_file(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from milvus_store import resolve_uri
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    for name in ("IMAGE_SEARCH_HOME", "XDG_DATA_HOME", "IMAGE_SEARCH_MILVUS_URI"):
+        monkeypatch.delenv(name, raising=False)
+    # a server by host and port, each defaulted
+    assert resolve_uri(host="milvus.lan", port=19531) == "http://milvus.lan:19531"
+    assert resolve_uri(host="milvus.lan") == "http://milvus.lan:19530"
+    assert resolve_uri(port="19600") == "http://localhost:19600"
+    with pytest.raises(InvalidArgumentError, match="^give either a Milvus URI or a host/port, not both$"):
+        resolve_uri("http://a:19530", host="b")
+    with pytest.raises(InvalidArgumentError, match="^give either a Milvus URI or a host/port, not both$"):
+        resolve_uri("photos.db", port=19530)
+    # a server or cluster URI is kept as given
+    assert resolve_uri("https://in01-abc.zillizcloud.com:443") == "https://in01-abc.zillizcloud.com:443"
+    # a Lite file: absolute, ~ expanded, its folder made; only .db names
+    assert resolve_uri("index/photos.db") == str(tmp_path / "index" / "photos.db")
+    assert (tmp_path / "index").is_dir() and not (tmp_path / "index" / "photos.db").exists()
+    assert resolve_uri("~/deep/er/p.db") == str(tmp_path / "deep" / "er" / "p.db") and (tmp_path / "deep" / "er").is_dir()
+    with pytest.raises(InvalidArgumentError, match=r"^a Milvus Lite database path must end in \.db, got 'photos.sqlite'$"):
+        resolve_uri("photos.sqlite")
+    # nothing given: the environment's URI, else the per-user file
+    assert resolve_uri() == str(tmp_path / ".local" / "share" / "image_search" / "milvus.db")
+    assert (tmp_path / ".local" / "share" / "image_search").is_dir()
+    monkeypatch.setenv("IMAGE_SEARCH_MILVUS_URI", "http://from-env:19530")
+    assert resolve_uri() == "http://from-env:19530"
+    assert resolve_uri("other.db") == str(tmp_path / "other.db")  # what the caller names wins
 
 
 def test_a_lite_database_held_by_another_process_names_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
