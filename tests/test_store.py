@@ -624,6 +624,15 @@ def test_the_folder_query_of_a_server_is_exact_in_slices(tmp_path) -> None:  # t
     store.close()
 
 
+def test_a_photos_words_are_its_description_its_name_and_the_two_folders_above_it() -> None:
+    from milvus_store import _text_field
+
+    # higher folders (home, Pictures) name every photo: as words they would only add noise
+    deep = _text_field({"path": "/home/me/Pictures/2019/kyoto/cat.jpg", "description": "a sleepy cat"})
+    assert deep["text"].split() == ["a", "sleepy", "cat", "2019", "kyoto", "cat"]
+    assert _text_field({"path": "/kyoto/cat.jpg", "description": ""})["text"].split() == ["kyoto", "cat"]
+
+
 def test_full_text_search_is_used_from_milvus_2_5_on() -> None:
     from milvus_store import has_text_match
 
