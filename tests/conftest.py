@@ -3,6 +3,7 @@ instances (Lite in a temporary folder; a Milvus 2.3.5 standalone server started 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -315,29 +316,53 @@ def collection_name() -> str:
     return f"t{os.getpid()}_{next(_collection_counter)}"
 
 
-def write_dng(path: Path, photo: Path, size: tuple[int, int] = (320, 212)) -> np.ndarray:
-    """A DNG whose sensor data is `photo`'s pixels sampled as an RGGB Bayer mosaic (12 bits); returns the RGB it came from."""
-    from pidng.core import RAW2DNG, DNGTags, Tag
-    from pidng.defs import CalibrationIlluminant, CFAPattern, DNGVersion, Orientation, PhotometricInterpretation
+def write_dng(path: Path, photo: Path, size: tuple[int, int] = (320, 212), *, preview: str | None = None,
+              orientation: int = 1, red_sensitivity: float = 1.0, taken: str | None = None) -> np.ndarray:
+    """A DNG laid out the way cameras write one; returns the RGB its sensor data came from.
+
+    The sensor data is `photo`'s pixels at `size` sampled as an RGGB Bayer mosaic (12 bits), its red
+    samples scaled by `red_sensitivity` and AsShotNeutral saying so (the camera's white balance undoes
+    it). `taken`: the DateTime tag ("YYYY:MM:DD HH:MM:SS"). With `preview` ("jpeg" or "bitmap"), IFD 0 holds a full-size RGB preview of the photo and the
+    sensor data moves to a SubIFD, as in a camera's file. `orientation` is the TIFF Orientation tag.
+    Written with tifffile (a real TIFF writer); the JPEG preview's strip is put in place afterwards,
+    since tifffile writes JPEG only through imagecodecs."""
+    import struct
+
+    import tifffile
     from PIL import Image
 
     rgb = np.asarray(Image.open(photo).convert("RGB").resize(size))
+    sensor = rgb.astype(np.float64) * np.array([red_sensitivity, 1.0, 1.0])
     height, width = rgb.shape[:2]
     mosaic = np.zeros((height, width), dtype=np.uint16)
-    mosaic[0::2, 0::2], mosaic[0::2, 1::2] = rgb[0::2, 0::2, 0], rgb[0::2, 1::2, 1]
-    mosaic[1::2, 0::2], mosaic[1::2, 1::2] = rgb[1::2, 0::2, 1], rgb[1::2, 1::2, 2]
-    tags = DNGTags()
-    for tag, value in ((Tag.ImageWidth, width), (Tag.ImageLength, height), (Tag.TileWidth, width), (Tag.TileLength, height),
-                       (Tag.Orientation, Orientation.Horizontal), (Tag.SamplesPerPixel, 1), (Tag.BitsPerSample, 16),
-                       (Tag.PhotometricInterpretation, PhotometricInterpretation.Color_Filter_Array),
-                       (Tag.CFARepeatPatternDim, [2, 2]), (Tag.CFAPattern, CFAPattern.RGGB), (Tag.BlackLevel, 0),
-                       (Tag.WhiteLevel, 4095), (Tag.CalibrationIlluminant1, CalibrationIlluminant.D65),
-                       (Tag.ColorMatrix1, [[1, 1], [0, 1], [0, 1], [0, 1], [1, 1], [0, 1], [0, 1], [0, 1], [1, 1]]),
-                       (Tag.AsShotNeutral, [[1, 1], [1, 1], [1, 1]]), (Tag.Make, "Canon"), (Tag.Model, "EOS R5"),
-                       (Tag.DNGVersion, DNGVersion.V1_4), (Tag.DNGBackwardVersion, DNGVersion.V1_2)):
-        tags.set(tag, value)
-    writer = RAW2DNG()
-    writer.options(tags, path="", compress=False)
-    writer.convert(mosaic << 4, filename=str(path.with_suffix("")))
-    assert path.exists()
+    mosaic[0::2, 0::2], mosaic[0::2, 1::2] = sensor[0::2, 0::2, 0], sensor[0::2, 1::2, 1]
+    mosaic[1::2, 0::2], mosaic[1::2, 1::2] = sensor[1::2, 0::2, 1], sensor[1::2, 1::2, 2]
+    identity = (1, 1, 0, 1, 0, 1, 0, 1, 1, 1, 0, 1, 0, 1, 0, 1, 1, 1)  # ColorMatrix1 as rationals
+    neutral = (round(red_sensitivity * 1000), 1000, 1, 1, 1, 1)
+    camera: list[tuple[int, str, int, object, bool]] = [(50706, "B", 4, (1, 4, 0, 0), False), (50707, "B", 4, (1, 2, 0, 0), False),  # DNG version, backward version
+              (271, "s", 0, "Canon", False), (272, "s", 0, "EOS R5", False), (274, "H", 1, (orientation,), False),
+              (50721, "2i", 9, identity, False), (50728, "2I", 3, neutral, False), (50778, "H", 1, (21,), False)]  # D65
+    if taken is not None:
+        camera.append((306, "s", 0, taken, False))
+    cfa: list[tuple[int, str, int, object, bool]] = [(33421, "H", 2, (2, 2), False), (33422, "B", 4, (0, 1, 1, 2), False),  # RGGB
+           (50714, "I", 1, (0,), False), (50717, "I", 1, (4095,), False)]  # black and white levels
+    with tifffile.TiffWriter(path) as tif:
+        if preview is None:
+            tif.write(mosaic << 4, photometric=32803, subfiletype=0, extratags=camera + cfa)
+        else:
+            tif.write(rgb, photometric="rgb", subfiletype=1, subifds=1, rowsperstrip=height, extratags=camera)
+            tif.write(mosaic << 4, photometric=32803, subfiletype=0, extratags=cfa)
+    if preview == "jpeg":
+        jpeg = io.BytesIO()
+        Image.fromarray(rgb).save(jpeg, format="JPEG", quality=95)
+        data = bytearray(path.read_bytes())
+        with tifffile.TiffFile(path) as tif:
+            tags = tif.pages.first.tags
+            start = tags["StripOffsets"].value[0]
+            data[start:start + len(jpeg.getvalue())] = jpeg.getvalue()  # the JPEG is smaller than the bitmap it replaces
+            count_format = "<I" if tags["StripByteCounts"].dtype == 4 else "<H"
+            for name, value, value_format in (("Compression", 7, "<H"), ("PhotometricInterpretation", 6, "<H"),
+                                              ("StripByteCounts", len(jpeg.getvalue()), count_format)):
+                struct.pack_into(value_format, data, tags[name].valueoffset, value)
+        path.write_bytes(bytes(data))
     return rgb

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import io
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from conftest import write_dng
+from PIL import Image, ImageOps
 
 from imsearch.errors import ImageDecodeError
-from imsearch.indexing.decode import load_rgb
+from imsearch.indexing import decode
+from imsearch.indexing.decode import decode_photo, load_rgb
+from imsearch.indexing.perceptual import perceptual_hashes
+from imsearch.photo_metadata import PhotoMetadata
 
 
 def test_real_photo_decodes_to_rgb(photos: dict[str, Path]) -> None:
@@ -215,3 +220,129 @@ def test_only_jpegs_are_decoded_at_reduced_scale(tmp_path: Path) -> None:
     grey.save(tmp_path / "grey.jpg")
     small_grey = load_rgb(tmp_path / "grey.jpg", min_side=224)
     assert small_grey.size == (500, 375) and small_grey.mode == "RGB"
+
+
+# Camera RAW files (LibRaw through rawpy), decoded from DNG files laid out as cameras write them
+# (conftest.write_dng); indexing, searching and serving them is in tests/test_raw.py.
+
+def _grey(image: Image.Image | np.ndarray) -> np.ndarray:
+    """A small grey copy, to compare a developed picture (other colours) with its source by shape."""
+    picture = image if isinstance(image, Image.Image) else Image.fromarray(image)
+    return np.asarray(picture.convert("L").resize((32, 32)), dtype=np.float64).flatten()
+
+
+def _likeness(a: Image.Image | np.ndarray, b: Image.Image | np.ndarray) -> float:
+    return float(np.corrcoef(_grey(a), _grey(b))[0, 1])
+
+
+def test_a_raw_with_a_jpeg_preview_gives_the_preview_and_the_sensor_size(tmp_path: Path, photos: dict[str, Path]) -> None:
+    """Most cameras store a full-size JPEG of what they showed: it is the picture (50-100x faster than
+    developing the sensor data), decoded like any JPEG (drafted, bounded), with the RAW's own size."""
+    pytest.importorskip("rawpy")
+    path = tmp_path / "IMG_0001.DNG"
+    rgb = write_dng(path, photos["chelsea"], preview="jpeg", taken="2021:05:04 10:20:30")
+    data = path.read_bytes()
+    image, metadata = decode_photo(data, raw=True)
+    assert image.size == (320, 212)  # the preview: developing would give 160 x 106
+    assert np.abs(np.asarray(image, dtype=np.float64) - rgb).mean() < 3  # its pixels (a JPEG at quality 95)
+    assert (metadata.width, metadata.height, metadata.camera) == (320, 212, "Canon EOS R5")
+    assert metadata.taken == datetime(2021, 5, 4, 10, 20, 30, tzinfo=timezone.utc).timestamp()
+    assert (metadata.phash, metadata.phash_mirror) == perceptual_hashes(image)
+    assert decode_photo(data, raw=True, min_side=100)[0].size == (160, 106)  # drafted at 1/2: both sides stay >= 100
+    assert decode_photo(data, raw=True, describe=False)[1] == PhotoMetadata()  # a query or thumbnail reads no header
+    assert decode_photo(data, raw=True, max_pixels=320 * 212)[0].size == (320, 212)
+    with pytest.raises(ImageDecodeError, match=r"^decompression bomb: 320x212 pixels exceeds the limit of 67839$"):
+        decode_photo(data, raw=True, max_pixels=320 * 212 - 1)
+    write_dng(path, photos["chelsea"], preview="jpeg")  # a file with no date: LibRaw's preview says 1970, which is not kept
+    assert decode_photo(path)[1].taken is None
+
+
+def test_a_raw_with_a_bitmap_preview_gives_the_preview(tmp_path: Path, photos: dict[str, Path]) -> None:
+    pytest.importorskip("rawpy")
+    path = tmp_path / "IMG_0002.DNG"
+    rgb = write_dng(path, photos["coffee"], preview="bitmap", taken="2020:01:02 03:04:05")
+    data = path.read_bytes()
+    image, metadata = decode_photo(data, raw=True)
+    assert np.array_equal(np.asarray(image), rgb)  # the preview's pixels, exactly
+    assert (metadata.width, metadata.height) == (320, 212)
+    assert metadata.taken == datetime(2020, 1, 2, 3, 4, 5, tzinfo=timezone.utc).timestamp()
+    assert (metadata.phash, metadata.phash_mirror) == perceptual_hashes(image)
+    assert decode_photo(data, raw=True, describe=False)[1] == PhotoMetadata()
+    assert decode_photo(data, raw=True, max_pixels=320 * 212)[0].size == (320, 212)
+    with pytest.raises(ImageDecodeError, match=r"^decompression bomb: 320x212 pixels exceeds the limit of 67839$"):
+        decode_photo(data, raw=True, max_pixels=320 * 212 - 1)  # the sensor's size, before anything is decoded
+
+
+def test_a_raw_without_a_preview_is_developed_at_half_size_in_the_cameras_white_balance(
+        tmp_path: Path, photos: dict[str, Path]) -> None:
+    pytest.importorskip("rawpy")
+    path = tmp_path / "IMG_0003.DNG"
+    rgb = write_dng(path, photos["chelsea"])
+    image, metadata = decode_photo(path.read_bytes(), raw=True)
+    assert image.mode == "RGB" and image.size == (160, 106)  # half size: a quarter of the work, still more than a model needs
+    assert _likeness(image, rgb) > 0.9  # the photograph, not a flat or scrambled decode
+    assert (metadata.width, metadata.height, metadata.taken) == (320, 212, None)
+    assert (metadata.phash, metadata.phash_mirror) == perceptual_hashes(image)
+    assert decode_photo(path)[0].size == image.size  # a path says RAW by its name
+    assert decode_photo(path.read_bytes(), raw=True, describe=False)[1] == PhotoMetadata()
+    with pytest.raises(ImageDecodeError, match=r"^decompression bomb: 320x212 pixels exceeds the limit of 67839$"):
+        decode_photo(path, max_pixels=320 * 212 - 1)
+    assert decode_photo(path, max_pixels=320 * 212)[0].size == (160, 106)
+    # a sensor that records red at half strength, as the camera's white balance (AsShotNeutral) says:
+    # developed with that balance, the colours are the same photo's (without it, red falls from ~248 to ~68)
+    colours = np.asarray(image, dtype=np.float64).reshape(-1, 3).mean(axis=0)
+    write_dng(path, photos["chelsea"], red_sensitivity=0.5, taken="2019:07:08 09:10:11")
+    weak_red, metadata = decode_photo(path)
+    assert np.abs(np.asarray(weak_red, dtype=np.float64).reshape(-1, 3).mean(axis=0) - colours).max() < 25
+    assert metadata.taken == datetime(2019, 7, 8, 9, 10, 11, tzinfo=timezone.utc).timestamp()
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_a_turned_raw_is_shown_upright_with_its_displayed_size(tmp_path: Path, photos: dict[str, Path], orientation: int) -> None:
+    """The camera held sideways (Orientation 6 or 8) or upside down (3): whichever way the picture is
+    decoded, it comes out the way the camera showed it, and its size is the displayed one."""
+    pytest.importorskip("rawpy")
+    source = Image.open(photos["astronaut"]).convert("RGB").resize((320, 212))  # not symmetric under any turn
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    source.save(buffer, format="JPEG", exif=exif, quality=95)
+    upright = ImageOps.exif_transpose(Image.open(buffer))  # the same orientation as a JPEG shows it, by Pillow
+    source.save(tmp_path / "source.png")
+    displayed = (212, 320) if orientation in (6, 8) else (320, 212)
+    for preview in (None, "jpeg", "bitmap"):
+        path = tmp_path / f"turned-{preview}.dng"
+        write_dng(path, tmp_path / "source.png", orientation=orientation, preview=preview)
+        image, metadata = decode_photo(path)
+        assert (metadata.width, metadata.height) == displayed, preview
+        assert image.size[0] < image.size[1] if orientation in (6, 8) else image.size[0] > image.size[1], preview
+        assert _likeness(image, upright) > 0.9, (preview, _likeness(image, upright))
+
+
+def test_bad_raw_files_give_reasons(tmp_path: Path, photos: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reason a person reads, exactly."""
+    import struct
+
+    import tifffile
+
+    pytest.importorskip("rawpy")
+    write_dng(tmp_path / "good.dng", photos["coffee"])
+    data = (tmp_path / "good.dng").read_bytes()
+    cases = ((b"", r"^empty file \(0 bytes\)$"), (b"not a raw file at all" * 10, r"^not a RAW format LibRaw reads$"),
+             (data[: len(data) // 3], r"^truncated RAW file: its data ends before the image does$"))  # a copy cut short
+    for content, reason in cases:
+        with pytest.raises(ImageDecodeError, match=reason):
+            decode_photo(content, raw=True)
+    # a header that claims 60000 x 60000 pixels: refused before anything is developed, and past our limit, by LibRaw
+    with tifffile.TiffFile(tmp_path / "good.dng") as tif:
+        offsets = [tif.pages.first.tags[name].valueoffset for name in ("ImageWidth", "ImageLength")]
+    huge = bytearray(data)
+    for offset in offsets:
+        struct.pack_into("<I", huge, offset, 60000)
+    with pytest.raises(ImageDecodeError, match=r"^decompression bomb: 60000x60000 pixels exceeds the limit of 178956970$"):
+        decode_photo(bytes(huge), raw=True)
+    with pytest.raises(ImageDecodeError, match=r"^corrupt RAW file: LibRawTooBigError: Image too big for processing$"):
+        decode_photo(bytes(huge), raw=True, max_pixels=10**12)
+    monkeypatch.setattr(decode, "rawpy", None)  # the `raw` extra not installed
+    with pytest.raises(ImageDecodeError, match=r"^a camera RAW file, and rawpy is not installed \(pip install 'image-search\[raw\]'\)$"):
+        decode_photo(data, raw=True)

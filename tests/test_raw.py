@@ -1,6 +1,7 @@
-"""Camera RAW files: real DNG files (written by pidng from real photographs' pixels as an RGGB mosaic, since
-no camera file can be downloaded here) decoded through LibRaw (rawpy), indexed and searched; a RAW beside a
-same-named JPEG indexed once (rclip's rule); served to a browser as JPEG; bad RAW files give reasons."""
+"""Camera RAW files: real DNG files (written with tifffile, laid out as cameras write them, from real
+photographs' pixels as an RGGB mosaic, since no camera file can be downloaded here) decoded through LibRaw
+(rawpy), indexed and searched; a RAW beside a same-named JPEG indexed once (rclip's rule); served to a
+browser as JPEG. Decoding them (previews, development, orientation, bad files): tests/test_image_loading.py."""
 
 from __future__ import annotations
 
@@ -9,41 +10,17 @@ import shutil
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 from conftest import TEST_MODEL, write_dng
 from http_server import running_server
 from PIL import Image
 
 from image_search import ImageSearchEngine
-from imsearch.errors import ImageDecodeError
-from imsearch.indexing.decode import IMAGE_EXTENSIONS, decode_photo
+from imsearch.indexing.decode import IMAGE_EXTENSIONS
 from imsearch.indexing.scan import scan_directory
 from milvus_store import path_id
 
 pytest.importorskip("rawpy")
-
-
-def test_a_dng_is_developed_with_its_size_and_hash(tmp_path: Path, photos: dict[str, Path]) -> None:
-    rgb = write_dng(tmp_path / "chelsea.dng", photos["chelsea"])
-    image, metadata = decode_photo((tmp_path / "chelsea.dng").read_bytes(), raw=True)
-    assert image.mode == "RGB" and (metadata.width, metadata.height) == (320, 212)
-    assert image.size in ((320, 212), (160, 106))  # developed at half size when there is no preview
-    assert metadata.phash is not None
-    # the picture is the photograph's: its grey levels follow the source's (a flat or scrambled decode would not)
-    developed = np.asarray(image.convert("L").resize((32, 21)), dtype=np.float64).flatten()
-    source = np.asarray(Image.fromarray(rgb).convert("L").resize((32, 21)), dtype=np.float64).flatten()
-    assert np.corrcoef(developed, source)[0, 1] > 0.9
-    assert decode_photo(tmp_path / "chelsea.dng")[0].size == image.size  # a path says RAW by its name
-
-
-def test_bad_raw_files_give_reasons(tmp_path: Path, photos: dict[str, Path]) -> None:
-    write_dng(tmp_path / "good.dng", photos["coffee"])
-    data = (tmp_path / "good.dng").read_bytes()
-    for content, reason in ((b"", "empty file"), (b"not a raw file at all" * 10, "not a RAW format"),
-                            (data[: len(data) // 3], "RAW")):
-        with pytest.raises(ImageDecodeError, match=reason):
-            decode_photo(content, raw=True)
 
 
 def test_a_raw_beside_its_jpeg_is_listed_once(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import io
 import os
 import warnings
 from dataclasses import replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO
 
@@ -156,6 +157,19 @@ def photo_metadata(path: Path) -> PhotoMetadata:
     return decode_photo(read_file(path), min_side=HASH_MIN_SIDE, raw=is_raw(path))[1]
 
 
+# LibRaw's `flip` (0, 3, 5, 6: EXIF orientations 1, 3, 8, 6) as the turn that shows the picture upright
+_FLIP_TO_UPRIGHT = {3: Image.Transpose.ROTATE_180, 5: Image.Transpose.ROTATE_90, 6: Image.Transpose.ROTATE_270}
+
+
+def _libraw_taken(raw: rawpy.RawPy) -> float | None:
+    """When the photo was taken, as its camera's clock read (EXIF dates carry no zone, and photos keep
+    that wall clock as if it were UTC); None where the file says nothing (LibRaw's 0)."""
+    stamp: datetime = raw.other.timestamp  # rawpy: LibRaw's time_t as local time, i.e. the file's wall clock again
+    if stamp.timestamp() == 0:
+        return None
+    return stamp.replace(tzinfo=timezone.utc).timestamp()
+
+
 def _decode_raw(data: bytes, min_side: int | None, max_pixels: int, describe: bool) -> tuple[Image.Image, PhotoMetadata]:
     if rawpy is None:
         raise ImageDecodeError("a camera RAW file, and rawpy is not installed (pip install 'image-search[raw]')")
@@ -170,21 +184,30 @@ def _decode_raw(data: bytes, min_side: int | None, max_pixels: int, describe: bo
                 thumb = None
             if thumb is not None and thumb.format == rawpy.ThumbFormat.JPEG:
                 image, metadata = decode_photo(bytes(thumb.data), min_side, max_pixels, describe=describe)
+                if metadata.taken is not None and _libraw_taken(raw) is None:
+                    # LibRaw writes its own date into the preview's EXIF; with none in the file it writes 1970
+                    metadata = replace(metadata, taken=None, taken_offset_minutes=None)
             else:
                 if sizes.width * sizes.height > max_pixels:
                     raise ImageDecodeError(f"decompression bomb: {sizes.width}x{sizes.height} pixels exceeds the limit of {max_pixels}")
                 pixels = thumb.data if thumb is not None else raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8)
                 image = to_rgb(Image.fromarray(np.asarray(pixels)))
+                if thumb is not None and sizes.flip in _FLIP_TO_UPRIGHT:  # LibRaw turns what it develops, not a bitmap preview
+                    image = image.transpose(_FLIP_TO_UPRIGHT[sizes.flip])
                 metadata = PhotoMetadata()
                 if describe:
                     phash, phash_mirror = perceptual_hashes(image)
-                    metadata = PhotoMetadata(phash=phash, phash_mirror=phash_mirror)
+                    metadata = PhotoMetadata(taken=_libraw_taken(raw), phash=phash, phash_mirror=phash_mirror)
     except ImageDecodeError:
         raise
     except rawpy.LibRawFileUnsupportedError:
         raise ImageDecodeError("not a RAW format LibRaw reads") from None
+    except rawpy.LibRawIOError:  # the file is already in memory: LibRaw read past its end
+        raise ImageDecodeError("truncated RAW file: its data ends before the image does") from None
     except (rawpy.LibRawError, OSError, ValueError) as error:
-        raise ImageDecodeError(f"corrupt RAW file: {error.__class__.__name__}: {error}") from None
+        detail = error.args[0] if error.args else ""  # LibRaw's own words come as bytes
+        text = detail.decode("utf-8", "replace") if isinstance(detail, bytes) else str(error)
+        raise ImageDecodeError(f"corrupt RAW file: {error.__class__.__name__}: {text}") from None
     if not describe:
         return image, metadata
     # the sensor's size, as displayed (a preview can be smaller; flip 5/6 turns it a quarter)
