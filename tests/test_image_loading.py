@@ -13,7 +13,7 @@ from PIL import Image, ImageOps
 
 from imsearch.errors import ImageDecodeError
 from imsearch.indexing import decode
-from imsearch.indexing.decode import decode_photo, load_rgb
+from imsearch.indexing.decode import decode_photo, load_rgb, photo_metadata
 from imsearch.indexing.perceptual import perceptual_hashes
 from imsearch.photo_metadata import PhotoMetadata
 
@@ -284,6 +284,8 @@ def test_a_raw_without_a_preview_is_developed_at_half_size_in_the_cameras_white_
     assert (metadata.width, metadata.height, metadata.taken) == (320, 212, None)
     assert (metadata.phash, metadata.phash_mirror) == perceptual_hashes(image)
     assert decode_photo(path)[0].size == image.size  # a path says RAW by its name
+    assert load_rgb(path.read_bytes(), raw=True).size == image.size  # bytes, only by the flag (the image route's way)
+    assert photo_metadata(path) == metadata  # rows indexed before metadata was kept get the same reading
     assert decode_photo(path.read_bytes(), raw=True, describe=False)[1] == PhotoMetadata()
     with pytest.raises(ImageDecodeError, match=r"^decompression bomb: 320x212 pixels exceeds the limit of 67839$"):
         decode_photo(path, max_pixels=320 * 212 - 1)
