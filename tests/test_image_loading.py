@@ -178,17 +178,21 @@ def test_pixel_values_survive_each_mode_exactly(tmp_path: Path) -> None:
     for name, image in cases.items():
         image.save(tmp_path / name)
         grey = np.asarray(load_rgb(tmp_path / name))
-        assert grey.shape == (4, 52, 3) and np.abs(grey[..., 0].astype(int) - ramp).max() <= 1, name
+        assert grey.shape == (4, 52, 3) and np.array_equal(grey[..., 0], ramp), name
     # past 8 bits: 32-bit integer and float greys are scaled by their brightest value (not clipped at 255);
     # a dark 16-bit image keeps its place in the 16-bit range (not stretched to white)
     wide = ramp.astype(np.int32) * 4  # 0..1020
     expected = {"wide-int.tiff": (Image.fromarray(wide, mode="I"), wide / 1020 * 255),
                 "wide-float.tiff": (Image.fromarray(wide.astype(np.float32)), wide / 1020 * 255),
-                "dark16.tiff": (Image.fromarray(ramp.astype(np.uint16) * 100), ramp.astype(np.int64) * 100 / 65535 * 255)}
+                "dark16.tiff": (Image.fromarray(ramp.astype(np.uint16) * 100), ramp.astype(np.int64) * 100 / 65535 * 255),
+                # 16 bits scaled by 65535: 51529 is 200.502 of 255 (by 65536 it would be 200.499)
+                "rounding16.tiff": (Image.fromarray(np.array([[51529, 65535]], dtype=np.uint16)), np.array([[51529, 65535]]) / 65535 * 255),
+                # below zero is black, whatever the brightest value
+                "negative.tiff": (Image.fromarray(np.array([[-40.0, 0.0, 1.0, 510.0]], dtype=np.float32)), np.array([[0, 0, 0.5, 255]]))}
     for name, (image, values) in expected.items():
         image.save(tmp_path / name)
         grey = np.asarray(load_rgb(tmp_path / name))[..., 0].astype(int)
-        assert np.abs(grey - values.astype(int)).max() <= 1, (name, grey[0, -3:], values[0, -3:])
+        assert np.array_equal(grey, np.rint(values)), (name, grey[0, -3:], values[0, -3:])  # rounded, not truncated
     palette = Image.new("P", (4, 4), 1)
     palette.putpalette([0, 0, 0, 200, 30, 30] + [0] * 762)
     palette.info["transparency"] = 1
@@ -206,6 +210,16 @@ def test_pixel_values_survive_each_mode_exactly(tmp_path: Path) -> None:
     assert abs(int(np.asarray(load_rgb(tmp_path / "half.png"))[0, 0, 0]) - 127) <= 1
     rgba = Image.new("RGBA", (4, 4), (255, 0, 0, 255))
     assert np.asarray(load_rgb(rgba))[0, 0].tolist() == [255, 0, 0]
+    # modes only a caller's own Pillow image has: palette + alpha, and premultiplied alpha
+    palette_alpha = Image.new("PA", (2, 1))
+    palette_alpha.putpalette([200, 30, 30] + [0] * 765)
+    palette_alpha.putpixel((0, 0), (0, 255))
+    palette_alpha.putpixel((1, 0), (0, 0))
+    assert np.asarray(load_rgb(palette_alpha))[0].tolist() == [[200, 30, 30], [255, 255, 255]]
+    premultiplied = Image.new("RGBa", (1, 1), (128, 0, 0, 128))  # red at half opacity: pink on white
+    assert np.abs(np.asarray(load_rgb(premultiplied))[0, 0].astype(int) - [255, 127, 127]).max() <= 1
+    premultiplied_grey = Image.new("La", (1, 1), (64, 128))  # grey 127 at half opacity: 191 on white
+    assert np.abs(np.asarray(load_rgb(premultiplied_grey))[0, 0].astype(int) - 191).max() <= 1
 
 
 def test_only_jpegs_are_decoded_at_reduced_scale(tmp_path: Path) -> None:

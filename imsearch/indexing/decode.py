@@ -138,10 +138,10 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if mode.startswith("I;16") or mode in ("I", "F"):
         array = np.asarray(image, dtype=np.float64)
         top = 65535.0 if mode.startswith("I;16") else max(float(array.max()), 255.0)
-        array = np.clip(array / top * 255.0, 0, 255).astype(np.uint8)
+        array = np.clip(np.rint(array / top * 255.0), 0, 255).astype(np.uint8)  # rounded: truncating darkens by half a level
         return Image.fromarray(array, mode="L").convert("RGB")
     if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = image.convert("RGBA")
+        rgba = (image.convert("LA") if mode == "La" else image).convert("RGBA")  # Pillow has no La -> RGBA
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
