@@ -166,6 +166,19 @@ def test_phone_heic_photos_are_indexed_upright(tmp_path: Path, photos: dict[str,
         assert Path(engine.search_by_image(photos["chelsea"], top_k=1)[0].path).name == "IMG_0001.HEIC"
 
 
+def test_a_header_pillow_only_warns_about_still_decodes(tmp_path: Path) -> None:
+    """Only a decompression bomb's warning refuses a file: a scanner's TIFF whose Orientation tag has one
+    value too many makes Pillow warn ("Metadata Warning") as it opens it, and the picture is fine."""
+    import tifffile
+
+    path = tmp_path / "scan.tif"
+    tifffile.imwrite(path, np.full((8, 12, 3), 100, np.uint8), photometric="rgb", extratags=[(274, "H", 2, (1, 1), False)])
+    with pytest.warns(UserWarning, match="Metadata Warning"):
+        Image.open(path)
+    image, _ = decode_photo(path)
+    assert image.size == (12, 8) and np.asarray(image)[0, 0].tolist() == [100, 100, 100]
+
+
 def test_pixel_values_survive_each_mode_exactly(tmp_path: Path) -> None:
     """Exact values, not only a similar picture: 16-bit scaled to 8, float and 32-bit integer greys kept,
     transparency composited on white in palette, grey+alpha and RGBA images."""
@@ -263,6 +276,7 @@ def test_a_raw_with_a_jpeg_preview_gives_the_preview_and_the_sensor_size(tmp_pat
     assert metadata.taken == datetime(2021, 5, 4, 10, 20, 30, tzinfo=timezone.utc).timestamp()
     assert (metadata.phash, metadata.phash_mirror) == perceptual_hashes(image)
     assert decode_photo(data, raw=True, min_side=100)[0].size == (160, 106)  # drafted at 1/2: both sides stay >= 100
+    assert decode_photo(io.BytesIO(data), raw=True)[0].size == (320, 212)  # a stream (an upload) as well as bytes
     assert decode_photo(data, raw=True, describe=False)[1] == PhotoMetadata()  # a query or thumbnail reads no header
     assert decode_photo(data, raw=True, max_pixels=320 * 212)[0].size == (320, 212)
     with pytest.raises(ImageDecodeError, match=r"^decompression bomb: 320x212 pixels exceeds the limit of 67839$"):
