@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -168,15 +169,22 @@ def test_phone_heic_photos_are_indexed_upright(tmp_path: Path, photos: dict[str,
 
 def test_a_header_pillow_only_warns_about_still_decodes(tmp_path: Path) -> None:
     """Only a decompression bomb's warning refuses a file: a scanner's TIFF whose Orientation tag has one
-    value too many makes Pillow warn ("Metadata Warning") as it opens it, and the picture is fine."""
+    value too many makes Pillow warn ("Metadata Warning") as it opens it, and the picture is fine.
+    The warning is not passed on (Pillow's corrupt-EXIF warnings are the same kind)."""
     import tifffile
 
     path = tmp_path / "scan.tif"
     tifffile.imwrite(path, np.full((8, 12, 3), 100, np.uint8), photometric="rgb", extratags=[(274, "H", 2, (1, 1), False)])
     with pytest.warns(UserWarning, match="Metadata Warning"):
         Image.open(path)
-    image, _ = decode_photo(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        image, _ = decode_photo(path)
     assert image.size == (12, 8) and np.asarray(image)[0, 0].tolist() == [100, 100, 100]
+    assert [str(warning.message) for warning in caught] == []  # nothing printed in the middle of an index run
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a caller that turns warnings into errors (python -W error)
+        assert decode_photo(path)[0].size == (12, 8)
 
 
 def test_pixel_values_survive_each_mode_exactly(tmp_path: Path) -> None:

@@ -81,11 +81,18 @@ def decode_photo(source: str | Path | bytes | BinaryIO, min_side: int | None = N
         if not source:
             raise ImageDecodeError("empty file (0 bytes)")
         source = io.BytesIO(source)
+    with warnings.catch_warnings():
+        # what Pillow reads around in a file (corrupt EXIF, a tag with a value too many) leaves the picture
+        # fine: not printed in the middle of a run, and not an error where warnings are errors
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        return _decode_with_pillow(source, min_side, max_pixels, describe)
+
+
+def _decode_with_pillow(source: BinaryIO, min_side: int | None, max_pixels: int,
+                        describe: bool) -> tuple[Image.Image, PhotoMetadata]:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            warnings.filterwarnings("ignore", "Corrupt EXIF", UserWarning)  # the photo is fine; read_metadata copes
-            image = Image.open(source)
+        image = Image.open(source)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ImageDecodeError(f"decompression bomb: {error}") from None
     except UnidentifiedImageError:
