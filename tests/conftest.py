@@ -170,6 +170,7 @@ OWN_TEST_FILES = {
     "imsearch.store.vector_cache": "test_vector_cache.py",
     "imsearch.store.duplicates": "test_duplicates.py",
     "imsearch.photo_metadata": "test_metadata.py",
+    "imsearch.query": "test_composed.py",
     "imsearch.encoders.clip_tokenizer": "test_onnx_runtime.py",
     "imsearch.encoders.preprocess": "test_onnx_runtime.py",
     "imsearch.encoders.service": "test_service.py",

@@ -45,6 +45,62 @@ def test_terms_parse_as_rclip_writes_them(tmp_path: Path) -> None:
     assert [t.weight for t in compose("a", ["b", "3:c"], ["d"])] == [1.0, 1.0, 3.0, -1.0]
 
 
+def test_each_part_of_a_term_parses_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Weights (signs, decimals, spaces), ids (up to 19 digits), paths (each prefix, `~`, a bare file
+    name only where paths are allowed) and the labels a search reports."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pool.jpg").write_bytes(b"x")
+    assert parse_term("+2:cat") == QueryTerm(text="cat", weight=2.0)
+    assert parse_term(" -1.5 : cat ") == QueryTerm(text="cat", weight=-1.5)
+    assert parse_term("2:cat", sign=-1.0) == QueryTerm(text="cat", weight=-2.0)
+    assert parse_term("2.:cat") == QueryTerm(text="2.:cat")  # not a number: all text
+    assert parse_term("2:  ") == QueryTerm(text="2:")  # a weight of nothing: the text is the whole term
+    assert parse_term("3://host/x.jpg") == QueryTerm(text="3://host/x.jpg")  # a URL-like term is text
+    assert parse_term("id:" + "9" * 19) == QueryTerm(image_id=int("9" * 19))
+    for text in ("id:" + "9" * 20, "id:12a", "id:", "xid:12"):
+        assert parse_term(text) == QueryTerm(text=text)
+    assert parse_term("~/pool.jpg") == QueryTerm(image=str(tmp_path / "pool.jpg"))
+    assert parse_term("./pool.jpg") == QueryTerm(image="./pool.jpg")
+    assert parse_term("pool.jpg") == QueryTerm(image="pool.jpg")  # an existing file, named bare
+    assert parse_term("pool.jpg", allow_paths=False) == QueryTerm(text="pool.jpg")  # over HTTP: only words
+    for prefix in ("../", "/", "~/"):
+        with pytest.raises(InvalidArgumentError, match="no such file"):
+            parse_term(prefix + "missing.jpg")
+    assert [t.label for t in compose("2:cat", ["id:7"], [str(tmp_path / "pool.jpg")])] == \
+        ["2:cat", "1:id:7", f"-1:{tmp_path / 'pool.jpg'}"]
+    assert len(compose("cat", ["dog"] * (MAX_TERMS - 1))) == MAX_TERMS
+
+
+def test_each_bad_term_gets_its_own_reason(tmp_path: Path) -> None:
+    """The reason a person reads, exactly (a term over HTTP is hostile input: JSON null, booleans, NaN)."""
+    import re
+
+    photo = str(tmp_path / "pool.jpg")
+    (tmp_path / "pool.jpg").write_bytes(b"x")
+    one_kind = r"^a query term is exactly one of: text, an image file, an indexed image id$"
+    cases = [
+        (lambda: QueryTerm(), one_kind),
+        (lambda: QueryTerm(text="cat", image_id=1), one_kind),
+        (lambda: QueryTerm(text=" "), r"^a text term is empty$"),
+        (lambda: parse_term("  "), r"^a query term is empty$"),
+        (lambda: parse_term(None), r"^a query term is empty$"),  # type: ignore[arg-type]
+        (lambda: parse_term("0:cat"), r"^a term's weight must be a finite number other than 0, got 0\.0$"),
+        (lambda: QueryTerm(text="cat", weight=True), r"^a term's weight must be a finite number other than 0, got True$"),
+        (lambda: QueryTerm(text="cat", weight=float("nan")), r"^a term's weight must be a finite number other than 0, got nan$"),
+        (lambda: QueryTerm(text="cat", weight=float("-inf")), r"^a term's weight must be a finite number other than 0, got -inf$"),
+        (lambda: QueryTerm(text="cat", weight="2"), r"^a term's weight must be a finite number other than 0, got '2'$"),  # type: ignore[arg-type]
+        (lambda: parse_term("./missing.jpg"), r"^image term './missing\.jpg': no such file$"),
+        (lambda: parse_term(photo, allow_paths=False),
+         rf"^image terms are given by indexed image id here \(id:N\), not by path: {re.escape(repr(photo))}$"),
+        (lambda: compose("cat", ["dog"] * MAX_TERMS), rf"^at most {MAX_TERMS} terms in one query, got {MAX_TERMS + 1}$"),
+    ]
+    for make, reason in cases:
+        with pytest.raises(InvalidArgumentError, match=reason):
+            make()
+    assert QueryTerm(text="cat", weight=3).weight == 3  # an int weight is a number
+
+
 @pytest.fixture()
 def engine(tmp_path: Path, scenes: Path):  # type: ignore[no-untyped-def]
     engine = ImageSearchEngine(model_name=TEST_MODEL, runtime=TEST_RUNTIME, milvus_uri=str(tmp_path / "composed.db"), device="cpu")
