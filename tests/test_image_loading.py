@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import io
-import warnings
+import subprocess
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from imsearch.indexing import decode
 from imsearch.indexing.decode import decode_photo, load_rgb, photo_metadata
 from imsearch.indexing.perceptual import perceptual_hashes
 from imsearch.photo_metadata import PhotoMetadata
+
+ROOT = str(Path(__file__).resolve().parents[1])
 
 
 def test_real_photo_decodes_to_rgb(photos: dict[str, Path]) -> None:
@@ -167,24 +170,46 @@ def test_phone_heic_photos_are_indexed_upright(tmp_path: Path, photos: dict[str,
         assert Path(engine.search_by_image(photos["chelsea"], top_k=1)[0].path).name == "IMG_0001.HEIC"
 
 
-def test_a_header_pillow_only_warns_about_still_decodes(tmp_path: Path) -> None:
-    """Only a decompression bomb's warning refuses a file: a scanner's TIFF whose Orientation tag has one
-    value too many makes Pillow warn ("Metadata Warning") as it opens it, and the picture is fine.
-    The warning is not passed on (Pillow's corrupt-EXIF warnings are the same kind)."""
+def test_a_header_pillow_only_warns_about_still_decodes_and_prints_nothing(tmp_path: Path) -> None:
+    """A scanner's TIFF whose Orientation tag has one value too many makes Pillow warn ("Metadata
+    Warning", as it does of corrupt EXIF): the picture is fine. Decoded in threads, as indexing does,
+    nothing is printed, a warning of the program's own still shows afterwards (per-call warning filters
+    are not thread-safe and once lost such warnings), and under `python -W error` it still decodes."""
     import tifffile
 
     path = tmp_path / "scan.tif"
     tifffile.imwrite(path, np.full((8, 12, 3), 100, np.uint8), photometric="rgb", extratags=[(274, "H", 2, (1, 1), False)])
     with pytest.warns(UserWarning, match="Metadata Warning"):
         Image.open(path)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        image, _ = decode_photo(path)
+    image, _ = decode_photo(path)
     assert image.size == (12, 8) and np.asarray(image)[0, 0].tolist() == [100, 100, 100]
-    assert [str(warning.message) for warning in caught] == []  # nothing printed in the middle of an index run
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # a caller that turns warnings into errors (python -W error)
-        assert decode_photo(path)[0].size == (12, 8)
+    code = ("import sys, warnings\n"
+            "from concurrent.futures import ThreadPoolExecutor\n"
+            "from imsearch.indexing.decode import decode_photo\n"
+            "with ThreadPoolExecutor(4) as pool:\n"
+            f"    sizes = set(pool.map(lambda _: decode_photo({str(path)!r})[0].size, range(64)))\n"
+            "assert sizes == {(12, 8)}, sizes\n"
+            "if not sys.warnoptions:\n"
+            "    warnings.warn('the program speaks', UserWarning)\n")
+    quiet = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "Metadata Warning" not in quiet.stderr and "UserWarning: the program speaks" in quiet.stderr, quiet.stderr
+    strict = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert strict.returncode == 0, strict.stderr
+
+
+def test_a_photo_past_pillows_warning_size_decodes_up_to_the_limit(tmp_path: Path) -> None:
+    """Pillow warns of a decompression bomb from 89.5 megapixels: a 90-megapixel photo (a 108 MP phone's
+    are bigger still) is within the 179-megapixel limit, and decodes."""
+    path = tmp_path / "big.jpg"
+    Image.new("L", (9500, 9500), 128).save(path, quality=50)  # 90.25 MP, a few hundred kilobytes
+    assert load_rgb(path, min_side=224).size == (1188, 1188)  # drafted at 1/8
+    # and nothing printed ("could be decompression bomb DOS attack"): in a fresh process, as pytest shows every warning
+    code = f"from imsearch.indexing.decode import load_rgb; print(load_rgb({str(path)!r}, min_side=224).size)"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert (run.returncode, run.stdout, run.stderr) == (0, "(1188, 1188)\n", "")
+    with pytest.raises(ImageDecodeError, match=r"^decompression bomb: 9500x9500 pixels exceeds the limit of 90000000$"):
+        load_rgb(path, min_side=224, max_pixels=90_000_000)
 
 
 def test_pixel_values_survive_each_mode_exactly(tmp_path: Path) -> None:

@@ -52,6 +52,14 @@ def is_raw(path: str | Path) -> bool:
 # Same default as Pillow's own guard (about 179 megapixels), enforced before any pixel is decoded.
 DEFAULT_MAX_PIXELS = 178_956_970
 
+# Pillow's warnings as it reads a file are set aside once, here, for Pillow's own modules, and not per call:
+# warnings.catch_warnings is not thread-safe (files decode in threads; one thread leaving it can put another's
+# filters back for the whole process, and a warning of ours is then lost). What they say is handled: a header
+# Pillow reads around (corrupt EXIF, a tag with a value too many) leaves the picture fine, and the pixel count
+# Pillow warns of at half its limit (89 MP: a 108 MP phone photo) is for `max_pixels` to decide.
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning, module=r"PIL\.")
+
 
 def load_rgb(source: str | Path | bytes | BinaryIO | Image.Image, min_side: int | None = None,
              max_pixels: int = DEFAULT_MAX_PIXELS, raw: bool = False) -> Image.Image:
@@ -81,23 +89,13 @@ def decode_photo(source: str | Path | bytes | BinaryIO, min_side: int | None = N
         if not source:
             raise ImageDecodeError("empty file (0 bytes)")
         source = io.BytesIO(source)
-    with warnings.catch_warnings():
-        # what Pillow reads around in a file (corrupt EXIF, a tag with a value too many) leaves the picture
-        # fine: not printed in the middle of a run, and not an error where warnings are errors
-        warnings.simplefilter("ignore", UserWarning)
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        return _decode_with_pillow(source, min_side, max_pixels, describe)
-
-
-def _decode_with_pillow(source: BinaryIO, min_side: int | None, max_pixels: int,
-                        describe: bool) -> tuple[Image.Image, PhotoMetadata]:
     try:
         image = Image.open(source)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ImageDecodeError(f"decompression bomb: {error}") from None
     except UnidentifiedImageError:
         raise ImageDecodeError("not a recognised image format") from None
-    except OSError as error:
+    except (OSError, Warning) as error:  # a Warning: a caller's own filters made one an error
         raise ImageDecodeError(f"cannot read image: {error}") from None
     try:
         width, height = image.size
@@ -114,7 +112,7 @@ def _decode_with_pillow(source: BinaryIO, min_side: int | None, max_pixels: int,
         return rgb, replace(read_metadata(image, size=(width, height)), phash=phash, phash_mirror=phash_mirror)
     except ImageDecodeError:
         raise
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Warning) as error:
         message = str(error) or error.__class__.__name__
         if "truncated" in message.lower():
             raise ImageDecodeError(f"truncated image: {message}") from None

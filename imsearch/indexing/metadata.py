@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import re
-import warnings
 from typing import Any
 
 from PIL import ExifTags, Image
@@ -27,13 +26,8 @@ MAX_TEXT = 120  # make, model and lens strings: longer values are junk from a br
 
 def read_metadata(image: Image.Image, size: tuple[int, int] | None = None) -> PhotoMetadata:
     """The metadata of an opened image; `size`: its stored size when it was decoded at reduced scale.
-    A malformed header yields what could be read."""
-    with warnings.catch_warnings():  # Pillow warns of a corrupt block, then returns what it could read
-        warnings.simplefilter("ignore")
-        return _read(image, size or image.size)
-
-
-def _read(image: Image.Image, size: tuple[int, int]) -> PhotoMetadata:
+    A malformed header yields what could be read (Pillow's warnings about it: imsearch/indexing/decode.py)."""
+    size = size or image.size
     try:
         exif = image.getexif()
     except Exception:  # a broken EXIF block must not cost the photo its place in the index
