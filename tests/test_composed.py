@@ -70,6 +70,15 @@ def test_each_part_of_a_term_parses_exactly(tmp_path: Path, monkeypatch: pytest.
     assert [t.label for t in compose("2:cat", ["id:7"], [str(tmp_path / "pool.jpg")])] == \
         ["2:cat", "1:id:7", f"-1:{tmp_path / 'pool.jpg'}"]
     assert len(compose("cat", ["dog"] * (MAX_TERMS - 1))) == MAX_TERMS
+    # the query, added and subtracted terms: a path in any of them is an image on the command line, and
+    # refused over HTTP (allow_paths=False), where words and ids still compose
+    photo = str(tmp_path / "pool.jpg")
+    for query, add, subtract in ((photo, [], []), ("cat", [photo], []), ("cat", [], [photo])):
+        assert [t.image for t in compose(query, add, subtract)].count(photo) == 1
+        with pytest.raises(InvalidArgumentError, match="by indexed image id here"):
+            compose(query, add, subtract, allow_paths=False)
+    assert compose("cat", ["id:7"], ["car"], allow_paths=False) == \
+        [QueryTerm(text="cat"), QueryTerm(image_id=7), QueryTerm(text="car", weight=-1.0)]
 
 
 def test_each_bad_term_gets_its_own_reason(tmp_path: Path) -> None:
