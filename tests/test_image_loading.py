@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -285,6 +289,22 @@ def test_only_jpegs_are_decoded_at_reduced_scale(tmp_path: Path) -> None:
 # Camera RAW files (LibRaw through rawpy), decoded from DNG files laid out as cameras write them
 # (conftest.write_dng); indexing, searching and serving them is in tests/test_raw.py.
 
+@contextlib.contextmanager
+def _time_zone(name: str) -> Iterator[None]:
+    """The process's local time zone (TZ) for a while; LibRaw and Python both read it."""
+    before = os.environ.get("TZ")
+    os.environ["TZ"] = name
+    time.tzset()
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = before
+        time.tzset()
+
+
 def _grey(image: Image.Image | np.ndarray) -> np.ndarray:
     """A small grey copy, to compare a developed picture (other colours) with its source by shape."""
     picture = image if isinstance(image, Image.Image) else Image.fromarray(image)
@@ -327,6 +347,8 @@ def test_a_raw_with_a_bitmap_preview_gives_the_preview(tmp_path: Path, photos: d
     assert np.array_equal(np.asarray(image), rgb)  # the preview's pixels, exactly
     assert (metadata.width, metadata.height) == (320, 212)
     assert metadata.taken == datetime(2020, 1, 2, 3, 4, 5, tzinfo=timezone.utc).timestamp()
+    with _time_zone("Asia/Tokyo"):  # the camera's wall clock, whatever zone the indexing machine is in
+        assert decode_photo(data, raw=True)[1].taken == metadata.taken
     assert (metadata.phash, metadata.phash_mirror) == perceptual_hashes(image)
     assert decode_photo(data, raw=True, describe=False)[1] == PhotoMetadata()
     assert decode_photo(data, raw=True, max_pixels=320 * 212)[0].size == (320, 212)
