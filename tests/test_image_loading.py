@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -187,6 +188,10 @@ def test_a_header_pillow_only_warns_about_still_decodes_and_prints_nothing(tmp_p
         Image.open(path)
     image, _ = decode_photo(path)
     assert image.size == (12, 8) and np.asarray(image)[0, 0].tolist() == [100, 100, 100]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a caller's own filter, set after ours: the warning is the file's reason
+        with pytest.raises(ImageDecodeError, match=r"^cannot read image: Metadata Warning, tag 274 had too many entries: 2, expected 1$"):
+            decode_photo(path)
     code = ("import sys, warnings\n"
             "from concurrent.futures import ThreadPoolExecutor\n"
             "from imsearch.indexing.decode import decode_photo\n"
@@ -284,6 +289,9 @@ def test_only_jpegs_are_decoded_at_reduced_scale(tmp_path: Path) -> None:
     grey.save(tmp_path / "grey.jpg")
     small_grey = load_rgb(tmp_path / "grey.jpg", min_side=224)
     assert small_grey.size == (500, 375) and small_grey.mode == "RGB"
+    Image.new("CMYK", (2000, 1500), (0, 255, 255, 0)).save(tmp_path / "print.jpg")  # a print shop's CMYK JPEG
+    small_print = load_rgb(tmp_path / "print.jpg", min_side=224)
+    assert small_print.size == (500, 375) and small_print.getpixel((10, 10)) == (255, 0, 0)  # CMYK red is red
 
 
 # Camera RAW files (LibRaw through rawpy), decoded from DNG files laid out as cameras write them

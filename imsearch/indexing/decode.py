@@ -101,8 +101,8 @@ def decode_photo(source: str | Path | bytes | BinaryIO, min_side: int | None = N
         width, height = image.size
         if width * height > max_pixels:
             raise ImageDecodeError(f"decompression bomb: {width}x{height} pixels exceeds the limit of {max_pixels}")
-        if min_side and image.format == "JPEG" and image.mode in ("RGB", "L", "CMYK", "YCbCr"):
-            image.draft(image.mode if image.mode != "YCbCr" else "RGB", (min_side, min_side))
+        if min_side and image.format == "JPEG":  # Pillow opens every JPEG as L, RGB or CMYK: draft keeps the mode
+            image.draft(None, (min_side, min_side))
         image.load()
         rgb = to_rgb(ImageOps.exif_transpose(image) or image)
         if not describe:
