@@ -56,7 +56,7 @@ DEFAULT_MAX_PIXELS = 178_956_970
 # warnings.catch_warnings is not thread-safe (files decode in threads; one thread leaving it can put another's
 # filters back for the whole process, and a warning of ours is then lost). What they say is handled: a header
 # Pillow reads around (corrupt EXIF, a tag with a value too many) leaves the picture fine, and the pixel count
-# Pillow warns of at half its limit (89 MP: a 108 MP phone photo) is for `max_pixels` to decide.
+# Pillow warns of at half its limit (89.5 MP, which a 108 MP phone photo passes) is for `max_pixels` to decide.
 warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning, module=r"PIL\.")
 
