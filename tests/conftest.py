@@ -14,6 +14,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -317,14 +318,15 @@ def collection_name() -> str:
     return f"t{os.getpid()}_{next(_collection_counter)}"
 
 
-def write_dng(path: Path, photo: Path, size: tuple[int, int] = (320, 212), *, preview: str | None = None,
+def write_dng(path: Path, photo: Path, size: tuple[int, int] = (320, 212), *, preview: Literal["jpeg", "bitmap"] | None = None,
               orientation: int = 1, red_sensitivity: float = 1.0, taken: str | None = None) -> np.ndarray:
     """A DNG laid out the way cameras write one; returns the RGB its sensor data came from.
 
     The sensor data is `photo`'s pixels at `size` sampled as an RGGB Bayer mosaic (12 bits), its red
     samples scaled by `red_sensitivity` and AsShotNeutral saying so (the camera's white balance undoes
-    it). `taken`: the DateTime tag ("YYYY:MM:DD HH:MM:SS"). With `preview` ("jpeg" or "bitmap"), IFD 0 holds a full-size RGB preview of the photo and the
-    sensor data moves to a SubIFD, as in a camera's file. `orientation` is the TIFF Orientation tag.
+    it). `taken`: the DateTime tag ("YYYY:MM:DD HH:MM:SS"). With `preview`, IFD 0 holds a full-size RGB
+    preview of the photo and the sensor data moves to a SubIFD, as in a camera's file. `orientation` is
+    the TIFF Orientation tag.
     Written with tifffile (a real TIFF writer); the JPEG preview's strip is put in place afterwards,
     since tifffile writes JPEG only through imagecodecs."""
     import struct
@@ -340,13 +342,14 @@ def write_dng(path: Path, photo: Path, size: tuple[int, int] = (320, 212), *, pr
     mosaic[1::2, 0::2], mosaic[1::2, 1::2] = sensor[1::2, 0::2, 1], sensor[1::2, 1::2, 2]
     identity = (1, 1, 0, 1, 0, 1, 0, 1, 1, 1, 0, 1, 0, 1, 0, 1, 1, 1)  # ColorMatrix1 as rationals
     neutral = (round(red_sensitivity * 1000), 1000, 1, 1, 1, 1)
-    camera: list[tuple[int, str, int, object, bool]] = [(50706, "B", 4, (1, 4, 0, 0), False), (50707, "B", 4, (1, 2, 0, 0), False),  # DNG version, backward version
-              (271, "s", 0, "Canon", False), (272, "s", 0, "EOS R5", False), (274, "H", 1, (orientation,), False),
-              (50721, "2i", 9, identity, False), (50728, "2I", 3, neutral, False), (50778, "H", 1, (21,), False)]  # D65
+    Tags = list[tuple[int, str, int, object, bool]]  # tifffile's extratags: code, type, count, value, write once
+    camera: Tags = [(50706, "B", 4, (1, 4, 0, 0), False), (50707, "B", 4, (1, 2, 0, 0), False),  # DNG version, backward
+                    (271, "s", 0, "Canon", False), (272, "s", 0, "EOS R5", False), (274, "H", 1, (orientation,), False),
+                    (50721, "2i", 9, identity, False), (50728, "2I", 3, neutral, False), (50778, "H", 1, (21,), False)]  # D65
     if taken is not None:
         camera.append((306, "s", 0, taken, False))
-    cfa: list[tuple[int, str, int, object, bool]] = [(33421, "H", 2, (2, 2), False), (33422, "B", 4, (0, 1, 1, 2), False),  # RGGB
-           (50714, "I", 1, (0,), False), (50717, "I", 1, (4095,), False)]  # black and white levels
+    cfa: Tags = [(33421, "H", 2, (2, 2), False), (33422, "B", 4, (0, 1, 1, 2), False),  # RGGB
+                 (50714, "I", 1, (0,), False), (50717, "I", 1, (4095,), False)]  # black and white levels
     with tifffile.TiffWriter(path) as tif:
         if preview is None:
             tif.write(mosaic << 4, photometric=32803, subfiletype=0, extratags=camera + cfa)
