@@ -77,6 +77,24 @@ def test_the_hash_tells_copies_from_different_photographs(photos: dict[str, Path
     assert flat == (0, 0)  # no layout to hash: reads as "no hash", never as everyone's duplicate
 
 
+def test_the_hash_is_the_textbook_phash(photos: dict[str, Path]) -> None:
+    """Hashes are kept in the index, so a change of how they are made (another thumbnail filter, another
+    transform) would quietly stop new copies matching old rows. Checked against SciPy's orthonormal DCT-II
+    of the Lanczos 32x32 grey thumbnail, for each photograph and for its mirror image."""
+    from scipy.fft import dctn
+
+    def textbook(grey: np.ndarray) -> int:
+        low = dctn(grey, type=2, norm="ortho")[:8, :8].flatten()
+        above = low > np.median(low[1:])
+        above[0] = False
+        return int("".join("1" if bit else "0" for bit in above), 2)
+
+    for name, path in photos.items():
+        image = Image.open(path)
+        grey = np.asarray(image.convert("L").resize((32, 32), Image.Resampling.LANCZOS), dtype=np.float64)
+        assert perceptual_hashes(image) == (textbook(grey), textbook(grey[:, ::-1])), name
+
+
 @pytest.fixture(scope="module")
 def duplicates_library(photos: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, set[str]]]:
     folder = tmp_path_factory.mktemp("duplicates")
