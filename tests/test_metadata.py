@@ -9,6 +9,7 @@ import math
 import os
 import random
 from dataclasses import replace
+from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
@@ -22,7 +23,7 @@ from image_search import ImageSearchEngine
 from imsearch.errors import InvalidArgumentError
 from imsearch.indexing.decode import decode_photo, photo_metadata
 from imsearch.indexing.perceptual import hash_distance
-from imsearch.photo_metadata import PhotoMetadata, distance_km, parse_when
+from imsearch.photo_metadata import PhotoMetadata, distance_km, parse_date, parse_when
 from milvus_store import METADATA_VERSION, UPGRADE_SUFFIX, Near, SearchFilter, camera_words, metadata_from_row, photo_filter
 
 DAY = 86_400.0
@@ -178,6 +179,33 @@ def test_dates_and_positions_as_people_type_them() -> None:
                              (dict(near="nan,0,1"), "near"), (dict(min_width=0), "min_width")):
         with pytest.raises(InvalidArgumentError, match=named):
             photo_filter(**arguments)  # type: ignore[arg-type]
+
+
+def _utc(*parts: int) -> float:
+    return datetime(*parts, tzinfo=timezone.utc).timestamp()  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(("written", "read"), [
+    ("2019:06:14 17:03:22", (_utc(2019, 6, 14, 17, 3, 22), None)),  # EXIF
+    ("2019-06-14T17:03:22.25", (_utc(2019, 6, 14, 17, 3, 22) + 0.25, None)),  # XMP, with a fraction
+    ("2019:06:14 17:03", (_utc(2019, 6, 14, 17, 3), None)),
+    ("  2019-06-14  ", (_utc(2019, 6, 14), None)),
+    ("2019-06-14T17:03:22Z", (_utc(2019, 6, 14, 17, 3, 22), 0)),
+    ("2019-06-14T17:03:22+05:45", (_utc(2019, 6, 14, 17, 3, 22), 345)),  # the offset is beside the wall clock, not applied
+    ("2019-06-14T17:03:22-0330", (_utc(2019, 6, 14, 17, 3, 22), -210)),
+    ("2019-06-14T17:03:22+14:00", (_utc(2019, 6, 14, 17, 3, 22), 840)),  # Kiribati: the furthest offset there is
+    ("2019-06-14T17:03:22-14:00", (_utc(2019, 6, 14, 17, 3, 22), -840)),
+    ("2019-06-14T17:03:22+14:01", (_utc(2019, 6, 14, 17, 3, 22), None)),  # no such offset: the date stays, the offset goes
+    ("1800:01:01 00:00:00", (_utc(1800, 1, 1), None)),
+    ("9999:12:31 23:59:59", (_utc(9999, 12, 31, 23, 59, 59), None)),
+    ("2016:12:31 23:59:60", (_utc(2016, 12, 31, 23, 59, 59) + 1, None)),  # a leap second
+    *((bad, (None, None)) for bad in (
+        None, "", "June", "2019-6-14", "0000:00:00 00:00:00",  # a camera without a clock
+        "1799:12:31 23:59:59", "2019:00:10", "2019:13:01", "2019:06:00", "2019:06:32", "2019:02:30",
+        "2019:06:14 24:00:00", "2019:06:14 23:60:00", "2019:06:14 23:59:61")),
+])
+def test_each_date_a_header_or_a_person_writes_reads_exactly(written: str | None, read: tuple[float | None, int | None]) -> None:
+    assert parse_date(written) == read
 
 
 def test_the_box_holds_every_point_of_the_circle() -> None:
