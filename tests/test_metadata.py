@@ -206,6 +206,7 @@ def _utc(*parts: int) -> float:
 ])
 def test_each_date_a_header_or_a_person_writes_reads_exactly(written: str | None, read: tuple[float | None, int | None]) -> None:
     assert parse_date(written) == read
+    assert [type(part) for part in parse_date(written)] == [type(part) for part in read]  # the offset is kept in an integer field
 
 
 def test_the_box_holds_every_point_of_the_circle() -> None:
