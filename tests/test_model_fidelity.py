@@ -58,33 +58,6 @@ def test_tags_say_how_their_weights_were_trained() -> None:
     assert trained_activation("CN-CLIP/ViT-B-16") is None
 
 
-def test_a_collection_says_how_its_vectors_were_made_and_warns_when_its_weights_were_trained_otherwise() -> None:
-    """What stats, search and index read about a collection's activation (the message shown to the user)."""
-    from image_search import activation_check
-    from milvus_store import CollectionInfo
-
-    def check(model: str, build: dict[str, object] | None = None) -> tuple[str | None, str | None]:
-        return activation_check(CollectionInfo(name="photos", model=model, dim=512, schema_version=3, build=build))
-
-    # filled before the build was recorded: ViT-B-32's config says GELU, its OpenAI weights were trained with QuickGELU
-    built, problem = check("ViT-B-32::openai")
-    assert built == "gelu"
-    assert problem == ("collection 'photos' holds vectors that ViT-B-32::openai made with GELU, but its weights were "
-                       "trained with QuickGELU: search quality is degraded. Search and index keep using GELU for it so "
-                       "its vectors stay comparable; re-encode everything with --rebuild to fix it.")
-    # the -quickgelu architecture was built as trained; so was a GELU tag on a GELU architecture
-    assert check("ViT-B-32-quickgelu::openai") == ("quick_gelu", None)
-    assert check("ViT-B-32::laion2b_s34b_b79k") == ("gelu", None)
-    # a QuickGELU architecture holding GELU-trained weights is flagged the other way round
-    built, problem = check("roberta-ViT-B-32::laion2b_s12b_b32k")  # open_clip lists one such tag
-    assert built == "quick_gelu" and problem is not None and "made with QuickGELU" in problem and "trained with GELU" in problem
-    # a recorded build is believed, whatever the tag; names without a tag say nothing
-    assert check("ViT-B-32::openai", {"activation": "quick_gelu"}) == ("quick_gelu", None)
-    assert check("ViT-B-32::openai", {}) == (None, None)
-    assert check("CN-CLIP/ViT-B-16") == (None, None)
-    assert check("shapes-tiny") == (None, None)
-
-
 def test_every_listed_tag_is_resolved_with_its_own_activation() -> None:
     """Not a hard-coded list: every (architecture, tag) open_clip lists resolves to the tag's record."""
     import open_clip
