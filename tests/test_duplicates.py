@@ -213,8 +213,12 @@ def test_groups_are_exact_on_rows_of_known_hashes(tmp_path: Path) -> None:
          photo("/lib/x/original.jpg", vectors[1], h[2], h[3], size=(2000, 1000), mtime=50.0, at=corner)],
         [photo("/lib/c/z.jpg", vectors[2], h[4], h[5]), photo("/lib/c/a.jpg", _near(vectors[2], 4, 0.02), h[4], h[5], size=(10, 10))],
     ]
-    apart = [photo("/lib/d/15bits.jpg", _near(vectors[0], 5, 0.02), flip(h[0], 15, 40), flip(h[1], 15, 40)),  # close, another photo
-             photo("/lib/d/far.jpg", vectors[3], h[2], h[3])]  # the same hash as b/original, far from it: not a candidate
+    # close, another photo; its mirror's hash is 3 bits from a/newer's mirror: hashes are compared with hashes
+    apart = [photo("/lib/d/15bits.jpg", _near(vectors[0], 5, 0.02), flip(h[0], 15, 40), flip(h[1], 3)),
+             photo("/lib/d/far.jpg", vectors[3], h[2], h[3]),  # the same hash as b/original, far from it: not a candidate
+             # the same hash, cosine exactly 0.5 (unit vectors of 1 and of halves: no rounding), away from the fillers
+             photo("/lib/f/one.jpg", -np.eye(8, dtype=np.float32)[0], h[6], h[7]),
+             photo("/lib/f/two.jpg", np.asarray([-0.5, 0.5, -0.5, 0.5, 0.0, 0.0, 0.0, 0.0], dtype=np.float32), h[6], h[7])]
     assert float(vectors[3] @ vectors[1]) < DEFAULT_SIMILARITY
     # the rows read first (ids ascending) are 300 without hashes: a whole search batch with nothing to compare
     paths = sorted((f"/lib/old/{i}.jpg" for i in range(200_000)), key=path_id)[:300]
@@ -242,6 +246,11 @@ def test_groups_are_exact_on_rows_of_known_hashes(tmp_path: Path) -> None:
             assert hit.score == pytest.approx(float(best @ vector), abs=1e-5)
         assert "vector" not in hits[0].fields and all(hit.id == path_id(hit.fields["path"]) for hit in hits)
     assert (report.photos_compared, report.without_hash) == (len(hashed), len(unhashed))
+    # "at least `similarity` close": the pair exactly 0.5 apart is a candidate at 0.5, not a hair above it
+    pair = {"/lib/f/one.jpg", "/lib/f/two.jpg"}
+    assert pair in [{hit.fields["path"] for hit in group} for group in find_duplicates(store, similarity=0.5).groups]
+    above = float(np.nextafter(0.5, 1.0))
+    assert pair not in [{hit.fields["path"] for hit in group} for group in find_duplicates(store, similarity=above).groups]
     assert counted == sorted(counted) and len(counted) >= 2 and counted[-1] == len(hashed), counted  # after each batch
     # within 5 km: the two of a/ that have a position; b/'s original is in the box around the circle, not in it
     near = find_duplicates(store, search_filter=SearchFilter(near=circle))
