@@ -114,8 +114,11 @@ def test_spec_contract_index_search_batch_stats(tmp_path: Path, scenes: Path, ca
         assert len(batch) == 3 and all(len(r) == 3 for r in batch)
         assert batch[1][0].path == engine.search("蓝色", top_k=1)[0].path
         stats = engine.get_stats()
-        assert stats["mode"] == "local" and stats["total_images"] == 24
-        assert stats["model"] == TEST_MODEL and stats["dim"] == 64 and stats["collection"] == "my_images"
+        build = stats.pop("model_build")  # how the vectors were made: the model's own activation and preprocessing
+        assert (build["library"], build["activation"], build["size"], build["resize_mode"]) == ("open_clip", "gelu", [64, 64], "shortest")
+        assert stats == {"mode": "local", "model": TEST_MODEL, "dim": 64, "collection": "my_images", "store": str(tmp_path / "index.db"),
+                         "store_kind": "milvus-lite", "total_images": 24, "query_model": "auto", "multilingual_query_encoder": None,
+                         "text_match": True}  # no warning: the model was built as trained
         print_results(results)
     assert "1." in capsys.readouterr().out
 
