@@ -642,3 +642,24 @@ def test_a_collection_says_how_its_vectors_were_made_and_warns_when_its_weights_
     assert check("ViT-B-32::openai", {}) == (None, None)
     assert check("CN-CLIP/ViT-B-16") == (None, None)
     assert check("shapes-tiny") == (None, None)
+
+
+def test_stats_of_a_collection_built_otherwise_than_trained_carry_the_warning(tmp_path: Path) -> None:
+    """A collection filled before builds were recorded, by an OpenAI model then built with GELU: stats say
+    so (the CLI and GET /stats show it), without loading the model; a recorded build says nothing."""
+    from image_search import activation_check
+    from milvus_store import MilvusStore
+
+    for name, build in (("old.db", None), ("new.db", {"activation": "quick_gelu"})):
+        store = MilvusStore(uri=str(tmp_path / name), collection_name="photos")
+        info = store.open_collection("ViT-B-32::openai", 512, build=build)
+        store.close()
+        assert info is not None
+        with ImageSearchEngine(model_name="ViT-B-32::openai", milvus_uri=str(tmp_path / name), collection_name="photos") as engine:
+            stats = engine.get_stats()
+            assert engine._encoder is None  # nothing was loaded to say it
+        assert (stats["dim"], stats["model_build"], stats["total_images"]) == (512, build, 0)
+        if build is None:
+            assert stats["warning"] == activation_check(info)[1] and "made with GELU, but its weights were trained with QuickGELU" in stats["warning"]
+        else:
+            assert "warning" not in stats
