@@ -52,6 +52,56 @@ def recall_at(engine: ImageSearchEngine, folder: Path, language: str, k: int) ->
     return hits / len(names)
 
 
+@pytest.mark.mutation  # first in the file: the mutants of activation_check meet them before the indexing tests
+def test_a_collection_says_how_its_vectors_were_made_and_warns_when_its_weights_were_trained_otherwise() -> None:
+    """What stats, search and index read about a collection's activation (the message shown to the user)."""
+    from image_search import activation_check
+    from milvus_store import CollectionInfo
+
+    def check(model: str, build: dict[str, object] | None = None) -> tuple[str | None, str | None]:
+        return activation_check(CollectionInfo(name="photos", model=model, dim=512, schema_version=3, build=build))
+
+    # filled before the build was recorded: ViT-B-32's config says GELU, its OpenAI weights were trained with QuickGELU
+    built, problem = check("ViT-B-32::openai")
+    assert built == "gelu"
+    assert problem == ("collection 'photos' holds vectors that ViT-B-32::openai made with GELU, but its weights were "
+                       "trained with QuickGELU: search quality is degraded. Search and index keep using GELU for it so "
+                       "its vectors stay comparable; re-encode everything with --rebuild to fix it.")
+    # the -quickgelu architecture was built as trained; so was a GELU tag on a GELU architecture
+    assert check("ViT-B-32-quickgelu::openai") == ("quick_gelu", None)
+    assert check("ViT-B-32::laion2b_s34b_b79k") == ("gelu", None)
+    # a QuickGELU architecture holding GELU-trained weights is flagged the other way round
+    built, problem = check("roberta-ViT-B-32::laion2b_s12b_b32k")  # open_clip lists one such tag
+    assert built == "quick_gelu" and problem is not None and "made with QuickGELU" in problem and "trained with GELU" in problem
+    # a recorded build is believed, whatever the tag; names without a tag say nothing
+    assert check("ViT-B-32::openai", {"activation": "quick_gelu"}) == ("quick_gelu", None)
+    assert check("ViT-B-32::openai", {}) == (None, None)
+    assert check("CN-CLIP/ViT-B-16") == (None, None)
+    assert check("shapes-tiny") == (None, None)
+
+
+@pytest.mark.mutation
+def test_stats_of_a_collection_built_otherwise_than_trained_carry_the_warning(tmp_path: Path) -> None:
+    """A collection filled before builds were recorded, by an OpenAI model then built with GELU: stats say
+    so (the CLI and GET /stats show it), without loading the model; a recorded build says nothing."""
+    from image_search import activation_check
+    from milvus_store import MilvusStore
+
+    for name, build in (("old.db", None), ("new.db", {"activation": "quick_gelu"})):
+        store = MilvusStore(uri=str(tmp_path / name), collection_name="photos")
+        info = store.open_collection("ViT-B-32::openai", 512, build=build)
+        store.close()
+        assert info is not None
+        with ImageSearchEngine(model_name="ViT-B-32::openai", milvus_uri=str(tmp_path / name), collection_name="photos") as engine:
+            stats = engine.get_stats()
+            assert engine._encoder is None  # nothing was loaded to say it
+        assert (stats["dim"], stats["model_build"], stats["total_images"]) == (512, build, 0)
+        if build is None:
+            assert stats["warning"] == activation_check(info)[1] and "made with GELU, but its weights were trained with QuickGELU" in stats["warning"]
+        else:
+            assert "warning" not in stats
+
+
 @pytest.fixture(scope="module")
 def held_out_engine(held_out_scenes: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     engine = make_engine(tmp_path_factory.mktemp("held_out_index"))
@@ -615,51 +665,3 @@ def test_a_folder_indexed_on_ray_keeps_its_descriptions_and_limits(tmp_path: Pat
         engine.index_directory(tmp_path, descriptions, within=[str(tmp_path)], exclude=["*.tmp"], ray=options)
     assert handed == {"image_dirs": [tmp_path], "manifest": None, "ray": options, "descriptions": descriptions,
                       "within": [str(tmp_path)], "exclude": ["*.tmp"]}
-
-
-def test_a_collection_says_how_its_vectors_were_made_and_warns_when_its_weights_were_trained_otherwise() -> None:
-    """What stats, search and index read about a collection's activation (the message shown to the user)."""
-    from image_search import activation_check
-    from milvus_store import CollectionInfo
-
-    def check(model: str, build: dict[str, object] | None = None) -> tuple[str | None, str | None]:
-        return activation_check(CollectionInfo(name="photos", model=model, dim=512, schema_version=3, build=build))
-
-    # filled before the build was recorded: ViT-B-32's config says GELU, its OpenAI weights were trained with QuickGELU
-    built, problem = check("ViT-B-32::openai")
-    assert built == "gelu"
-    assert problem == ("collection 'photos' holds vectors that ViT-B-32::openai made with GELU, but its weights were "
-                       "trained with QuickGELU: search quality is degraded. Search and index keep using GELU for it so "
-                       "its vectors stay comparable; re-encode everything with --rebuild to fix it.")
-    # the -quickgelu architecture was built as trained; so was a GELU tag on a GELU architecture
-    assert check("ViT-B-32-quickgelu::openai") == ("quick_gelu", None)
-    assert check("ViT-B-32::laion2b_s34b_b79k") == ("gelu", None)
-    # a QuickGELU architecture holding GELU-trained weights is flagged the other way round
-    built, problem = check("roberta-ViT-B-32::laion2b_s12b_b32k")  # open_clip lists one such tag
-    assert built == "quick_gelu" and problem is not None and "made with QuickGELU" in problem and "trained with GELU" in problem
-    # a recorded build is believed, whatever the tag; names without a tag say nothing
-    assert check("ViT-B-32::openai", {"activation": "quick_gelu"}) == ("quick_gelu", None)
-    assert check("ViT-B-32::openai", {}) == (None, None)
-    assert check("CN-CLIP/ViT-B-16") == (None, None)
-    assert check("shapes-tiny") == (None, None)
-
-
-def test_stats_of_a_collection_built_otherwise_than_trained_carry_the_warning(tmp_path: Path) -> None:
-    """A collection filled before builds were recorded, by an OpenAI model then built with GELU: stats say
-    so (the CLI and GET /stats show it), without loading the model; a recorded build says nothing."""
-    from image_search import activation_check
-    from milvus_store import MilvusStore
-
-    for name, build in (("old.db", None), ("new.db", {"activation": "quick_gelu"})):
-        store = MilvusStore(uri=str(tmp_path / name), collection_name="photos")
-        info = store.open_collection("ViT-B-32::openai", 512, build=build)
-        store.close()
-        assert info is not None
-        with ImageSearchEngine(model_name="ViT-B-32::openai", milvus_uri=str(tmp_path / name), collection_name="photos") as engine:
-            stats = engine.get_stats()
-            assert engine._encoder is None  # nothing was loaded to say it
-        assert (stats["dim"], stats["model_build"], stats["total_images"]) == (512, build, 0)
-        if build is None:
-            assert stats["warning"] == activation_check(info)[1] and "made with GELU, but its weights were trained with QuickGELU" in stats["warning"]
-        else:
-            assert "warning" not in stats
