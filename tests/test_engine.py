@@ -579,6 +579,7 @@ def test_an_encoder_passed_in_outlives_the_engine(tmp_path: Path, scenes: Path, 
     """What the caller passes in, the caller closes: one loaded model can serve engine after engine."""
     for name in ("a.db", "b.db"):
         with ImageSearchEngine(encoder=test_encoder, milvus_uri=str(tmp_path / name)) as engine:
+            assert engine.get_stats()["dim"] == 64  # no collection yet: the loaded encoder knows its width
             assert engine.index_directory(scenes).indexed == 24
     assert test_encoder.encode_texts(["a red circle"]).shape == (1, 64)
 
