@@ -666,3 +666,15 @@ def test_a_folder_indexed_on_ray_keeps_its_descriptions_and_limits(tmp_path: Pat
         engine.index_directory(tmp_path, descriptions, within=[str(tmp_path)], exclude=["*.tmp"], ray=options)
     assert handed == {"image_dirs": [tmp_path], "manifest": None, "ray": options, "descriptions": descriptions,
                       "within": [str(tmp_path)], "exclude": ["*.tmp"]}
+
+
+@pytest.mark.mutation
+def test_warm_loads_the_model_and_keeps_the_vectors_in_memory(tmp_path: Path, scenes: Path) -> None:
+    """What the HTTP server calls at start, so that its first request pays for neither."""
+    with make_engine(tmp_path) as engine:
+        engine.index_directory(scenes)
+    with make_engine(tmp_path) as engine:
+        assert engine._encoder is None and engine.store._cache is None  # opening loads nothing
+        engine.warm()
+        assert engine._encoder is not None and engine.store._cache is not None and len(engine.store._cache) == 24
+        assert len(engine.search("a red circle", top_k=3)) == 3
