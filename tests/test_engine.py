@@ -494,6 +494,8 @@ def test_model_mismatch_fails_fast_and_rebuild_recreates(tmp_path: Path, scenes:
         assert engine.model_name == TEST_MODEL
     with make_engine(tmp_path, rebuild=True) as engine:
         assert engine.index_directory(scenes).indexed == 24
+        again = engine.index_directory(scenes)  # the rebuild was done once: the same engine does not drop it again
+        assert (again.indexed, again.unchanged) == (0, 24)
 
 
 @pytest.mark.mutation
