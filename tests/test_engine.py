@@ -492,6 +492,8 @@ def test_model_mismatch_fails_fast_and_rebuild_recreates(tmp_path: Path, scenes:
         make_engine(tmp_path, model_name="ViT-B-32::openai")
     with make_engine(tmp_path, model_name=None) as engine:  # None: the collection's own model
         assert engine.model_name == TEST_MODEL
+    with make_engine(tmp_path, model_name="ViT-B-32::openai", rebuild=True) as engine:  # a rebuild may change the model
+        assert engine.model_name == "ViT-B-32::openai" and engine.store.count() == 24  # dropped when it indexes, not before
     with make_engine(tmp_path, rebuild=True) as engine:
         assert engine.index_directory(scenes).indexed == 24
         again = engine.index_directory(scenes)  # the rebuild was done once: the same engine does not drop it again
