@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -705,3 +706,14 @@ def test_an_engine_releases_the_model_it_loaded_and_only_that(tmp_path: Path, mo
     with ImageSearchEngine(encoder=test_encoder, milvus_uri=str(tmp_path / "other.db")) as engine:
         engine.warm()
     assert closed == []  # the caller's model: the caller closes it
+
+
+@pytest.mark.mutation
+def test_the_device_and_precision_asked_for_reach_the_encoder(tmp_path: Path) -> None:
+    """Refused by the encoder when it loads, so not dropped on the way (ONNX Runtime would otherwise run
+    on the CPU in fp32 as if nothing had been asked)."""
+    for options, says in (({"device": "cuda"}, "the ONNX runtime runs on the CPU, not 'cuda': use --runtime torch for it"),
+                          ({"precision": "fp16"}, "not 'fp16'; use --runtime torch for bf16 or fp16")):
+        with ImageSearchEngine(model_name=TEST_MODEL, runtime="onnx", milvus_uri=str(tmp_path / "index.db"), **options) as engine:
+            with pytest.raises(InvalidArgumentError, match=re.escape(says)):
+                engine.warm()
