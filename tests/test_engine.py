@@ -103,6 +103,18 @@ def test_stats_of_a_collection_built_otherwise_than_trained_carry_the_warning(tm
             assert "warning" not in stats
 
 
+
+@pytest.mark.mutation
+def test_the_device_and_precision_asked_for_reach_the_encoder(tmp_path: Path) -> None:
+    """Refused by the encoder when it loads, so not dropped on the way (ONNX Runtime would otherwise run
+    on the CPU in fp32 as if nothing had been asked)."""
+    for options, says in (({"device": "cuda"}, "the ONNX runtime runs on the CPU, not 'cuda': use --runtime torch for it"),
+                          ({"precision": "fp16"}, "not 'fp16'; use --runtime torch for bf16 or fp16")):
+        with ImageSearchEngine(model_name=TEST_MODEL, runtime="onnx", milvus_uri=str(tmp_path / "index.db"), **options) as engine:
+            with pytest.raises(InvalidArgumentError, match=re.escape(says)):
+                engine.warm()
+
+
 @pytest.fixture(scope="module")
 def held_out_engine(held_out_scenes: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     engine = make_engine(tmp_path_factory.mktemp("held_out_index"))
@@ -706,14 +718,3 @@ def test_an_engine_releases_the_model_it_loaded_and_only_that(tmp_path: Path, mo
     with ImageSearchEngine(encoder=test_encoder, milvus_uri=str(tmp_path / "other.db")) as engine:
         engine.warm()
     assert closed == []  # the caller's model: the caller closes it
-
-
-@pytest.mark.mutation
-def test_the_device_and_precision_asked_for_reach_the_encoder(tmp_path: Path) -> None:
-    """Refused by the encoder when it loads, so not dropped on the way (ONNX Runtime would otherwise run
-    on the CPU in fp32 as if nothing had been asked)."""
-    for options, says in (({"device": "cuda"}, "the ONNX runtime runs on the CPU, not 'cuda': use --runtime torch for it"),
-                          ({"precision": "fp16"}, "not 'fp16'; use --runtime torch for bf16 or fp16")):
-        with ImageSearchEngine(model_name=TEST_MODEL, runtime="onnx", milvus_uri=str(tmp_path / "index.db"), **options) as engine:
-            with pytest.raises(InvalidArgumentError, match=re.escape(says)):
-                engine.warm()
