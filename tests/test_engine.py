@@ -115,6 +115,30 @@ def test_the_device_and_precision_asked_for_reach_the_encoder(tmp_path: Path) ->
                 engine.warm()
 
 
+
+@pytest.mark.mutation
+def test_an_engine_releases_the_model_it_loaded_and_only_that(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              test_encoder) -> None:  # type: ignore[no-untyped-def]
+    import clip_encoder
+
+    closed: list[object] = []
+    original = clip_encoder.CLIPEncoder.close
+
+    def spy(self: clip_encoder.CLIPEncoder) -> None:
+        closed.append(self)
+        original(self)
+
+    monkeypatch.setattr(clip_encoder.CLIPEncoder, "close", spy)
+    with make_engine(tmp_path) as engine:
+        engine.warm()  # loads the model
+        loaded = engine._encoder
+    assert loaded is not None and closed == [loaded]
+    closed.clear()
+    with ImageSearchEngine(encoder=test_encoder, milvus_uri=str(tmp_path / "other.db")) as engine:
+        engine.warm()
+    assert closed == []  # the caller's model: the caller closes it
+
+
 @pytest.fixture(scope="module")
 def held_out_engine(held_out_scenes: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     engine = make_engine(tmp_path_factory.mktemp("held_out_index"))
@@ -695,26 +719,3 @@ def test_warm_loads_the_model_and_keeps_the_vectors_in_memory(tmp_path: Path, sc
         engine.warm()
         assert engine._encoder is not None and engine.store._cache is not None and len(engine.store._cache) == 24
         assert len(engine.search("a red circle", top_k=3)) == 3
-
-
-@pytest.mark.mutation
-def test_an_engine_releases_the_model_it_loaded_and_only_that(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                              test_encoder) -> None:  # type: ignore[no-untyped-def]
-    import clip_encoder
-
-    closed: list[object] = []
-    original = clip_encoder.CLIPEncoder.close
-
-    def spy(self: clip_encoder.CLIPEncoder) -> None:
-        closed.append(self)
-        original(self)
-
-    monkeypatch.setattr(clip_encoder.CLIPEncoder, "close", spy)
-    with make_engine(tmp_path) as engine:
-        engine.warm()  # loads the model
-        loaded = engine._encoder
-    assert loaded is not None and closed == [loaded]
-    closed.clear()
-    with ImageSearchEngine(encoder=test_encoder, milvus_uri=str(tmp_path / "other.db")) as engine:
-        engine.warm()
-    assert closed == []  # the caller's model: the caller closes it
