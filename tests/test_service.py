@@ -940,12 +940,12 @@ def test_work_for_requests_that_went_away_is_dropped(test_encoder: CLIPEncoder) 
             single = channel.unary_unary(jp.PROCESS_SINGLE_DATA, request_serializer=jp.DataRequest.SerializeToString,
                                          response_deserializer=jp.DataRequest.FromString)
             calls = []
-            for round_ in range(20):  # 1,000 texts a request: the server's cap is 1,024
+            for round_ in range(40):  # 1,000 texts a request: the server's cap is 1,024
                 abandoned = jp.DataRequest()
                 for i in range(1000):
                     abandoned.data.docs.docs.add(text=f"a long forgotten query number {round_} {i} " * 3)
                 calls.append(single.future(abandoned, timeout=60))
-            time.sleep(0.5)  # 20,000 texts queued at the server
+            time.sleep(0.5)  # 40,000 texts queued at the server
             for call in calls:  # the clients give up long before they are encoded
                 call.cancel()
             one = jp.DataRequest()
@@ -955,9 +955,9 @@ def test_work_for_requests_that_went_away_is_dropped(test_encoder: CLIPEncoder) 
             waited = time.perf_counter() - started
     finally:
         server.stop(grace=None)
-    # measured: 0.01-0.06 s when the abandoned texts are dropped; computing them (the bug) takes about 3 s
-    # per 10,000 here, so 20,000 leave a wide margin for a loaded machine (1 s was once missed in a long run)
-    assert answer.header.status.code != jp.ERROR and waited < 2.5, waited
+    # measured: 0.01-0.06 s when the abandoned texts are dropped, 3.3 s once beside the other xdist worker;
+    # computing them (the bug) takes about 3 s per 10,000 here, so 40,000 (~12 s) keep the bar clear of both
+    assert answer.header.status.code != jp.ERROR and waited < 5.0, waited
 
 
 def test_a_text_request_does_not_wait_behind_images_being_decoded(encoder_urls: dict[str, str]) -> None:
