@@ -103,7 +103,6 @@ def test_stats_of_a_collection_built_otherwise_than_trained_carry_the_warning(tm
             assert "warning" not in stats
 
 
-
 @pytest.mark.mutation
 def test_the_device_and_precision_asked_for_reach_the_encoder(tmp_path: Path) -> None:
     """Refused by the encoder when it loads, so not dropped on the way (ONNX Runtime would otherwise run
@@ -113,7 +112,6 @@ def test_the_device_and_precision_asked_for_reach_the_encoder(tmp_path: Path) ->
         with ImageSearchEngine(model_name=TEST_MODEL, runtime="onnx", milvus_uri=str(tmp_path / "index.db"), **options) as engine:
             with pytest.raises(InvalidArgumentError, match=re.escape(says)):
                 engine.warm()
-
 
 
 @pytest.mark.mutation
