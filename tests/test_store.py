@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -11,10 +12,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from imsearch.errors import CollectionMismatchError, ForeignCollectionError, InvalidArgumentError
+from imsearch.errors import CollectionMismatchError, ForeignCollectionError, InvalidArgumentError, StoreError
 from milvus_store import (
     META_PROPERTY,
     SCHEMA_VERSION,
+    STOP_WORDS,
+    CollectionInfo,
     ImageRecord,
     MilvusStore,
     SearchFilter,
@@ -43,6 +46,119 @@ def store(store_uri: str, collection_name: str):  # type: ignore[no-untyped-def]
     yield store
     store.drop()
     store.close()
+
+
+# Schema version 2 as it lies on disk: what later versions of image_search read and upgrade from. Changing
+# any of it needs a new SCHEMA_VERSION and an upgrade, so it is written out here rather than derived.
+SCHEMA_2_FIELDS: dict[str, tuple[str, dict[str, Any]]] = {
+    "id": ("INT64", {}), "path": ("VARCHAR", {"max_length": 4096}), "description": ("VARCHAR", {"max_length": 8192}),
+    "size": ("INT64", {}), "mtime": ("DOUBLE", {}), "fingerprint": ("VARCHAR", {"max_length": 64}),
+    "ext": ("VARCHAR", {"max_length": 16}), "vector": ("FLOAT_VECTOR", {"dim": 8}), "taken": ("DOUBLE", {}),
+    "taken_offset": ("INT32", {}), "camera": ("VARCHAR", {"max_length": 256}), "camera_words": ("ARRAY", {"max_capacity": 64}),
+    "lens": ("VARCHAR", {"max_length": 256}), "latitude": ("DOUBLE", {}), "longitude": ("DOUBLE", {}),
+    "width": ("INT64", {}), "height": ("INT64", {}), "orientation": ("INT8", {}), "phash": ("INT64", {}),
+    "phash_mirror": ("INT64", {}), "meta_version": ("INT8", {}),
+}
+SCHEMA_2_WORD_FIELDS: dict[str, tuple[str, dict[str, Any]]] = {
+    "text": ("VARCHAR", {"max_length": 16384, "enable_analyzer": "true"}), "text_sparse": ("SPARSE_FLOAT_VECTOR", {}),
+}
+
+
+@pytest.mark.parametrize("build", [None, {"pretrained": "laion2b_s34b_b79k", "activation": "quick_gelu"}])
+def test_a_new_collection_is_written_in_schema_version_2(store_uri: str, collection_name: str,
+                                                         build: dict[str, str] | None) -> None:
+    from pymilvus import MilvusClient
+
+    store = MilvusStore(uri=store_uri, collection_name=collection_name)
+    try:
+        info = store.open_collection("test-model::v0", 8, build=build)
+        words = store.supports_text_match()
+        assert info == CollectionInfo(collection_name, "test-model::v0", 8, SCHEMA_VERSION, build, words)
+        assert build is None or info.build is not build  # the caller's dict is not kept
+    finally:
+        store.close()
+    assert SCHEMA_VERSION == 2
+    client = MilvusClient(uri=store_uri)
+    try:
+        described = client.describe_collection(collection_name)
+        fields = {f["name"]: f for f in described["fields"]}
+        expected = {**SCHEMA_2_FIELDS, **(SCHEMA_2_WORD_FIELDS if words else {})}
+        assert list(fields) == list(expected)
+        for name, (kind, params) in expected.items():
+            assert fields[name]["type"].name == kind, name
+            assert {k: fields[name]["params"].get(k) for k in params} == params, name  # a server may report more
+        assert fields["id"].get("is_primary") and not described["auto_id"] and not described["enable_dynamic_field"]
+        assert fields["camera_words"]["element_type"].name == "VARCHAR"
+        assert fields["camera_words"]["params"].get("max_length", 256) == 256  # Lite does not report it
+        meta = json.loads(described["properties"][META_PROPERTY])
+        assert meta == {"model": "test-model::v0", "dim": 8, "schema_version": 2, "text_match": words,
+                        **({} if build is None else {"build": build})}
+        if not store.is_lite:  # Lite is one process: every read is strong
+            assert described["consistency_level_name"] == "Session"
+        vector_index = client.describe_index(collection_name, "vector")
+        assert (vector_index["index_type"], vector_index["metric_type"]) == ("FLAT", "COSINE")
+        if words:
+            analyzer = json.loads(fields["text"]["params"]["analyzer_params"])
+            assert analyzer == {"tokenizer": "standard", "filter": ["lowercase", {"type": "stop", "stop_words": sorted(STOP_WORDS)}]}
+            assert [(f["name"], f["type"].name, f["input_field_names"], f["output_field_names"]) for f in described["functions"]] == [
+                ("text_bm25", "BM25", ["text"], ["text_sparse"])]
+            word_index = client.describe_index(collection_name, "text_sparse")
+            assert (word_index["index_type"], word_index["metric_type"]) == ("SPARSE_INVERTED_INDEX", "BM25")
+    finally:
+        client.drop_collection(collection_name)
+        client.close()
+
+
+def test_an_upgrade_whose_copy_lands_short_leaves_the_original_and_the_next_run_finishes_it(
+        store_uri: str, collection_name: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from pymilvus import DataType, MilvusClient
+
+    client = MilvusClient(uri=store_uri)  # what image_search wrote before metadata was kept: schema version 1
+    version_1_fields = list(SCHEMA_2_FIELDS)[:8]  # id ... vector
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    for name in version_1_fields:
+        kind, params = SCHEMA_2_FIELDS[name]
+        schema.add_field(name, getattr(DataType, kind), is_primary=name == "id", **params)
+    index = client.prepare_index_params()
+    index.add_index("vector", index_type="FLAT", metric_type="COSINE")
+    client.create_collection(collection_name, schema=schema, index_params=index,
+                             properties={META_PROPERTY: json.dumps({"model": "test-model::v0", "dim": 8, "schema_version": 1})})
+    old_rows = [{k: row[k] for k in version_1_fields} for row in (record(f"/photos/{i}.jpg", i).to_row() for i in range(3))]
+    client.insert(collection_name, old_rows)
+    client.flush(collection_name)
+    client.close()
+
+    store = MilvusStore(uri=store_uri, collection_name=collection_name)
+    real_call = store._call
+
+    def insert_loses_a_row(method: str, *args: Any, **kwargs: Any) -> Any:
+        if method == "insert" and args[0].endswith("__upgrade"):
+            args = (args[0], args[1][:-1])
+        return real_call(method, *args, **kwargs)
+
+    monkeypatch.setattr(store, "_call", insert_loses_a_row)
+    try:
+        with caplog.at_level(logging.INFO, logger="image_search"), pytest.raises(StoreError) as short:
+            store.open_collection("test-model::v0", 8)
+        assert str(short.value) == (f"upgrading collection {collection_name!r}: copied 2 of 3 rows; "
+                                    "the original is untouched, run again")
+        assert f"collection {collection_name}: upgrading schema 1 -> 2 (rows copied, nothing re-encoded)" in caplog.messages
+    finally:
+        store.close()
+
+    store = MilvusStore(uri=store_uri, collection_name=collection_name)
+    try:
+        before = store.collection_info()
+        assert before is not None and before.schema_version == 1 and store.count() == 3  # untouched
+        after = store.open_collection("test-model::v0", 8)  # run again: the half-made copy is replaced
+        assert after is not None and after.schema_version == SCHEMA_VERSION and store.count() == 3
+        rows = {r["path"]: r for r in store.get([path_id(r["path"]) for r in old_rows], with_vectors=True)}
+        for old in old_rows:
+            assert rows[old["path"]]["fingerprint"] == old["fingerprint"]
+            assert np.allclose(rows[old["path"]]["vector"], old["vector"], atol=1e-6)
+    finally:
+        store.drop()
+        store.close()
 
 
 def test_upsert_search_orders_by_cosine_and_returns_fields(store: MilvusStore) -> None:
