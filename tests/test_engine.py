@@ -137,6 +137,45 @@ def test_an_engine_releases_the_model_it_loaded_and_only_that(tmp_path: Path, mo
     assert closed == []  # the caller's model: the caller closes it
 
 
+@pytest.mark.mutation
+def test_an_engine_opens_the_store_it_is_pointed_at_with_its_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pymilvus
+
+    from milvus_store import StoreAddress
+
+    database = str(tmp_path / "index.db")
+    connected: list[dict[str, object]] = []
+    real_client = pymilvus.MilvusClient
+
+    class RecordingClient(real_client):  # type: ignore[misc, valid-type]
+        """Records what the store asks for; answers from a Milvus Lite file (no server or accounts here)."""
+
+        def __init__(self, **kwargs: object) -> None:
+            connected.append(kwargs)
+            super().__init__(uri=database)
+
+    monkeypatch.setattr(pymilvus, "MilvusClient", RecordingClient)
+    with ImageSearchEngine(model_name=TEST_MODEL, milvus_host="milvus.example", milvus_port=19531, collection_name="holiday_2024",
+                           milvus_token="root:Milvus") as engine:
+        assert engine.store.address == StoreAddress("http://milvus.example:19531", "holiday_2024", "root:Milvus")
+    with ImageSearchEngine(model_name=TEST_MODEL, milvus_uri="https://milvus.example", milvus_user="photos",
+                           milvus_password="s3cret") as engine:
+        assert engine.store.address == StoreAddress("https://milvus.example", "image_search", None, "photos", "s3cret")
+    assert connected == [{"uri": "http://milvus.example:19531", "token": "root:Milvus"},
+                         {"uri": "https://milvus.example", "user": "photos", "password": "s3cret"}]
+
+
+@pytest.mark.mutation
+def test_an_engine_refuses_a_bad_batch_size_or_word_matching_mode(tmp_path: Path) -> None:
+    for arguments, message in (({"batch_size": 0}, "batch_size must be at least 1, got 0"),
+                               ({"text_match": "maybe"}, "text_match must be one of auto, on, off, got 'maybe'")):
+        with pytest.raises(InvalidArgumentError) as refused:
+            make_engine(tmp_path, **arguments)
+        assert str(refused.value) == message
+    with make_engine(tmp_path, batch_size=1, text_match="off") as engine:  # the smallest batch is allowed
+        assert engine.text_match == "off"
+
+
 @pytest.fixture(scope="module")
 def held_out_engine(held_out_scenes: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     engine = make_engine(tmp_path_factory.mktemp("held_out_index"))

@@ -21,6 +21,7 @@ from milvus_store import (
     ImageRecord,
     MilvusStore,
     SearchFilter,
+    StoreAddress,
     camera_words,
     metadata_from_row,
     path_id,
@@ -343,6 +344,34 @@ def test_bad_collection_name_and_uri() -> None:
         MilvusStore(uri="/tmp/x.db", collection_name="bad-name; drop")
     with pytest.raises(InvalidArgumentError, match=r"\.db"):
         MilvusStore(uri="/tmp/not-a-db-name", collection_name="ok")
+
+
+@pytest.mark.parametrize(("token", "user", "password", "sent"), [
+    (None, None, None, {}), ("root:Milvus", None, None, {"token": "root:Milvus"}),
+    (None, "photos", "s3cret", {"user": "photos", "password": "s3cret"}), (None, "photos", None, {"user": "photos", "password": ""}),
+])
+def test_credentials_reach_milvus_and_the_address_other_processes_open(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, token: str | None, user: str | None, password: str | None,
+        sent: dict[str, str]) -> None:
+    import pymilvus
+
+    connected: list[dict[str, Any]] = []
+    real_client = pymilvus.MilvusClient
+
+    class RecordingClient(real_client):  # type: ignore[misc, valid-type]
+        def __init__(self, **kwargs: Any) -> None:
+            connected.append(kwargs)
+            super().__init__(uri=kwargs["uri"])  # Milvus Lite has no accounts
+
+    monkeypatch.setattr(pymilvus, "MilvusClient", RecordingClient)
+    database = str(tmp_path / "credentials.db")
+    store = MilvusStore(uri=database, collection_name="photos_2024", token=token, user=user, password=password)
+    store.close()
+    assert connected == [{"uri": database, **sent}]
+    assert store.address == StoreAddress(database, "photos_2024", token, user, password)
+    worker_store = store.address.open()  # what a cluster's worker does with it
+    worker_store.close()
+    assert connected[1] == connected[0] and worker_store.address == store.address
 
 
 def test_rows_come_back_with_every_bookkeeping_field(store: MilvusStore) -> None:
