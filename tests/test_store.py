@@ -20,6 +20,7 @@ from milvus_store import (
     CollectionInfo,
     ImageRecord,
     MilvusStore,
+    Near,
     SearchFilter,
     StoreAddress,
     camera_words,
@@ -398,6 +399,29 @@ def test_rows_come_back_with_every_bookkeeping_field(store: MilvusStore) -> None
     assert len(with_vectors) == 1 and np.allclose(with_vectors[0]["vector"], unit(1), atol=1e-6)
     assert store.get([]) == []
     assert store.enable_cache() == (2 if store.is_lite else 0)  # a server keeps no copy: it searches fast itself
+
+
+def test_what_a_photo_does_not_say_comes_back_unknown_and_no_filter_selects_it(store: MilvusStore) -> None:
+    """Half a GPS fix is no position, and an unknown width is not 1 pixel: both read back as unknown and no
+    filter on them selects the photo (a library caller can hand the store any PhotoMetadata)."""
+    from imsearch.photo_metadata import PhotoMetadata
+
+    half_fix, no_width, narrow = record("/lib/half_fix.jpg", 1), record("/lib/no_width.jpg", 2), record("/lib/narrow.jpg", 3)
+    half_fix.metadata = PhotoMetadata(latitude=35.0116, width=640, height=480)
+    no_width.metadata = PhotoMetadata(camera="Canon EOS R5", latitude=35.0116, longitude=135.7681)
+    narrow.metadata = PhotoMetadata(width=1, height=1)
+    store.upsert([half_fix, no_width, narrow])
+    read = {row["path"]: metadata_from_row(row) for row in store.get([r.id for r in (half_fix, no_width, narrow)])}
+    assert read["/lib/half_fix.jpg"] == PhotoMetadata(width=640, height=480)
+    assert read["/lib/no_width.jpg"] == no_width.metadata
+    assert read["/lib/narrow.jpg"] == narrow.metadata
+
+    def found(**filters: Any) -> set[str]:
+        hits = store.search(np.stack([unit(1)]), top_k=10, search_filter=SearchFilter(**filters))[0]
+        return {hit.fields["path"] for hit in hits}
+
+    assert found(min_width=1) == {"/lib/half_fix.jpg", "/lib/narrow.jpg"}
+    assert found(near=Near(35.0116, 135.7681, 5000)) == {"/lib/no_width.jpg"}
 
 
 def test_a_missing_collection_reads_as_empty_everywhere(tmp_path) -> None:  # type: ignore[no-untyped-def]
