@@ -135,10 +135,9 @@ class ImageSearchEngine:
     @property
     def encoder(self) -> CLIPEncoder:
         if self._encoder is None:
+            # a rebuild read no collection in _setup: no old activation is kept, the weights run as trained
             if self._fidelity_problem and not self._rebuild_pending:
                 warnings.warn(self._fidelity_problem, ModelFidelityWarning, stacklevel=3)
-            if self._rebuild_pending:
-                self._encoder_options.pop("activation", None)  # a rebuild makes the vectors right
             encoder = CLIPEncoder(mode=self.mode, model_name=self.model_name, **self._encoder_options)
             if self.mode == "service" and not self._rebuild_pending:
                 # a server may not name its model (clip-server does not): its vectors must still fit the collection
@@ -239,8 +238,6 @@ class ImageSearchEngine:
             raise InvalidArgumentError("nothing to index: give image folders or a manifest")
         options = dict(self._encoder_options)
         batch_size = int(options.pop("batch_size"))
-        if self._rebuild_pending:
-            options.pop("activation", None)  # a rebuild makes the vectors right
         spec = EncoderSpec(self.mode, self.model_name, batch_size, tuple(sorted(options.items())))
         summary = IndexSummary()
         with RayIndexer(spec, self.store, ray or RayOptions()) as indexer:

@@ -104,6 +104,56 @@ def test_stats_of_a_collection_built_otherwise_than_trained_carry_the_warning(tm
 
 
 @pytest.mark.mutation
+def test_a_collection_built_otherwise_than_trained_keeps_being_encoded_the_way_it_was_built(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Queries and new rows must be made as the stored vectors were: a local model is asked for the
+    collection's activation (with the warning) until --rebuild; a CLIP server runs its own model and is
+    told none; a collection that recorded its build needs nothing."""
+    import warnings
+
+    import clip_encoder
+    from imsearch.errors import ModelFidelityWarning
+    from milvus_store import MilvusStore
+
+    class NotLoaded(Exception):
+        pass
+
+    asked: list[dict[str, object]] = []
+
+    def record_instead_of_loading(self: object, mode: str = "local", model_name: str | None = None, batch_size: int = 32,
+                                  **options: object) -> None:
+        asked.append({"mode": mode, "model": model_name, **options})
+        raise NotLoaded
+
+    monkeypatch.setattr(clip_encoder.CLIPEncoder, "__init__", record_instead_of_loading)
+    for database, build in (("before_builds_were_kept.db", None), ("recorded.db", {"activation": "quick_gelu"})):
+        store = MilvusStore(uri=str(tmp_path / database), collection_name="photos")
+        store.open_collection("ViT-B-32::openai", 512, build=build)
+        store.close()
+
+    def encoder_asked_for(database: str, **engine_options: object) -> tuple[dict[str, object], list[str]]:
+        asked.clear()
+        with warnings.catch_warnings(record=True) as warned, \
+                ImageSearchEngine(model_name="ViT-B-32::openai", milvus_uri=str(tmp_path / database), collection_name="photos",
+                                  **engine_options) as engine:  # type: ignore[arg-type]
+            warnings.simplefilter("always")
+            with pytest.raises(NotLoaded):
+                engine.warm()
+        return asked[0], [str(w.message) for w in warned if issubclass(w.category, ModelFidelityWarning)]
+
+    local = {"runtime": "onnx", "device": "cpu"}
+    options, warned = encoder_asked_for("before_builds_were_kept.db", **local)
+    assert options["activation"] == "gelu" and len(warned) == 1 and "made with GELU" in warned[0]
+    options, warned = encoder_asked_for("before_builds_were_kept.db", rebuild=True, **local)
+    assert "activation" not in options and warned == []  # a rebuild makes the vectors right
+    options, warned = encoder_asked_for("recorded.db", **local)
+    assert "activation" not in options and warned == []
+    for database in ("before_builds_were_kept.db", "recorded.db"):
+        options, _ = encoder_asked_for(database, mode="service", clip_server="grpc://127.0.0.1:51000")
+        assert options["mode"] == "service" and "activation" not in options
+
+
+@pytest.mark.mutation
 def test_the_device_and_precision_asked_for_reach_the_encoder(tmp_path: Path) -> None:
     """Refused by the encoder when it loads, so not dropped on the way (ONNX Runtime would otherwise run
     on the CPU in fp32 as if nothing had been asked)."""
