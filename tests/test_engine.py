@@ -122,7 +122,7 @@ def test_a_collection_built_otherwise_than_trained_keeps_being_encoded_the_way_i
 
     def record_instead_of_loading(self: object, mode: str = "local", model_name: str | None = None, batch_size: int = 32,
                                   **options: object) -> None:
-        asked.append({"mode": mode, "model": model_name, **options})
+        asked.append({"mode": mode, "model": model_name, "batch_size": batch_size, **options})
         raise NotLoaded
 
     monkeypatch.setattr(clip_encoder.CLIPEncoder, "__init__", record_instead_of_loading)
@@ -141,9 +141,10 @@ def test_a_collection_built_otherwise_than_trained_keeps_being_encoded_the_way_i
                 engine.warm()
         return asked[0], [str(w.message) for w in warned if issubclass(w.category, ModelFidelityWarning)]
 
-    local = {"runtime": "onnx", "device": "cpu"}
+    local = {"device": "cpu"}
     options, warned = encoder_asked_for("before_builds_were_kept.db", **local)
     assert options["activation"] == "gelu" and len(warned) == 1 and "made with GELU" in warned[0]
+    assert (options["runtime"], options["batch_size"]) == ("auto", 32)  # the documented defaults: the encoder picks its runtime
     options, warned = encoder_asked_for("before_builds_were_kept.db", rebuild=True, **local)
     assert "activation" not in options and warned == []  # a rebuild makes the vectors right
     options, warned = encoder_asked_for("recorded.db", **local)
