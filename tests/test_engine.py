@@ -15,7 +15,7 @@ from conftest import TEST_MODEL, TEST_RUNTIME, captions_of, write_dng
 from PIL import Image
 
 from image_search import EmptyIndexWarning, ImageSearchEngine, SearchResult, print_results
-from imsearch.errors import CollectionMismatchError, InvalidArgumentError
+from imsearch.errors import CollectionMismatchError, ForeignCollectionError, InvalidArgumentError
 from imsearch.indexing.pipeline import IndexProgress
 from imsearch.query import QueryTerm
 from milvus_store import metadata_from_row, path_id
@@ -768,6 +768,10 @@ def test_rebuild_refuses_a_collection_image_search_did_not_make(tmp_path: Path) 
     schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=8)
     client.create_collection("my_images", schema=schema)
     client.close()
+    with pytest.raises(ForeignCollectionError) as refused:  # without --rebuild: not ours, so another name is needed
+        make_engine(tmp_path)
+    assert str(refused.value) == (f"collection 'my_images' at {db} was not created by image_search (it records no model); "
+                                  "choose another collection name with --collection")
     with pytest.raises(InvalidArgumentError, match="my_images.*; --rebuild would delete it and everything in it. If that is what "
                                                    "you want, add --drop-foreign-collection"):
         make_engine(tmp_path, rebuild=True)
