@@ -428,6 +428,8 @@ def test_a_missing_collection_reads_as_empty_everywhere(tmp_path) -> None:  # ty
     store = MilvusStore(uri=str(tmp_path / "none.db"), collection_name="absent")
     assert store.enable_cache() == 0 and store.count() == 0 and list(store.iter_files()) == []
     assert store.get([1, 2]) == [] and store.files_under("/x") == {} and store.search(unit(1)[None], 3) == [[]]
+    store.flush()  # nothing to seal: no error (an index run that found nothing flushes too)
+    assert store.collection_info() is None  # reading created nothing
     store.open_collection("test-model::v0", 8)  # created after the cache was asked for: it is kept from then on
     store.upsert([record("/later.jpg", 3)])
     assert store.search(unit(3)[None], 1)[0][0].fields["path"] == "/later.jpg"
