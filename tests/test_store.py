@@ -17,6 +17,7 @@ from milvus_store import (
     META_PROPERTY,
     SCHEMA_VERSION,
     STOP_WORDS,
+    UPGRADE_SUFFIX,
     CollectionInfo,
     ImageRecord,
     MilvusStore,
@@ -134,7 +135,7 @@ def test_an_upgrade_whose_copy_lands_short_leaves_the_original_and_the_next_run_
     real_call = store._call
 
     def insert_loses_a_row(method: str, *args: Any, **kwargs: Any) -> Any:
-        if method == "insert" and args[0].endswith("__upgrade"):
+        if method == "insert" and args[0] == collection_name + UPGRADE_SUFFIX:
             args = (args[0], args[1][:-1])
         return real_call(method, *args, **kwargs)
 
