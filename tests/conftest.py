@@ -318,6 +318,23 @@ def collection_name() -> str:
     return f"t{os.getpid()}_{next(_collection_counter)}"
 
 
+def record_milvus_connections(monkeypatch: pytest.MonkeyPatch, lite_database: str | None = None) -> list[dict[str, object]]:
+    """The arguments of every MilvusClient opened from now on. Each is answered by Milvus Lite
+    (`lite_database`, else the uri asked for): no server with accounts runs here."""
+    import pymilvus
+
+    connected: list[dict[str, object]] = []
+    real_client = pymilvus.MilvusClient
+
+    class RecordingClient(real_client):  # type: ignore[misc, valid-type]
+        def __init__(self, **kwargs: object) -> None:
+            connected.append(kwargs)
+            super().__init__(uri=lite_database or str(kwargs["uri"]))
+
+    monkeypatch.setattr(pymilvus, "MilvusClient", RecordingClient)
+    return connected
+
+
 def write_dng(path: Path, photo: Path, size: tuple[int, int] = (320, 212), *, preview: Literal["jpeg", "bitmap"] | None = None,
               orientation: int = 1, red_sensitivity: float = 1.0, taken: str | None = None) -> np.ndarray:
     """A DNG laid out the way cameras write one; returns the RGB its sensor data came from.

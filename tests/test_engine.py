@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TEST_MODEL, TEST_RUNTIME, captions_of, write_dng
+from conftest import TEST_MODEL, TEST_RUNTIME, captions_of, record_milvus_connections, write_dng
 from PIL import Image
 
 from image_search import EmptyIndexWarning, ImageSearchEngine, SearchResult, print_results
@@ -190,22 +190,9 @@ def test_an_engine_releases_the_model_it_loaded_and_only_that(tmp_path: Path, mo
 
 @pytest.mark.mutation
 def test_an_engine_opens_the_store_it_is_pointed_at_with_its_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import pymilvus
-
     from milvus_store import StoreAddress
 
-    database = str(tmp_path / "index.db")
-    connected: list[dict[str, object]] = []
-    real_client = pymilvus.MilvusClient
-
-    class RecordingClient(real_client):  # type: ignore[misc, valid-type]
-        """Records what the store asks for; answers from a Milvus Lite file (no server or accounts here)."""
-
-        def __init__(self, **kwargs: object) -> None:
-            connected.append(kwargs)
-            super().__init__(uri=database)
-
-    monkeypatch.setattr(pymilvus, "MilvusClient", RecordingClient)
+    connected = record_milvus_connections(monkeypatch, lite_database=str(tmp_path / "index.db"))
     with ImageSearchEngine(model_name=TEST_MODEL, milvus_host="milvus.example", milvus_port=19531, collection_name="holiday_2024",
                            milvus_token="root:Milvus") as engine:
         assert engine.store.address == StoreAddress("http://milvus.example:19531", "holiday_2024", "root:Milvus")

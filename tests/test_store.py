@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import record_milvus_connections
 
 from imsearch.errors import CollectionMismatchError, ForeignCollectionError, InvalidArgumentError, StoreError
 from milvus_store import (
@@ -355,17 +356,7 @@ def test_bad_collection_name_and_uri() -> None:
 def test_credentials_reach_milvus_and_the_address_other_processes_open(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, token: str | None, user: str | None, password: str | None,
         sent: dict[str, str]) -> None:
-    import pymilvus
-
-    connected: list[dict[str, Any]] = []
-    real_client = pymilvus.MilvusClient
-
-    class RecordingClient(real_client):  # type: ignore[misc, valid-type]
-        def __init__(self, **kwargs: Any) -> None:
-            connected.append(kwargs)
-            super().__init__(uri=kwargs["uri"])  # Milvus Lite has no accounts
-
-    monkeypatch.setattr(pymilvus, "MilvusClient", RecordingClient)
+    connected = record_milvus_connections(monkeypatch)
     database = str(tmp_path / "credentials.db")
     store = MilvusStore(uri=database, collection_name="photos_2024", token=token, user=user, password=password)
     store.close()
