@@ -318,6 +318,24 @@ def collection_name() -> str:
     return f"t{os.getpid()}_{next(_collection_counter)}"
 
 
+def create_schema_1_collection(uri: str, name: str, dim: int, meta: dict[str, object]) -> None:
+    """An empty collection as image_search wrote it before photo metadata was kept (schema version 1)."""
+    from pymilvus import DataType, MilvusClient
+
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    for field, kind, extra in (("id", DataType.INT64, {"is_primary": True}), ("path", DataType.VARCHAR, {"max_length": 4096}),
+                               ("description", DataType.VARCHAR, {"max_length": 8192}), ("size", DataType.INT64, {}),
+                               ("mtime", DataType.DOUBLE, {}), ("fingerprint", DataType.VARCHAR, {"max_length": 64}),
+                               ("ext", DataType.VARCHAR, {"max_length": 16}), ("vector", DataType.FLOAT_VECTOR, {"dim": dim})):
+        schema.add_field(field, kind, **extra)
+    client = MilvusClient(uri=uri)
+    index = client.prepare_index_params()
+    index.add_index("vector", index_type="FLAT", metric_type="COSINE")
+    client.create_collection(name, schema=schema, index_params=index, consistency_level="Session",
+                             properties={"image_search.meta": json.dumps({**meta, "schema_version": 1})})
+    client.close()
+
+
 def record_milvus_connections(monkeypatch: pytest.MonkeyPatch, lite_database: str | None = None) -> list[dict[str, object]]:
     """The arguments of every MilvusClient opened from now on. Each is answered by Milvus Lite
     (`lite_database`, else the uri asked for): no server with accounts runs here."""

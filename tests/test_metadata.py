@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import TEST_MODEL, TEST_RUNTIME
+from conftest import TEST_MODEL, TEST_RUNTIME, create_schema_1_collection
 from http_server import running_server
 from PIL import ExifTags, Image
 
@@ -332,7 +332,7 @@ def test_a_position_filter_keeps_the_exact_top_k(indexed: ImageSearchEngine) -> 
 @pytest.mark.slow
 @pytest.mark.mutation
 def test_a_collection_indexed_before_metadata_gains_it_without_re_encoding(library: Path, store_uri: str, collection_name: str) -> None:
-    from pymilvus import DataType, MilvusClient
+    from pymilvus import MilvusClient
 
     engine = ImageSearchEngine(model_name=TEST_MODEL, runtime=TEST_RUNTIME, milvus_uri=store_uri, collection_name=collection_name, device="cpu")
     engine.index_directory(library)
@@ -340,19 +340,9 @@ def test_a_collection_indexed_before_metadata_gains_it_without_re_encoding(libra
     properties = json.loads(engine.store._call("describe_collection", collection_name)["properties"]["image_search.meta"])
     engine.store.drop()
     engine.close()
-    # what image_search wrote before metadata was kept: schema version 1
+    create_schema_1_collection(store_uri, collection_name, len(rows[0]["vector"]),
+                               {k: v for k, v in properties.items() if k != "text_match"})
     client = MilvusClient(uri=store_uri)
-    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-    for name, kind, extra in (("id", DataType.INT64, {"is_primary": True}), ("path", DataType.VARCHAR, {"max_length": 4096}),
-                              ("description", DataType.VARCHAR, {"max_length": 8192}), ("size", DataType.INT64, {}),
-                              ("mtime", DataType.DOUBLE, {}), ("fingerprint", DataType.VARCHAR, {"max_length": 64}),
-                              ("ext", DataType.VARCHAR, {"max_length": 16}), ("vector", DataType.FLOAT_VECTOR, {"dim": len(rows[0]["vector"])})):
-        schema.add_field(name, kind, **extra)
-    index = client.prepare_index_params()
-    index.add_index("vector", index_type="FLAT", metric_type="COSINE")
-    client.create_collection(collection_name, schema=schema, index_params=index, consistency_level="Session",
-                             properties={"image_search.meta": json.dumps({**{k: v for k, v in properties.items() if k != "text_match"},
-                                                                          "schema_version": 1})})
     old_fields = ("id", "path", "description", "size", "mtime", "fingerprint", "ext", "vector")
     client.insert(collection_name, [{k: r[k] for k in old_fields} for r in rows])
     client.flush(collection_name)

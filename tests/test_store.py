@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import record_milvus_connections
+from conftest import create_schema_1_collection, record_milvus_connections
 
 from imsearch.errors import CollectionMismatchError, ForeignCollectionError, InvalidArgumentError, StoreError
 from milvus_store import (
@@ -115,18 +115,11 @@ def test_a_new_collection_is_written_in_schema_version_2(store_uri: str, collect
 
 def test_an_upgrade_whose_copy_lands_short_leaves_the_original_and_the_next_run_finishes_it(
         store_uri: str, collection_name: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    from pymilvus import DataType, MilvusClient
+    from pymilvus import MilvusClient
 
-    client = MilvusClient(uri=store_uri)  # what image_search wrote before metadata was kept: schema version 1
+    create_schema_1_collection(store_uri, collection_name, 8, {"model": "test-model::v0", "dim": 8})
     version_1_fields = list(SCHEMA_2_FIELDS)[:8]  # id ... vector
-    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-    for name in version_1_fields:
-        kind, params = SCHEMA_2_FIELDS[name]
-        schema.add_field(name, getattr(DataType, kind), is_primary=name == "id", **params)
-    index = client.prepare_index_params()
-    index.add_index("vector", index_type="FLAT", metric_type="COSINE")
-    client.create_collection(collection_name, schema=schema, index_params=index,
-                             properties={META_PROPERTY: json.dumps({"model": "test-model::v0", "dim": 8, "schema_version": 1})})
+    client = MilvusClient(uri=store_uri)
     old_rows = [{k: row[k] for k in version_1_fields} for row in (record(f"/photos/{i}.jpg", i).to_row() for i in range(3))]
     client.insert(collection_name, old_rows)
     client.flush(collection_name)
