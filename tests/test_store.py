@@ -32,6 +32,8 @@ from milvus_store import (
 
 # The Milvus Lite variants run in process in under a few seconds: they are in the fast tier (and the
 # mutation run); the server variants are marked slow by conftest.
+# The tests that alone catch a bug in schema creation, upgrades and the exact-index migration come
+# first: a mutation run stops at a mutant's first failing test, in file order.
 
 
 def unit(seed: int, dim: int = 8) -> np.ndarray:
@@ -156,6 +158,51 @@ def test_an_upgrade_whose_copy_lands_short_leaves_the_original_and_the_next_run_
     finally:
         store.drop()
         store.close()
+
+
+def test_a_collection_with_an_approximate_index_is_moved_to_exact_search(store_uri: str, collection_name: str,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    from pymilvus import MilvusClient
+
+    caplog.set_level(logging.INFO, logger="image_search")
+    records, vectors = _clustered_library(2000)
+    store = MilvusStore(uri=store_uri, collection_name=collection_name)
+    store.open_collection("test-model::v0", 512)
+    store.upsert(records)
+    store.flush()
+    store.close()
+    reopened = MilvusStore(uri=store_uri, collection_name=collection_name)
+    assert reopened.count() == 2000
+    reopened.close()
+    # an exact index is left alone: rebuilding it would reload the collection at every start
+    assert not [r for r in caplog.records if "index" in r.getMessage()]
+    client = MilvusClient(uri=store_uri)  # what image_search made before: HNSW (server) / AUTOINDEX (Lite)
+    client.release_collection(collection_name)
+    client.drop_index(collection_name, "vector")
+    old = client.prepare_index_params()
+    old.add_index("vector", index_type="HNSW", metric_type="COSINE", params={"M": 16, "efConstruction": 200})
+    client.create_index(collection_name, old)
+    client.close()
+    store = MilvusStore(uri=store_uri, collection_name=collection_name)
+    try:
+        query = vectors[7]
+        cosines = vectors @ query
+        order = np.argsort(-cosines)[:1000]
+        hits = store.search(query[None], 1000)[0]
+        got = [h.id for h in hits]
+        assert len(got) == 1000 and len(set(got) & {records[i].id for i in order}) >= 999
+        assert np.allclose([h.score for h in hits[:10]], cosines[order[:10]], atol=1e-4)
+        assert [r.getMessage() for r in caplog.records if "index" in r.getMessage()] == \
+            [f"collection {collection_name}: replacing its HNSW index with an exact FLAT index"]
+    finally:
+        store.close()  # (Lite's file is held by the store while it is open)
+    check = MilvusClient(uri=store_uri)
+    try:
+        described = check.describe_index(collection_name, "vector")
+        assert (described["index_type"], described["metric_type"]) == ("FLAT", "COSINE")
+    finally:
+        check.drop_collection(collection_name)
+        check.close()
 
 
 def test_upsert_search_orders_by_cosine_and_returns_fields(store: MilvusStore) -> None:
@@ -508,48 +555,6 @@ def test_search_is_exact_at_any_k_with_and_without_filters(store_uri: str, colle
                 assert len(got) == len(expected), (k, label, len(got))
                 assert len(set(got) & set(expected)) / len(expected) >= 0.999, (k, label)
                 assert got[:10] == expected[:10], (k, label)
-    finally:
-        store.drop()
-        store.close()
-
-
-def test_a_collection_with_an_approximate_index_is_moved_to_exact_search(store_uri: str, collection_name: str,
-                                                                       caplog: pytest.LogCaptureFixture) -> None:
-    import logging
-
-    from pymilvus import MilvusClient
-
-    caplog.set_level(logging.INFO, logger="image_search")
-    records, vectors = _clustered_library(2000)
-    store = MilvusStore(uri=store_uri, collection_name=collection_name)
-    store.open_collection("test-model::v0", 512)
-    store.upsert(records)
-    store.flush()
-    store.close()
-    reopened = MilvusStore(uri=store_uri, collection_name=collection_name)
-    assert reopened.count() == 2000
-    reopened.close()
-    # an exact index is left alone: rebuilding it would reload the collection at every start
-    assert not [r for r in caplog.records if "index" in r.getMessage()]
-    client = MilvusClient(uri=store_uri)  # what image_search made before: HNSW (server) / AUTOINDEX (Lite)
-    client.release_collection(collection_name)
-    client.drop_index(collection_name, "vector")
-    old = client.prepare_index_params()
-    old.add_index("vector", index_type="HNSW", metric_type="COSINE", params={"M": 16, "efConstruction": 200})
-    client.create_index(collection_name, old)
-    client.close()
-    store = MilvusStore(uri=store_uri, collection_name=collection_name)
-    try:
-        query = vectors[7]
-        expected = [records[i].id for i in np.argsort(-(vectors @ query))[:1000]]
-        got = [h.id for h in store.search(query[None], 1000)[0]]
-        assert len(got) == 1000 and len(set(got) & set(expected)) >= 999
-        assert [r.getMessage() for r in caplog.records if "index" in r.getMessage()] == \
-            [f"collection {collection_name}: replacing its HNSW index with an exact FLAT index"]
-        if store_uri.startswith("http"):  # (Lite's file is held by the store while it is open)
-            check = MilvusClient(uri=store_uri)
-            assert check.describe_index(collection_name, "vector")["index_type"] == "FLAT"
-            check.close()
     finally:
         store.drop()
         store.close()
