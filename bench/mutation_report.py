@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import importlib.util
 import os
 import re
 import shutil
@@ -170,6 +171,9 @@ def main() -> None:
                         help="copy the verdicts to bench/mutation-state/ (after a run that was killed before it could)")
     parser.add_argument("mutants", nargs="*", help="only these mutants (names or wildcards, as mutmut run takes them)")
     args = parser.parse_args()
+    if importlib.util.find_spec("mutmut") is None:
+        sys.exit(f"mutmut is not installed in {sys.executable}: pip install -r requirements-dev.txt "
+                 "(it pins mutmut 3.8, the version that wrote bench/mutation-state/)")
     restore_state()
     if args.save:
         save_state()
