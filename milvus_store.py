@@ -624,16 +624,23 @@ class MilvusStore:
     def _ensure_exact_index(self) -> None:
         """Collections made before searches were exact carry an approximate index (HNSW on a server,
         AUTOINDEX on Lite) that returned fewer than k results and other rankings under filters: swap it
-        for FLAT once (no data is rewritten; the collection is reloaded)."""
+        for FLAT once (no data is rewritten; the collection is reloaded). A collection left without one (a
+        swap cut short between its two steps, or an index dropped by hand) gets one: a server cannot load
+        it otherwise."""
         try:
-            described = self._client.describe_index(self.collection_name, "vector") or {}
-        except Exception:  # no index of that name: nothing to migrate
-            return
-        if str(described.get("index_type", VECTOR_INDEX)).upper() == VECTOR_INDEX:
-            return
-        logger.info("collection %s: replacing its %s index with an exact FLAT index", self.collection_name, described.get("index_type"))
-        self._call("release_collection", self.collection_name)
-        self._call("drop_index", self.collection_name, "vector")
+            described = self._client.describe_index(self.collection_name, "vector")
+        except Exception:  # pymilvus answers None for a missing index, some versions raise instead
+            described = None
+        if described:
+            index_type = str(described.get("index_type"))
+            if index_type.upper() == VECTOR_INDEX:
+                return
+            logger.info("collection %s: replacing its %s index with an exact FLAT index", self.collection_name, index_type)
+            self._call("release_collection", self.collection_name)
+            self._call("drop_index", self.collection_name, "vector")
+        else:
+            logger.info("collection %s: its vector index is missing; creating an exact FLAT index", self.collection_name)
+            self._call("release_collection", self.collection_name)
         index_params = self._client.prepare_index_params()
         index_params.add_index("vector", index_type=VECTOR_INDEX, metric_type=VECTOR_METRIC)
         self._call("create_index", self.collection_name, index_params)

@@ -205,6 +205,43 @@ def test_a_collection_with_an_approximate_index_is_moved_to_exact_search(store_u
         check.close()
 
 
+def test_a_collection_left_without_its_vector_index_gets_an_exact_one(store_uri: str, collection_name: str,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """A run stopped between dropping the approximate index and creating the exact one (or an index dropped
+    by hand) leaves a collection a server cannot load: the next open creates the index."""
+    from pymilvus import MilvusClient
+
+    caplog.set_level(logging.INFO, logger="image_search")
+    store = MilvusStore(uri=store_uri, collection_name=collection_name)
+    store.open_collection("test-model::v0", 8)
+    records = [record(f"/p/{i}.jpg", i) for i in range(20)]
+    store.upsert(records)
+    store.flush()
+    store.close()
+    client = MilvusClient(uri=store_uri)
+    client.release_collection(collection_name)
+    client.drop_index(collection_name, "vector")
+    client.close()
+    store = MilvusStore(uri=store_uri, collection_name=collection_name)
+    try:
+        query = unit(3)
+        cosines = np.array([float(r.vector @ query) for r in records])
+        hits = store.search(query[None], 5)[0]
+        assert [h.id for h in hits] == [records[i].id for i in np.argsort(-cosines)[:5]]
+        assert np.allclose([h.score for h in hits], np.sort(cosines)[::-1][:5], atol=1e-4)
+        assert [r.getMessage() for r in caplog.records if "index" in r.getMessage()] == \
+            [f"collection {collection_name}: its vector index is missing; creating an exact FLAT index"]
+    finally:
+        store.close()
+    check = MilvusClient(uri=store_uri)
+    try:
+        described = check.describe_index(collection_name, "vector")
+        assert (described["index_type"], described["metric_type"]) == ("FLAT", "COSINE")
+    finally:
+        check.drop_collection(collection_name)
+        check.close()
+
+
 def test_upsert_search_orders_by_cosine_and_returns_fields(store: MilvusStore) -> None:
     store.upsert([record(f"/photos/{i}.jpg", i, description=f"photo {i}") for i in range(20)])
     hits = store.search(np.stack([unit(7), unit(3)]), top_k=5)
