@@ -643,6 +643,11 @@ class MilvusStore:
             self._call("release_collection", self.collection_name)
         index_params = self._client.prepare_index_params()
         index_params.add_index("vector", index_type=VECTOR_INDEX, metric_type=VECTOR_METRIC)
+        # Milvus Lite's drop_index drops every index of the collection, whatever the name: put the words'
+        # index back too (as _create makes it)
+        info = self.collection_info()
+        if info is not None and info.text_match and "text_sparse" not in self._call("list_indexes", self.collection_name):
+            index_params.add_index("text_sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
         self._call("create_index", self.collection_name, index_params)
 
     def close(self) -> None:

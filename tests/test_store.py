@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -166,8 +167,9 @@ def test_a_collection_with_an_approximate_index_is_moved_to_exact_search(store_u
 
     caplog.set_level(logging.INFO, logger="image_search")
     records, vectors = _clustered_library(2000)
+    records[1500] = dataclasses.replace(records[1500], description="a lighthouse at dusk")
     store = MilvusStore(uri=store_uri, collection_name=collection_name)
-    store.open_collection("test-model::v0", 512)
+    words = store.open_collection("test-model::v0", 512).text_match
     store.upsert(records)
     store.flush()
     store.close()
@@ -192,6 +194,8 @@ def test_a_collection_with_an_approximate_index_is_moved_to_exact_search(store_u
         got = [h.id for h in hits]
         assert len(got) == 1000 and len(set(got) & {records[i].id for i in order}) >= 999
         assert np.allclose([h.score for h in hits[:10]], cosines[order[:10]], atol=1e-4)
+        if words:  # the words index is kept (Lite's drop_index drops every index of the collection)
+            assert records[1500].id in [h.id for h in store.search_with_words(query[None], ["lighthouse"], 3)[0]]
         assert [r.getMessage() for r in caplog.records if "index" in r.getMessage()] == \
             [f"collection {collection_name}: replacing its HNSW index with an exact FLAT index"]
     finally:
@@ -200,6 +204,7 @@ def test_a_collection_with_an_approximate_index_is_moved_to_exact_search(store_u
     try:
         described = check.describe_index(collection_name, "vector")
         assert (described["index_type"], described["metric_type"]) == ("FLAT", "COSINE")
+        assert sorted(check.list_indexes(collection_name)) == (["text_sparse", "vector"] if words else ["vector"])
     finally:
         check.drop_collection(collection_name)
         check.close()
@@ -213,8 +218,8 @@ def test_a_collection_left_without_its_vector_index_gets_an_exact_one(store_uri:
 
     caplog.set_level(logging.INFO, logger="image_search")
     store = MilvusStore(uri=store_uri, collection_name=collection_name)
-    store.open_collection("test-model::v0", 8)
-    records = [record(f"/p/{i}.jpg", i) for i in range(20)]
+    words = store.open_collection("test-model::v0", 8).text_match
+    records = [record(f"/p/{i}.jpg", i, "a lighthouse at dusk" if i == 17 else "") for i in range(20)]
     store.upsert(records)
     store.flush()
     store.close()
@@ -229,6 +234,8 @@ def test_a_collection_left_without_its_vector_index_gets_an_exact_one(store_uri:
         hits = store.search(query[None], 5)[0]
         assert [h.id for h in hits] == [records[i].id for i in np.argsort(-cosines)[:5]]
         assert np.allclose([h.score for h in hits], np.sort(cosines)[::-1][:5], atol=1e-4)
+        if words:
+            assert records[17].id in [h.id for h in store.search_with_words(query[None], ["lighthouse"], 3)[0]]
         assert [r.getMessage() for r in caplog.records if "index" in r.getMessage()] == \
             [f"collection {collection_name}: its vector index is missing; creating an exact FLAT index"]
     finally:
@@ -237,6 +244,7 @@ def test_a_collection_left_without_its_vector_index_gets_an_exact_one(store_uri:
     try:
         described = check.describe_index(collection_name, "vector")
         assert (described["index_type"], described["metric_type"]) == ("FLAT", "COSINE")
+        assert sorted(check.list_indexes(collection_name)) == (["text_sparse", "vector"] if words else ["vector"])
     finally:
         check.drop_collection(collection_name)
         check.close()
