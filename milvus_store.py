@@ -627,10 +627,7 @@ class MilvusStore:
         for FLAT once (no data is rewritten; the collection is reloaded). A collection left without one (a
         swap cut short between its two steps, or an index dropped by hand) gets one: a server cannot load
         it otherwise."""
-        try:
-            described = self._client.describe_index(self.collection_name, "vector")
-        except Exception:  # pymilvus answers None for a missing index, some versions raise instead
-            described = None
+        described = self._call("describe_index", self.collection_name, "vector")  # None: no such index
         if described:
             index_type = str(described.get("index_type"))
             if index_type.upper() == VECTOR_INDEX:

@@ -250,6 +250,23 @@ def test_a_collection_left_without_its_vector_index_gets_an_exact_one(store_uri:
         check.close()
 
 
+def test_a_store_closed_twice_leaves_another_store_on_the_same_lite_database_working(tmp_path: Path) -> None:
+    """Stores on one Lite file share its in-process server, stopped when the last one closes: a second
+    close of one store must not count as another store's."""
+    uri = str(tmp_path / "store.db")
+    first = MilvusStore(uri=uri, collection_name="photos")
+    second = MilvusStore(uri=uri, collection_name="photos")
+    try:
+        second.open_collection("test-model::v0", 8)
+        second.upsert([record("/p/a.jpg", 1)])
+        first.close()
+        first.close()
+        assert second.count() == 1
+        assert [h.id for h in second.search(unit(1)[None], 1)[0]] == [path_id("/p/a.jpg")]
+    finally:
+        second.close()
+
+
 def test_upsert_search_orders_by_cosine_and_returns_fields(store: MilvusStore) -> None:
     store.upsert([record(f"/photos/{i}.jpg", i, description=f"photo {i}") for i in range(20)])
     hits = store.search(np.stack([unit(7), unit(3)]), top_k=5)
