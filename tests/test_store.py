@@ -812,6 +812,8 @@ def test_a_failing_milvus_call_names_the_operation_and_the_database(tmp_path) ->
     with pytest.raises(StoreError, match=rf"^Milvus query failed on {tmp_path / 'x.db'}: .+") as failed:
         store._call("query", "x", filter="path >>> 'no such syntax'", output_fields=["id"])
     assert "cannot reach" not in str(failed.value) and "<MilvusException" not in str(failed.value)  # Milvus's own words
+    assert str(failed.value).endswith(f": {failed.value.__cause__.message}")  # type: ignore[union-attr]
+    assert "'no such syntax'" in str(failed.value)
     store.close()
     with pytest.raises(StoreError, match=r"^cannot reach the Milvus server at http://127.0.0.1:\d+: is it running\? \(.+\)$") as down:
         MilvusStore(uri=f"http://127.0.0.1:{_free_port()}", collection_name="x").count()
