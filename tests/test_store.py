@@ -449,6 +449,8 @@ def test_bad_collection_name_and_uri() -> None:
         MilvusStore(uri="/tmp/x.db", collection_name="bad-name; drop")
     with pytest.raises(InvalidArgumentError, match=r"\.db"):
         MilvusStore(uri="/tmp/not-a-db-name", collection_name="ok")
+    with pytest.raises(StoreError, match=r"^Milvus connect failed on http://127\.0\.0\.1:99999: .*Port out of range"):
+        MilvusStore(uri="http://127.0.0.1:99999", collection_name="ok")
 
 
 @pytest.mark.parametrize(("token", "user", "password", "sent"), [
