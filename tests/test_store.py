@@ -267,6 +267,38 @@ def test_a_store_closed_twice_leaves_another_store_on_the_same_lite_database_wor
         second.close()
 
 
+def test_only_lites_missing_alloc_timestamp_is_kept_off_stderr(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """pymilvus asks Milvus Lite's in-process server for AllocTimestamp, which it does not implement: grpc
+    logs that with a traceback on every open. That record alone is dropped, once however many stores open."""
+    grpc_log = logging.getLogger("grpc._server")
+    stores = [MilvusStore(uri=str(tmp_path / "store.db"), collection_name=name) for name in ("first", "second")]
+    try:
+        assert len(grpc_log.filters) == len({type(f) for f in grpc_log.filters}) >= 1
+
+        def AllocTimestamp() -> None:  # noqa: N802 (named as the gRPC method grpc's traceback shows)
+            raise NotImplementedError("Method not implemented!")
+
+        def Search() -> None:  # noqa: N802
+            raise NotImplementedError("Method not implemented!")
+
+        def flush() -> None:
+            raise ValueError("AllocTimestamp")
+
+        with caplog.at_level(logging.ERROR, logger="grpc._server"):
+            for method in (AllocTimestamp, Search, flush):
+                try:
+                    method()
+                except Exception:
+                    grpc_log.exception("Exception calling application: %s", method.__name__)
+            grpc_log.error("Exception calling application: AllocTimestamp (no traceback)")
+        assert [r.getMessage() for r in caplog.records if r.name == "grpc._server"] == [
+            "Exception calling application: Search", "Exception calling application: flush",
+            "Exception calling application: AllocTimestamp (no traceback)"]
+    finally:
+        for store in stores:
+            store.close()
+
+
 def test_upsert_search_orders_by_cosine_and_returns_fields(store: MilvusStore) -> None:
     store.upsert([record(f"/photos/{i}.jpg", i, description=f"photo {i}") for i in range(20)])
     hits = store.search(np.stack([unit(7), unit(3)]), top_k=5)
