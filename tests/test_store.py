@@ -161,6 +161,20 @@ def test_an_upgrade_whose_copy_lands_short_leaves_the_original_and_the_next_run_
         store.close()
 
 
+def check_indexes_as_created_then_drop(store_uri: str, collection_name: str, words: bool) -> None:
+    """The collection has the indexes a new one gets (an exact vector index, and the words' if it has them)."""
+    from pymilvus import MilvusClient
+
+    check = MilvusClient(uri=store_uri)
+    try:
+        described = check.describe_index(collection_name, "vector")
+        assert (described["index_type"], described["metric_type"]) == ("FLAT", "COSINE")
+        assert sorted(check.list_indexes(collection_name)) == (["text_sparse", "vector"] if words else ["vector"])
+    finally:
+        check.drop_collection(collection_name)
+        check.close()
+
+
 def test_a_collection_with_an_approximate_index_is_moved_to_exact_search(store_uri: str, collection_name: str,
                                                                        caplog: pytest.LogCaptureFixture) -> None:
     from pymilvus import MilvusClient
@@ -200,14 +214,7 @@ def test_a_collection_with_an_approximate_index_is_moved_to_exact_search(store_u
             [f"collection {collection_name}: replacing its HNSW index with an exact FLAT index"]
     finally:
         store.close()  # (Lite's file is held by the store while it is open)
-    check = MilvusClient(uri=store_uri)
-    try:
-        described = check.describe_index(collection_name, "vector")
-        assert (described["index_type"], described["metric_type"]) == ("FLAT", "COSINE")
-        assert sorted(check.list_indexes(collection_name)) == (["text_sparse", "vector"] if words else ["vector"])
-    finally:
-        check.drop_collection(collection_name)
-        check.close()
+    check_indexes_as_created_then_drop(store_uri, collection_name, words)
 
 
 def test_a_collection_left_without_its_vector_index_gets_an_exact_one(store_uri: str, collection_name: str,
@@ -240,14 +247,7 @@ def test_a_collection_left_without_its_vector_index_gets_an_exact_one(store_uri:
             [f"collection {collection_name}: its vector index is missing; creating an exact FLAT index"]
     finally:
         store.close()
-    check = MilvusClient(uri=store_uri)
-    try:
-        described = check.describe_index(collection_name, "vector")
-        assert (described["index_type"], described["metric_type"]) == ("FLAT", "COSINE")
-        assert sorted(check.list_indexes(collection_name)) == (["text_sparse", "vector"] if words else ["vector"])
-    finally:
-        check.drop_collection(collection_name)
-        check.close()
+    check_indexes_as_created_then_drop(store_uri, collection_name, words)
 
 
 def test_a_store_closed_twice_leaves_another_store_on_the_same_lite_database_working(tmp_path: Path) -> None:
