@@ -61,7 +61,9 @@ def clip_server(small_model: Path, tmp_path_factory: pytest.TempPathFactory):  #
         deadline = time.time() + 180
         while True:
             try:
-                if httpx.get(url + "/dry_run", timeout=2).status_code == 200:
+                # jina's gateway answers 200 while its executor is still starting, with the error in the body
+                answer = httpx.get(url + "/dry_run", timeout=2)
+                if answer.status_code == 200 and answer.json().get("code", 0) in (0, "SUCCESS"):
                     break
             except httpx.HTTPError:
                 pass
