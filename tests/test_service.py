@@ -221,14 +221,14 @@ def test_an_unreachable_server_is_retried_with_waits_that_double(monkeypatch: py
     assert waits == [0.5, 0.5]
 
 
-def clip_server_http(post: Any, dry_run_status: int = 200) -> FastAPI:
+def clip_server_http(post: Any, dry_run_status: int = 200, dry_run_body: dict[str, Any] | None = None) -> FastAPI:
     """clip-server's HTTP gateway as far as our client uses it: GET /dry_run, and POST /post answered by `post`
     (the request's JSON body in, a response out)."""
     app = FastAPI()
 
     @app.get("/dry_run")
     def ready() -> JSONResponse:
-        return JSONResponse({"code": 0}, status_code=dry_run_status)
+        return JSONResponse({"code": 0} if dry_run_body is None else dry_run_body, status_code=dry_run_status)
 
     @app.post("/post")
     async def encode(request: Request) -> Any:
@@ -312,6 +312,13 @@ def test_an_http_server_that_is_not_ready_or_answers_no_json_is_named() -> None:
             pytest.raises(EncoderError) as not_ready:
         CLIPEncoder(mode="service", model_name=None, server=url, retries=0)
     assert str(not_ready.value) == f"the CLIP server at {url} is not ready (GET /dry_run answered 404)"
+    # what jina's gateway answers while its executor starts: 200, the failure in the body
+    starting = {"code": 1, "description": "Communication error with deployment clip_o", "exception": {"name": "InternalNetworkError"}}
+    with running_server(clip_server_http(unit_vectors, dry_run_body=starting)) as url, pytest.raises(EncoderError) as starting_up:
+        CLIPEncoder(mode="service", model_name=None, server=url, retries=0)
+    assert str(starting_up.value) == f"the CLIP server at {url} is not ready: Communication error with deployment clip_o"
+    with running_server(clip_server_http(unit_vectors, dry_run_body={})) as url:  # success, as jina writes it (code 0 left out)
+        CLIPEncoder(mode="service", model_name=None, server=url, retries=0).close()
     with running_server(clip_server_http(lambda body: PlainTextResponse("oops"))) as url, \
             pytest.raises(EncoderError) as no_json:
         CLIPEncoder(mode="service", model_name=None, server=url, retries=0)

@@ -147,6 +147,13 @@ class _HttpConnection:
         response = self._request("GET", "/dry_run")
         if response.status_code != 200:
             raise EncoderError(f"the CLIP server at {self.server} is not ready (GET /dry_run answered {response.status_code})")
+        try:
+            status = response.json()
+        except ValueError:  # a readiness answer without a body: the 200 says it
+            return
+        # jina's gateway answers 200 while its executor is starting or down, with the failure in the body
+        if isinstance(status, dict) and status.get("code", 0) not in (0, "SUCCESS"):
+            raise EncoderError(f"the CLIP server at {self.server} is not ready: {status.get('description') or 'dry_run failed'}")
 
     def server_info(self) -> ServerInfo:
         try:
