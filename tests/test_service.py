@@ -317,8 +317,15 @@ def test_an_http_server_that_is_not_ready_or_answers_no_json_is_named() -> None:
     with running_server(clip_server_http(unit_vectors, dry_run_body=starting)) as url, pytest.raises(EncoderError) as starting_up:
         CLIPEncoder(mode="service", model_name=None, server=url, retries=0)
     assert str(starting_up.value) == f"the CLIP server at {url} is not ready: Communication error with deployment clip_o"
-    with running_server(clip_server_http(unit_vectors, dry_run_body={})) as url:  # success, as jina writes it (code 0 left out)
-        CLIPEncoder(mode="service", model_name=None, server=url, retries=0).close()
+    # a failure by enum name (protobuf's JSON without jina's use_integers_for_enums) and without a description
+    with running_server(clip_server_http(unit_vectors, dry_run_body={"code": "ERROR"})) as url, \
+            pytest.raises(EncoderError) as unnamed:
+        CLIPEncoder(mode="service", model_name=None, server=url, retries=0)
+    assert str(unnamed.value) == f"the CLIP server at {url} is not ready: dry_run failed"
+    # success as jina writes it (code 0 left out), and by enum name where default values are written
+    for success in ({}, {"code": "SUCCESS", "description": ""}, {"code": 0}):
+        with running_server(clip_server_http(unit_vectors, dry_run_body=success)) as url:
+            CLIPEncoder(mode="service", model_name=None, server=url, retries=0).close()
     with running_server(clip_server_http(lambda body: PlainTextResponse("oops"))) as url, \
             pytest.raises(EncoderError) as no_json:
         CLIPEncoder(mode="service", model_name=None, server=url, retries=0)
