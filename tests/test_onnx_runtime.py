@@ -60,6 +60,34 @@ def test_transform_matches_open_clip_on_photos_and_odd_sizes(photos: dict[str, P
                 assert np.abs(got - expected).max() < 1e-5, (size, interpolation, image.size)
 
 
+def test_a_recorded_transform_reads_back_as_it_was_written(photos: dict[str, Path]) -> None:
+    """An ONNX export records its transform (onnx_export writes size as [height, width]) and every later run
+    rebuilds it from that record: a non-square size, the interpolation, the resize mode and the padding colour
+    must come back as written, and a record from before a field existed takes open_clip's default for it."""
+    from imsearch.encoders.preprocess import ImageTransform
+
+    mean, std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+    image = Image.open(photos["rocket"]).convert("RGB")  # 640x427: padded under "longest", squashed under "squash"
+    for written in (ImageTransform((200, 256), mean, std, "bilinear", "longest", 7),
+                    ImageTransform((256, 200), mean, std, "bilinear", "squash", 0)):
+        record = json.loads(json.dumps({"size": list(written.size), "mean": list(written.mean), "std": list(written.std),
+                                        "interpolation": written.interpolation, "resize_mode": written.resize_mode,
+                                        "fill_color": written.fill_color}))
+        read = ImageTransform.from_record(record)
+        assert (read.size, read.interpolation, read.resize_mode, read.fill_color) == \
+            (written.size, written.interpolation, written.resize_mode, written.fill_color)
+        assert np.array_equal(read(image), written(image))
+    # a square size written as one number, and fields an older record lacks or left empty
+    for record in ({"size": 224, "mean": mean, "std": std},
+                   {"size": 224, "mean": mean, "std": std, "interpolation": None, "resize_mode": None, "fill_color": None}):
+        read = ImageTransform.from_record(record)
+        assert (read.size, read.interpolation, read.resize_mode, read.fill_color) == ((224, 224), "bicubic", "shortest", 0)
+    with pytest.raises(ValueError, match="^unknown resize mode 'fit'$"):
+        ImageTransform((224, 224), mean, std, "bicubic", "fit")
+    with pytest.raises(ValueError, match="^unknown interpolation 'cubic'$"):
+        ImageTransform((224, 224), mean, std, "cubic", "shortest")
+
+
 @pytest.fixture(scope="module")
 def onnx_and_torch() -> tuple[CLIPEncoder, CLIPEncoder]:
     onnx = CLIPEncoder(model_name=TEST_MODEL, device="cpu", precision="fp32")
