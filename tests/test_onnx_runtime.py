@@ -67,7 +67,8 @@ def test_a_recorded_transform_reads_back_as_it_was_written(photos: dict[str, Pat
     from imsearch.encoders.preprocess import ImageTransform
 
     mean, std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
-    image = Image.open(photos["rocket"]).convert("RGB")  # 640x427: padded under "longest", squashed under "squash"
+    wide = Image.open(photos["rocket"]).convert("RGB")  # 640x427: padded under "longest", squashed under "squash"
+    images = (wide, wide.transpose(Image.Transpose.ROTATE_90))  # padded above and below, and left and right
     for written in (ImageTransform((200, 256), mean, std, "bilinear", "longest", 7),
                     ImageTransform((256, 200), mean, std, "bilinear", "squash", 0)):
         record = json.loads(json.dumps({"size": list(written.size), "mean": list(written.mean), "std": list(written.std),
@@ -76,7 +77,16 @@ def test_a_recorded_transform_reads_back_as_it_was_written(photos: dict[str, Pat
         read = ImageTransform.from_record(record)
         assert (read.size, read.interpolation, read.resize_mode, read.fill_color) == \
             (written.size, written.interpolation, written.resize_mode, written.fill_color)
-        assert np.array_equal(read(image), written(image))
+        for image in images:
+            assert np.array_equal(read(image), written(image))
+    # the padding is the recorded colour on each side, the photo centred: 427 of 640 px scaled to 256 leaves
+    # 171, so 29 rows (or columns) of padding: 14 before the photo, 15 after
+    for image, size, axis in zip(images, ((200, 256), (256, 200)), (1, 2), strict=True):
+        pixels = ImageTransform(size, (0.0, 0.0, 0.0), (1 / 255, 1 / 255, 1 / 255), "bilinear", "longest", 7)(image)
+        before, after = pixels.take(range(14), axis=axis), pixels.take(range(200 - 15, 200), axis=axis)
+        assert np.allclose(before, 7, atol=1e-4) and np.allclose(after, 7, atol=1e-4)
+        for edge in (14, 200 - 16):  # the photo's first and last row (or column)
+            assert not np.allclose(pixels.take(edge, axis=axis), 7, atol=1e-4)
     # a square size written as one number, and fields an older record lacks or left empty
     for record in ({"size": 224, "mean": mean, "std": std},
                    {"size": 224, "mean": mean, "std": std, "interpolation": None, "resize_mode": None, "fill_color": None}):
