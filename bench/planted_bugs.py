@@ -356,6 +356,22 @@ BUGS = [
     Bug("skipped subfolder named with a trailing slash not skipped", "milvus_store.py",
         "s.rstrip(os.sep) + os.sep for s in except_under", "s.rstrip() + os.sep for s in except_under",
         ("tests/test_store.py::test_files_under_a_folder_but_not_its_listed_subfolders[lite]",)),
+    Bug("a collection left without its vector index stays unloadable", "milvus_store.py",
+        "        if described:\n            index_type", "        if not described:\n            return\n        if described:\n            index_type",
+        ("tests/test_store.py::test_a_collection_left_without_its_vector_index_gets_an_exact_one[lite]",)),
+    Bug("Lite's swap loses the words' index", "milvus_store.py",
+        '            index_params.add_index("text_sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")',
+        "            pass",
+        ("tests/test_store.py::test_a_collection_with_an_approximate_index_is_moved_to_exact_search[lite]",)),
+    Bug("an HTTP clip-server still starting is taken as ready", "imsearch/encoders/service.py",
+        'if isinstance(status, dict) and status.get("code", 0) not in (0, "SUCCESS"):', "if False:",
+        ("tests/test_service.py::test_an_http_server_that_is_not_ready_or_answers_no_json_is_named",)),
+    Bug("a recorded transform's resize mode read back as the default", "imsearch/encoders/preprocess.py",
+        'record.get("resize_mode") or "shortest"', '"shortest"',
+        ("tests/test_onnx_runtime.py::test_a_recorded_transform_reads_back_as_it_was_written",)),
+    Bug("padding in black whatever colour was recorded", "imsearch/encoders/preprocess.py",
+        "(fill,) * len(image.getbands()))", "0)",
+        ("tests/test_onnx_runtime.py::test_a_recorded_transform_reads_back_as_it_was_written",)),
 ]
 
 
