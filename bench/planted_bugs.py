@@ -1,7 +1,7 @@
 """Plant known bugs, one at a time, in a scratch copy of the project and run the tests aimed at each:
 every bug must be caught. The bugs are the ones a user would notice (issue #16's list and later ones).
 
-    python bench/planted_bugs.py            # all of them (~10 minutes)
+    python bench/planted_bugs.py            # all of them (more than 14 minutes on 2 cores)
     python bench/planted_bugs.py -k vector  # those whose name contains "vector"
 
 Prints one line per bug (caught / MISSED, the test that caught it) and exits 1 if any was missed.
