@@ -425,8 +425,14 @@ def run(bug: Bug, copy: Path) -> tuple[bool, str, float]:
                               cwd=copy, env=env, capture_output=True, text=True, timeout=1200)
     finally:
         path.write_text(original)
-    failed = [line.split(" - ")[0].removeprefix("FAILED ") for line in done.stdout.splitlines() if line.startswith("FAILED")]
-    return done.returncode != 0, (failed[0] if failed else done.stdout.strip().splitlines()[-1]), time.time() - started
+    failed = [line.split(" - ")[0].removeprefix(line.split()[0] + " ") for line in done.stdout.splitlines()
+              if line.startswith(("FAILED", "ERROR"))]
+    last = (done.stdout.strip() or done.stderr.strip() or "no output").splitlines()[-1]
+    # pytest exits 1 when a test failed (or its fixture did); 2-4 mean the run itself broke (a plant that
+    # does not import, a test that is not collected): that proves nothing about the tests, so it is no catch
+    if done.returncode not in (0, 1):
+        return False, f"the run broke (pytest exit {done.returncode}): {last}", time.time() - started
+    return done.returncode == 1, (failed[0] if failed else last), time.time() - started
 
 
 def main() -> int:
