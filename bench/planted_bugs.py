@@ -426,7 +426,7 @@ def run(bug: Bug, copy: Path) -> tuple[bool, str, float]:
     finally:
         path.write_text(original)
     failed = [line.split(" - ")[0].removeprefix(line.split()[0] + " ") for line in done.stdout.splitlines()
-              if line.startswith(("FAILED", "ERROR"))]
+              if line.startswith(("FAILED tests/", "ERROR tests/"))]  # not a captured log's "ERROR    uvicorn..."
     last = (done.stdout.strip() or done.stderr.strip() or "no output").splitlines()[-1]
     # pytest exits 1 when a test failed (or its fixture did); 2-4 mean the run itself broke (a plant that
     # does not import, a test that is not collected): that proves nothing about the tests, so it is no catch
