@@ -49,6 +49,12 @@ def test_transform_matches_open_clip_on_photos_and_odd_sizes(photos: dict[str, P
     rng = np.random.default_rng(0)
     images = [Image.open(p).convert("RGB") for p in photos.values()]
     images += [Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for w, h in [(301, 199), (33, 500), (224, 224), (50, 20)]]
+    # CLIPEncoder.encode_images takes a caller's own images: grey, with transparency, with a palette, each
+    # made RGB as open_clip does it (after the resize, so a transparent pixel's colour is open_clip's too)
+    rocket = Image.open(photos["rocket"])
+    transparent = rocket.convert("RGBA")
+    transparent.putalpha(Image.fromarray(rng.integers(0, 255, transparent.size[::-1], dtype=np.uint8)))
+    images += [rocket.convert("L"), transparent, rocket.convert("P", palette=Image.Palette.ADAPTIVE)]
     for size in (224, (224, 256), 64):
         for interpolation in ("bicubic", "bilinear"):
             reference = image_transform(size, is_train=False, mean=mean, std=std, resize_mode=resize_mode,
@@ -57,7 +63,7 @@ def test_transform_matches_open_clip_on_photos_and_odd_sizes(photos: dict[str, P
             for image in images:
                 expected, got = reference(image).numpy(), ours(image)
                 assert got.shape == expected.shape and got.dtype == np.float32
-                assert np.abs(got - expected).max() < 1e-5, (size, interpolation, image.size)
+                assert np.abs(got - expected).max() < 1e-5, (size, interpolation, image.size, image.mode)
 
 
 def test_a_recorded_transform_reads_back_as_it_was_written(photos: dict[str, Path]) -> None:

@@ -101,6 +101,8 @@ def _center_crop_or_pad(image: Image.Image, size: tuple[int, int], fill: int) ->
         right = (crop_width - width + 1) // 2 if crop_width > width else 0
         bottom = (crop_height - height + 1) // 2 if crop_height > height else 0
         padded = Image.new(image.mode, (width + left + right, height + top + bottom), (fill,) * len(image.getbands()))
+        if image.mode == "P":  # a new palette image has a palette of its own: keep the photo's (torchvision does)
+            padded.putpalette(image.getpalette() or [])
         padded.paste(image, (left, top))
         image = padded
         width, height = image.size
