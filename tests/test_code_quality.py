@@ -23,7 +23,7 @@ def test_mypy_is_clean() -> None:
 
 def test_every_planted_bug_still_plants_and_names_tests_that_exist(tmp_path: Path) -> None:
     """A plant whose text the code no longer holds plants nothing, so its bug reads as 'missed' only when
-    the whole (14-minute) script is run: refactors must bring the plants along, and this says so at once."""
+    the whole (~25-minute) script is run: refactors must bring the plants along, and this says so at once."""
     done = subprocess.run([sys.executable, "bench/planted_bugs.py", "--check"], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     # the check itself can fail: a plant that no longer applies, one that applies twice, a test that is gone

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
              "random": Image.Resampling.BICUBIC}  # open_clip evaluates 'random' as bicubic
@@ -100,11 +100,8 @@ def _center_crop_or_pad(image: Image.Image, size: tuple[int, int], fill: int) ->
         top = (crop_height - height) // 2 if crop_height > height else 0
         right = (crop_width - width + 1) // 2 if crop_width > width else 0
         bottom = (crop_height - height + 1) // 2 if crop_height > height else 0
-        padded = Image.new(image.mode, (width + left + right, height + top + bottom), (fill,) * len(image.getbands()))
-        if image.mode == "P":  # a new palette image has a palette of its own: keep the photo's (torchvision does)
-            padded.putpalette(image.getpalette() or [])
-        padded.paste(image, (left, top))
-        image = padded
+        # as torchvision's pad (open_clip's) does it: Pillow's expand keeps a palette image's own palette
+        image = ImageOps.expand(image, (left, top, right, bottom), (fill,) * len(image.getbands()))
         width, height = image.size
         if crop_width == width and crop_height == height:
             return image
