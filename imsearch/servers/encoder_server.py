@@ -192,6 +192,37 @@ async def _wait(future: Future[np.ndarray]) -> np.ndarray:
     return await asyncio.wrap_future(future)
 
 
+class _AbandonedWork:
+    """Cancels the queued work of an RPC whose client went away (cancelled, timed out, disconnected).
+
+    gRPC runs an RPC's callbacks once, when it ends, and refuses new ones after that (add_callback returns
+    False): work queued by a handler that ran on after its client left is cancelled as it is tracked, or it
+    would be encoded for nobody while later requests wait behind it.
+    """
+
+    def __init__(self, context: Any):
+        self._lock = threading.Lock()
+        self._futures: list[Future[np.ndarray]] = []
+        self.client_gone = False
+        if not context.add_callback(self._on_end):  # it ended before this handler got here
+            self.client_gone = True
+
+    def _on_end(self) -> None:
+        with self._lock:
+            self.client_gone = True
+            futures, self._futures = self._futures, []
+        for future in futures:
+            future.cancel()
+
+    def track(self, futures: list[Future[np.ndarray]]) -> None:
+        with self._lock:
+            if not self.client_gone:
+                self._futures.extend(futures)
+                return
+        for future in futures:
+            future.cancel()
+
+
 class JinaGrpcEncoder:
     """clip-as-service's gRPC services (jina's protocol) over the micro-batcher.
 
@@ -271,23 +302,23 @@ class JinaGrpcEncoder:
     # ------------------------------------------------------------------ RPCs
 
     def process_single_data(self, request: Any, context: Any) -> Any:
-        futures = self._submit(request)
-        if not isinstance(futures, str):  # a client that cancels or times out leaves no work behind
-            context.add_callback(lambda: [future.cancel() for future in futures])
+        abandoned = _AbandonedWork(context)  # a client that cancels or times out leaves no work behind
+        futures = self._submit(request) if not abandoned.client_gone else "the client went away"
+        if not isinstance(futures, str):
+            abandoned.track(futures)
         return self._answer(request, futures)
 
     def call(self, requests: Iterator[Any], context: Any) -> Iterator[Any]:
         """jina's bidirectional stream: read ahead so that a client's requests share model batches."""
         pending: queue.Queue[tuple[Any, Any] | None] = queue.Queue(maxsize=64)
-        submitted: list[Future[np.ndarray]] = []
-        context.add_callback(lambda: [future.cancel() for future in submitted])  # the client went away
+        abandoned = _AbandonedWork(context)
 
         def read_ahead() -> None:
             try:
                 for request in requests:
                     futures = self._submit(request)
                     if not isinstance(futures, str):
-                        submitted.extend(futures)
+                        abandoned.track(futures)
                     pending.put((request, futures))
             except Exception:  # the client went away: nothing left to answer
                 pass
