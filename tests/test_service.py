@@ -1021,6 +1021,57 @@ def test_work_queued_after_the_client_left_is_dropped(rpc: str, left_while: str,
     assert forgotten_encoded == [], f"{len(forgotten_encoded)} texts of a request whose client had left were encoded"
 
 
+def test_work_for_an_http_client_that_disconnected_is_dropped(test_encoder: CLIPEncoder,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """uvicorn lets a handler run on after its client disconnects: the texts it queued must be dropped, not
+    encoded for nobody while later requests wait behind them (measured before the fix: 20 abandoned
+    1,000-text posts made a one-text post wait 6 s behind 19,784 encoded texts)."""
+    import json
+    import socket
+
+    in_model, release = threading.Event(), threading.Event()
+    forgotten_encoded: list[str] = []
+    queued: list[Any] = []
+    real_encode_texts = test_encoder.encode_texts
+    batcher = MicroBatcher(test_encoder, max_batch=8)
+    real_submit = batcher.submit
+
+    def held_encode_texts(texts: list[str]) -> np.ndarray:
+        forgotten = [text for text in texts if text.startswith("forgotten")]
+        forgotten_encoded.extend(forgotten)
+        if forgotten:  # the first batch is in the model when the client leaves
+            in_model.set()
+            assert release.wait(30)
+        return real_encode_texts(texts)
+
+    def recording_submit(kind: str, item: Any) -> Any:
+        future = real_submit(kind, item)
+        queued.append(future)
+        return future
+
+    monkeypatch.setattr(test_encoder, "encode_texts", held_encode_texts)
+    monkeypatch.setattr(batcher, "submit", recording_submit)
+    try:
+        with running_server(create_encoder_app(test_encoder, batcher)) as url:
+            body = json.dumps({"data": [{"text": f"forgotten query {i}"} for i in range(50)]}).encode()
+            host, port = url.removeprefix("http://").split(":")
+            with socket.create_connection((host, int(port)), timeout=30) as client:
+                client.sendall(b"POST /post HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                               b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+                assert in_model.wait(30), "the texts never reached the model"
+            deadline = time.monotonic() + 10  # the client has closed its connection
+            while not all(future.cancelled() for future in queued[8:]) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            cancelled = sum(future.cancelled() for future in queued)
+            release.set()
+            answer = httpx.post(url + "/post", json={"data": [{"text": "a red circle"}]}, timeout=60)
+    finally:
+        release.set()
+    assert len(queued) == 51 and answer.status_code == 200 and len(answer.json()["data"][0]["embedding"]) == 64
+    assert cancelled == 42, f"{cancelled} of the 42 texts waiting behind the model's batch were cancelled"
+    assert len(forgotten_encoded) == 8, f"{len(forgotten_encoded)} texts of a client that had left were encoded"
+
+
 def test_work_for_requests_that_went_away_is_dropped(test_encoder: CLIPEncoder,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """Abandoned requests of thousands of texts must not make the next one-text request wait behind them:

@@ -15,6 +15,7 @@ the model and dimension. Concurrent requests are batched together before they re
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import queue
@@ -169,9 +170,11 @@ def create_encoder_app(encoder: CLIPEncoder, batcher: MicroBatcher | None = None
                     futures.append(batcher.submit("image", prepared))
                 else:
                     raise InvalidArgumentError(f"document {position} needs a 'text', a 'blob' or a data 'uri'")
+            vectors = await _vectors_unless_client_leaves(request, futures)
+            if vectors is None:  # nobody to answer; the finally below drops the work still queued
+                return JSONResponse(_status("the client went away"), status_code=499)
             out = []
-            for doc, future in zip(docs, futures, strict=True):
-                vector = await _wait(future)
+            for doc, vector in zip(docs, vectors, strict=True):
                 out.append({**{k: v for k, v in doc.items() if k not in ("blob", "uri")}, "embedding": vector.tolist()})
             return JSONResponse({"data": out, "header": {"status": None}})
         except InvalidArgumentError as error:
@@ -186,10 +189,31 @@ def create_encoder_app(encoder: CLIPEncoder, batcher: MicroBatcher | None = None
     return app
 
 
-async def _wait(future: Future[np.ndarray]) -> np.ndarray:
-    import asyncio
+async def _vectors_unless_client_leaves(request: Request, futures: list[Future[np.ndarray]]) -> list[np.ndarray] | None:
+    """The futures' vectors, or None as soon as the client disconnects (uvicorn does not cancel a handler
+    whose client left, so without this its texts would be encoded for nobody while others wait)."""
+    waiting = [asyncio.wrap_future(future) for future in futures]
+    all_done = asyncio.ensure_future(asyncio.wait(waiting)) if waiting else None
+    client_left = asyncio.ensure_future(_disconnect(request))
+    try:
+        if all_done is not None:
+            await asyncio.wait((all_done, client_left), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        client_left.cancel()
+    if all_done is not None and not all_done.done():
+        all_done.cancel()
+        return None
+    errors = [vector.exception() for vector in waiting]  # each read, so none is logged as never retrieved
+    for error in errors:
+        if error is not None:
+            raise error
+    return [vector.result() for vector in waiting]
 
-    return await asyncio.wrap_future(future)
+
+async def _disconnect(request: Request) -> None:
+    """Returns when the client has gone (the request's body has been read, so nothing else arrives)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 class _AbandonedWork:
