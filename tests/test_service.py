@@ -1021,6 +1021,52 @@ def test_work_queued_after_the_client_left_is_dropped(rpc: str, left_while: str,
     assert forgotten_encoded == [], f"{len(forgotten_encoded)} texts of a request whose client had left were encoded"
 
 
+def test_a_long_grpc_stream_keeps_no_finished_work(test_encoder: CLIPEncoder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """clip-client sends a whole job through one stream: the server must not hold every answered request's
+    vectors until the stream ends (a million images would be gigabytes), only the work still to do."""
+    import gc
+    import queue
+    import weakref
+
+    import grpc
+
+    batcher = MicroBatcher(test_encoder, max_batch=8)
+    real_submit = batcher.submit
+    queued: list[weakref.ref[Any]] = []
+
+    def recording_submit(kind: str, item: Any) -> Any:
+        future = real_submit(kind, item)
+        queued.append(weakref.ref(future))
+        return future
+
+    monkeypatch.setattr(batcher, "submit", recording_submit)
+    server, port = create_grpc_server(test_encoder, "127.0.0.1:0", batcher)
+    server.start()
+    outgoing: queue.Queue[Any] = queue.Queue()
+    held_after: list[int] = []
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}", options=jp.CHANNEL_OPTIONS) as channel:
+            stream = channel.stream_stream(jp.CALL, request_serializer=jp.DataRequest.SerializeToString,
+                                           response_deserializer=jp.DataRequest.FromString)
+            answers = stream(iter(outgoing.get, None), timeout=60)
+            for round_ in range(4):
+                request = jp.DataRequest()
+                for i in range(20):
+                    request.data.docs.docs.add(text=f"a red circle {round_} {i}")
+                outgoing.put(request)
+                answer = next(answers)
+                assert answer.header.status.code != jp.ERROR and len(answer.data.docs.docs) == 20
+                gc.collect()
+                held_after.append(sum(ref() is not None for ref in queued))
+            outgoing.put(None)
+            assert list(answers) == []
+    finally:
+        server.stop(grace=None)
+    assert len(queued) == 80
+    # the request just answered stays with the stream's loop until the next one arrives; nothing older
+    assert held_after == [20, 20, 20, 20], f"answered texts' futures still held after each round: {held_after}"
+
+
 def test_work_for_an_http_client_that_disconnected_is_dropped(test_encoder: CLIPEncoder,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """uvicorn lets a handler run on after its client disconnects: the texts it queued must be dropped, not

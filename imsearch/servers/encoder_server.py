@@ -226,7 +226,8 @@ class _AbandonedWork:
 
     def __init__(self, context: Any):
         self._lock = threading.Lock()
-        self._futures: list[Future[np.ndarray]] = []
+        # only work not yet done: a clip-client stream of a million images must not keep a million vectors
+        self._futures: set[Future[np.ndarray]] = set()
         self.client_gone = False
         if not context.add_callback(self._on_end):  # it ended before this handler got here
             self.client_gone = True
@@ -234,17 +235,24 @@ class _AbandonedWork:
     def _on_end(self) -> None:
         with self._lock:
             self.client_gone = True
-            futures, self._futures = self._futures, []
+            futures, self._futures = self._futures, set()
         for future in futures:
             future.cancel()
 
+    def _forget(self, future: Future[np.ndarray]) -> None:
+        with self._lock:
+            self._futures.discard(future)
+
     def track(self, futures: list[Future[np.ndarray]]) -> None:
         with self._lock:
-            if not self.client_gone:
-                self._futures.extend(futures)
-                return
+            gone = self.client_gone
+            if not gone:
+                self._futures.update(futures)
         for future in futures:
-            future.cancel()
+            if gone:
+                future.cancel()
+            else:
+                future.add_done_callback(self._forget)
 
 
 class JinaGrpcEncoder:
