@@ -8,7 +8,7 @@ import base64
 import io
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -943,26 +943,62 @@ def test_the_encoder_server_caps_requests(test_encoder: CLIPEncoder) -> None:
         server.stop(grace=None)
 
 
+@contextmanager
+def grpc_encoder_stubs(encoder: CLIPEncoder, batcher: MicroBatcher) -> Iterator[tuple[Any, Any]]:
+    """A real gRPC encoder server over `batcher`, and a client's unary and stream stubs for it."""
+    import grpc
+
+    server, port = create_grpc_server(encoder, "127.0.0.1:0", batcher)
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}", options=jp.CHANNEL_OPTIONS) as channel:
+            yield (channel.unary_unary(jp.PROCESS_SINGLE_DATA, request_serializer=jp.DataRequest.SerializeToString,
+                                       response_deserializer=jp.DataRequest.FromString),
+                   channel.stream_stream(jp.CALL, request_serializer=jp.DataRequest.SerializeToString,
+                                         response_deserializer=jp.DataRequest.FromString))
+    finally:
+        server.stop(grace=None)
+
+
+def texts_request(texts: Iterable[str]) -> Any:
+    request = jp.DataRequest()
+    for text in texts:
+        request.data.docs.docs.add(text=text)
+    return request
+
+
+def forgotten_texts_reaching_the_model(encoder: CLIPEncoder, monkeypatch: pytest.MonkeyPatch,
+                                       before_encoding: Callable[[], None] = lambda: None) -> list[str]:
+    """The texts starting with "forgotten" that the model encodes, recorded as they reach it;
+    `before_encoding` runs (in the batcher's thread) before each batch holding any."""
+    encoded: list[str] = []
+    real_encode_texts = encoder.encode_texts
+
+    def recording_encode_texts(texts: list[str]) -> np.ndarray:
+        forgotten = [text for text in texts if text.startswith("forgotten")]
+        encoded.extend(forgotten)
+        if forgotten:
+            before_encoding()
+        return real_encode_texts(texts)
+
+    monkeypatch.setattr(encoder, "encode_texts", recording_encode_texts)
+    return encoded
+
+
 @pytest.mark.parametrize(("rpc", "left_while"), [("single", "queueing"), ("single", "starting"), ("stream", "queueing")])
 def test_work_queued_after_the_client_left_is_dropped(rpc: str, left_while: str, test_encoder: CLIPEncoder,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """A handler can start, or still be queueing a request's texts, after its client cancelled (a server under
     load runs handlers late). gRPC refuses callbacks once an RPC has ended, so texts queued after that must be
     cancelled as they are queued (or not queued at all), not encoded for nobody while later requests wait."""
-    import grpc
 
     from imsearch.servers.encoder_server import JinaGrpcEncoder
 
     server_saw_end, entered, handler_done = threading.Event(), threading.Event(), threading.Event()
     forgotten_queued: list[str] = []
-    forgotten_encoded: list[str] = []
-    real_encode_texts = test_encoder.encode_texts
+    forgotten_encoded = forgotten_texts_reaching_the_model(test_encoder, monkeypatch)
     batcher = MicroBatcher(test_encoder, max_batch=8)
     real_submit = batcher.submit
-
-    def counting_encode_texts(texts: list[str]) -> np.ndarray:
-        forgotten_encoded.extend(text for text in texts if text.startswith("forgotten"))
-        return real_encode_texts(texts)
 
     def submit_after_the_client_left(kind: str, item: Any) -> Any:
         if kind == "text" and item.startswith("forgotten") and left_while == "queueing":
@@ -987,32 +1023,19 @@ def test_work_queued_after_the_client_left_is_dropped(rpc: str, left_while: str,
             yield from method(self, requests, context)
         return single if rpc == "single" else stream
 
-    monkeypatch.setattr(test_encoder, "encode_texts", counting_encode_texts)
     monkeypatch.setattr(batcher, "submit", submit_after_the_client_left)
     name = "process_single_data" if rpc == "single" else "call"
     monkeypatch.setattr(JinaGrpcEncoder, name, seeing(getattr(JinaGrpcEncoder, name)))
-    server, port = create_grpc_server(test_encoder, "127.0.0.1:0", batcher)
-    server.start()
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}", options=jp.CHANNEL_OPTIONS) as channel:
-            single = channel.unary_unary(jp.PROCESS_SINGLE_DATA, request_serializer=jp.DataRequest.SerializeToString,
-                                         response_deserializer=jp.DataRequest.FromString)
-            stream = channel.stream_stream(jp.CALL, request_serializer=jp.DataRequest.SerializeToString,
-                                           response_deserializer=jp.DataRequest.FromString)
-            forgotten = jp.DataRequest()
-            for i in range(50):
-                forgotten.data.docs.docs.add(text=f"forgotten query {i}")
-            call = single.future(forgotten, timeout=60) if rpc == "single" else stream(iter([forgotten]), timeout=60)
-            assert entered.wait(30), "the handler never started queueing"
-            call.cancel()
-            deadline = time.monotonic() + 30
-            while len(forgotten_queued) < 50 and not handler_done.is_set() and time.monotonic() < deadline:
-                time.sleep(0.01)
-            one = jp.DataRequest()
-            one.data.docs.docs.add(text="a red circle")
-            answer = single(one, timeout=60)  # the batcher is FIFO: whatever was left queued is encoded first
-    finally:
-        server.stop(grace=None)
+    with grpc_encoder_stubs(test_encoder, batcher) as (single, stream):
+        forgotten = texts_request(f"forgotten query {i}" for i in range(50))
+        call = single.future(forgotten, timeout=60) if rpc == "single" else stream(iter([forgotten]), timeout=60)
+        assert entered.wait(30), "the handler never started queueing"
+        call.cancel()
+        deadline = time.monotonic() + 30
+        while len(forgotten_queued) < 50 and not handler_done.is_set() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # the batcher is FIFO: whatever was left queued is encoded first
+        answer = single(texts_request(["a red circle"]), timeout=60)
     if left_while == "queueing":
         assert len(forgotten_queued) == 50, f"only {len(forgotten_queued)} of the 50 texts were queued"
     else:
@@ -1028,7 +1051,6 @@ def test_a_long_grpc_stream_keeps_no_finished_work(test_encoder: CLIPEncoder, mo
     import queue
     import weakref
 
-    import grpc
 
     batcher = MicroBatcher(test_encoder, max_batch=8)
     real_submit = batcher.submit
@@ -1040,28 +1062,18 @@ def test_a_long_grpc_stream_keeps_no_finished_work(test_encoder: CLIPEncoder, mo
         return future
 
     monkeypatch.setattr(batcher, "submit", recording_submit)
-    server, port = create_grpc_server(test_encoder, "127.0.0.1:0", batcher)
-    server.start()
     outgoing: queue.Queue[Any] = queue.Queue()
     held_after: list[int] = []
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}", options=jp.CHANNEL_OPTIONS) as channel:
-            stream = channel.stream_stream(jp.CALL, request_serializer=jp.DataRequest.SerializeToString,
-                                           response_deserializer=jp.DataRequest.FromString)
-            answers = stream(iter(outgoing.get, None), timeout=60)
-            for round_ in range(4):
-                request = jp.DataRequest()
-                for i in range(20):
-                    request.data.docs.docs.add(text=f"a red circle {round_} {i}")
-                outgoing.put(request)
-                answer = next(answers)
-                assert answer.header.status.code != jp.ERROR and len(answer.data.docs.docs) == 20
-                gc.collect()
-                held_after.append(sum(ref() is not None for ref in queued))
-            outgoing.put(None)
-            assert list(answers) == []
-    finally:
-        server.stop(grace=None)
+    with grpc_encoder_stubs(test_encoder, batcher) as (_, stream):
+        answers = stream(iter(outgoing.get, None), timeout=60)
+        for round_ in range(4):
+            outgoing.put(texts_request(f"a red circle {round_} {i}" for i in range(20)))
+            answer = next(answers)
+            assert answer.header.status.code != jp.ERROR and len(answer.data.docs.docs) == 20
+            gc.collect()
+            held_after.append(sum(ref() is not None for ref in queued))
+        outgoing.put(None)
+        assert list(answers) == []
     assert len(queued) == 80
     # the request just answered stays with the stream's loop until the next one arrives; nothing older
     assert held_after == [20, 20, 20, 20], f"answered texts' futures still held after each round: {held_after}"
@@ -1076,26 +1088,21 @@ def test_work_for_an_http_client_that_disconnected_is_dropped(test_encoder: CLIP
     import socket
 
     in_model, release = threading.Event(), threading.Event()
-    forgotten_encoded: list[str] = []
     queued: list[Any] = []
-    real_encode_texts = test_encoder.encode_texts
     batcher = MicroBatcher(test_encoder, max_batch=8)
     real_submit = batcher.submit
 
-    def held_encode_texts(texts: list[str]) -> np.ndarray:
-        forgotten = [text for text in texts if text.startswith("forgotten")]
-        forgotten_encoded.extend(forgotten)
-        if forgotten:  # the first batch is in the model when the client leaves
-            in_model.set()
-            assert release.wait(30)
-        return real_encode_texts(texts)
+    def hold_in_the_model() -> None:  # the first batch is in the model when the client leaves
+        in_model.set()
+        assert release.wait(30)
+
+    forgotten_encoded = forgotten_texts_reaching_the_model(test_encoder, monkeypatch, hold_in_the_model)
 
     def recording_submit(kind: str, item: Any) -> Any:
         future = real_submit(kind, item)
         queued.append(future)
         return future
 
-    monkeypatch.setattr(test_encoder, "encode_texts", held_encode_texts)
     monkeypatch.setattr(batcher, "submit", recording_submit)
     try:
         with running_server(create_encoder_app(test_encoder, batcher)) as url:
@@ -1123,7 +1130,6 @@ def test_work_for_requests_that_went_away_is_dropped(test_encoder: CLIPEncoder,
     """Abandoned requests of thousands of texts must not make the next one-text request wait behind them:
     the texts of cancelled requests are dropped, not encoded. Counted, not timed (a timed bar failed once in CI
     under load): the batcher is FIFO, so with the bug every text queued before the cancels is encoded first."""
-    import grpc
 
     encoded: list[int] = []
     submitted: list[str] = []
@@ -1141,31 +1147,20 @@ def test_work_for_requests_that_went_away_is_dropped(test_encoder: CLIPEncoder,
 
     monkeypatch.setattr(test_encoder, "encode_texts", counting_encode_texts)
     monkeypatch.setattr(batcher, "submit", counting_submit)
-    server, port = create_grpc_server(test_encoder, "127.0.0.1:0", batcher)
-    server.start()
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}", options=jp.CHANNEL_OPTIONS) as channel:
-            single = channel.unary_unary(jp.PROCESS_SINGLE_DATA, request_serializer=jp.DataRequest.SerializeToString,
-                                         response_deserializer=jp.DataRequest.FromString)
-            calls = []
-            for round_ in range(40):  # 1,000 texts a request: the server's cap is 1,024
-                abandoned = jp.DataRequest()
-                for i in range(1000):
-                    abandoned.data.docs.docs.add(text=f"a long forgotten query number {round_} {i} " * 3)
-                calls.append(single.future(abandoned, timeout=120))
-            deadline = time.monotonic() + 30
-            while len(submitted) < 20_000 and time.monotonic() < deadline:  # the server's 32 workers take them
-                time.sleep(0.05)
-            queued, encoded_before = len(submitted), sum(encoded)
-            for call in calls:  # the clients give up long before their texts are encoded
-                call.cancel()
-            one = jp.DataRequest()
-            one.data.docs.docs.add(text="a red circle")
-            started = time.perf_counter()
-            answer = single(one, timeout=120)
-            waited = time.perf_counter() - started
-    finally:
-        server.stop(grace=None)
+    with grpc_encoder_stubs(test_encoder, batcher) as (single, _):
+        calls = []
+        for round_ in range(40):  # 1,000 texts a request: the server's cap is 1,024
+            abandoned = texts_request(f"a long forgotten query number {round_} {i} " * 3 for i in range(1000))
+            calls.append(single.future(abandoned, timeout=120))
+        deadline = time.monotonic() + 30
+        while len(submitted) < 20_000 and time.monotonic() < deadline:  # the server's 32 workers take them
+            time.sleep(0.05)
+        queued, encoded_before = len(submitted), sum(encoded)
+        for call in calls:  # the clients give up long before their texts are encoded
+            call.cancel()
+        started = time.perf_counter()
+        answer = single(texts_request(["a red circle"]), timeout=120)
+        waited = time.perf_counter() - started
     assert queued - encoded_before > 10_000, f"only {queued - encoded_before} texts were waiting: nothing to drop"
     assert answer.header.status.code != jp.ERROR, answer.header.status.description
     assert len(answer.data.docs.docs) == 1 and list(answer.data.docs.docs[0].embedding.dense.shape) == [64]
