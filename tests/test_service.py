@@ -875,6 +875,22 @@ def test_malformed_http_requests_are_client_errors(encoder_urls: dict[str, str],
     assert not_json.status_code == 400
 
 
+def test_an_http_post_of_no_documents_or_a_failing_model_is_answered(test_encoder: CLIPEncoder,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """No documents get no vectors (not a hang); a model that fails answers 500 naming the failure."""
+    with running_server(create_encoder_app(test_encoder, MicroBatcher(test_encoder))) as url:
+        empty = httpx.post(url + "/post", json={"data": []}, timeout=30)
+        assert empty.status_code == 200 and empty.json()["data"] == []
+
+        def failing_encode_texts(texts: list[str]) -> np.ndarray:
+            raise EncoderError("the model ran out of memory")
+
+        monkeypatch.setattr(test_encoder, "encode_texts", failing_encode_texts)
+        failed = httpx.post(url + "/post", json={"data": [{"text": "a"}, {"text": "b"}]}, timeout=30)
+    assert failed.status_code == 500, failed.text
+    assert failed.json()["header"]["status"]["description"] == "the model ran out of memory"
+
+
 def _tensor_doc(request: object, array: np.ndarray | None = None, dtype: str | None = None) -> None:
     doc = request.data.docs.docs.add(id="t")  # type: ignore[attr-defined]
     if array is not None:

@@ -192,21 +192,21 @@ def create_encoder_app(encoder: CLIPEncoder, batcher: MicroBatcher | None = None
 async def _vectors_unless_client_leaves(request: Request, futures: list[Future[np.ndarray]]) -> list[np.ndarray] | None:
     """The futures' vectors, or None as soon as the client disconnects (uvicorn does not cancel a handler
     whose client left, so without this its texts would be encoded for nobody while others wait)."""
+    if not futures:
+        return []
     waiting = [asyncio.wrap_future(future) for future in futures]
-    all_done = asyncio.ensure_future(asyncio.wait(waiting)) if waiting else None
+    all_done = asyncio.ensure_future(asyncio.wait(waiting))
     client_left = asyncio.ensure_future(_disconnect(request))
     try:
-        if all_done is not None:
-            await asyncio.wait((all_done, client_left), return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait((all_done, client_left), return_when=asyncio.FIRST_COMPLETED)
     finally:
         client_left.cancel()
-    if all_done is not None and not all_done.done():
+    if not all_done.done():
         all_done.cancel()
         return None
     errors = [vector.exception() for vector in waiting]  # each read, so none is logged as never retrieved
-    for error in errors:
-        if error is not None:
-            raise error
+    if first_error := next((error for error in errors if error is not None), None):
+        raise first_error
     return [vector.result() for vector in waiting]
 
 
