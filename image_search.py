@@ -22,6 +22,7 @@ import os
 import threading
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,8 @@ from PIL import Image
 from clip_encoder import DEFAULT_MODEL, CLIPEncoder, normalize
 from imsearch.encoders.multilingual import QueryRouter, planned_query_encoder
 from imsearch.encoders.open_clip_backend import architecture_quick_gelu, trained_activation
+from imsearch.engine.duplicates import DEFAULT_MAX_HASH_DISTANCE, DEFAULT_SIMILARITY, find_duplicates, indexed_picture
+from imsearch.engine.ranking import Ranked, WordRanking
 from imsearch.errors import (
     CollectionMismatchError,
     EmptyIndexWarning,
@@ -44,7 +47,6 @@ from imsearch.indexing.pipeline import Indexer, IndexSummary, ProgressCallback
 from imsearch.indexing.watch import DEFAULT_DEBOUNCE_SECONDS, FolderWatcher, WatchEvent
 from imsearch.query import QueryTerm
 from imsearch.results import Duplicates, SearchResult, print_results
-from imsearch.store.duplicates import DEFAULT_MAX_HASH_DISTANCE, DEFAULT_SIMILARITY, find_duplicates
 from milvus_store import DEFAULT_COLLECTION, CollectionInfo, Hit, MilvusStore, Near, SearchFilter, metadata_from_row, path_id
 
 if TYPE_CHECKING:
@@ -265,8 +267,8 @@ class ImageSearchEngine:
     def search_batch(self, queries: Sequence[str], top_k: int = 5,
                      search_filter: SearchFilter | None = None) -> list[list[SearchResult]]:
         """One result list per query, in the same order; all queries are encoded in one batch. Where the
-        store can (text_match), the words also match descriptions and file and folder names (BM25),
-        fused with the CLIP ranking; scores stay cosine similarities."""
+        store can (text_match), photos the query names by their description, file or folder name come first
+        (imsearch/engine/ranking.py); scores are cosine similarities."""
         return self._search_batch(queries, top_k, search_filter)
 
     def _missing_collection(self, warn_at: int) -> None:
@@ -287,16 +289,22 @@ class ImageSearchEngine:
             self._missing_collection(warn_at=4)
             return [[] for _ in cleaned]
         vectors, answered_by = self.router.encode(cleaned, self.encoder.encode_texts)
+        vectors = normalize(vectors)
         if self.text_match != "off" and info.text_match:
-            hits = self.store.search_with_words(normalize(vectors), cleaned, top_k, search_filter)
+            ranking = WordRanking(self.store, self._encode_words)
+            ranked = [ranking.search(query, vector, top_k, search_filter) for query, vector in zip(cleaned, vectors, strict=True)]
         else:
             if self.text_match == "on" and not self._text_match_noticed:
                 self._text_match_noticed = True
                 warnings.warn(text_match_unavailable(info.name, self.store.location), TextMatchUnavailableWarning, stacklevel=3)
-            hits = self.store.search(normalize(vectors), top_k, search_filter)
-        if not any(hits) and self.store.count() == 0:
+            ranked = [[Ranked(hit) for hit in hits] for hits in self.store.search(vectors, top_k, search_filter)]
+        if not any(ranked) and self.store.count() == 0:
             warnings.warn(f"collection {self.store.collection_name!r} holds no images yet", EmptyIndexWarning, stacklevel=3)
-        return [_to_results(h, encoder) for h, encoder in zip(hits, answered_by, strict=True)]
+        return [_ranked_results(r, encoder) for r, encoder in zip(ranked, answered_by, strict=True)]
+
+    def _encode_words(self, texts: list[str]) -> np.ndarray:
+        """Texts as unit vectors in the collection's space, by the encoder that answers queries in their script."""
+        return normalize(self.router.encode(texts, self.encoder.encode_texts)[0])
 
     def search_composed(self, terms: Sequence[QueryTerm], top_k: int = 5,
                         search_filter: SearchFilter | None = None) -> list[SearchResult]:
@@ -364,10 +372,11 @@ class ImageSearchEngine:
         return _to_results(hits[:top_k])
 
     def find_duplicates(self, similarity: float = DEFAULT_SIMILARITY, max_hash_distance: int = DEFAULT_MAX_HASH_DISTANCE,
-                        search_filter: SearchFilter | None = None) -> Duplicates:
-        """Groups of near-identical photos among those indexed (imsearch/store/duplicates.py): stored vectors
-        at least `similarity` close whose perceptual hashes differ in at most `max_hash_distance` of 64 bits;
-        best copy first (most pixels, then oldest). Nothing is decoded or encoded; no model is loaded."""
+                        search_filter: SearchFilter | None = None, within: Sequence[str] = ()) -> Duplicates:
+        """Groups of copies among the photos indexed (imsearch/engine/duplicates.py): candidates whose stored vectors
+        are at least `similarity` close and whose perceptual hashes differ in at most `max_hash_distance` of 64 bits,
+        each pair then confirmed pixel by pixel from the files as indexed; best copy first (most pixels, then
+        oldest). No model is loaded. `within`: real paths of folders outside which no file is read."""
         if not 0 < similarity <= 1:
             raise InvalidArgumentError(f"similarity must be more than 0 and at most 1, got {similarity!r}")
         if isinstance(max_hash_distance, bool) or not isinstance(max_hash_distance, int) or not 0 <= max_hash_distance <= 64:
@@ -377,8 +386,9 @@ class ImageSearchEngine:
         if not self.store.has_metadata:
             raise InvalidArgumentError(f"collection {self.store.collection_name!r} was indexed before perceptual hashes were kept: "
                                        "run --mode index on its folders once (nothing is re-encoded)")
-        report = find_duplicates(self.store, similarity, max_hash_distance, search_filter)
-        return Duplicates([_to_results(group) for group in report.groups], report.photos_compared, report.without_hash)
+        report = find_duplicates(self.store, similarity, max_hash_distance, search_filter, load=indexed_picture(within))
+        return Duplicates([_to_results(group) for group in report.groups], report.photos_compared, report.without_hash,
+                          report.pairs_checked, report.unreadable)
 
     def image_record(self, image_id: int) -> dict[str, Any] | None:
         """What the index holds about one image (path, size, mtime, description...), or None."""
@@ -438,6 +448,11 @@ def _check_query(query: object) -> str:
 def _check_top_k(top_k: object) -> None:
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
         raise InvalidArgumentError(f"top_k must be a whole number from 1 to {MAX_TOP_K}, got {top_k!r}")
+
+
+def _ranked_results(ranked: list[Ranked], query_encoder: str) -> list[SearchResult]:
+    return [replace(result, matched_words=r.matched_words, matched_in=r.matched_in)
+            for result, r in zip(_to_results([r.hit for r in ranked], query_encoder), ranked, strict=True)]
 
 
 def _to_results(hits: list[Hit], query_encoder: str = "") -> list[SearchResult]:

@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import re
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ import numpy as np
 
 from imsearch.errors import CollectionMismatchError, ForeignCollectionError, InvalidArgumentError, StoreError, StoreLockedError
 from imsearch.photo_metadata import PhotoMetadata, distance_km
+from imsearch.store.words import STOP_WORDS, indexed_text, words_for_matching
 
 if TYPE_CHECKING:
     from imsearch.store.vector_cache import VectorCache  # imports torch: only long-lived processes need it
@@ -48,10 +50,10 @@ CAMERA_PHRASES = 64
 UPGRADE_SUFFIX = "__upgrade"
 MAX_SEARCH_LIMIT = 16_384  # Milvus' largest top-k
 TEXT_MAX_BYTES = 16_384
-# Reciprocal-rank fusion of the CLIP and BM25 rankings (Milvus's RRFRanker; k=60 as in its paper): a photo
-# whose words match comes before one the CLIP ranking alone puts level with it.
-RRF_K = 60
-CLIP_LIST = 100
+# Equal scores (copies of one photo have equal vectors) are ordered by id, not by the order rows were written:
+# a search asks for this many more than k, so that a tie across the k-th place is decided the same way each time.
+TIE_MARGIN = 16
+SAMPLE_SECONDS = 600.0
 # Exact search on both stores: an approximate index returned fewer than k rows and rankings that moved
 # with filters (HNSW at 20,000 x 512 clustered vectors: recall@10 0.32 at ef 64, 0.94 at k=1000 even with
 # ef 4,000), while FLAT answers 20,000 rows in ~6 ms on a server. Milvus Lite 3.x walks every row anyway.
@@ -73,25 +75,6 @@ _STATE_FIELDS = ["id", "path", "size", "mtime", "fingerprint", "description"]
 _RESULT_FIELDS = ["path", "description", "size", "mtime", "ext"]
 _METADATA_FIELDS = ["taken", "taken_offset", "camera", "camera_words", "lens", "latitude", "longitude", "width", "height",
                     "orientation", "phash", "phash_mirror", "meta_version"]
-
-
-# Words that name every photo or no particular one: a query's "a photo of" must not rank photos by them.
-STOP_WORDS = frozenset("a an and are as at be but by for from has have in is it its of on or that the this to was were with "
-                       "photo photos picture pictures image images img dsc pxl jpg jpeg png heic heif tif tiff webp".split())
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]+")
-
-
-def words_for_matching(text: str) -> str:
-    """Text as the BM25 analyzer should see it: Chinese, Japanese and Korean runs written as their
-    characters and character pairs ("外婆家" -> "外 婆 家 外婆 婆家"), so that Milvus's standard analyzer
-    (which splits on non-word characters) matches words inside them; path separators become spaces.
-    Used for stored text and queries alike. A dictionary segmenter (jieba) costs a one-shot search
-    0.43 s to load; characters and pairs cost nothing and find the same words."""
-    def spread(match: re.Match[str]) -> str:
-        run = match.group(0)
-        return " " + " ".join([*run, *(run[i : i + 2] for i in range(len(run) - 1))]) + " "
-
-    return _CJK.sub(spread, text.replace("/", " ").replace("\\", " ").replace("_", " "))
 
 
 def default_lite_path() -> Path:
@@ -218,11 +201,9 @@ def metadata_fields(metadata: PhotoMetadata | None) -> dict[str, Any]:
 
 
 def _text_field(row: dict[str, Any]) -> dict[str, str]:
-    """The words a row is found by: its description, its file name and the names of the two folders above it
-    (higher folders, such as /home or Pictures, name every photo and would only add noise)."""
-    path = Path(row["path"])
-    words = " ".join([str(row.get("description", "")), *path.parent.parts[-2:], path.stem])
-    return {"text": truncate_utf8(words_for_matching(words), TEXT_MAX_BYTES)}
+    """The words a row is found by (imsearch/store/words.py): its description, its file name and the names of
+    the two folders above it."""
+    return {"text": truncate_utf8(indexed_text(str(row["path"]), str(row.get("description", ""))), TEXT_MAX_BYTES)}
 
 
 def camera_words(camera: str) -> list[str]:
@@ -414,6 +395,11 @@ def photo_filter(taken_after: str | None = None, taken_before: str | None = None
     return fields
 
 
+def _best(hits: Sequence[Hit], top_k: int) -> list[Hit]:
+    """The first top_k by score, ties by id."""
+    return sorted(hits, key=lambda hit: (-hit.score, hit.id))[:top_k]
+
+
 class MilvusStore:
     """One collection of image rows in Milvus Lite or a Milvus server."""
 
@@ -431,6 +417,7 @@ class MilvusStore:
         self._info: CollectionInfo | None = None
         self._loaded = False
         self._cache_wanted = False
+        self._sample: tuple[float, np.ndarray] | None = None  # (when taken, vectors): see sample_vectors
         self._cache: VectorCache | None = None
         kwargs: dict[str, Any] = {"uri": self.uri}
         if token:
@@ -538,7 +525,7 @@ class MilvusStore:
         if self._call("has_collection", self.collection_name):
             self._call("drop_collection", self.collection_name)
         self._info, self._loaded = None, False
-        self._cache = None
+        self._cache, self._sample = None, None
 
     def enable_cache(self) -> int:
         """Keep an in-memory copy of the vectors for fast unfiltered search (Milvus Lite only: the one
@@ -689,6 +676,7 @@ class MilvusStore:
                 for row in rows:
                     row.update(_text_field(row))
             self._call("upsert", self.collection_name, rows)
+            self._sample = None
             if self._cache is not None:
                 self._cache.upsert(rows)
 
@@ -697,6 +685,7 @@ class MilvusStore:
         if not ids:
             return 0
         result = self._call("delete", self.collection_name, ids=ids)
+        self._sample = None
         if self._cache is not None:
             self._cache.delete(ids)
         # A server answers {'delete_count': n}; Lite answers the list of keys.
@@ -765,7 +754,7 @@ class MilvusStore:
         """Every row `search_filter` selects, vectors and result fields included, a page at a time."""
         expression = search_filter.expression() if search_filter else ""
         near = search_filter.near if search_filter else None
-        for page in self._pages(["id", "vector", *self._result_fields()], expression):
+        for page in self._pages(["id", "vector", "fingerprint", *self._result_fields()], expression):
             yield [r for r in page if near.contains(float(r["latitude"]), float(r["longitude"]))] if near else page
 
     def files_under(self, root: str, except_under: Sequence[str] = ()) -> dict[str, IndexedFile]:
@@ -791,65 +780,74 @@ class MilvusStore:
         return [dict(row) for row in rows]
 
     def search(self, vectors: np.ndarray, top_k: int, search_filter: SearchFilter | None = None) -> list[list[Hit]]:
+        """The top_k rows closest to each vector, best first; equal scores in id order (the same list however the
+        rows were written, and for every k)."""
         info = self.collection_info()
         if info is None:
             return [[] for _ in range(len(vectors))]
         self._check_query(info, vectors, search_filter)
         expression = search_filter.expression() if search_filter else ""
+        wanted = min(MAX_SEARCH_LIMIT, top_k + TIE_MARGIN)
         if self._cache is not None and not expression:
-            return [[Hit(i, score, fields) for i, score, fields in hits] for hits in self._cache.search(vectors, top_k)]
+            return [_best([Hit(i, score, fields) for i, score, fields in hits], top_k) for hits in self._cache.search(vectors, wanted)]
         self._ensure_loaded()
         near = search_filter.near if search_filter else None
         # A circle is not an expression Milvus evaluates: the store narrows to its box, the exact distance
         # decides, and the search widens until k photos inside the circle are found or the box is exhausted.
-        limit = top_k if near is None else min(MAX_SEARCH_LIMIT, max(top_k * 4, 64))
+        limit = wanted if near is None else min(MAX_SEARCH_LIMIT, max(wanted * 4, 64))
         while True:
             results = self._call("search", self.collection_name, data=[v.tolist() for v in vectors], limit=limit,
                                  filter=expression, output_fields=self._result_fields(), search_params={"metric_type": VECTOR_METRIC},
                                  consistency_level=SEARCH_CONSISTENCY)
             hits = [[Hit(int(h["id"]), float(h["distance"]), dict(h.get("entity") or {})) for h in found] for found in results]
             if near is None:
-                return hits
-            inside = [[h for h in found if near.contains(float(h.fields["latitude"]), float(h.fields["longitude"]))][:top_k]
+                return [_best(found, top_k) for found in hits]
+            inside = [[h for h in found if near.contains(float(h.fields["latitude"]), float(h.fields["longitude"]))]
                       for found in hits]
             exhausted = all(len(found) < limit for found in hits)
-            if exhausted or limit >= MAX_SEARCH_LIMIT or all(len(found) >= top_k for found in inside):
-                return inside
+            if exhausted or limit >= MAX_SEARCH_LIMIT or all(len(found) >= wanted for found in inside):
+                return [_best(found, top_k) for found in inside]
             limit = min(MAX_SEARCH_LIMIT, limit * 4)
 
-    def search_with_words(self, vectors: np.ndarray, texts: Sequence[str], top_k: int,
-                          search_filter: SearchFilter | None = None) -> list[list[Hit]]:
-        """Each query's CLIP ranking fused (reciprocal rank, Milvus's hybrid_search with its RRFRanker) with the
-        BM25 ranking of its words against the photos' descriptions and file and folder names; scores stay
-        cosine similarities. A collection without text match, or a position filter (decided after the
-        store's box), searches by CLIP alone."""
+    def word_candidates(self, words: str, limit: int, search_filter: SearchFilter | None = None) -> list[dict[str, Any]]:
+        """Rows whose indexed words (description, file and folder names) share any of `words`, best BM25 score
+        first, at most `limit`: each as {"id", "path", "description", "score"} (and the metadata fields a position
+        filter needs). Empty where the collection has no words (a server older than 2.5)."""
         info = self.collection_info()
-        if info is None or not info.text_match or (search_filter is not None and search_filter.near is not None):
-            return self.search(vectors, top_k, search_filter)
-        self._check_query(info, vectors, search_filter)
-        from pymilvus import AnnSearchRequest, RRFRanker
-
+        analysed = " ".join(words_for_matching(words).split())
+        if info is None or not info.text_match or not re.search(r"\w", analysed):
+            return []
         self._ensure_loaded()
-        expression = (search_filter.expression() if search_filter else "") or None
-        results = []
-        for vector, text in zip(vectors, texts, strict=True):
-            words = " ".join(words_for_matching(text).split())
-            if not re.search(r"\w", words) or (self._cache is not None and expression is None and not self._words_match(words)):
-                # nothing to fuse: the CLIP ranking alone, from the in-memory vectors where a long-lived process has them
-                results.append(self.search(vector[None], top_k, search_filter)[0])
-                continue
-            # The CLIP list is longer than k, so that a photo whose words match gains its CLIP rank too and comes before
-            # the CLIP ranking's first (which otherwise ties with it at 1/(k+1)); 100 costs a Lite search of 20,000 rows
-            # ~5 ms more than k (16,384: 820 ms more). The words' list comes first: Milvus keeps the first of a tie.
-            requests = [AnnSearchRequest([words], "text_sparse", {"metric_type": "BM25"}, limit=top_k, expr=expression),
-                        AnnSearchRequest([vector.tolist()], "vector", {"metric_type": VECTOR_METRIC}, limit=max(top_k, CLIP_LIST),
-                                         expr=expression)]
-            found = self._call("hybrid_search", self.collection_name, requests, RRFRanker(RRF_K), limit=top_k,
-                               output_fields=[*self._result_fields(), "vector"], consistency_level=SEARCH_CONSISTENCY)[0]
-            query = np.asarray(vector, dtype=np.float32)
-            results.append([Hit(int(h["id"]), float(np.dot(query, np.asarray(h["entity"]["vector"], dtype=np.float32))),
-                                {k: v for k, v in (h.get("entity") or {}).items() if k != "vector"}) for h in found])
-        return results
+        expression = search_filter.expression() if search_filter else ""
+        near = search_filter.near if search_filter else None
+        fields = ["path", "description", *(["latitude", "longitude"] if near is not None else [])]
+        found = self._call("search", self.collection_name, data=[analysed], anns_field="text_sparse", limit=min(limit, MAX_SEARCH_LIMIT),
+                           filter=expression, output_fields=fields, search_params={"metric_type": "BM25"},
+                           consistency_level=SEARCH_CONSISTENCY)[0]
+        rows = [{"id": int(h["id"]), "score": float(h["distance"]), **dict(h.get("entity") or {})} for h in found]
+        if near is not None:
+            rows = [r for r in rows if near.contains(float(r["latitude"]), float(r["longitude"]))]
+        return rows
+
+    def sample_vectors(self, size: int) -> np.ndarray:
+        """About `size` stored vectors chosen by id (ids are hashes of paths, so this is a fixed random sample of the
+        photos: the same photos give the same sample whatever order they were indexed in). Kept until this store
+        writes, or for SAMPLE_SECONDS where other processes may write."""
+        info = self.collection_info()
+        if info is None:
+            return np.zeros((0, 0), dtype=np.float32)
+        if self._sample is not None and time.monotonic() - self._sample[0] < SAMPLE_SECONDS:
+            return self._sample[1]
+        total = self.count()
+        self._ensure_loaded()
+        everything = 2 * size >= total
+        below = int((1 << 63) * 2 * size / max(total, 1))
+        rows = self._call("query", self.collection_name, filter="id >= 0" if everything else f"id < {below}",
+                          output_fields=["id", "vector"], limit=min(4 * size, MAX_SEARCH_LIMIT), consistency_level=SEARCH_CONSISTENCY)
+        rows = sorted(rows, key=lambda row: int(row["id"]))[:size]
+        sample = np.asarray([row["vector"] for row in rows], dtype=np.float32).reshape(len(rows), info.dim)
+        self._sample = (time.monotonic(), sample)
+        return sample
 
     def _check_query(self, info: CollectionInfo, vectors: np.ndarray, search_filter: SearchFilter | None) -> None:
         if vectors.shape[1] != info.dim:
@@ -859,13 +857,6 @@ class MilvusStore:
                 f"collection {self.collection_name!r} was indexed before photo metadata (date taken, camera, position, size) "
                 "was kept: run --mode index on its folders once to read it (nothing is re-encoded)"
             )
-
-    def _words_match(self, words: str) -> bool:
-        """Whether any photo's words match (BM25 alone: 19-28 ms at 50,000 rows on Lite; a fused search took 58 ms
-        at 20,000), so that a warm process answers queries whose words match nothing from its cached vectors."""
-        found = self._call("search", self.collection_name, data=[words], anns_field="text_sparse", limit=1,
-                           search_params={"metric_type": "BM25"}, consistency_level=SEARCH_CONSISTENCY)
-        return bool(found and found[0])
 
     # ----------------------------------------------------------------- error translation
 

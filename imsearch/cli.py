@@ -32,8 +32,8 @@ if TYPE_CHECKING:
 
 DEFAULT_MODEL = "ViT-B-32::openai"  # imsearch.encoders.base.DEFAULT_MODEL, without importing numpy for --help
 DEFAULT_COLLECTION = "image_search"  # milvus_store.DEFAULT_COLLECTION
-DEFAULT_DUPLICATE_SIMILARITY = 0.75  # imsearch.store.duplicates.DEFAULT_SIMILARITY
-DEFAULT_MAX_HASH_DISTANCE = 14  # imsearch.store.duplicates.DEFAULT_MAX_HASH_DISTANCE
+DEFAULT_DUPLICATE_SIMILARITY = 0.75  # imsearch.engine.duplicates.DEFAULT_SIMILARITY
+DEFAULT_MAX_HASH_DISTANCE = 20  # imsearch.engine.duplicates.DEFAULT_MAX_HASH_DISTANCE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,10 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--paths-only", action="store_true", help="print only the paths, one per line (for pipes)")
     duplicates = parser.add_argument_group("duplicates")
     duplicates.add_argument("--threshold", type=float, default=DEFAULT_DUPLICATE_SIMILARITY, metavar="COSINE",
-                            help="how close two photos' stored vectors must be to be compared as copies (default 0.75; the perceptual hash decides among these)")
+                            help="how close two photos' stored vectors must be to be compared (default 0.75; a perceptual hash, "
+                                 "then the pixels decide among these)")
     duplicates.add_argument("--max-hash-distance", type=int, default=DEFAULT_MAX_HASH_DISTANCE, metavar="BITS",
-                            help="how many of the 64 bits of two perceptual hashes may differ (default 14: resized, "
-                                 "recompressed, mirrored and 5%% cropped copies; different photos measured 20 or more)")
+                            help="how many of the 64 bits of two perceptual hashes may differ for a pair to be compared "
+                                 "pixel by pixel (default 20: resized, recompressed, mirrored, 5%% cropped and shifted copies "
+                                 "measured up to 18); only pairs whose pixels match are grouped")
     photo = parser.add_argument_group("photo metadata filters (search, similar and duplicates; from EXIF/XMP, read at index time)")
     photo.add_argument("--taken-after", metavar="DATE", help="taken on or after DATE (YYYY-MM-DD or YYYY-MM-DDTHH:MM, the photo's own clock)")
     photo.add_argument("--taken-before", metavar="DATE", help="taken on or before DATE (a date includes that whole day)")
@@ -423,7 +425,7 @@ def _duplicates(args: argparse.Namespace, engine: SearchEngine) -> int:
     found = engine.find_duplicates(args.threshold, args.max_hash_distance, args.search_filter)
     if args.json:
         print(json.dumps(found.to_dict(), ensure_ascii=False, indent=2))
-    elif args.paths_only:  # the copies, not the best one of each group: what a person would remove
+    elif args.paths_only:  # the copies confirmed pixel by pixel, not the best one of each group
         for group in found.groups:
             for result in group[1:]:
                 print(result.path)
@@ -432,6 +434,9 @@ def _duplicates(args: argparse.Namespace, engine: SearchEngine) -> int:
     if found.without_hash and not args.quiet:
         print(f"note: {found.without_hash} photos were indexed before perceptual hashes were kept and were not compared: "
               "run --mode index on their folders once (nothing is re-encoded)", file=sys.stderr)
+    if found.unreadable and not args.quiet:
+        print(f"note: {found.unreadable} look-alike pairs were not compared because a file is gone, changed since it was "
+              "indexed or unreadable: run --mode index on their folders, then look again", file=sys.stderr)
     return 0
 
 

@@ -20,6 +20,10 @@ class SearchResult:
     mtime: float = 0.0
     query_encoder: str = ""  # the text encoder that answered (the model's own or a multilingual one)
     metadata: PhotoMetadata | None = None  # what the photo's header said (None: not read, e.g. indexed before it was kept)
+    # The query's words this photo is named by (its description, folder or file name holds them), as typed, and
+    # where they were found. Such results come first; `score` is then the similarity to the rest of the query.
+    matched_words: tuple[str, ...] = ()
+    matched_in: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -27,21 +31,25 @@ class SearchResult:
 
 @dataclass(frozen=True)
 class Duplicates:
-    """Groups of near-identical photos, best copy first in each (its score: cosine similarity to the best)."""
+    """Groups of copies of one picture (confirmed pixel by pixel), best copy first in each (its score: cosine
+    similarity to the best)."""
 
     groups: list[list[SearchResult]]
     photos_compared: int = 0
     without_hash: int = 0  # photos indexed before perceptual hashes were kept: index once more to include them
+    pairs_checked: int = 0  # look-alike pairs compared pixel by pixel
+    unreadable: int = 0  # look-alike pairs left out: a file gone, changed since it was indexed, or unreadable
 
     def to_dict(self) -> dict[str, Any]:
         return {"groups": [[r.to_dict() for r in group] for group in self.groups], "photos_compared": self.photos_compared,
-                "without_hash": self.without_hash}
+                "without_hash": self.without_hash, "pairs_checked": self.pairs_checked, "unreadable": self.unreadable}
 
 
 def format_duplicates(found: Duplicates) -> str:
     if not found.groups:
         return f"no duplicates among {found.photos_compared} photos"
-    lines = [f"{len(found.groups)} groups of near-identical photos among {found.photos_compared} (best copy first):"]
+    lines = [f"{len(found.groups)} groups of copies among {found.photos_compared} photos, each checked pixel by pixel "
+             f"(best copy first):"]
     for number, group in enumerate(found.groups, 1):
         lines.append(f"group {number} ({len(group)} photos)")
         for position, result in enumerate(group):
@@ -54,8 +62,12 @@ def format_results(results: list[SearchResult]) -> str:
     if not results:
         return "no results"
     lines = []
+    if any(r.matched_words for r in results):
+        lines.append("photos your words name come first (marked \"words:\"), then the rest; each group by similarity")
     for result in results:
         line = f"{result.rank:>3}. {result.score:.4f}  {result.path}"
+        if result.matched_words:
+            line += f"\n       words: {', '.join(result.matched_words)} (in its {' and '.join(result.matched_in)})"
         if result.description:
             line += f"\n       {result.description}"
         about = describe_metadata(result.metadata)

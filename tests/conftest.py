@@ -169,7 +169,7 @@ OWN_TEST_FILES = {
     "imsearch.indexing.pipeline": "test_engine.py",
     "imsearch.indexing.perceptual": "test_duplicates.py",
     "imsearch.store.vector_cache": "test_vector_cache.py",
-    "imsearch.store.duplicates": "test_duplicates.py",
+    "imsearch.engine.duplicates": "test_duplicates.py",
     "imsearch.photo_metadata": "test_metadata.py",
     "imsearch.query": "test_composed.py",
     "imsearch.encoders.clip_tokenizer": "test_onnx_runtime.py",

@@ -19,10 +19,10 @@ from http_server import running_server
 from PIL import Image, ImageOps
 
 from image_search import ImageSearchEngine
+from imsearch.engine.duplicates import DEFAULT_SIMILARITY, find_duplicates
 from imsearch.errors import InvalidArgumentError
 from imsearch.indexing.perceptual import hash_distance, perceptual_hashes
 from imsearch.photo_metadata import PhotoMetadata
-from imsearch.store.duplicates import DEFAULT_SIMILARITY, find_duplicates
 from milvus_store import ImageRecord, MilvusStore, Near, SearchFilter, path_id
 
 COPIES = ("resized", "recompressed", "cropped", "mirrored")
@@ -143,7 +143,7 @@ def test_cli_and_http_list_the_same_groups(duplicates_library: tuple[Path, dict[
     groups = [[Path(r["path"]).name for r in group] for group in listed["groups"]]
     assert sorted(map(sorted, groups)) == sorted(map(sorted, truth.values()))
     shown = run_cli("--mode", "duplicates", "--model", TEST_MODEL, "--milvus-uri", database, home=home).stdout
-    assert "10 groups of near-identical photos among 80" in shown and "keep" in shown
+    assert "10 groups of copies among 80 photos, each checked pixel by pixel" in shown and "keep" in shown
     copies = run_cli("--mode", "duplicates", "--model", TEST_MODEL, "--milvus-uri", database, "--paths-only", home=home).stdout.splitlines()
     assert sorted(Path(p).name for p in copies) == sorted(f"{name}_{kind}.jpg" for name in truth for kind in COPIES)  # what to remove
     refused = run_cli("--mode", "duplicates", "--milvus-uri", database, "--threshold", "1.5", home=home, check=False)
@@ -164,7 +164,7 @@ def test_cli_and_http_list_the_same_groups(duplicates_library: tuple[Path, dict[
 
 def test_the_cli_defaults_are_the_librarys() -> None:
     from imsearch import cli
-    from imsearch.store import duplicates
+    from imsearch.engine import duplicates
 
     assert cli.DEFAULT_DUPLICATE_SIMILARITY == duplicates.DEFAULT_SIMILARITY
     assert cli.DEFAULT_MAX_HASH_DISTANCE == duplicates.DEFAULT_MAX_HASH_DISTANCE
@@ -203,7 +203,8 @@ def test_groups_are_exact_on_rows_of_known_hashes(tmp_path: Path) -> None:
     assert circle.contains(*inside) and not circle.contains(*corner)
 
     groups = [
-        # plain copies: the older of the two largest first; the small one 14 bits from the first (17 from the second)
+        # plain copies: the older of the two largest first; the small one 14 bits from the newer but 17 from the older,
+        # the copy kept: every member of a group is a copy of the one kept, so it joins neither
         [photo("/lib/a/newer.jpg", vectors[0], h[0], h[1], taken=2000.0, mtime=1.0, at=inside),
          photo("/lib/a/older.jpg", _near(vectors[0], 1, 0.02), flip(h[0], 3), flip(h[1], 2), taken=1000.0, mtime=2.0, at=inside),
          photo("/lib/a/small.jpg", _near(vectors[0], 2, 0.02), flip(h[0], 14, 20), flip(h[1], 14, 20), size=(800, 600),
@@ -235,9 +236,10 @@ def test_groups_are_exact_on_rows_of_known_hashes(tmp_path: Path) -> None:
     store.upsert(unhashed + hashed)
     store.flush()
     counted: list[int] = []
-    report = find_duplicates(store, progress=counted.append)
+    # the candidate rules alone (no files behind these rows to confirm pixels from), at the 14 bits they were built on
+    report = find_duplicates(store, max_hash_distance=14, progress=counted.append)
     found = [[hit.fields["path"] for hit in group] for group in report.groups]
-    assert found == [["/lib/a/older.jpg", "/lib/a/newer.jpg", "/lib/a/small.jpg"],  # the largest group first, then by path
+    assert found == [["/lib/a/older.jpg", "/lib/a/newer.jpg"],  # by path when of one size
                      ["/lib/b/mirrored-copy.jpg", "/lib/x/original.jpg"], ["/lib/c/z.jpg", "/lib/c/a.jpg"]]
     for group, hits in zip(groups, report.groups, strict=True):
         best = next(r for r in group if r.path == hits[0].fields["path"]).vector
@@ -248,21 +250,20 @@ def test_groups_are_exact_on_rows_of_known_hashes(tmp_path: Path) -> None:
     assert (report.photos_compared, report.without_hash) == (len(hashed), len(unhashed))
     # "at least `similarity` close": the pair exactly 0.5 apart is a candidate at 0.5, not a hair above it
     pair = {"/lib/f/one.jpg", "/lib/f/two.jpg"}
-    assert pair in [{hit.fields["path"] for hit in group} for group in find_duplicates(store, similarity=0.5).groups]
+    assert pair in [{hit.fields["path"] for hit in group} for group in find_duplicates(store, 0.5, 14).groups]
     above = float(np.nextafter(0.5, 1.0))
-    assert pair not in [{hit.fields["path"] for hit in group} for group in find_duplicates(store, similarity=above).groups]
+    assert pair not in [{hit.fields["path"] for hit in group} for group in find_duplicates(store, above, 14).groups]
     assert counted == sorted(counted) and len(counted) >= 2 and counted[-1] == len(hashed), counted  # after each batch
     # within 5 km: the two of a/ that have a position; b/'s original is in the box around the circle, not in it
-    near = find_duplicates(store, search_filter=SearchFilter(near=circle))
+    near = find_duplicates(store, max_hash_distance=14, search_filter=SearchFilter(near=circle))
     assert [[hit.fields["path"] for hit in group] for group in near.groups] == [["/lib/a/older.jpg", "/lib/a/newer.jpg"]]
     assert near.photos_compared == 3
-    with ImageSearchEngine(store=store) as engine:  # the engine's answer: the same groups, as results
-        answer = engine.find_duplicates()
-        assert [[r.path for r in group] for group in answer.groups] == found
-        assert [r.rank for r in answer.groups[0]] == [1, 2, 3]
+    with ImageSearchEngine(store=store) as engine:  # the engine confirms each pair from its files: these rows have none
+        answer = engine.find_duplicates(max_hash_distance=14)
+        assert answer.groups == [] and answer.pairs_checked == 0 and answer.unreadable >= 4
         assert (answer.photos_compared, answer.without_hash) == (len(hashed), len(unhashed))
-        assert engine.find_duplicates(max_hash_distance=64, similarity=1.0).groups == []  # no vector is that close here
-        assert [len(g) for g in engine.find_duplicates(max_hash_distance=0).groups] == [2, 2]  # identical hashes only
+        assert engine.find_duplicates(max_hash_distance=64, similarity=1.0).unreadable == 0  # no vector is that close here
+    assert [len(g) for g in find_duplicates(store, max_hash_distance=0).groups] == [2, 2]  # identical hashes only
     assert store.count() == len(unhashed) + len(hashed)  # a store passed in is the caller's: still open
     store.close()
 

@@ -209,7 +209,7 @@ def test_a_collection_with_an_approximate_index_is_moved_to_exact_search(store_u
         assert len(got) == 1000 and len(set(got) & {records[i].id for i in order}) >= 999
         assert np.allclose([h.score for h in hits[:10]], cosines[order[:10]], atol=1e-4)
         if words:  # the words index is kept (Lite's drop_index drops every index of the collection)
-            assert records[1500].id in [h.id for h in store.search_with_words(query[None], ["lighthouse"], 3)[0]]
+            assert records[1500].id in [int(row["id"]) for row in store.word_candidates("lighthouse", 3)]
         assert [r.getMessage() for r in caplog.records if "index" in r.getMessage()] == \
             [f"collection {collection_name}: replacing its HNSW index with an exact FLAT index"]
     finally:
@@ -242,7 +242,7 @@ def test_a_collection_left_without_its_vector_index_gets_an_exact_one(store_uri:
         assert [h.id for h in hits] == [records[i].id for i in np.argsort(-cosines)[:5]]
         assert np.allclose([h.score for h in hits], np.sort(cosines)[::-1][:5], atol=1e-4)
         if words:
-            assert records[17].id in [h.id for h in store.search_with_words(query[None], ["lighthouse"], 3)[0]]
+            assert records[17].id in [int(row["id"]) for row in store.word_candidates("lighthouse", 3)]
         assert [r.getMessage() for r in caplog.records if "index" in r.getMessage()] == \
             [f"collection {collection_name}: its vector index is missing; creating an exact FLAT index"]
     finally:

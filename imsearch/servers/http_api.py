@@ -29,6 +29,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field, StringConstraints
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from imsearch.engine.duplicates import DEFAULT_MAX_HASH_DISTANCE, DEFAULT_SIMILARITY
 from imsearch.errors import CollectionMismatchError, ImageSearchError, InvalidArgumentError, StoreError
 from imsearch.indexing.decode import is_raw, load_rgb
 from imsearch.indexing.watch import FolderWatcher
@@ -41,7 +42,6 @@ from imsearch.servers.jobs import IndexJob, IndexJobs
 from imsearch.servers.limits import BodyLimit
 from imsearch.servers.request_filters import FilterBody, PhotoFilterFields, make_filter, query_filter
 from imsearch.servers.thumbnails import ThumbnailCache
-from imsearch.store.duplicates import DEFAULT_MAX_HASH_DISTANCE, DEFAULT_SIMILARITY
 from milvus_store import SearchFilter
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
@@ -250,10 +250,10 @@ def create_app(engine: ServedEngine, token: str | None = None, thumbnail_dir: st
     def duplicates(similarity: float = Query(DEFAULT_SIMILARITY, gt=0, le=1),
                    max_hash_distance: int = Query(DEFAULT_MAX_HASH_DISTANCE, ge=0, le=64),
                    search_filter: SearchFilter | None = Depends(query_filter)) -> dict[str, Any]:
-        """Groups of near-identical photos, best copy first (see the README, Duplicates)."""
-        found = engine.find_duplicates(similarity, max_hash_distance, search_filter)
+        """Groups of copies (confirmed pixel by pixel), best copy first (see the README, Duplicates)."""
+        found = engine.find_duplicates(similarity, max_hash_distance, search_filter, within=serve_roots)
         return {"groups": [results_payload(group) for group in found.groups], "photos_compared": found.photos_compared,
-                "without_hash": found.without_hash}
+                "without_hash": found.without_hash, "pairs_checked": found.pairs_checked, "unreadable": found.unreadable}
 
     @app.get("/api/images/{image_id}", tags=["images"])
     def image(image_id: int) -> Response:

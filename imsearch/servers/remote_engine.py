@@ -18,12 +18,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from imsearch.engine.duplicates import DEFAULT_MAX_HASH_DISTANCE, DEFAULT_SIMILARITY
 from imsearch.errors import InvalidArgumentError, RemoteServerError, StoreError
 from imsearch.indexing.pipeline import FailedFile, IndexProgress, IndexSummary, ProgressCallback
 from imsearch.photo_metadata import PhotoMetadata
 from imsearch.query import QueryTerm
 from imsearch.results import Duplicates, SearchResult
-from imsearch.store.duplicates import DEFAULT_MAX_HASH_DISTANCE, DEFAULT_SIMILARITY
 
 if TYPE_CHECKING:
     from milvus_store import SearchFilter
@@ -111,7 +111,9 @@ class RemoteEngine:
         return [SearchResult(rank=r["rank"], path=r["path"], score=r["score"], description=r.get("description", ""),
                              id=int(r["id"]), size=r.get("size", 0), mtime=r.get("mtime", 0.0),
                              query_encoder=r.get("query_encoder", ""),
-                             metadata=PhotoMetadata(**r["metadata"]) if isinstance(r.get("metadata"), dict) else None) for r in items]
+                             metadata=PhotoMetadata(**r["metadata"]) if isinstance(r.get("metadata"), dict) else None,
+                             matched_words=tuple(str(w) for w in r.get("matched_words") or ()),
+                             matched_in=tuple(str(w) for w in r.get("matched_in") or ())) for r in items]
 
     @staticmethod
     def _filter_fields(search_filter: SearchFilter | None) -> dict[str, Any]:
@@ -172,7 +174,8 @@ class RemoteEngine:
                         search_filter: SearchFilter | None = None) -> Duplicates:
         body = self._call("GET", "/api/duplicates", params={"similarity": similarity, "max_hash_distance": max_hash_distance,
                                                             **self._filter_fields(search_filter)})
-        return Duplicates([self._results(group) for group in body["groups"]], body["photos_compared"], body["without_hash"])
+        return Duplicates([self._results(group) for group in body["groups"]], body["photos_compared"], body["without_hash"],
+                          int(body.get("pairs_checked", 0)), int(body.get("unreadable", 0)))
 
     def get_stats(self) -> dict[str, Any]:
         return dict(self._call("GET", "/api/stats"))

@@ -111,6 +111,11 @@ function makeCard(r) {
   const name = document.createElement("div"); name.className = "name"; name.textContent = r.path.split("/").pop();
   const desc = document.createElement("div"); desc.className = "desc"; desc.textContent = r.description || "";
   meta.append(score, name, desc);
+  if (r.matched_words && r.matched_words.length) {  // named by the query's words: such results come first
+    const words = document.createElement("div"); words.className = "words";
+    words.textContent = `words: ${r.matched_words.join(", ")} (${r.matched_in.join(", ")})`;
+    meta.append(words);
+  }
   card.append(img, meta);
   card.addEventListener("click", () => openViewer(r));
   return card;
@@ -187,7 +192,8 @@ async function similar(r) {
 
 function openViewer(r) {
   $("viewer-img").src = withToken(r.image_url);
-  $("viewer-caption").textContent = `${r.path} — ${r.score.toFixed(3)}${r.description ? " — " + r.description : ""}`;
+  const named = r.matched_words && r.matched_words.length ? ` — words: ${r.matched_words.join(", ")} (${r.matched_in.join(", ")})` : "";
+  $("viewer-caption").textContent = `${r.path} — similarity ${r.score.toFixed(3)}${named}${r.description ? " — " + r.description : ""}`;
   $("viewer-open").href = withToken(r.image_url);
   const meta = $("viewer-meta");
   meta.replaceChildren();
