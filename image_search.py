@@ -131,6 +131,7 @@ class ImageSearchEngine:
         self._decode_workers = decode_workers
         self._query_model = query_model
         self._router: QueryRouter | None = None
+        self._word_ranking: WordRanking | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -291,8 +292,10 @@ class ImageSearchEngine:
         vectors, answered_by = self.router.encode(cleaned, self.encoder.encode_texts)
         vectors = normalize(vectors)
         if self.text_match != "off" and info.text_match:
-            ranking = WordRanking(self.store, self._encode_words)
-            ranked = [ranking.search(query, vector, top_k, search_filter) for query, vector in zip(cleaned, vectors, strict=True)]
+            if self._word_ranking is None:
+                self._word_ranking = WordRanking(self.store, self._encode_words)
+            ranked = [self._word_ranking.search(query, vector, top_k, search_filter)
+                      for query, vector in zip(cleaned, vectors, strict=True)]
         else:
             if self.text_match == "on" and not self._text_match_noticed:
                 self._text_match_noticed = True

@@ -53,6 +53,7 @@ TEXT_MAX_BYTES = 16_384
 # Equal scores (copies of one photo have equal vectors) are ordered by id, not by the order rows were written:
 # a search asks for this many more than k, so that a tie across the k-th place is decided the same way each time.
 TIE_MARGIN = 16
+SCORE_TIE = 1e-5
 SAMPLE_SECONDS = 600.0
 # Exact search on both stores: an approximate index returned fewer than k rows and rankings that moved
 # with filters (HNSW at 20,000 x 512 clustered vectors: recall@10 0.32 at ef 64, 0.94 at k=1000 even with
@@ -396,8 +397,9 @@ def photo_filter(taken_after: str | None = None, taken_before: str | None = None
 
 
 def _best(hits: Sequence[Hit], top_k: int) -> list[Hit]:
-    """The first top_k by score, ties by id."""
-    return sorted(hits, key=lambda hit: (-hit.score, hit.id))[:top_k]
+    """The first top_k by score, ties by id. Scores within SCORE_TIE of a step count as equal: copies of one photo
+    encoded in different batches differ in the last bits."""
+    return sorted(hits, key=lambda hit: (-round(hit.score / SCORE_TIE), hit.id))[:top_k]
 
 
 class MilvusStore:

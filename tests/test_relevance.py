@@ -115,7 +115,7 @@ def test_a_name_finds_its_photo_and_a_name_with_pictured_words_its_photos_in_pic
 @pytest.mark.parametrize("store", ["lite", "server"])
 def test_the_first_results_are_one_list_whatever_top_k_and_write_order(scenes: Path, tmp_path: Path, store: str,
                                                                         request: pytest.FixtureRequest) -> None:
-    """Copies of a photo have equal vectors: ties go by id, not by the order rows were written, so top-k 1, 3 and
+    """Copies of a photo have (nearly) equal vectors: ties go by id, not by the order rows were written, so top-k 1, 3 and
     10 begin alike and a library indexed in another order ranks the same (up to scores within 1e-5 of each other:
     photos encoded in other batches differ in the last bits)."""
     captions = captions_of(scenes)

@@ -15,9 +15,10 @@ a part the query repeats word for word. A description CLIP cannot see in its pho
 
 The query names a photo when its counting parts hold every unit of the query; or when one of them is named in
 full by the query (all its units are in the query, dates and counters aside: "Kyoto red circle" names the folder
-"2019-06 Kyoto", "Alice red circle" the description "Alice"); or when they hold some of the query's units and
-CLIP sees the whole query in the picture ("Alice on the swing" names the photo described "Alice at the park"
-that shows a swing, not the one described "Dinner at the Red Lion" for "a red car").
+"2019-06 Kyoto", "Alice red circle" the description "Alice"); or when they hold some of the query's units, CLIP
+sees the whole query in the picture and does not see those words in it ("Alice on the swing" names the photo
+described "Alice at the park" that shows a swing; "a red car" does not name a red car photo described
+"Dinner at the Red Lion": its words add nothing CLIP does not see).
 
 The order: named photos first, those holding more of the query's units before others, each by the similarity of
 the photo to what is left of the query once the naming words are taken out ("red circle" of "Kyoto red circle");
@@ -38,11 +39,14 @@ from imsearch.store.words import is_number, query_units, searchable_units, text_
 if TYPE_CHECKING:
     from milvus_store import Hit, MilvusStore, SearchFilter
 
+SCORE_TIE = 1e-5  # as the store's searches: scores this close are a tie, decided by id
+
 WORD_CANDIDATES = 1024  # rows read from the words' ranking per query: the named photos come from these
 CONFIRM_Z = 1.75
 CONFIRM_SAMPLE = 256  # photos the confirmation compares with
 CONFIRM_TEXTS = 256  # distinct texts encoded per query for the confirmation; beyond them a part is taken at its word
 MAX_SEARCH_LIMIT = 16_384  # Milvus' largest top-k
+TEXTS_KEPT = 4096  # encoded texts a warm process keeps
 FOLDERS = ("folder", "parent folder")
 
 TextEncoder = Callable[[list[str]], np.ndarray]  # unit vectors, one per text
@@ -62,6 +66,7 @@ class WordRanking:
     def __init__(self, store: MilvusStore, encode: TextEncoder):
         self.store = store
         self.encode = encode
+        self._texts: dict[str, np.ndarray] = {}  # descriptions and names already encoded (a warm process asks again)
 
     def search(self, query: str, vector: np.ndarray, top_k: int, search_filter: SearchFilter | None = None) -> list[Ranked]:
         typed = query_units(query)
@@ -70,24 +75,30 @@ class WordRanking:
         possible = _matched_parts(wanted, candidates)
         rows = {int(row["id"]): row for row in self.store.get(list(possible), with_vectors=True)} if possible else {}
         possible = {image_id: matched for image_id, matched in possible.items() if image_id in rows}
+        # does the picture show what the whole query asks? (needed where the photo's words hold only part of it)
+        shows_query = self._shown(vector[None], [rows[i] for i in possible]) if possible else {}
+        # only parts that could name their photo are checked against it (each check encodes a text)
+        checked = [image_id for image_id, matched in possible.items()
+                   if (found := _naming(wanted, matched)) is not None and (found[1] or shows_query[image_id])]
         # folder names group photos and are taken as labels; a description or a file name speaks of one photo
-        seen = self._seen_by_clip([(image_id, text) for image_id, matched in possible.items()
-                                   for name, text in matched.items() if name not in FOLDERS], rows)
+        seen = self._seen_by_clip([(image_id, text) for image_id in checked
+                                   for name, text in possible[image_id].items() if name not in FOLDERS], rows)
         named: dict[int, tuple[set[str], list[str]]] = {}
-        partly: dict[int, tuple[set[str], list[str]]] = {}
-        for image_id, matched in possible.items():
+        partly: dict[int, tuple[set[str], list[str], str]] = {}
+        for image_id in checked:
             # a part counts where CLIP does not see it in its photo, or where the query repeats it word for word
-            parts = {name: text for name, text in matched.items() if (image_id, text) not in seen or _own_units(text) == wanted}
-            held = wanted & set().union(set(), *(searchable_units(text) for text in parts.values()))
-            if not held:
-                continue
-            if held == wanted or any((own := _own_units(text)) and own <= wanted for text in parts.values()):
-                named[image_id] = (held, list(parts))
-            else:
-                partly[image_id] = (held, list(parts))
-        if partly:  # named by part of the query: only where the picture shows what the query asks (CLIP sees it)
-            shown = self._seen_by_clip([(image_id, query) for image_id in partly], rows)
-            named.update({image_id: found for image_id, found in partly.items() if (image_id, query) in shown})
+            parts = {name: text for name, text in possible[image_id].items()
+                     if (image_id, text) not in seen or _own_units(text) == wanted}
+            found = _naming(wanted, parts)
+            if found is not None and found[1]:
+                named[image_id] = (found[0], list(parts))
+            elif found is not None and shows_query[image_id]:
+                partly[image_id] = (found[0], list(parts), " ".join(query[u.start : u.end] for u in typed if u.unit in found[0]))
+        # by part of the query, where the picture shows the whole query and its words say what CLIP cannot see:
+        # "Alice" in "Alice on the swing", not "red" in "a red car" (a red photo is found by CLIP alone)
+        visible = self._seen_by_clip([(image_id, held_words) for image_id, (_, _, held_words) in partly.items()], rows)
+        named.update({image_id: (held, parts) for image_id, (held, parts, held_words) in partly.items()
+                      if (image_id, held_words) not in visible})
         if not named:
             return [Ranked(hit) for hit in self.store.search(vector[None], top_k, search_filter)[0]]
         naming = set().union(*(held for held, _ in named.values()))
@@ -99,7 +110,7 @@ class WordRanking:
             score = float(np.dot(visual, np.asarray(row["vector"], dtype=np.float32)))
             fields = {k: v for k, v in row.items() if k not in ("vector", "id", "fingerprint")}
             words = tuple(dict.fromkeys(query[u.start : u.end] for u in typed if u.unit in held))
-            first.append((-len(held), -score, image_id, Ranked(_hit(image_id, score, fields), words, tuple(where))))
+            first.append((-len(held), -round(score / SCORE_TIE), image_id, Ranked(_hit(image_id, score, fields), words, tuple(where))))
         first.sort(key=lambda entry: entry[:3])
         ranked = [entry[3] for entry in first[:top_k]]
         if len(ranked) < top_k:
@@ -108,26 +119,36 @@ class WordRanking:
         return ranked
 
     def _seen_by_clip(self, pairs: list[tuple[int, str]], rows: dict[int, dict[str, Any]]) -> set[tuple[int, str]]:
-        """The (photo, text) pairs where CLIP sees the text in the photo: the photo's similarity to the text is at
-        least CONFIRM_Z standard deviations above the sample's (CONFIRM_TEXTS distinct texts at most)."""
+        """The (photo, text) pairs where CLIP sees the text in the photo (CONFIRM_TEXTS distinct texts at most)."""
         texts = list(dict.fromkeys(text for _, text in pairs if units(text)))[:CONFIRM_TEXTS]
         if not texts:
             return set()
+        missing = [text for text in texts if text not in self._texts]
+        if missing:
+            if len(self._texts) + len(missing) > TEXTS_KEPT:
+                self._texts.clear()
+            self._texts.update(zip(missing, self.encode(missing), strict=True))
+        by_text: dict[str, list[int]] = {}
+        for image_id, text in pairs:
+            if text in self._texts:
+                by_text.setdefault(text, []).append(image_id)
+        seen: set[tuple[int, str]] = set()
+        for text, ids in by_text.items():
+            shown = self._shown(self._texts[text][None], [rows[i] for i in ids])
+            seen.update((image_id, text) for image_id, yes in shown.items() if yes)
+        return seen
+
+    def _shown(self, text_vector: np.ndarray, rows: list[dict[str, Any]]) -> dict[int, bool]:
+        """For each photo, whether CLIP sees the text in it: the photo's similarity to the text is at least
+        CONFIRM_Z standard deviations above the sample's (a fixed sample of the collection, by id)."""
         sample = self.store.sample_vectors(CONFIRM_SAMPLE)
         if len(sample) < 2:
-            return set()
-        text_vectors = self.encode(texts)
-        sample_scores = sample @ text_vectors.T
-        mean, spread = sample_scores.mean(axis=0), np.maximum(sample_scores.std(axis=0), 1e-6)
-        column = {text: i for i, text in enumerate(texts)}
-        seen = set()
-        for image_id, text in pairs:
-            i = column.get(text)
-            if i is not None:
-                score = float(np.asarray(rows[image_id]["vector"], dtype=np.float32) @ text_vectors[i])
-                if (score - mean[i]) / spread[i] >= CONFIRM_Z:
-                    seen.add((image_id, text))
-        return seen
+            return {int(row["id"]): False for row in rows}
+        reference = sample @ text_vector[0]
+        mean, spread = float(reference.mean()), max(float(reference.std()), 1e-6)
+        vectors = np.asarray([row["vector"] for row in rows], dtype=np.float32).reshape(len(rows), -1)
+        scores = vectors @ text_vector[0]
+        return {int(row["id"]): bool((score - mean) / spread >= CONFIRM_Z) for row, score in zip(rows, scores, strict=True)}
 
 
 def _matched_parts(wanted: set[str], candidates: Sequence[dict[str, Any]]) -> dict[int, dict[str, str]]:
@@ -139,6 +160,15 @@ def _matched_parts(wanted: set[str], candidates: Sequence[dict[str, Any]]) -> di
         if matched:
             possible[int(row["id"])] = matched
     return possible
+
+
+def _naming(wanted: set[str], parts: dict[str, str]) -> tuple[set[str], bool] | None:
+    """The query's units these parts of a photo's text hold, and whether they name it outright (hold every unit,
+    or one part is named in full by the query); None when they hold none."""
+    held = wanted & set().union(set(), *(searchable_units(text) for text in parts.values()))
+    if not held:
+        return None
+    return held, held == wanted or any((own := _own_units(text)) and own <= wanted for text in parts.values())
 
 
 def _own_units(text: str) -> set[str]:
