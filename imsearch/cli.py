@@ -21,8 +21,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from imsearch.errors import EncoderError, ImageSearchError, InvalidArgumentError, StoreLockedError
+from imsearch.errors import EncoderError, ImageSearchError, InvalidArgumentError, StoreError, StoreLockedError
 from imsearch.extras import require
+from imsearch.results import printable
 
 if TYPE_CHECKING:
     from imsearch.indexing.pipeline import IndexSummary, ProgressCallback
@@ -200,13 +201,14 @@ def _open_engine(args: argparse.Namespace) -> SearchEngine:
             clip_server=args.clip_server, rebuild=args.rebuild, query_model=args.query_model, drop_foreign_collection=args.drop_foreign_collection,
             text_match=args.text_match)
     except StoreLockedError:
-        from imsearch.servers.remote_engine import find_server
+        from imsearch.servers.local_channel import find_channel
 
-        advert = find_server(uri, args.collection) if args.mode != "serve" and is_lite_uri(uri) else None
-        if advert is None:
+        channel = find_channel(uri, args.collection, uri) if args.mode != "serve" and is_lite_uri(uri) else None
+        if channel is None:
             raise
         if args.rebuild:
-            raise InvalidArgumentError(f"--rebuild cannot run while the server at {advert['url']} (pid {advert['pid']}) holds {uri}; stop it first") from None
+            raise InvalidArgumentError(f"--rebuild cannot run while an image_search server (pid {channel.pid}) holds {uri}; "
+                                       "stop it first") from None
         remote = _running_server(uri, args)
         if remote is None:
             raise
@@ -214,16 +216,26 @@ def _open_engine(args: argparse.Namespace) -> SearchEngine:
 
 
 def _running_server(uri: str, args: argparse.Namespace) -> SearchEngine | None:
-    """The API of a running image_search server over this store and collection, when one answers and serves
-    the model asked for."""
-    from imsearch.servers.remote_engine import RemoteEngine, answering, find_server
+    """This user's running image_search server of this store and collection, reached through its private socket
+    when it passes every check (servers/local_channel.py) and serves the model asked for; else None."""
+    from imsearch.servers.local_channel import find_channel, serves
+    from imsearch.servers.remote_engine import RemoteEngine
+    from milvus_store import is_lite_uri
 
-    advert = find_server(uri, args.collection)
-    if advert is None or (args.model and advert.get("model") not in (None, args.model)) or not answering(advert["url"]):
+    channel = find_channel(uri, args.collection, uri if is_lite_uri(uri) else None, args.model)
+    if channel is None:
         return None
-    print(f"note: {uri} is held by the image_search server at {advert['url']} (pid {advert['pid']}); using its API",
-          file=sys.stderr)
-    return RemoteEngine(advert["url"], args.token)
+    remote = RemoteEngine.over_socket(channel.socket_path, args.token)
+    try:
+        answer = remote.get_stats()
+    except (StoreError, InvalidArgumentError):
+        answer = None
+    if not serves(answer, uri, args.collection):
+        remote.close()
+        return None
+    print(f"note: {printable(uri)} is held by an image_search server (pid {channel.pid}, {printable(channel.url)}); "
+          "using it", file=sys.stderr)
+    return remote
 
 
 def _serve_encoder(args: argparse.Namespace) -> int:
@@ -277,7 +289,7 @@ def _index(args: argparse.Namespace, engine: SearchEngine) -> int:
               + (f", photo metadata read for {total.metadata_read} indexed before it was kept" if total.metadata_read else "")
               + f" in {total.seconds:.1f}s")
         for failure in total.failed:
-            print(f"  failed: {failure.path}: {failure.reason}", file=sys.stderr)
+            print(f"  failed: {printable(failure.path)}: {printable(failure.reason)}", file=sys.stderr)
     # Partial failures are reported, not fatal; a run that could index nothing is.
     files = total.indexed + total.unchanged + total.moved
     store = getattr(engine, "store", None)
@@ -305,23 +317,23 @@ def _watch(args: argparse.Namespace, engine: SearchEngine, descriptions: dict[st
     def changed(folder: str, summary: IndexSummary) -> None:
         if not (summary.indexed or summary.removed or summary.moved or summary.failed or summary.descriptions_updated):
             return  # the catch-up pass once watching begins, finding nothing new
-        print(f"{now()} {folder}: indexed {summary.indexed}, removed {summary.removed}, moved {summary.moved}, "
+        print(f"{now()} {printable(folder)}: indexed {summary.indexed}, removed {summary.removed}, moved {summary.moved}, "
               f"failed {len(summary.failed)}", flush=True)
         for failure in summary.failed:
-            print(f"  failed: {failure.path}: {failure.reason}", file=sys.stderr, flush=True)
+            print(f"  failed: {printable(failure.path)}: {printable(failure.reason)}", file=sys.stderr, flush=True)
 
     def event(happened: WatchEvent) -> None:
         if happened.kind == "gone":
-            print(f"{now()} {happened.folders[0]} is gone (unmounted?): its photos stay in the index; watching for it "
+            print(f"{now()} {printable(happened.folders[0])} is gone (unmounted?): its photos stay in the index; watching for it "
                   "to come back", file=sys.stderr, flush=True)
         elif happened.kind == "back":
-            print(f"{now()} {happened.folders[0]} is back", file=sys.stderr, flush=True)
+            print(f"{now()} {printable(happened.folders[0])} is back", file=sys.stderr, flush=True)
         elif happened.kind == "watching":
             count = len(happened.folders)
             print(f"watching {count} folder{'s' if count > 1 else ''} for changes; Ctrl-C stops", file=sys.stderr, flush=True)
 
     def failed(error: BaseException) -> None:
-        print(f"warning: {error}; trying again after the next change", file=sys.stderr, flush=True)
+        print(f"warning: {printable(str(error))}; trying again after the next change", file=sys.stderr, flush=True)
 
     sys.stdout.flush()  # the first pass's summary, before the wait (a pipe would hold it back)
     # Ctrl-C (or a SIGTERM) asks the watcher to stop after the run in hand, rather than raising wherever the main
@@ -359,7 +371,7 @@ def _print_results(args: argparse.Namespace, results: list[SearchResult]) -> Non
 
     if args.paths_only:
         for result in results:
-            print(result.path)
+            print(printable(result.path))
     else:
         print(json.dumps([r.to_dict() for r in results], ensure_ascii=False, indent=2) if args.json else format_results(results))
 
@@ -407,7 +419,7 @@ def _search(args: argparse.Namespace, engine: SearchEngine) -> int:
         return 0
     for query, results in zip(args.query, result_lists, strict=True):
         if len(args.query) > 1:
-            print(f"# {query}")
+            print(f"# {printable(query)}")
         _print_results(args, results)
     return 0
 
@@ -428,7 +440,7 @@ def _duplicates(args: argparse.Namespace, engine: SearchEngine) -> int:
     elif args.paths_only:  # the copies confirmed pixel by pixel, not the best one of each group
         for group in found.groups:
             for result in group[1:]:
-                print(result.path)
+                print(printable(result.path))
     else:
         print(format_duplicates(found))
     if found.without_hash and not args.quiet:
@@ -532,7 +544,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _show_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
-    print(f"warning: {message}", file=sys.stderr)
+    print(f"warning: {printable(str(message))}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -546,10 +558,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _run(args)
     except InvalidArgumentError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {printable(str(error))}", file=sys.stderr)
         return 2
     except ImageSearchError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {printable(str(error))}", file=sys.stderr)
         if args.mode == "index" and isinstance(error, EncoderError):
             print("what was indexed so far is kept; run the same command again to finish", file=sys.stderr)
         return 1

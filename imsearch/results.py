@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import asdict, dataclass
 from typing import Any, TextIO
@@ -45,6 +46,26 @@ class Duplicates:
                 "without_hash": self.without_hash, "pairs_checked": self.pairs_checked, "unreadable": self.unreadable}
 
 
+# C0 and C1 controls, DEL, and the bidirectional overrides and isolates: legal in Linux file names and
+# descriptions, and able to rewrite a terminal or reorder what a person reads
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """`text` with every control character written as an escape (`\x1b`, `\n`, `\u202e`), so that a path
+    or a description shows what it holds and cannot act on the terminal; `\\` is doubled, so nothing reads back
+    as another escape."""
+    def escape(match: re.Match[str]) -> str:
+        character = match.group(0)
+        named = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(character)
+        if named:
+            return named
+        code = ord(character)
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+    return _UNPRINTABLE.sub(escape, text.replace("\\", "\\\\"))
+
+
 def format_duplicates(found: Duplicates) -> str:
     if not found.groups:
         return f"no duplicates among {found.photos_compared} photos"
@@ -54,7 +75,7 @@ def format_duplicates(found: Duplicates) -> str:
         lines.append(f"group {number} ({len(group)} photos)")
         for position, result in enumerate(group):
             size = f"{result.metadata.width}x{result.metadata.height}" if result.metadata and result.metadata.width else ""
-            lines.append(f"  {'keep' if position == 0 else '    '}  {result.score:.3f}  {size:>11}  {result.path}")
+            lines.append(f"  {'keep' if position == 0 else '    '}  {result.score:.3f}  {size:>11}  {printable(result.path)}")
     return "\n".join(lines)
 
 
@@ -65,14 +86,14 @@ def format_results(results: list[SearchResult]) -> str:
     if any(r.matched_words for r in results):
         lines.append("photos your words name come first (marked \"words:\"), then the rest; each group by similarity")
     for result in results:
-        line = f"{result.rank:>3}. {result.score:.4f}  {result.path}"
+        line = f"{result.rank:>3}. {result.score:.4f}  {printable(result.path)}"
         if result.matched_words:
-            line += f"\n       words: {', '.join(result.matched_words)} (in its {' and '.join(result.matched_in)})"
+            line += f"\n       words: {printable(', '.join(result.matched_words))} (in its {printable(' and '.join(result.matched_in))})"
         if result.description:
-            line += f"\n       {result.description}"
+            line += f"\n       {printable(result.description)}"
         about = describe_metadata(result.metadata)
         if about:
-            line += f"\n       {about}"
+            line += f"\n       {printable(about)}"
         lines.append(line)
     return "\n".join(lines)
 

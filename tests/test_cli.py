@@ -199,9 +199,8 @@ def test_cli_uses_the_running_server_that_holds_the_database(tmp_path: Path, sce
                                "--index-root", str(tmp_path)],
                               env={**os.environ, "IMAGE_SEARCH_HOME": str(home)}, stderr=subprocess.PIPE, text=True)
     try:
-        advert = home / "milvus.db.server.json"
         deadline = time.time() + 60
-        while not advert.exists():
+        while not channel_of(home / "milvus.db", "image_search").exists():
             assert server.poll() is None and time.time() < deadline, "server did not start"
             time.sleep(0.2)
         import httpx
@@ -215,7 +214,7 @@ def test_cli_uses_the_running_server_that_holds_the_database(tmp_path: Path, sce
                 time.sleep(0.2)
         captions = captions_of(scenes)
         searched = run_cli("--mode", "search", "--query", captions["scene_00001.png"]["en"], "--top-k", "24", "--json", home=home)
-        assert "using its API" in searched.stderr
+        assert "held by an image_search server" in searched.stderr and f"pid {server.pid}" in searched.stderr
         assert "scene_00001.png" in {Path(r["path"]).name for r in json.loads(searched.stdout)}
         # --in and --paths-only through the server's API: the folder filter travels with each kind of search
         sub = scenes / "sub"
@@ -236,7 +235,16 @@ def test_cli_uses_the_running_server_that_holds_the_database(tmp_path: Path, sce
     finally:
         server.send_signal(signal.SIGINT)
         server.wait(timeout=30)
-    assert not (home / "milvus.db.server.json").exists()
+    assert not channel_of(home / "milvus.db", "image_search").exists()  # the socket and its note are gone with it
+
+
+def channel_of(database: Path | str, collection: str) -> Path:
+    """Where a server of this store and collection keeps its socket (servers/local_channel.py)."""
+    from imsearch.servers.local_channel import _names, channel_folder
+
+    folder = channel_folder(create=True)
+    assert folder is not None
+    return _names(str(database), collection, folder)[0]
 
 
 @pytest.mark.slow
@@ -252,42 +260,39 @@ def test_one_shot_searches_of_a_milvus_server_go_through_the_running_server(tmp_
     run_cli("--mode", "index", "--model", TEST_MODEL, "--image-dir", str(scenes), *store, home=home)
     query = captions_of(scenes)["scene_00003.png"]["en"]
     direct = run_cli("--mode", "search", "--query", query, "--top-k", "8", "--json", *store, home=home)
-    assert "using its API" not in direct.stderr
+    assert "held by an image_search server" not in direct.stderr
     port = free_port()
-    env = {**os.environ, "IMAGE_SEARCH_HOME": str(home), "IMAGE_SEARCH_CACHE": str(tmp_path / "cache")}
+    env = {**os.environ, "IMAGE_SEARCH_HOME": str(home)}
     server = subprocess.Popen([sys.executable, str(ROOT / "image_search.py"), "--mode", "serve", "--port", str(port), *store],
                               env=env, stderr=subprocess.PIPE, text=True)
+    channel = channel_of(milvus_server, collection_name)
     try:
-        import httpx
-
-        from imsearch.servers.remote_engine import answering
-
         deadline = time.time() + 90
-        while not answering(f"http://127.0.0.1:{port}", timeout=1):
+        while not channel.exists():
             assert server.poll() is None and time.time() < deadline, "server did not start"
             time.sleep(0.3)
-        cache = {"IMAGE_SEARCH_CACHE": str(tmp_path / "cache")}
-        served = run_cli("--mode", "search", "--query", query, "--top-k", "8", "--json", *store, home=home, **cache)
-        assert "using its API" in served.stderr
+        served = run_cli("--mode", "search", "--query", query, "--top-k", "8", "--json", *store, home=home)
+        assert "held by an image_search server" in served.stderr
         assert [(r["path"], round(r["score"], 4)) for r in json.loads(served.stdout)] == \
             [(r["path"], round(r["score"], 4)) for r in json.loads(direct.stdout)]
-        stats = run_cli("--mode", "stats", "--json", *store, home=home, **cache)
-        assert "using its API" in stats.stderr and json.loads(stats.stdout)["total_images"] == 24
+        stats = run_cli("--mode", "stats", "--json", *store, home=home)
+        assert "held by an image_search server" in stats.stderr and json.loads(stats.stdout)["total_images"] == 24
         for other in (["--collection", collection_name + "_other"], ["--model", "ViT-B-32::openai"]):
             elsewhere = run_cli("--mode", "stats", "--json", "--milvus-uri", milvus_server, "--collection", collection_name,
-                                *other, home=home, check=False, **cache)
-            assert "using its API" not in elsewhere.stderr
-        advert = next((tmp_path / "cache" / "servers").glob("*.json"))
-        assert json.loads(advert.read_text())["collection"] == collection_name
-        stale = json.loads(advert.read_text())
-        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+                                *other, home=home, check=False)
+            assert "held by an image_search server" not in elsewhere.stderr
+        note = channel.with_suffix(".json")
+        stale = json.loads(note.read_text())
+        assert stale["collection"] == collection_name and stale["pid"] == server.pid
     finally:
         server.send_signal(signal.SIGINT)
         server.wait(timeout=30)
-    assert not advert.exists()
-    advert.write_text(json.dumps({**stale, "pid": os.getpid()}))  # a live process, but no server at that URL any more
-    fallback = run_cli("--mode", "search", "--query", query, "--top-k", "8", "--json", *store, home=home, **cache)
-    assert "using its API" not in fallback.stderr and json.loads(fallback.stdout) == json.loads(direct.stdout)
+    assert not channel.exists() and not note.exists()
+    note.write_text(json.dumps({**stale, "pid": os.getpid()}))  # a live process, but no socket any more
+    note.chmod(0o600)
+    fallback = run_cli("--mode", "search", "--query", query, "--top-k", "8", "--json", *store, home=home)
+    assert "held by an image_search server" not in fallback.stderr and json.loads(fallback.stdout) == json.loads(direct.stdout)
+    note.unlink()
 
 
 @pytest.mark.parametrize("mode", ["serve", "serve-encoder"])

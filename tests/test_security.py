@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -321,23 +322,26 @@ def test_the_bearer_scheme_name_is_case_insensitive(tmp_path: Path) -> None:
             assert client.get("/api/stats", headers={"Authorization": "Basic s3cret"}).status_code == 401
 
 
-def test_sigterm_removes_the_servers_advert(tmp_path: Path, scenes: Path) -> None:
+def test_sigterm_removes_the_servers_channel(tmp_path: Path, scenes: Path) -> None:
     import signal
 
     from http_server import free_port
+    from test_cli import channel_of
 
     env = {**os.environ, "IMAGE_SEARCH_HOME": str(tmp_path / "home")}
     cli = [sys.executable, str(ROOT / "image_search.py")]
     subprocess.run([*cli, "--mode", "index", "--model", TEST_MODEL, "--image-dir", str(scenes), "-q"], env=env, check=True, timeout=300)
     server = subprocess.Popen([*cli, "--mode", "serve", "--port", str(free_port())], env=env, stderr=subprocess.PIPE, text=True)
-    advert = tmp_path / "home" / "milvus.db.server.json"
+    channel = channel_of(tmp_path / "home" / "milvus.db", "image_search")
     deadline = time.time() + 60
-    while not advert.exists():
+    while not channel.exists():
         assert server.poll() is None and time.time() < deadline, "server did not start"
         time.sleep(0.2)
+    started = time.time()
     server.send_signal(signal.SIGTERM)
     server.wait(timeout=60)
-    assert not advert.exists()
+    assert not channel.exists() and not channel.with_suffix(".json").exists()
+    assert time.time() - started < 4, "SIGTERM took more than 4 s"
 
 
 def test_headers_that_never_finish_time_out(tmp_path: Path) -> None:
@@ -443,3 +447,148 @@ def test_file_checks_answer_with_a_status_for_each_refusal(tmp_path: Path) -> No
     descriptor = open_without_symlinks(str(tmp_path / "real.jpg"))
     assert os.read(descriptor, 10) == b"x"
     os.close(descriptor)
+
+
+# ------------------------------------------------------------------------------ the CLI's way to a running server
+
+
+class _Recorder:
+    """A planted server: answers every request with results naming /etc/passwd (escape codes in its path) and
+    remembers what it was sent."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.requests: list[tuple[str, dict[str, str]]] = []
+        recorder = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_any(self) -> None:
+                recorder.requests.append((self.path, dict(self.headers)))
+                evil = {"rank": 1, "path": "/etc/passwd\x1b[2J", "score": 1.0, "id": "1", "description": "\x1b]0;owned\x07"}
+                body = json.dumps({"results": [evil], "groups": [[evil, evil]], "photos_compared": 2, "without_hash": 0,
+                                   "store": "x", "collection": "image_search"}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_any
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.Handler = Handler
+        self.threading = threading
+
+    def tcp(self) -> int:
+        import http.server
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self.Handler)
+        self.threading.Thread(target=server.serve_forever, daemon=True).start()
+        return int(server.server_address[1])
+
+    def unix(self, path: Path) -> None:
+        import socketserver
+
+        class UnixHTTP(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+            daemon_threads = True
+
+        class Handler(self.Handler):  # type: ignore[name-defined,misc]
+            def address_string(self) -> str:
+                return "local"
+
+        server = UnixHTTP(str(path), Handler)
+        self.threading.Thread(target=server.serve_forever, daemon=True).start()
+
+
+def test_a_planted_server_advertisement_reaches_nobody(tmp_path: Path, scenes: Path, photos: dict[str, Path]) -> None:
+    """The hostile re-test's finding: a note naming a server beside an unlocked database (or in the channel folder,
+    with a live pid that holds no lock) took over the CLI: it received the token and the query, an uploaded photo,
+    and made `--paths-only` list /etc/passwd. Now nothing reaches it and the answers are the local ones."""
+    from test_cli import channel_of, run_cli
+
+    home, env = tmp_path / "home", {}
+    run_cli("--mode", "index", "--model", TEST_MODEL, "--image-dir", str(scenes), home=home, **env)
+    planted = _Recorder()
+    port = planted.tcp()
+    # the old advert, beside the database: pid 1 is alive
+    (home / "milvus.db.server.json").write_text(json.dumps({"url": f"http://127.0.0.1:{port}", "pid": 1, "token_required": True,
+                                                           "collection": "image_search", "model": None}))
+    # a note and a socket where this user's server would put them, for a live process that does not hold the lock
+    squatter = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    socket_path = channel_of(home / "milvus.db", "image_search")
+    try:
+        planted.unix(socket_path)
+        note = socket_path.with_suffix(".json")
+        note.write_text(json.dumps({"pid": squatter.pid, "store": str(home / "milvus.db"), "collection": "image_search",
+                                    "model": None, "url": f"http://127.0.0.1:{port}"}))
+        note.chmod(0o600)
+        searched = run_cli("--mode", "search", "--query", "a red circle", "--token", "s3cret", "--paths-only", home=home, **env)
+        by_image = run_cli("--mode", "search", "--image", str(photos["astronaut"]), "--token", "s3cret", home=home, **env)
+        copies = run_cli("--mode", "duplicates", "--paths-only", home=home, **env)
+    finally:
+        squatter.kill()
+        socket_path.unlink(missing_ok=True)
+        socket_path.with_suffix(".json").unlink(missing_ok=True)
+    assert planted.requests == []  # no token, no query, no photo
+    assert len(searched.stdout.splitlines()) == 5 and all(Path(p).parent == scenes for p in searched.stdout.splitlines())
+    assert "held by an image_search server" not in searched.stderr + by_image.stderr + copies.stderr
+    assert "passwd" not in searched.stdout + by_image.stdout + copies.stdout and "\x1b" not in by_image.stdout
+
+
+@pytest.mark.parametrize("flaw", ["folder open to others", "note writable by others", "note is a link", "another store"])
+def test_a_channel_that_is_not_private_is_not_used(tmp_path: Path, flaw: str) -> None:
+    """find_channel trusts a socket only in a folder that is this user's alone, with a note only this user can write
+    that names this store; the checks that pid holds the database's lock are the test above's."""
+    from imsearch.servers.local_channel import _names, channel_folder, find_channel
+
+    runtime = Path(tempfile.mkdtemp(prefix="rt-"))
+    os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+    try:
+        runtime.chmod(0o700)
+        folder = channel_folder(create=True)
+        assert folder is not None and folder.parent == runtime
+        socket_path, note = _names("/data/photos.db", "image_search", folder)
+        import socket
+
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(socket_path))
+        socket_path.chmod(0o600)
+        note.write_text(json.dumps({"pid": os.getpid(), "store": "/data/photos.db", "collection": "image_search", "url": ""}))
+        note.chmod(0o600)
+        assert find_channel("/data/photos.db", "image_search", None) is not None  # all in order: found
+        if flaw == "folder open to others":
+            folder.chmod(0o777)
+        elif flaw == "note writable by others":
+            note.chmod(0o666)
+        elif flaw == "note is a link":
+            real = folder / "elsewhere.json"
+            note.rename(real)
+            note.symlink_to(real)
+        else:
+            note.write_text(json.dumps({"pid": os.getpid(), "store": "/data/other.db", "collection": "image_search"}))
+        assert find_channel("/data/photos.db", "image_search", None) is None, flaw
+        listener.close()
+    finally:
+        os.environ.pop("XDG_RUNTIME_DIR", None)
+        shutil.rmtree(runtime, ignore_errors=True)
+
+
+def test_paths_and_descriptions_are_printed_with_control_characters_escaped(tmp_path: Path, scenes: Path) -> None:
+    from test_cli import run_cli
+
+    evil = scenes / "evil\x1b[2J\x1b]0;title\x07\u202egnp.png"
+    shutil.copy(scenes / "scene_00000.png", evil)
+    home = tmp_path / "home"
+    descriptions = tmp_path / "descriptions.json"
+    descriptions.write_text(json.dumps({evil.name: "clears \x1b[2J the screen"}))
+    run_cli("--mode", "index", "--model", TEST_MODEL, "--image-dir", str(scenes), "--descriptions", str(descriptions), home=home)
+    shown = run_cli("--mode", "search", "--query", "clears the screen", "--top-k", "3", home=home).stdout
+    paths = run_cli("--mode", "search", "--query", "clears the screen", "--top-k", "3", "--paths-only", home=home).stdout
+    for output in (shown, paths):
+        assert "\x1b" not in output and "\x07" not in output and "\u202e" not in output
+        assert "evil\\x1b[2J\\x1b]0;title\\x07\\u202egnp.png" in output
+    assert "clears \\x1b[2J the screen" in shown

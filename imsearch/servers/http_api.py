@@ -336,9 +336,9 @@ def serve(engine: ServedEngine, host: str = "127.0.0.1", port: int = 8000, token
           serve_only_under_roots: bool = True, allowed_hosts: Sequence[str] = (), watch_folders: Sequence[str] = ()) -> None:
     """Serve the API and page until interrupted; `on_ready` is called once the port is ours and the model warm."""
     from imsearch.servers.listening import exit_cleanly_on_sigterm, listening_socket, run_app
-    from imsearch.servers.remote_engine import remove_advert, write_advert
+    from imsearch.servers.local_channel import close_channel, open_channel
 
-    exit_cleanly_on_sigterm()  # before the advert exists: a SIGTERM right after it appears must remove it
+    exit_cleanly_on_sigterm()  # before the channel exists: a SIGTERM right after it appears must remove it
     sock = listening_socket(host, port)  # a busy port fails now, before the model loads
     try:
         engine.warm()  # model loaded and (Lite) vectors in memory before the first request
@@ -347,12 +347,13 @@ def serve(engine: ServedEngine, host: str = "127.0.0.1", port: int = 8000, token
         raise
     app = create_app(engine, token=token, index_roots=index_roots, serve_only_under_roots=serve_only_under_roots,
                      allowed_hosts=[*machine_names(host), *allowed_hosts], watch_folders=watch_folders)
-    store = engine.store.location, engine.store.collection_name
-    try:  # so that the CLI uses this server instead of opening the store (for Lite: the store is locked anyway)
-        write_advert(*store, f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}", bool(token),
-                     engine.model_name)
+    # so that this user's CLI uses this server instead of opening the store (for Lite: the store is locked anyway)
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}"
+    channel = open_channel(engine.store.location, engine.store.collection_name, engine.model_name, url)
+    try:
         if on_ready:
             on_ready()
-        run_app(app, sock)
+        run_app(app, sock, extra=[channel[0]] if channel else [])
     finally:
-        remove_advert(*store)
+        if channel:
+            close_channel(channel[1], channel[2])

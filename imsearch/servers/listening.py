@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Sequence
 from typing import Any
 
 from imsearch.errors import ServerStartError
@@ -24,6 +25,7 @@ def listening_socket(host: str, port: int) -> socket.socket:
 
 
 HEADER_TIMEOUT_SECONDS = 10.0
+SHUTDOWN_SECONDS = 2  # on SIGTERM or Ctrl-C: requests in flight get this long, then connections are closed
 
 
 def header_timeout_protocol(seconds: float) -> type[Any]:
@@ -52,18 +54,21 @@ def header_timeout_protocol(seconds: float) -> type[Any]:
     return HeaderTimeoutProtocol
 
 
-def run_app(app: Any, sock: socket.socket, header_timeout: float = HEADER_TIMEOUT_SECONDS) -> None:
-    """Serve `app` with uvicorn on a socket from `listening_socket` until interrupted (SIGINT or SIGTERM);
-    closes the socket. The caller's `finally` clauses run on either signal."""
+def run_app(app: Any, sock: socket.socket, header_timeout: float = HEADER_TIMEOUT_SECONDS,
+            extra: Sequence[socket.socket] = ()) -> None:
+    """Serve `app` with uvicorn on a socket from `listening_socket` (and `extra` listening sockets: the local
+    channel's Unix socket) until interrupted (SIGINT or SIGTERM); closes the sockets. The caller's `finally`
+    clauses run on either signal."""
     import uvicorn
 
     exit_cleanly_on_sigterm()
     config = uvicorn.Config(app, log_level="warning", timeout_keep_alive=5, h11_max_incomplete_event_size=64 * 1024,
-                            http=header_timeout_protocol(header_timeout))
+                            http=header_timeout_protocol(header_timeout), timeout_graceful_shutdown=SHUTDOWN_SECONDS)
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        uvicorn.Server(config).run(sockets=[sock, *extra])
     finally:
-        sock.close()
+        for listener in (sock, *extra):
+            listener.close()
 
 
 def exit_cleanly_on_sigterm() -> None:

@@ -1,21 +1,19 @@
 """Reach a running image_search server instead of opening the store.
 
-While `--mode serve` runs, it advertises itself in a small file (its URL, PID, collection and model):
-beside a Milvus Lite database (`<db>.server.json`), or for a Milvus server in the user's cache. The CLI
-finds it before it opens anything and talks to that server's HTTP API instead: same commands, same
-output. For Lite this is the only way in (one process at a time may open a database); for any store it
-makes a one-shot search cost an HTTP request to a warm model and store, not an import of pymilvus, a
-connection and a model load.
+While `--mode serve` runs, this user's CLI reaches it through a private Unix socket (servers/local_channel.py
+says when one is trusted) and uses its HTTP API: same commands, same output. For Lite this is the only way in
+(one process at a time may open a database); for any store it makes a one-shot search cost a request to a warm
+model and store, not an import of pymilvus, a connection and a model load. What the server answers is checked
+for its shape before it is used (a result's path a string, its score a finite number).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
-import re
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from imsearch.engine.duplicates import DEFAULT_MAX_HASH_DISTANCE, DEFAULT_SIMILARITY
@@ -29,67 +27,35 @@ if TYPE_CHECKING:
     from milvus_store import SearchFilter
 
 
-def advert_path(store_uri: str, collection: str) -> Path:
-    """Beside a Lite database (`<db>.server.json`); for a Milvus server, in the user's cache, per URI and collection."""
-    from milvus_store import is_lite_uri
-
-    if is_lite_uri(store_uri):
-        return Path(store_uri + ".server.json")
-    from imsearch.paths import cache_root
-
-    return cache_root() / "servers" / (re.sub(r"[^A-Za-z0-9._-]+", "_", store_uri).strip("_") + f"--{collection}.json")
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected text, got {type(value).__name__}")
+    return value
 
 
-def write_advert(store_uri: str, collection: str, url: str, token_required: bool, model: str) -> Path:
-    path = advert_path(store_uri, collection)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps({"url": url, "pid": os.getpid(), "token_required": token_required,
-                                     "collection": collection, "model": model}))
-    os.replace(temporary, path)
-    return path
-
-
-def remove_advert(store_uri: str, collection: str) -> None:
-    path = advert_path(store_uri, collection)
-    try:
-        if json.loads(path.read_text()).get("pid") == os.getpid():
-            path.unlink()
-    except (OSError, ValueError):
-        pass
-
-
-def find_server(store_uri: str, collection: str) -> dict[str, Any] | None:
-    """The advert of a live server holding `collection` at `store_uri`, or None."""
-    try:
-        advert = json.loads(advert_path(store_uri, collection).read_text())
-        os.kill(int(advert["pid"]), 0)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if advert.get("collection", collection) != collection:
-        return None
-    return dict(advert)
-
-
-def answering(url: str, timeout: float = 2.0) -> bool:
-    """Whether a server answers at `url` (an advert can outlive a server killed with SIGKILL)."""
-    import httpx
-
-    try:
-        return httpx.get(url.rstrip("/") + "/healthz", timeout=timeout).status_code == 200
-    except httpx.HTTPError:
-        return False
+def _finite(value: Any) -> float:
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"expected a finite number, got {value!r}")
+    return number
 
 
 class RemoteEngine:
     """The parts of ImageSearchEngine the CLI uses, over a running server's HTTP API."""
 
-    def __init__(self, url: str, token: str | None = None, timeout: float = 60.0):
+    def __init__(self, url: str, token: str | None = None, timeout: float = 60.0, transport: Any = None):
         import httpx
 
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.url = url
-        self._http = httpx.Client(base_url=url, headers=headers, timeout=timeout)
+        self._http = httpx.Client(base_url=url, headers=headers, timeout=timeout, transport=transport)
+
+    @classmethod
+    def over_socket(cls, socket_path: str, token: str | None = None, timeout: float = 60.0) -> RemoteEngine:
+        """Through the local channel's Unix socket (the token, if any, goes nowhere else)."""
+        import httpx
+
+        return cls("http://localhost", token, timeout, transport=httpx.HTTPTransport(uds=socket_path))
 
     def _call(self, method: str, route: str, **kwargs: Any) -> Any:
         import httpx
@@ -107,13 +73,17 @@ class RemoteEngine:
         return body
 
     @staticmethod
-    def _results(items: list[dict[str, Any]]) -> list[SearchResult]:
-        return [SearchResult(rank=r["rank"], path=r["path"], score=r["score"], description=r.get("description", ""),
-                             id=int(r["id"]), size=r.get("size", 0), mtime=r.get("mtime", 0.0),
-                             query_encoder=r.get("query_encoder", ""),
-                             metadata=PhotoMetadata(**r["metadata"]) if isinstance(r.get("metadata"), dict) else None,
-                             matched_words=tuple(str(w) for w in r.get("matched_words") or ()),
-                             matched_in=tuple(str(w) for w in r.get("matched_in") or ())) for r in items]
+    def _results(items: Any) -> list[SearchResult]:
+        """Results as the server sent them, each field checked for its type (a server's answer is input)."""
+        try:
+            return [SearchResult(rank=int(r["rank"]), path=_text(r["path"]), score=_finite(r["score"]),
+                                 description=_text(r.get("description") or ""), id=int(r["id"]), size=int(r.get("size") or 0),
+                                 mtime=_finite(r.get("mtime") or 0.0), query_encoder=_text(r.get("query_encoder") or ""),
+                                 metadata=PhotoMetadata(**r["metadata"]) if isinstance(r.get("metadata"), dict) else None,
+                                 matched_words=tuple(_text(w) for w in r.get("matched_words") or ()),
+                                 matched_in=tuple(_text(w) for w in r.get("matched_in") or ())) for r in items]
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise RemoteServerError(f"the image_search server answered results of the wrong shape: {error}") from None
 
     @staticmethod
     def _filter_fields(search_filter: SearchFilter | None) -> dict[str, Any]:
