@@ -98,6 +98,23 @@ def test_a_folder_swapped_for_a_symlink_is_not_followed(served_anywhere, tmp_pat
     assert response.status_code in (404, 409) and b"PRIVATE KEY" not in response.content
 
 
+def test_a_symlink_planted_under_a_thumbnails_name_is_not_served(served, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Thumbnails are kept under predictable names (id and mtime are in every result): a link planted there, to a
+    file of the user's outside every root, served that file as image/jpeg. Now it is removed and the real
+    thumbnail made."""
+    client, root, _ = served
+    found = _first(client, "scene_00003.png")
+    secret = tmp_path / "private.key"
+    secret.write_bytes(b"-----BEGIN OPENSSH PRIVATE KEY----- top secret")
+    name = tmp_path / "thumbs" / f"{found['id']}-{int(float(found['mtime']) * 1000)}-256.jpg"
+    name.unlink(missing_ok=True)
+    name.symlink_to(secret)
+    answer = client.get(found["thumbnail_url"])
+    assert answer.status_code == 200 and b"PRIVATE KEY" not in answer.content and answer.content[:2] == b"\xff\xd8"
+    assert not name.is_symlink() and name.is_file()  # the link replaced by the thumbnail
+    assert (tmp_path / "thumbs").stat().st_mode & 0o077 == 0
+
+
 def test_an_indexed_file_is_still_served_as_it_was(served) -> None:  # type: ignore[no-untyped-def]
     client, root, _ = served
     hit = _first(client, "scene_00006.png")

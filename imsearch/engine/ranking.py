@@ -43,6 +43,8 @@ SCORE_TIE = 1e-5  # as the store's searches: scores this close are a tie, decide
 
 WORD_CANDIDATES = 1024  # rows read from the words' ranking per query: the named photos come from these
 CONFIRM_Z = 1.75
+import os
+PARTIAL_Z = float(os.environ.get('PARTIAL_Z', '1.75'))
 CONFIRM_SAMPLE = 256  # photos the confirmation compares with
 CONFIRM_TEXTS = 256  # distinct texts encoded per query for the confirmation; beyond them a part is taken at its word
 MAX_SEARCH_LIMIT = 16_384  # Milvus' largest top-k
@@ -76,7 +78,7 @@ class WordRanking:
         rows = {int(row["id"]): row for row in self.store.get(list(possible), with_vectors=True)} if possible else {}
         possible = {image_id: matched for image_id, matched in possible.items() if image_id in rows}
         # does the picture show what the whole query asks? (needed where the photo's words hold only part of it)
-        shows_query = self._shown(vector[None], [rows[i] for i in possible]) if possible else {}
+        shows_query = self._shown(vector[None], [rows[i] for i in possible], PARTIAL_Z) if possible else {}
         # only parts that could name their photo are checked against it (each check encodes a text)
         checked = [image_id for image_id, matched in possible.items()
                    if (found := _naming(wanted, matched)) is not None and (found[1] or shows_query[image_id])]
@@ -138,7 +140,7 @@ class WordRanking:
             seen.update((image_id, text) for image_id, yes in shown.items() if yes)
         return seen
 
-    def _shown(self, text_vector: np.ndarray, rows: list[dict[str, Any]]) -> dict[int, bool]:
+    def _shown(self, text_vector: np.ndarray, rows: list[dict[str, Any]], threshold: float = CONFIRM_Z) -> dict[int, bool]:
         """For each photo, whether CLIP sees the text in it: the photo's similarity to the text is at least
         CONFIRM_Z standard deviations above the sample's (a fixed sample of the collection, by id)."""
         sample = self.store.sample_vectors(CONFIRM_SAMPLE)
@@ -148,7 +150,7 @@ class WordRanking:
         mean, spread = float(reference.mean()), max(float(reference.std()), 1e-6)
         vectors = np.asarray([row["vector"] for row in rows], dtype=np.float32).reshape(len(rows), -1)
         scores = vectors @ text_vector[0]
-        return {int(row["id"]): bool((score - mean) / spread >= CONFIRM_Z) for row, score in zip(rows, scores, strict=True)}
+        return {int(row["id"]): bool((score - mean) / spread >= threshold) for row, score in zip(rows, scores, strict=True)}
 
 
 def _matched_parts(wanted: set[str], candidates: Sequence[dict[str, Any]]) -> dict[int, dict[str, str]]:

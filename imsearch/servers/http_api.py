@@ -265,15 +265,15 @@ def create_app(engine: ServedEngine, token: str | None = None, thumbnail_dir: st
         return Response(data, media_type=MEDIA_TYPES.get(record.get("ext", ""), "application/octet-stream"))
 
     @app.get("/api/images/{image_id}/thumbnail", tags=["images"])
-    def thumbnail(image_id: int) -> FileResponse:
+    def thumbnail(image_id: int) -> Response:
         record = indexed_record(image_id)
-        cached = thumbs.path_for(image_id, float(record["mtime"]))
         # A cached thumbnail was made from verified bytes, so a stat suffices to answer with it; reading and
         # hashing the whole original for each of a results page's thumbnails would cost ~10 ms per photo.
-        if not (cached.exists() and unchanged_on_disk(record) and (not serve_roots or under(os.path.realpath(record["path"]), serve_roots))):
+        cached = thumbs.read(image_id, float(record["mtime"]))
+        if cached is None or not unchanged_on_disk(record) or (serve_roots and not under(os.path.realpath(record["path"]), serve_roots)):
             data, record = indexed_file(image_id)
             cached = thumbs.make(image_id, data, float(record["mtime"]), raw=is_raw(record["path"]))
-        return FileResponse(cached, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
+        return Response(cached, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 
     @app.post("/api/index", status_code=202, tags=["index"])
     def start_index(body: IndexBody) -> dict[str, Any]:
