@@ -268,6 +268,43 @@ def _raw_request(url: str, head: str, chunks: list[bytes] | None = None, stop_af
     return answer, sent
 
 
+def test_a_body_that_trickles_in_is_cut(served, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """One byte every second held a worker as long as the client liked; now a body under MIN_BODY_RATE once the
+    grace has passed is answered 408 (the grace and the gap shortened here to keep the test short)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from imsearch.servers import limits
+
+    monkeypatch.setattr(limits, "BODY_GRACE_SECONDS", 2.0)
+    monkeypatch.setattr(limits, "BODY_GAP_SECONDS", 3.0)
+    client, _, _ = served
+    parts = urlsplit(str(client.base_url))
+    started = time.time()
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
+        sock.sendall(b"POST /api/search/batch HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 500\r\n\r\n")
+        answer = b""
+        for byte in b'{"queries": ["' + b"x" * 100:
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:
+                break
+            sock.settimeout(1.0)
+            try:
+                answer += sock.recv(65536)
+            except TimeoutError:
+                continue
+            if answer:
+                break
+        sock.settimeout(5)
+        with contextlib.suppress(OSError):
+            while b"}" not in answer and (more := sock.recv(65536)):
+                answer += more
+    assert answer.startswith(b"HTTP/1.1 408") and b"too slow" in answer, answer[:200]
+    assert time.time() - started < 10
+
+
 def test_bodies_are_bounded_before_they_are_read(served) -> None:  # type: ignore[no-untyped-def]
     client, _, _ = served
     url = str(client.base_url)

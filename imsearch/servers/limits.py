@@ -1,9 +1,12 @@
 """Request bodies bounded before anything reads them: a declared Content-Length over the limit is
 answered 413 at once, and a body that streams past it (chunked, or lying about its length) is cut off
-as it arrives, before a multipart parser spools it to disk or a JSON parser holds it in memory."""
+as it arrives, before a multipart parser spools it to disk or a JSON parser holds it in memory. A body
+that trickles in (no chunk for BODY_GAP_SECONDS, or under MIN_BODY_RATE once BODY_GRACE_SECONDS have
+passed: one byte every few seconds would hold a worker for hours) is cut too, answered 408."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -13,6 +16,9 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+BODY_GAP_SECONDS = 10.0
+BODY_GRACE_SECONDS = 10.0
+MIN_BODY_RATE = 1024  # bytes a second, on average, once the grace has passed
 
 
 class BodyLimit:
@@ -38,27 +44,44 @@ class BodyLimit:
                 await _answer(send, 413, f"request body larger than {_size(limit)}")
                 return
         received = 0
-        exceeded = False
-        started = False
+        exceeded = too_slow = body_done = started = False
+        loop = asyncio.get_running_loop()
+        opened = loop.time()
 
         async def counted_receive() -> Message:
-            nonlocal received, exceeded
-            if exceeded:
+            nonlocal received, exceeded, too_slow, body_done
+            if exceeded or too_slow:
                 return {"type": "http.disconnect"}
-            message = await receive()
+            if body_done:  # the app waits for a disconnect: no clock on that
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), BODY_GAP_SECONDS)
+            except asyncio.TimeoutError:
+                too_slow = True
+                return {"type": "http.disconnect"}
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
+                elapsed = loop.time() - opened
                 if received > limit:
                     exceeded = True  # the app sees a client that went away; the client gets 413
                     return {"type": "http.disconnect"}
+                if not body_done and elapsed > BODY_GRACE_SECONDS and received < MIN_BODY_RATE * elapsed:
+                    too_slow = True
+                    return {"type": "http.disconnect"}
             return message
+
+        def refusal() -> tuple[int, str]:
+            if exceeded:
+                return 413, f"request body larger than {_size(limit)}"
+            return 408, f"request body too slow (under {MIN_BODY_RATE} bytes a second, or {BODY_GAP_SECONDS:.0f} s without any)"
 
         async def guarded_send(message: Message) -> None:
             nonlocal started
-            if exceeded:
+            if exceeded or too_slow:
                 if not started:
                     started = True
-                    await _answer(send, 413, f"request body larger than {_size(limit)}")
+                    await _answer(send, *refusal())
                 return  # whatever the app says after the cut is not sent
             if message["type"] == "http.response.start":
                 started = True
@@ -67,10 +90,10 @@ class BodyLimit:
         try:
             await self.app(scope, counted_receive, guarded_send)
         except Exception:
-            if not exceeded:
+            if not (exceeded or too_slow):
                 raise
-        if exceeded and not started:
-            await _answer(send, 413, f"request body larger than {_size(limit)}")
+        if (exceeded or too_slow) and not started:
+            await _answer(send, *refusal())
 
 
 def _size(limit: int) -> str:
