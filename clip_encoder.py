@@ -27,6 +27,7 @@ from imsearch.encoders.base import (
     DEFAULT_MODEL,
     EncoderBackend,
     backend_factory,
+    bounded_text,
     choose_local_runtime,
     normalize,
     register_backend,
@@ -99,7 +100,7 @@ class CLIPEncoder:
         return self.encode_prepared([self.prepare_image(image) for image in images])
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        return self._batched(list(texts), self.backend.embed_texts)
+        return self._batched([bounded_text(text) for text in texts], self.backend.embed_texts)
 
     def _batched(self, items: Sequence[Item], embed: Callable[[Sequence[Item]], np.ndarray]) -> np.ndarray:
         if not items:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import threading
 import time
@@ -956,6 +957,91 @@ def test_the_encoder_server_caps_requests(test_encoder: CLIPEncoder) -> None:
             assert over.status_code == 400 and "at most 8" in over.json()["header"]["status"]["description"]
             assert httpx.post(url + "/post", content=b"x" * (3 * 1024 * 1024)).status_code == 413
     finally:
+        server.stop(grace=None)
+
+
+def test_idle_grpc_streams_cannot_starve_the_server(test_encoder: CLIPEncoder) -> None:
+    """32 open JinaRPC/Call streams that sent nothing held all 32 worker threads: encode and dry_run timed out.
+    With 100 open, a one-text request is answered at once; an idle stream is ended after stream_idle_seconds."""
+    import grpc
+
+    from imsearch.servers.encoder_server import EncoderLimits
+
+    limits = EncoderLimits(stream_idle_seconds=3.0)
+    server, port = create_grpc_server(test_encoder, "127.0.0.1:0", MicroBatcher(test_encoder), limits)
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}", options=jp.CHANNEL_OPTIONS) as channel:
+            stream = channel.stream_stream(jp.CALL, request_serializer=jp.DataRequest.SerializeToString,
+                                           response_deserializer=jp.DataRequest.FromString)
+            single = channel.unary_unary(jp.PROCESS_SINGLE_DATA, request_serializer=jp.DataRequest.SerializeToString,
+                                         response_deserializer=jp.DataRequest.FromString)
+            silent = threading.Event()
+
+            def nothing() -> Iterator[Any]:
+                silent.wait()
+                return
+                yield  # a generator that sends nothing until the test ends
+
+            idle = [stream(nothing()) for _ in range(100)]
+            time.sleep(0.5)  # the streams are open on the server
+            started = time.perf_counter()
+            answer = single(texts_request(["a red circle"]), timeout=10)
+            assert time.perf_counter() - started < 1.0 and len(answer.data.docs.docs[0].embedding.dense.buffer) > 0
+            ended = 0
+            deadline = time.time() + 10
+            for call in idle:  # each ended by the server once idle for 3 s
+                with contextlib.suppress(grpc.RpcError):
+                    list(call)
+                ended += 1
+                assert time.time() < deadline
+            assert ended == 100
+            silent.set()
+    finally:
+        server.stop(grace=None)
+
+
+def test_a_huge_text_is_cut_before_it_is_tokenized_and_a_slow_request_is_answered(test_encoder: CLIPEncoder,
+                                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """One 55 MB text held the shared batcher 25 s (another client's text waited 23.8 s): the towers read 77
+    tokens, so texts are cut to MAX_TEXT_CHARS first. A request not answered within max_request_seconds is
+    answered with an error and its work dropped."""
+    from imsearch.encoders.base import MAX_TEXT_CHARS, bounded_text
+    from imsearch.servers.encoder_server import EncoderLimits
+
+    words = "a red circle " * 5_000_000  # 65 MB of text
+    started = time.perf_counter()
+    cut = bounded_text(words)
+    assert len(cut) <= MAX_TEXT_CHARS and cut.startswith("a red circle a red circle") and time.perf_counter() - started < 0.5
+    assert bounded_text("a   red\n\ncircle") == "a   red\n\ncircle"  # a short text is left as it is
+    assert np.allclose(test_encoder.encode_texts([words[:60_000]]), test_encoder.encode_texts([words[:6_000]]), atol=1e-6)
+    seen: list[int] = []
+    real = test_encoder.encode_texts
+    monkeypatch.setattr(test_encoder, "encode_texts", lambda texts: (seen.extend(len(t) for t in texts), real(texts))[1])
+    batcher = MicroBatcher(test_encoder)
+    with grpc_encoder_stubs(test_encoder, batcher) as (single, _):
+        assert len(single(texts_request([words[:20_000_000]]), timeout=60).data.docs.docs[0].embedding.dense.buffer) > 0
+    with running_server(create_encoder_app(test_encoder, batcher)) as url:
+        assert httpx.post(url + "/post", json={"data": [{"text": words[:20_000_000]}]}, timeout=60).status_code == 200
+    assert seen and max(seen) <= MAX_TEXT_CHARS
+    held = threading.Event()
+    monkeypatch.setattr(test_encoder, "encode_texts", lambda texts: (held.wait(10), real(texts))[1])
+    slow = EncoderLimits(max_request_seconds=1.0)
+    slow_batcher = MicroBatcher(test_encoder)
+    server, port = create_grpc_server(test_encoder, "127.0.0.1:0", slow_batcher, slow)
+    server.start()
+    try:
+        import grpc
+
+        with grpc.insecure_channel(f"127.0.0.1:{port}", options=jp.CHANNEL_OPTIONS) as channel:
+            single = channel.unary_unary(jp.PROCESS_SINGLE_DATA, request_serializer=jp.DataRequest.SerializeToString,
+                                         response_deserializer=jp.DataRequest.FromString)
+            assert "not answered within 1 s" in single(texts_request(["x"]), timeout=30).header.status.description
+        with running_server(create_encoder_app(test_encoder, slow_batcher, slow)) as url:
+            answer = httpx.post(url + "/post", json={"data": [{"text": "x"}]}, timeout=30)
+            assert answer.status_code == 500 and "not answered within 1 s" in answer.json()["header"]["status"]["description"]
+    finally:
+        held.set()
         server.stop(grace=None)
 
 

@@ -20,6 +20,7 @@ import base64
 import binascii
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from PIL import Image
 
 from clip_encoder import CLIPEncoder
 from imsearch.encoders import jina_protocol
+from imsearch.encoders.base import bounded_text
 from imsearch.errors import ImageSearchError, InvalidArgumentError, ServerStartError
 from imsearch.indexing.decode import load_rgb
 from imsearch.servers.limits import BodyLimit
@@ -85,11 +87,18 @@ def _status(description: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class EncoderLimits:
-    """What one request may ask of the encoder server (both protocols)."""
+    """What one request may ask of the encoder server (both protocols); README, Service mode, lists them."""
 
     max_request_bytes: int = 64 * 1024 * 1024  # a gRPC message or an HTTP body
     max_documents: int = 1024  # per request
     max_tensor_pixels: int = 50_000_000  # per image sent as a tensor (height x width)
+    max_request_seconds: float = 300.0  # a request not answered by then is answered with an error, its work dropped
+    max_rpcs: int = 256  # gRPC calls at once (streams included); more are refused at once (RESOURCE_EXHAUSTED)
+    stream_idle_seconds: float = 60.0  # a gRPC stream that sends nothing this long, with nothing pending, is ended
+
+
+class RequestTimedOut(ImageSearchError):
+    pass
 
 
 def decode_base64(text: object) -> bytes:
@@ -161,7 +170,7 @@ def create_encoder_app(encoder: CLIPEncoder, batcher: MicroBatcher | None = None
         try:
             for position, doc in enumerate(docs):
                 if isinstance(doc, dict) and isinstance(doc.get("text"), str):
-                    futures.append(batcher.submit("text", doc["text"]))
+                    futures.append(batcher.submit("text", bounded_text(doc["text"])))
                 elif isinstance(doc, dict) and ("blob" in doc or "uri" in doc):
                     try:  # decoding is CPU work: off the event loop
                         prepared = await run_in_threadpool(prepared_image, doc)
@@ -170,7 +179,7 @@ def create_encoder_app(encoder: CLIPEncoder, batcher: MicroBatcher | None = None
                     futures.append(batcher.submit("image", prepared))
                 else:
                     raise InvalidArgumentError(f"document {position} needs a 'text', a 'blob' or a data 'uri'")
-            vectors = await _vectors_unless_client_leaves(request, futures)
+            vectors = await _vectors_unless_client_leaves(request, futures, limits.max_request_seconds)
             if vectors is None:  # nobody to answer; the finally below drops the work still queued
                 return JSONResponse(_status("the client went away"), status_code=499)
             out = []
@@ -189,20 +198,24 @@ def create_encoder_app(encoder: CLIPEncoder, batcher: MicroBatcher | None = None
     return app
 
 
-async def _vectors_unless_client_leaves(request: Request, futures: list[Future[np.ndarray]]) -> list[np.ndarray] | None:
+async def _vectors_unless_client_leaves(request: Request, futures: list[Future[np.ndarray]],
+                                        seconds: float) -> list[np.ndarray] | None:
     """The futures' vectors, or None as soon as the client disconnects (uvicorn does not cancel a handler
-    whose client left, so without this its texts would be encoded for nobody while others wait)."""
+    whose client left, so without this its texts would be encoded for nobody while others wait); after
+    `seconds`, RequestTimedOut."""
     if not futures:
         return []
     waiting = [asyncio.wrap_future(future) for future in futures]
     all_done = asyncio.ensure_future(asyncio.wait(waiting))
     client_left = asyncio.ensure_future(_disconnect(request))
     try:
-        await asyncio.wait((all_done, client_left), return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait((all_done, client_left), timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
     finally:
         client_left.cancel()
     if not all_done.done():
         all_done.cancel()
+        if not client_left.done() or client_left.cancelled():
+            raise RequestTimedOut(f"the request was not answered within {seconds:.0f} s; send fewer documents at a time")
         return None
     errors = [vector.exception() for vector in waiting]  # each read, so none is logged as never retrieved
     if first_error := next((error for error in errors if error is not None), None):
@@ -297,7 +310,7 @@ class JinaGrpcEncoder:
         futures = []
         for position, doc in enumerate(request.data.docs.docs):
             if doc.WhichOneof("content") == "text":
-                futures.append(self.batcher.submit("text", doc.text))
+                futures.append(self.batcher.submit("text", bounded_text(doc.text)))
                 continue
             try:
                 futures.append(self.batcher.submit("image", self._image(doc)))
@@ -308,7 +321,7 @@ class JinaGrpcEncoder:
                 return f"document {position} ({doc.id or 'no id'}): {reason}"
         return futures
 
-    def _answer(self, request: Any, futures: list[Future[np.ndarray]] | str) -> Any:
+    def _answer(self, request: Any, futures: list[Future[np.ndarray]] | str, submitted: float) -> Any:
         response = jina_protocol.DataRequest()
         response.CopyFrom(request)
         try:
@@ -316,8 +329,16 @@ class JinaGrpcEncoder:
                 raise InvalidArgumentError(futures)
             flag = request.parameters.fields.get("drop_image_content")  # clip-server's parameter, same meaning
             drop_content = flag is not None and flag.bool_value
+            deadline = submitted + self.limits.max_request_seconds
             for doc, future in zip(response.data.docs.docs, futures, strict=True):
-                jina_protocol.write_array(doc.embedding, future.result())
+                try:
+                    vector = future.result(timeout=max(0.0, deadline - time.monotonic()))
+                except TimeoutError:
+                    for rest in futures:
+                        rest.cancel()
+                    raise RequestTimedOut(f"the request was not answered within {self.limits.max_request_seconds:.0f} s; "
+                                          "send fewer documents at a time") from None
+                jina_protocol.write_array(doc.embedding, vector)
                 if drop_content and doc.WhichOneof("content") in ("blob", "tensor"):
                     doc.ClearField(doc.WhichOneof("content"))
         except Exception as error:
@@ -335,30 +356,41 @@ class JinaGrpcEncoder:
 
     def process_single_data(self, request: Any, context: Any) -> Any:
         abandoned = _AbandonedWork(context)  # a client that cancels or times out leaves no work behind
+        submitted = time.monotonic()
         futures = self._submit(request) if not abandoned.client_gone else "the client went away"
         if not isinstance(futures, str):
             abandoned.track(futures)
-        return self._answer(request, futures)
+        return self._answer(request, futures, submitted)
 
     def call(self, requests: Iterator[Any], context: Any) -> Iterator[Any]:
-        """jina's bidirectional stream: read ahead so that a client's requests share model batches."""
-        pending: queue.Queue[tuple[Any, Any] | None] = queue.Queue(maxsize=64)
+        """jina's bidirectional stream: read ahead so that a client's requests share model batches. A stream
+        that sends nothing for `stream_idle_seconds` with nothing pending is ended: each open stream holds a
+        thread of the server's pool, and idle ones must not take them all."""
+        pending: queue.Queue[tuple[Any, Any, float] | None] = queue.Queue(maxsize=64)
         abandoned = _AbandonedWork(context)
 
         def read_ahead() -> None:
             try:
                 for request in requests:
+                    submitted = time.monotonic()
                     futures = self._submit(request)
                     if not isinstance(futures, str):
                         abandoned.track(futures)
-                    pending.put((request, futures))
+                    pending.put((request, futures, submitted))
             except Exception:  # the client went away: nothing left to answer
                 pass
             finally:
                 pending.put(None)
 
         threading.Thread(target=read_ahead, name="jina-call-reader", daemon=True).start()
-        while (item := pending.get()) is not None:
+        while True:
+            try:
+                item = pending.get(timeout=self.limits.stream_idle_seconds)
+            except queue.Empty:
+                context.cancel()  # idle: the stream ends, and its reader with it
+                return
+            if item is None:
+                return
             yield self._answer(*item)
 
     def dry_run(self, _: Any, __: Any) -> Any:
@@ -400,7 +432,10 @@ def create_grpc_server(encoder: CLIPEncoder, address: str, batcher: MicroBatcher
             service.endpoint_discovery, jina_protocol.Empty.FromString, jina_protocol.Endpoints.SerializeToString)}),
     ]
     # no SO_REUSEPORT: a second server on a busy port must fail, not silently share it
-    server = grpc.server(ThreadPoolExecutor(max_workers=32, thread_name_prefix="grpc"), handlers=handlers,
+    # one thread per call in flight (a stream holds its thread while open): more threads than calls allowed, so that
+    # calls past the limit are refused at once rather than queued behind idle streams
+    server = grpc.server(ThreadPoolExecutor(max_workers=limits.max_rpcs + 16, thread_name_prefix="grpc"), handlers=handlers,
+                         maximum_concurrent_rpcs=limits.max_rpcs,
                          options=[("grpc.max_receive_message_length", limits.max_request_bytes),
                                   ("grpc.max_send_message_length", -1), ("grpc.so_reuseport", 0)])
     try:
