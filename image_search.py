@@ -18,6 +18,7 @@ if __name__ == "__main__":  # the command line; it loads the engine (this module
 
     console_main()
 
+import math
 import os
 import threading
 import warnings
@@ -37,6 +38,7 @@ from imsearch.engine.ranking import Ranked, WordRanking
 from imsearch.errors import (
     CollectionMismatchError,
     EmptyIndexWarning,
+    EncoderError,
     ForeignCollectionError,
     InvalidArgumentError,
     ModelFidelityWarning,
@@ -459,6 +461,9 @@ def _ranked_results(ranked: list[Ranked], query_encoder: str) -> list[SearchResu
 
 
 def _to_results(hits: list[Hit], query_encoder: str = "") -> list[SearchResult]:
+    if not all(math.isfinite(h.score) for h in hits):  # never a NaN score (invalid JSON) handed to anyone
+        raise EncoderError("the model gave vectors that are not numbers; its export may be damaged (delete the model's "
+                           "folder under the cache to export it again) or the collection holds a broken vector")
     return [SearchResult(rank=i + 1, path=h.fields.get("path", ""), score=h.score, description=h.fields.get("description", ""),
                          id=h.id, size=int(h.fields.get("size", 0)), mtime=float(h.fields.get("mtime", 0.0)),
                          query_encoder=query_encoder, metadata=metadata_from_row(h.fields))

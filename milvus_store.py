@@ -127,8 +127,9 @@ def _ranges_outside(prefix: str, skipped: list[str], per_query: int = 100) -> It
 
 
 def quote(value: str) -> str:
-    """A Milvus string literal that holds `value` verbatim, whatever characters it has."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A Milvus string literal that holds `value` verbatim, whatever characters it has (a raw line break ends a
+    literal for Milvus's parser: written as an escape, as are backslashes and quotes)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r") + '"'
 
 
 def truncate_utf8(text: str, max_bytes: int) -> str:

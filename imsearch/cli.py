@@ -581,7 +581,10 @@ def console_main() -> None:
     tearing down torch, ONNX Runtime and gRPC objects one by one, which costs 0.2 s after a search and
     about 1.4 s after torch was loaded. Output is flushed first, then the process ends at once.
     """
-    code = main()
+    try:
+        code = main()
+    except SystemExit as stop:  # SIGTERM (servers): their `finally` clauses have run; threads are not waited for
+        code = stop.code if isinstance(stop.code, int) else 1
     try:
         sys.stdout.flush()
         sys.stderr.flush()

@@ -23,6 +23,10 @@ _IMAGE_ID = re.compile(r"^id:(\d{1,19})$")
 MAX_TERMS = 16
 
 
+# weights scale unit vectors summed in float32: past this, a sum overflows (39 nines gave every result a null score)
+MAX_WEIGHT = 1e6
+
+
 @dataclass(frozen=True)
 class QueryTerm:
     """One part of a composed query: exactly one of `text`, `image` (a file path) or `image_id`."""
@@ -39,8 +43,9 @@ class QueryTerm:
         if self.text is not None and not self.text.strip():
             raise InvalidArgumentError("a text term is empty")
         if isinstance(self.weight, bool) or not isinstance(self.weight, (int, float)) or not math.isfinite(self.weight) \
-                or self.weight == 0:
-            raise InvalidArgumentError(f"a term's weight must be a finite number other than 0, got {self.weight!r}")
+                or self.weight == 0 or abs(self.weight) > MAX_WEIGHT:
+            raise InvalidArgumentError(f"a term's weight must be a number other than 0, from -{MAX_WEIGHT:g} to "
+                                       f"{MAX_WEIGHT:g}, got {self.weight!r}")
 
     @property
     def label(self) -> str:

@@ -178,6 +178,7 @@ def test_index_job_reports_progress_and_summary(api: httpx.Client, tmp_path: Pat
     folder = tmp_path / "more"
     write_scenes(folder, count=12, seed=99)
     (folder / "broken.jpg").write_text("not an image")
+    (folder / "out").symlink_to("/usr/share", target_is_directory=True)  # not read (outside the roots): a failure
     job = api.post("/api/index", json={"folder": str(folder)})
     assert job.status_code == 202
     job_id = job.json()["id"]
@@ -186,7 +187,10 @@ def test_index_job_reports_progress_and_summary(api: httpx.Client, tmp_path: Pat
         assert time.time() < deadline
         time.sleep(0.2)
     assert state["state"] == "done" and state["done"] == state["total"] == 13
-    assert state["summary"]["indexed"] == 12 and state["summary"]["failed"][0]["reason"] == "not a recognised image format"
+    assert state["summary"]["indexed"] == 12
+    assert sorted(f["reason"] for f in state["summary"]["failed"]) == ["not a recognised image format",
+                                                                       "outside the folders this index may read (reached through a symbolic link)"]
+    assert state["failed"] == len(state["summary"]["failed"]) == 2  # the scan's failures too (the job said 1)
     assert api.get("/api/stats").json()["total_images"] == 36
     newly = api.get("/api/search", params={"q": "shape", "top_k": 36}).json()["results"]
     assert sum(Path(r["path"]).parent == folder for r in newly) == 12  # the warm in-memory copy follows the job

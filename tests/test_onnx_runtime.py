@@ -245,17 +245,50 @@ def test_search_and_unchanged_index_import_no_torch(tmp_path: Path, scenes: Path
     assert stats.returncode == 0 and heavy == []
 
 
-def test_tokenizer_tables_load_equal_and_bad_tables_fall_back(tmp_path: Path) -> None:
-    from open_clip.tokenizer import default_bpe
+def test_a_damaged_export_is_named_never_a_nan_and_no_pickle_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The export cache was trusted blindly: bytes flipped in a weights file (size and mtime kept) gave searches a
+    bare NaN score (invalid JSON) with exit 0, and a crafted tokenizer.pickle ran its code. Files are now checked
+    at each load (size, sampled hash) and whole when a result is not a number; no pickle is read."""
+    from imsearch.encoders import onnx_backend
+    from imsearch.errors import ModelLoadError
 
-    from imsearch.encoders.clip_tokenizer import CLIPTokenizer
+    monkeypatch.setenv("IMAGE_SEARCH_CACHE", str(tmp_path / "cache"))
+    encoder = CLIPEncoder(model_name=TEST_MODEL, device="cpu", precision="fp32")
+    assert np.isfinite(encoder.encode_texts(["a red circle"])).all()
+    folder = encoder.backend.folder  # type: ignore[attr-defined]
+    encoder.close()
+    # a pickle planted where the old exports kept the tokenizer's tables: never opened
+    marker = tmp_path / "pickle-ran"
+    import pickle
 
-    parsed = CLIPTokenizer(default_bpe())
-    parsed.save_tables(tmp_path / "tables.pickle")
-    loaded = CLIPTokenizer(default_bpe(), tables=tmp_path / "tables.pickle")
-    assert np.array_equal(loaded(TEXTS), parsed(TEXTS))
-    (tmp_path / "bad.pickle").write_bytes(b"not a pickle")
-    assert np.array_equal(CLIPTokenizer(default_bpe(), tables=tmp_path / "bad.pickle")(TEXTS), parsed(TEXTS))
+    class Payload:
+        def __reduce__(self):  # type: ignore[no-untyped-def]
+            return (open, (str(marker), "w"))
+
+    (folder / "tokenizer.pickle").write_bytes(pickle.dumps(Payload()))
+    assert np.isfinite(CLIPEncoder(model_name=TEST_MODEL, device="cpu", precision="fp32").encode_texts(["a red circle"])).all()
+    assert not marker.exists()
+    # every byte of the text weights that the load-time samples do not read, set to 0xFF (NaN as float32)
+    data = folder / "textual.onnx.data"
+    size, times = data.stat().st_size, (data.stat().st_atime_ns, data.stat().st_mtime_ns)
+    sampled = {max(0, (size - onnx_backend.SAMPLE_BYTES) * i // (onnx_backend.SAMPLES - 1)) for i in range(onnx_backend.SAMPLES)}
+    content = bytearray(data.read_bytes())
+    keep = bytearray(content)
+    content[:] = b"\xff" * size
+    for start in sampled:
+        content[start : start + onnx_backend.SAMPLE_BYTES] = keep[start : start + onnx_backend.SAMPLE_BYTES]
+    data.write_bytes(bytes(content))
+    os.utime(data, ns=times)
+    damaged = CLIPEncoder(model_name=TEST_MODEL, device="cpu", precision="fp32")  # the samples still match
+    with pytest.raises(ModelLoadError, match=f"{data}.*not the file exported there.*delete"):
+        damaged.encode_texts(["a red circle"])
+    # a flip where the samples look: refused when the model loads
+    content = bytearray(keep)
+    content[0:16] = b"\xff" * 16
+    data.write_bytes(bytes(content))
+    os.utime(data, ns=times)
+    with pytest.raises(ModelLoadError, match="textual.onnx.data is not the file exported there"):
+        CLIPEncoder(model_name=TEST_MODEL, device="cpu", precision="fp32")
 
 
 def test_an_unusable_cache_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

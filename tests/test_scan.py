@@ -88,10 +88,11 @@ def test_links_loops_roots_and_odd_entries_in_process(tmp_path: Path) -> None:
     assert sorted(Path(f.path).relative_to(library).as_posix() for f in rooted.files) == ["a/one.png", "b/two.JPG"]
     outside = sorted((Path(f.path).name, f.reason) for f in rooted.failed if f.reason == OUTSIDE)
     assert outside == [("dangling.png", OUTSIDE), ("leak.png", OUTSIDE), ("out", OUTSIDE)]  # links whose target is outside
-    assert not rooted.unlisted_dirs
+    assert rooted.unlisted_dirs == [str(library / "out")]  # not read, so not known to be empty: rows under it stay
 
     whole = scan_directory(elsewhere, within=[str(library)])  # a root outside the roots: refused whole
     assert not whole.files and [(f.path, f.reason) for f in whole.failed] == [(str(elsewhere), OUTSIDE)]
+    assert whole.unlisted_dirs == [str(elsewhere)]
 
     missing = scan_directory(tmp_path / "gone")
     assert not missing.files and missing.unlisted_dirs == [str(tmp_path / "gone")]

@@ -152,6 +152,20 @@ def test_indexing_and_serving_stay_inside_the_roots_real_path(served, tmp_path: 
     assert client.get(outside_hit["image_url"]).status_code == 404
 
 
+def test_a_folder_swapped_for_a_link_out_of_the_roots_keeps_its_rows(tmp_path: Path, scenes: Path) -> None:
+    """A watched (or re-indexed) folder replaced by a symbolic link to outside the roots read as empty, and its
+    photos' rows were removed; a folder that may not be read is one that cannot be listed: its rows stay."""
+    root = tmp_path / "root"
+    shutil.copytree(scenes, root / "trip")
+    with ImageSearchEngine(model_name=TEST_MODEL, milvus_uri=str(tmp_path / "k.db"), device="cpu") as engine:
+        assert engine.index_directory(root / "trip", within=[str(root)]).indexed == 24
+        shutil.move(str(root / "trip"), str(tmp_path / "moved-away"))
+        (root / "trip").symlink_to(tmp_path / "moved-away", target_is_directory=True)
+        again = engine.index_directory(root / "trip", within=[str(root)])
+        assert again.removed == 0 and engine.store.count() == 24
+        assert [f.path for f in again.failed] == [str(root / "trip")]
+
+
 def test_index_requests_outside_the_roots_learn_nothing(served, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     client, root, _ = served
     existing = client.post("/api/index", json={"folder": "/usr/share"})
@@ -360,11 +374,19 @@ def test_non_finite_numbers_are_a_400_without_internals(served, value: str) -> N
 
 
 def test_every_error_has_one_shape(served) -> None:  # type: ignore[no-untyped-def]
-    client, _, _ = served
+    client, root, _ = served
+    nines = "9" * 39  # finite as a double, past float32: every result's score had come back null
     for response in (client.get("/api/search"), client.get("/api/search", params={"q": "x", "top_k": "many"}),
-                     client.get("/api/nothing-here"), client.put("/api/stats"), client.post("/api/index", json={})):
+                     client.get("/api/nothing-here"), client.put("/api/stats"), client.post("/api/index", json={}),
+                     client.post("/api/index", json={"folder": f"{root}/pics\x00/etc"}),  # was a 500 in text/plain
+                     client.get("/api/search", params={"q": "x", "add": f"{nines}:a red circle"})):
         body = response.json()
-        assert response.status_code >= 400 and set(body) == {"error"} and isinstance(body["error"], str), body
+        assert 400 <= response.status_code < 500 and set(body) == {"error"} and isinstance(body["error"], str), body
+    # a folder filter holding a line break (legal on Linux) made every search route answer 503
+    for route, params in (("/api/search", {"q": "a red circle"}), ("/api/search", {"q": "x", "add": "a square"})):
+        answer = client.get(route, params={**params, "folder": f"{root}/pics/new\nline\r"})
+        assert answer.status_code == 200 and answer.json()["results"] == []
+    assert client.post("/api/search/batch", json={"queries": ["a red circle"], "folder": f"{root}/a\nb"}).status_code == 200
 
 
 def test_the_bearer_scheme_name_is_case_insensitive(tmp_path: Path) -> None:

@@ -438,7 +438,8 @@ def test_a_collection_a_newer_version_wrote_is_refused_naming_its_schema(store_u
         store.close()
 
 
-@pytest.mark.parametrize("prefix", ['/x/we"ird', "/x/100%_real", "/x/back\\slash", '/x/" or path != "', "/x/中文 folder"])
+@pytest.mark.parametrize("prefix", ['/x/we"ird', "/x/100%_real", "/x/back\\slash", '/x/" or path != "', "/x/中文 folder",
+                                    "/x/line\nbreak", "/x/carriage\rreturn", "/x/tab\tand\\n"])
 def test_path_prefix_filter_is_literal(store: MilvusStore, prefix: str) -> None:
     inside, outside = f"{prefix}/in.jpg", "/x/elsewhere/out.jpg"
     store.upsert([record(inside, 1), record(outside, 2), record("/x/100XXreal/sneaky.jpg", 3)])

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import threading
 from collections.abc import Sequence
 from importlib import metadata
@@ -26,7 +27,7 @@ from PIL import Image
 from imsearch.encoders.base import BUILTIN_MODELS, DEFAULT_MODEL, cpu_has_native_bf16
 from imsearch.encoders.clip_tokenizer import CLIPTokenizer
 from imsearch.encoders.preprocess import ImageTransform
-from imsearch.errors import InvalidArgumentError, MissingDependencyError, ModelLoadError, UnsupportedForOnnx
+from imsearch.errors import EncoderError, InvalidArgumentError, MissingDependencyError, ModelLoadError, UnsupportedForOnnx
 from imsearch.paths import cache_root
 
 ONNX_PRECISIONS = ("auto", "fp32", "int8", "bf16")
@@ -37,7 +38,9 @@ def auto_image_precision(allow_torch: bool) -> str:
     torch bf16 on CPUs with native bf16 math (2.4x ONNX Runtime fp32 there, cosine 0.99995, recall unchanged),
     else ONNX Runtime fp32. int8 was faster than fp32 (1.24x) but lost held-out recall, so it is opt-in."""
     return "bf16" if allow_torch and cpu_has_native_bf16() else "fp32"
-EXPORT_FORMAT = 3  # what the export folder holds; a change re-exports
+EXPORT_FORMAT = 4  # what the export folder holds; a change re-exports (4: file hashes recorded, no pickle)
+SAMPLES = 16  # blocks of SAMPLE_BYTES read to check a file at each load
+SAMPLE_BYTES = 64 * 1024
 EXPORTER_PACKAGES = ("open_clip_torch", "torch", "onnx", "onnxruntime")
 
 
@@ -49,8 +52,8 @@ def _version(package: str) -> str:
 
 
 def _file_identity(path: Path) -> list[Any]:
-    stat = path.stat()
-    return [str(path), stat.st_size, stat.st_mtime_ns]
+    found = path.stat()
+    return [str(path), found.st_size, found.st_mtime_ns]
 
 
 def export_key(model_name: str, activation: str | None = None) -> dict[str, Any]:
@@ -77,6 +80,47 @@ def export_folder(model_name: str, activation: str | None = None) -> tuple[Path,
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model_name.strip().rsplit("/", 1)[-1])[:60] or "model"
     return cache_root() / "onnx" / f"{slug}-{digest}", key
+
+
+def sample_digest(path: Path) -> str:
+    """A SHA-256 of SAMPLES blocks spread over the file (its first and last included): cheap enough for every
+    load of a model of hundreds of MB, and it catches a damaged or swapped file; a flip between the samples is
+    caught by the full hash, checked when a result is not finite."""
+    digest = hashlib.sha256()
+    size = path.stat().st_size
+    with open(path, "rb") as source:
+        for index in range(SAMPLES):
+            source.seek(max(0, (size - SAMPLE_BYTES) * index // (SAMPLES - 1)))
+            digest.update(source.read(SAMPLE_BYTES))
+    return digest.hexdigest()
+
+
+def _whole_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as source:
+        while block := source.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_export(folder: Path, meta: dict[str, Any], whole: bool = False) -> None:
+    """Raises ModelLoadError naming the first file of the export that is not as written (size and sampled hash;
+    `whole`: the hash of everything)."""
+    files = meta.get("files")
+    if not isinstance(files, dict) or not files:
+        raise ModelLoadError(f"the ONNX export at {folder} records no file hashes; delete that folder to export again")
+    for name, record in files.items():
+        path = folder / str(name)
+        try:
+            info = os.lstat(path)
+            if not stat.S_ISREG(info.st_mode) or info.st_size != int(record["size"]):
+                raise ValueError("its size changed")
+            if sample_digest(path) != record["sample_sha256"]:
+                raise ValueError("its content changed")
+            if whole and _whole_digest(path) != record["sha256"]:
+                raise ValueError("its content changed")
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ModelLoadError(f"{path} is not the file exported there ({error}); delete {folder} to export again") from None
 
 
 def ensure_export(model_name: str, activation: str | None = None) -> Path:
@@ -119,10 +163,10 @@ def _weights_unchanged(folder: Path) -> bool:
         return True  # unreadable: the backend says so with the remedy
     for path, size, mtime_ns in recorded:
         try:
-            stat = os.stat(path)
+            found = os.stat(path)
         except OSError:
             return False
-        if (stat.st_size, stat.st_mtime_ns) != (size, mtime_ns):
+        if (found.st_size, found.st_mtime_ns) != (size, mtime_ns):
             return False
     return True
 
@@ -163,6 +207,7 @@ class OnnxCLIPBackend:
             self.meta: dict[str, Any] = json.loads((self.folder / "export.json").read_text())
         except (OSError, ValueError) as error:
             raise ModelLoadError(f"the ONNX export at {self.folder} is unreadable ({error}); delete that folder to export again") from None
+        verify_export(self.folder, self.meta)
         self.dim = int(self.meta["dim"])
         self.image_size = int(self.meta["image_size"])
         self.build: dict[str, Any] = dict(self.meta["build"])
@@ -211,7 +256,7 @@ class OnnxCLIPBackend:
     def _load_tokenizer(self) -> CLIPTokenizer:
         record = self.meta["tokenizer"]
         return CLIPTokenizer(self.folder / "bpe_simple_vocab_16e6.txt.gz", int(record["context_length"]), record["clean"],
-                             record.get("additional_special_tokens", ()), tables=self.folder / "tokenizer.pickle")
+                             record.get("additional_special_tokens", ()))
 
     def prepare_image(self, image: Image.Image) -> np.ndarray:
         return self._transform(image)
@@ -220,7 +265,7 @@ class OnnxCLIPBackend:
         pixels = np.ascontiguousarray(np.stack(list(prepared)), dtype=np.float32)
         if self.precision == "bf16":
             return self._embed_images_on_torch(pixels)
-        return np.asarray(self._session("image").run(None, {"pixels": pixels})[0], dtype=np.float32)
+        return self._finite(np.asarray(self._session("image").run(None, {"pixels": pixels})[0], dtype=np.float32), "images")
 
     def _embed_images_on_torch(self, pixels: np.ndarray) -> np.ndarray:
         import torch
@@ -243,7 +288,16 @@ class OnnxCLIPBackend:
         if self.meta.get("text_trim_padding"):
             # causal tower pooled at the end-of-text token (the largest id): the padding after it changes nothing
             tokens = tokens[:, : int(tokens.argmax(axis=1).max()) + 1]
-        return np.asarray(self._session("text").run(None, {"tokens": tokens})[0], dtype=np.float32)
+        return self._finite(np.asarray(self._session("text").run(None, {"tokens": tokens})[0], dtype=np.float32), "texts")
+
+    def _finite(self, vectors: np.ndarray, what: str) -> np.ndarray:
+        """The vectors, if every number is finite; else the export is checked whole (a damaged file raises
+        ModelLoadError naming it), and what is left is the model's own failure."""
+        if np.isfinite(vectors).all():
+            return vectors
+        verify_export(self.folder, self.meta, whole=True)
+        raise EncoderError(f"{self.model_name} gave values that are not numbers for {len(vectors)} {what}; "
+                           f"delete {self.folder} to export it again, or use --runtime torch")
 
     def close(self) -> None:
         self._sessions.clear()

@@ -139,6 +139,14 @@ def _pretrained_weights_files(backend: OpenCLIPBackend) -> list[list[Any]]:
     return [[os.path.realpath(path), stat.st_size, stat.st_mtime_ns]]
 
 
+def file_record(path: Path) -> dict[str, Any]:
+    """What export.json keeps of each file it writes: size, a hash of samples (checked at every load) and of the
+    whole (checked when a result is not finite)."""
+    from imsearch.encoders.onnx_backend import _whole_digest, sample_digest
+
+    return {"size": path.stat().st_size, "sample_sha256": sample_digest(path), "sha256": _whole_digest(path)}
+
+
 def export_model(model_name: str, target: Path, activation: str | None = None, key: dict[str, Any] | None = None) -> dict[str, Any]:
     """Export `model_name` into `target` (written whole or not at all) and return its export.json."""
     import onnxruntime as ort
@@ -155,7 +163,6 @@ def export_model(model_name: str, target: Path, activation: str | None = None, k
         shutil.copyfile(default_bpe(), work / "bpe_simple_vocab_16e6.txt.gz")
         tokenizer = CLIPTokenizer(work / "bpe_simple_vocab_16e6.txt.gz", tokenizer_record["context_length"],
                                   tokenizer_record["clean"], tokenizer_record["additional_special_tokens"])
-        tokenizer.save_tables(work / "tokenizer.pickle")
         images = sample_images()
         pixels = transform.batch(images)
         reference_pixels = torch.stack([backend.preprocess(image) for image in images]).numpy()
@@ -229,6 +236,7 @@ def export_model(model_name: str, target: Path, activation: str | None = None, k
             "checks": checks,
             "key": key or {},
             "weights_files": _pretrained_weights_files(backend),
+            "files": {path.name: file_record(path) for path in sorted(work.iterdir()) if path.is_file()},
         }
         (work / "export.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False))
         backend.close()

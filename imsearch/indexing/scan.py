@@ -104,6 +104,7 @@ def scan_directory(root: str | Path, extensions: Iterable[str] = IMAGE_EXTENSION
         folder = stack.pop()
         if within and not _inside(os.path.realpath(folder), within):
             result.failed.append(FailedFile(folder, OUTSIDE))
+            result.unlisted_dirs.append(folder)  # not read is not empty: its rows are kept (a folder swapped for a link)
             continue
         try:
             info = os.stat(folder)

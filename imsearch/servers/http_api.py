@@ -62,7 +62,8 @@ class BatchSearchBody(FilterBody):
 
 
 class IndexBody(BaseModel):
-    folder: str
+    folder: Annotated[str, StringConstraints(max_length=4096, pattern=r"^[^\x00]*$")] = Field(
+        description="an absolute path (no NUL character)")
     descriptions: dict[str, Any] | None = None
     exclude: list[Annotated[str, StringConstraints(max_length=200)]] = Field([], max_length=100,
                                                                              description="glob patterns of names or relative paths to leave out")

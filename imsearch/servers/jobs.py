@@ -93,6 +93,8 @@ class IndexJobs:
         try:
             job.summary = self._engine.index_directory(job.folder, descriptions, progress=progress, within=self._within,
                                                        exclude=exclude)
+            # the summary is the whole run: it also counts what the scan could not read (no progress is reported for it)
+            job.failed, job.unchanged = len(job.summary.failed), job.summary.unchanged
             job.state = "done"
         except IndexCancelled:
             job.state = "cancelled"
@@ -104,4 +106,8 @@ class IndexJobs:
             job.finished = time.time()
 
     def close(self) -> None:
+        """At shutdown: queued jobs are dropped and a running one stops after the file in hand (what it stored stays),
+        so that the process can end at once (its thread would otherwise be waited for)."""
+        for job in self.all():
+            self.cancel(job.id)
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -25,7 +25,7 @@ def listening_socket(host: str, port: int) -> socket.socket:
 
 
 HEADER_TIMEOUT_SECONDS = 10.0
-SHUTDOWN_SECONDS = 2  # on SIGTERM or Ctrl-C: requests in flight get this long, then connections are closed
+SHUTDOWN_SECONDS = 1  # on SIGTERM or Ctrl-C: requests in flight get this long, then connections are closed
 
 
 def header_timeout_protocol(seconds: float) -> type[Any]:
