@@ -141,7 +141,10 @@ class _PixelCheck:
                 self.unreadable += 1
                 return False
             self.checked += 1
-        return compare(a, b, self.mirrored.get((min(first, second), max(first, second)))).same
+        way = self.mirrored.get((min(first, second), max(first, second)))
+        # both ways: laid over each other from either side, a copy matches; two scenes that differ only in where a
+        # shape sits and in their grain can pass from one side (measured: mean differences 2.8 and 3.5)
+        return compare(a, b, way).same and compare(b, a, way).same
 
     def picture(self, image_id: int) -> Image.Image | None:
         with self.lock:
