@@ -41,7 +41,7 @@ def main() -> None:
     import grpc
     import httpx
 
-    import imsearch.encoders.jina_protocol as jp
+    import photoseek.encoders.jina_protocol as jp
 
     server = subprocess.Popen([sys.executable, str(ROOT / "image_search.py"), "--mode", "serve-encoder",
                                "--model", "shapes-tiny::v1", "--port", str(args.port)], stderr=subprocess.DEVNULL)

@@ -28,7 +28,7 @@ from corpus import corpus_files, make_corpus  # noqa: E402
 from vs_rclip import random_model  # noqa: E402
 
 from clip_encoder import CLIPEncoder  # noqa: E402
-from imsearch.indexing.decode import load_rgb  # noqa: E402
+from photoseek.indexing.decode import load_rgb  # noqa: E402
 
 CONFIGS = [("onnx", "fp32"), ("onnx", "int8"), ("torch", "fp32"), ("torch", "bf16")]
 

@@ -38,7 +38,7 @@ def main() -> None:
     count = args.count or (100 if args.quick else 400)
 
     from image_search import ImageSearchEngine
-    from imsearch.indexing.ray_index import RayOptions
+    from photoseek.indexing.ray_index import RayOptions
 
     corpus = make_corpus(count)
     with tempfile.TemporaryDirectory() as tmp:

@@ -37,7 +37,7 @@ def main() -> None:
     import httpx
 
     from clip_encoder import CLIPEncoder
-    from imsearch.indexing.decode import load_rgb
+    from photoseek.indexing.decode import load_rgb
 
     model = random_vit_b_32()
     files = corpus_files(make_corpus(100), min(args.images, 100))
@@ -85,7 +85,7 @@ def measure_clip_server(model: Path, port: int, run: Any) -> None:
     import signal
 
     from clip_encoder import CLIPEncoder
-    from imsearch.errors import EncoderError
+    from photoseek.errors import EncoderError
 
     onnx = model.parent / (model.name + "-onnx")
     if not (onnx / "visual.onnx").exists():

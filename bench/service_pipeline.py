@@ -64,7 +64,7 @@ def main() -> None:
 
     from clip_encoder import CLIPEncoder
     from image_search import ImageSearchEngine
-    from imsearch.errors import EncoderError
+    from photoseek.errors import EncoderError
 
     work = Path(tempfile.mkdtemp(prefix="service-pipeline-"))
     subprocess.run([sys.executable, str(ROOT / "tools" / "make_scenes.py"), "--count", str(args.images), "--seed", "5",

@@ -85,7 +85,7 @@ def _tree_digest() -> str:
 
     digest = hashlib.sha256()
     for path in sorted([ROOT / "pyproject.toml", ROOT / "image_search.py", ROOT / "clip_encoder.py", ROOT / "milvus_store.py",
-                        *(ROOT / "imsearch").rglob("*.py")]):
+                        *(ROOT / "photoseek").rglob("*.py")]):
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
 
@@ -114,7 +114,7 @@ def rclip_models(model_dir: Path) -> Path:
     import torch
     from open_clip.tokenizer import default_bpe
 
-    from imsearch.encoders.onnx_export import TextTower, VisualTower
+    from photoseek.encoders.onnx_export import TextTower, VisualTower
 
     model = open_clip.create_model(f"local-dir:{model_dir}").eval()
 
@@ -177,9 +177,9 @@ def main() -> None:
     for file in corpus_files(corpus, args.photos):
         os.link(file, photos / file.name) if file.stat().st_dev == photos.stat().st_dev else shutil.copy2(file, photos / file.name)
 
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("IMAGE_SEARCH_", "RCLIP_"))}
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("PHOTOSEEK_", "RCLIP_"))}
     base_env |= {"HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
-    ours_env = base_env | {"IMAGE_SEARCH_CACHE": str(work / "ours-cache"), "IMAGE_SEARCH_HOME": str(work / "ours-home")}
+    ours_env = base_env | {"PHOTOSEEK_CACHE": str(work / "ours-cache"), "PHOTOSEEK_HOME": str(work / "ours-home")}
     ours = ours_command()
     ours_index = [*ours, "--mode", "index", "--image-dir", str(photos), "--model", str(model_dir), "-q",
                   "--runtime", args.ours_runtime, "--precision", args.ours_precision]

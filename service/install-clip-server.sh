@@ -7,14 +7,14 @@
 # pydantic 1, protobuf, grpcio...) is installed here and shadows .venv's versions, and only what is
 # missing here (torch, torchvision, the nvidia libraries) is found there. pip sees the borrowed torch
 # as installed and satisfying the torch==2.14.1 pin, and never uninstalls outside this venv.
-# IMAGE_SEARCH_CLIP_SERVER_OWN_TORCH=1 installs a private copy instead.
+# PHOTOSEEK_CLIP_SERVER_OWN_TORCH=1 installs a private copy instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PIP_NO_CACHE_DIR=1
 python3 -m venv .venv-clip-server
 own_site=$(.venv-clip-server/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
 rm -f "$own_site/_borrowed_torch.pth"
-if [ "${IMAGE_SEARCH_CLIP_SERVER_OWN_TORCH:-0}" != 1 ] && [ -x .venv/bin/python ]; then
+if [ "${PHOTOSEEK_CLIP_SERVER_OWN_TORCH:-0}" != 1 ] && [ -x .venv/bin/python ]; then
     main_site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
     main_torch=$(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("torch"))' 2>/dev/null || true)
     same_python=$([ "$(.venv/bin/python -c 'import sys; print(sys.version_info[:2])')" = \

@@ -28,11 +28,11 @@ os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), str(ROOT / "too
 # ONNX exports go to a cache of this test session (children inherit it), never the user's own. The
 # mutation runs (bench/mutation_report.py) start a session per mutant and pass a cache they keep, so
 # the test model is exported once for all of them.
-_OWN_CACHE = "IMAGE_SEARCH_TEST_CACHE" not in os.environ
-os.environ["IMAGE_SEARCH_CACHE"] = os.environ.get("IMAGE_SEARCH_TEST_CACHE") or tempfile.mkdtemp(prefix="image-search-test-cache-")
+_OWN_CACHE = "PHOTOSEEK_TEST_CACHE" not in os.environ
+os.environ["PHOTOSEEK_CACHE"] = os.environ.get("PHOTOSEEK_TEST_CACHE") or tempfile.mkdtemp(prefix="image-search-test-cache-")
 # How the engine tests run the test model: "auto" (what users get: ONNX text, torch images on CPU) or
 # "onnx" (no torch import: the mutation runs, where each mutant's session starts from nothing).
-TEST_RUNTIME = os.environ.get("IMAGE_SEARCH_TEST_RUNTIME", "auto")
+TEST_RUNTIME = os.environ.get("PHOTOSEEK_TEST_RUNTIME", "auto")
 
 TEST_MODEL = "shapes-tiny::v1"
 # A test that uses one of these needs Milvus or loads a model: never in the fast tier (-m "not slow").
@@ -41,7 +41,7 @@ HEAVY_FIXTURES = {"test_encoder", "milvus_server", "held_out_scenes", "installed
 
 # CI sets this: every optional part (the Milvus server, clip-server and clip-client, Chromium) must be
 # there, so a skipped test is a failure instead of one quiet line. A local run may still skip.
-REQUIRE_ALL = os.environ.get("IMAGE_SEARCH_REQUIRE_ALL") == "1"
+REQUIRE_ALL = os.environ.get("PHOTOSEEK_REQUIRE_ALL") == "1"
 _skipped: list[str] = []
 
 
@@ -84,7 +84,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 def _drop_large_exports() -> Iterator[None]:
     """ONNX exports of real architectures (ViT-B-32: ~600 MB each, keyed by the test's own weights) go
     once the test that made them ends; small ones (the shipped test model's) stay for the session."""
-    cache = Path(os.environ["IMAGE_SEARCH_CACHE"]) / "onnx"
+    cache = Path(os.environ["PHOTOSEEK_CACHE"]) / "onnx"
     before = set(cache.iterdir()) if cache.is_dir() else set()
     yield
     for folder in (set(cache.iterdir()) if cache.is_dir() else set()) - before:
@@ -99,14 +99,14 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
                                 + (", ".join(f"{nodeid.split('::', 1)[-1]} {grown / 2**20:+.0f} MiB" for nodeid, grown in heaviest)
                                    or "no test held over 10 MiB"))
     if _skipped:
-        terminalreporter.section("skipped, but IMAGE_SEARCH_REQUIRE_ALL=1 requires every part")
+        terminalreporter.section("skipped, but PHOTOSEEK_REQUIRE_ALL=1 requires every part")
         for line in _skipped:
             terminalreporter.write_line(line)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if _OWN_CACHE:
-        shutil.rmtree(os.environ["IMAGE_SEARCH_CACHE"], ignore_errors=True)
+        shutil.rmtree(os.environ["PHOTOSEEK_CACHE"], ignore_errors=True)
     if _skipped and exitstatus == 0:
         session.exitstatus = 1
 
@@ -162,21 +162,22 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
 # module's own test file goes first (its tests are the likeliest to fail, and fail soonest), and each
 # file's tests stay together so its module fixtures are made once.
 OWN_TEST_FILES = {
-    "milvus_store": "test_store.py",
-    "image_search": "test_engine.py",
-    "imsearch.indexing.scan": "test_scan.py",
-    "imsearch.indexing.decode": "test_image_loading.py",
-    "imsearch.indexing.pipeline": "test_engine.py",
-    "imsearch.indexing.perceptual": "test_duplicates.py",
-    "imsearch.store.vector_cache": "test_vector_cache.py",
-    "imsearch.engine.duplicates": "test_duplicates.py",
-    "imsearch.photo_metadata": "test_metadata.py",
-    "imsearch.query": "test_composed.py",
-    "imsearch.encoders.clip_tokenizer": "test_onnx_runtime.py",
-    "imsearch.encoders.preprocess": "test_onnx_runtime.py",
-    "imsearch.encoders.service": "test_service.py",
-    "imsearch.servers.files": "test_serving_checks.py",
-    "imsearch.servers.request_filters": "test_serving_checks.py",
+    "photoseek.store.milvus": "test_store.py",
+    "photoseek.engine.engine": "test_engine.py",
+    "photoseek.engine.ranking": "test_relevance.py",
+    "photoseek.indexing.scan": "test_scan.py",
+    "photoseek.indexing.decode": "test_image_loading.py",
+    "photoseek.indexing.pipeline": "test_engine.py",
+    "photoseek.indexing.perceptual": "test_duplicates.py",
+    "photoseek.store.vector_cache": "test_vector_cache.py",
+    "photoseek.engine.duplicates": "test_duplicates.py",
+    "photoseek.photo_metadata": "test_metadata.py",
+    "photoseek.query": "test_composed.py",
+    "photoseek.encoders.clip_tokenizer": "test_onnx_runtime.py",
+    "photoseek.encoders.preprocess": "test_onnx_runtime.py",
+    "photoseek.encoders.service": "test_service.py",
+    "photoseek.indexing.files": "test_serving_checks.py",
+    "photoseek.servers.request_filters": "test_serving_checks.py",
 }
 
 

@@ -10,7 +10,7 @@ from conftest import ROOT, TEST_MODEL, captions_of
 from http_server import running_server
 
 from image_search import ImageSearchEngine
-from imsearch.servers.http_api import create_app
+from photoseek.servers.http_api import create_app
 
 pytestmark = pytest.mark.slow
 OUTPUT = ROOT / "test-output"

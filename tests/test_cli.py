@@ -18,8 +18,8 @@ pytestmark = pytest.mark.slow
 
 
 def run_cli(*args: str, home: Path, check: bool = True, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
-    environment = {**os.environ, "IMAGE_SEARCH_HOME": str(home), **env}
-    environment.pop("IMAGE_SEARCH_MILVUS_URI", None)
+    environment = {**os.environ, "PHOTOSEEK_HOME": str(home), **env}
+    environment.pop("PHOTOSEEK_MILVUS_URI", None)
     done = subprocess.run([sys.executable, str(ROOT / "image_search.py"), *args], capture_output=True, text=True,
                           env=environment, timeout=300, cwd=cwd)
     if check:
@@ -197,7 +197,7 @@ def test_cli_uses_the_running_server_that_holds_the_database(tmp_path: Path, sce
     port = free_port()
     server = subprocess.Popen([sys.executable, str(ROOT / "image_search.py"), "--mode", "serve", "--port", str(port),
                                "--index-root", str(tmp_path)],
-                              env={**os.environ, "IMAGE_SEARCH_HOME": str(home)}, stderr=subprocess.PIPE, text=True)
+                              env={**os.environ, "PHOTOSEEK_HOME": str(home)}, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 60
         while not channel_of(home / "milvus.db", "image_search").exists():
@@ -214,7 +214,7 @@ def test_cli_uses_the_running_server_that_holds_the_database(tmp_path: Path, sce
                 time.sleep(0.2)
         captions = captions_of(scenes)
         searched = run_cli("--mode", "search", "--query", captions["scene_00001.png"]["en"], "--top-k", "24", "--json", home=home)
-        assert "held by an image_search server" in searched.stderr and f"pid {server.pid}" in searched.stderr
+        assert "held by a photoseek server" in searched.stderr and f"pid {server.pid}" in searched.stderr
         assert "scene_00001.png" in {Path(r["path"]).name for r in json.loads(searched.stdout)}
         # --in and --paths-only through the server's API: the folder filter travels with each kind of search
         sub = scenes / "sub"
@@ -240,7 +240,7 @@ def test_cli_uses_the_running_server_that_holds_the_database(tmp_path: Path, sce
 
 def channel_of(database: Path | str, collection: str) -> Path:
     """Where a server of this store and collection keeps its socket (servers/local_channel.py)."""
-    from imsearch.servers.local_channel import _names, channel_folder
+    from photoseek.servers.local_channel import _names, channel_folder
 
     folder = channel_folder(create=True)
     assert folder is not None
@@ -260,9 +260,9 @@ def test_one_shot_searches_of_a_milvus_server_go_through_the_running_server(tmp_
     run_cli("--mode", "index", "--model", TEST_MODEL, "--image-dir", str(scenes), *store, home=home)
     query = captions_of(scenes)["scene_00003.png"]["en"]
     direct = run_cli("--mode", "search", "--query", query, "--top-k", "8", "--json", *store, home=home)
-    assert "held by an image_search server" not in direct.stderr
+    assert "held by a photoseek server" not in direct.stderr
     port = free_port()
-    env = {**os.environ, "IMAGE_SEARCH_HOME": str(home)}
+    env = {**os.environ, "PHOTOSEEK_HOME": str(home)}
     server = subprocess.Popen([sys.executable, str(ROOT / "image_search.py"), "--mode", "serve", "--port", str(port), *store],
                               env=env, stderr=subprocess.PIPE, text=True)
     channel = channel_of(milvus_server, collection_name)
@@ -272,15 +272,15 @@ def test_one_shot_searches_of_a_milvus_server_go_through_the_running_server(tmp_
             assert server.poll() is None and time.time() < deadline, "server did not start"
             time.sleep(0.3)
         served = run_cli("--mode", "search", "--query", query, "--top-k", "8", "--json", *store, home=home)
-        assert "held by an image_search server" in served.stderr
+        assert "held by a photoseek server" in served.stderr
         assert [(r["path"], round(r["score"], 4)) for r in json.loads(served.stdout)] == \
             [(r["path"], round(r["score"], 4)) for r in json.loads(direct.stdout)]
         stats = run_cli("--mode", "stats", "--json", *store, home=home)
-        assert "held by an image_search server" in stats.stderr and json.loads(stats.stdout)["total_images"] == 24
+        assert "held by a photoseek server" in stats.stderr and json.loads(stats.stdout)["total_images"] == 24
         for other in (["--collection", collection_name + "_other"], ["--model", "ViT-B-32::openai"]):
             elsewhere = run_cli("--mode", "stats", "--json", "--milvus-uri", milvus_server, "--collection", collection_name,
                                 *other, home=home, check=False)
-            assert "held by an image_search server" not in elsewhere.stderr
+            assert "held by a photoseek server" not in elsewhere.stderr
         note = channel.with_suffix(".json")
         stale = json.loads(note.read_text())
         assert stale["collection"] == collection_name and stale["pid"] == server.pid
@@ -291,7 +291,7 @@ def test_one_shot_searches_of_a_milvus_server_go_through_the_running_server(tmp_
     note.write_text(json.dumps({**stale, "pid": os.getpid()}))  # a live process, but no socket any more
     note.chmod(0o600)
     fallback = run_cli("--mode", "search", "--query", query, "--top-k", "8", "--json", *store, home=home)
-    assert "held by an image_search server" not in fallback.stderr and json.loads(fallback.stdout) == json.loads(direct.stdout)
+    assert "held by a photoseek server" not in fallback.stderr and json.loads(fallback.stdout) == json.loads(direct.stdout)
     note.unlink()
 
 
@@ -325,7 +325,7 @@ def test_unreadable_files_and_folders_as_a_real_user(tmp_path: Path, scenes: Pat
         for path in [work, *work.rglob("*")]:
             if prefix:
                 os.chown(path, 65534, 65534)
-        env = {"HOME": str(work), "IMAGE_SEARCH_HOME": str(work / "home"), "IMAGE_SEARCH_CACHE": str(work / "cache")}
+        env = {"HOME": str(work), "PHOTOSEEK_HOME": str(work / "home"), "PHOTOSEEK_CACHE": str(work / "cache")}
 
         def index() -> subprocess.CompletedProcess[str]:
             return subprocess.run([*prefix, sys.executable, str(ROOT / "image_search.py"), "--mode", "index", "--model",
@@ -381,7 +381,7 @@ except SystemExit as done:  # argparse's --help and usage errors exit before the
 def test_help_stats_and_argument_errors_import_no_torch(args: list[str], tmp_path: Path) -> None:
     script = IMPORTS_AFTER.format(script=str(ROOT / "image_search.py"))
     done = subprocess.run([sys.executable, "-c", script, json.dumps(args)], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "IMAGE_SEARCH_HOME": str(tmp_path / "home")})
+                          env={**os.environ, "PHOTOSEEK_HOME": str(tmp_path / "home")})
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["heavy"] == [], (args, result, done.stderr[-1000:])
     assert result["code"] == (2 if "index" in args else 0), done.stderr
@@ -399,9 +399,9 @@ def test_a_missing_folder_among_several_is_refused_before_anything_is_indexed(tm
 @pytest.mark.slow
 def test_a_large_lite_library_is_told_about_a_milvus_server(tmp_path: Path, scenes: Path, monkeypatch: pytest.MonkeyPatch,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
-    from imsearch import cli
+    from photoseek import cli
 
-    monkeypatch.setenv("IMAGE_SEARCH_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("PHOTOSEEK_HOME", str(tmp_path / "home"))
     monkeypatch.setattr(cli, "LARGE_FOR_LITE", 24)  # the real threshold is 200,000 rows
     assert cli.main(["--mode", "index", "--model", TEST_MODEL, "--image-dir", str(scenes), "--device", "cpu"]) == 0
     assert "note: 24 photos in Milvus Lite" in capsys.readouterr().err

@@ -1,14 +1,19 @@
-"""The project's own checks: ruff and mypy run with the tests, so CI enforces them; and the planted-bug
-proof (bench/planted_bugs.py) still applies to the code as it is."""
+"""The project's own checks: ruff and mypy run with the tests, so CI enforces them; and the layout holds: the
+package never imports the three public faces, and dependencies point one way."""
 
 from __future__ import annotations
 
-import importlib.util
+import ast
 import subprocess
 import sys
 from pathlib import Path
 
 from conftest import ROOT
+
+FACES = {"image_search", "clip_encoder", "milvus_store"}
+# who may import whom inside the package (parts not named may import any part below them)
+LOWER = {"store": {"engine", "servers", "cli", "indexing"}, "encoders": {"engine", "servers", "cli", "indexing", "store"},
+         "engine": {"servers", "cli"}, "indexing": {"servers", "cli"}}
 
 
 def test_ruff_is_clean() -> None:
@@ -21,25 +26,30 @@ def test_mypy_is_clean() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_every_planted_bug_still_plants_and_names_tests_that_exist(tmp_path: Path) -> None:
-    """A plant whose text the code no longer holds plants nothing, so its bug reads as 'missed' only when
-    the whole (~25-minute) script is run: refactors must bring the plants along, and this says so at once."""
-    done = subprocess.run([sys.executable, "bench/planted_bugs.py", "--check"], cwd=ROOT, capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout + done.stderr
-    # the check itself can fail: a plant that no longer applies, one that applies twice, a test that is gone
-    spec = importlib.util.spec_from_file_location("planted_bugs", ROOT / "bench" / "planted_bugs.py")
-    assert spec is not None and spec.loader is not None
-    planted = importlib.util.module_from_spec(spec)
-    sys.modules["planted_bugs"] = planted
-    spec.loader.exec_module(planted)
-    (tmp_path / "tests").mkdir()
-    (tmp_path / "code.py").write_text("x = 1\nx = 1\ny = 2\n")
-    (tmp_path / "tests" / "test_code.py").write_text("def test_y() -> None:\n    pass\n")
-    bugs = [planted.Bug("gone", "code.py", "z = 3", "z = 4", ("tests/test_code.py::test_y",)),
-            planted.Bug("twice", "code.py", "x = 1", "x = 0", ("tests/test_code.py::test_y",)),
-            planted.Bug("test gone", "code.py", "y = 2", "y = 0", ("tests/test_code.py::test_x[lite]",)),
-            planted.Bug("fine", "code.py", "y = 2", "y = 0", ("tests/test_code.py::test_y[lite]", "tests/test_code.py"))]
-    assert planted.stale(bugs, tmp_path) == [
-        "gone: 'z = 3' is in code.py 0 times, not once",
-        "twice: 'x = 1' is in code.py 2 times, not once",
-        "test gone: its test tests/test_code.py::test_x[lite] does not exist"]
+def imports_of(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+    return found
+
+
+def test_the_package_imports_no_face_and_its_parts_point_one_way() -> None:
+    """The three faces re-export the package; nothing inside imports them (a second home for the code, and a cycle).
+    The store and the encoders never reach up into the engine, the indexing or the servers."""
+    wrong = []
+    for path in sorted((ROOT / "photoseek").rglob("*.py")):
+        part = path.relative_to(ROOT / "photoseek").parts[0].removesuffix(".py")
+        for module in imports_of(path):
+            top = module.split(".")[0]
+            if top in FACES:
+                wrong.append(f"{path.relative_to(ROOT)} imports the face {module}")
+            if top == "photoseek" and len(module.split(".")) > 1:
+                target = module.split(".")[1]
+                if target in LOWER.get(part, set()):
+                    wrong.append(f"{path.relative_to(ROOT)} ({part}) imports {module}, a part above it")
+    assert wrong == [], "\n".join(wrong)
+    for face in FACES:  # and each face is short: a re-export, not a second implementation
+        assert len((ROOT / f"{face}.py").read_text().splitlines()) < 60, face

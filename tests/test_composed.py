@@ -16,10 +16,10 @@ from http_server import running_server
 from PIL import Image
 
 from clip_encoder import normalize
-from image_search import EmptyIndexWarning, ImageSearchEngine
-from imsearch.errors import InvalidArgumentError
-from imsearch.query import MAX_TERMS, QueryTerm, compose, parse_term
+from image_search import ImageSearchEngine
 from milvus_store import SearchFilter, path_id
+from photoseek.errors import EmptyIndexWarning, InvalidArgumentError
+from photoseek.query import MAX_TERMS, QueryTerm, compose, parse_term
 
 
 def test_terms_parse_as_rclip_writes_them(tmp_path: Path) -> None:
@@ -218,7 +218,7 @@ def test_searching_an_empty_index_warns_at_the_callers_line_and_creates_nothing(
 def test_cli_and_http_compose_the_same_query(engine: ImageSearchEngine, scenes: Path, tmp_path: Path) -> None:
     from test_cli import run_cli
 
-    from imsearch.servers.http_api import create_app
+    from photoseek.servers.http_api import create_app
 
     target = path_id(str(scenes / "scene_00005.png"))
     expected = [r.id for r in engine.search_composed(compose("a red circle", [f"2:id:{target}"], ["blue"]), top_k=5)]
@@ -233,7 +233,7 @@ def test_cli_and_http_compose_the_same_query(engine: ImageSearchEngine, scenes: 
     engine.close()
 
     home = tmp_path / "home"
-    os.environ.pop("IMAGE_SEARCH_MILVUS_URI", None)
+    os.environ.pop("PHOTOSEEK_MILVUS_URI", None)
     done = run_cli("--mode", "search", "--milvus-uri", str(tmp_path / "composed.db"), "--query", "a red circle",
                    "--add", f"2:id:{target}", "--subtract", "blue", "--top-k", "5", "--json", home=home)
     assert [int(r["id"]) for r in json.loads(done.stdout)] == expected

@@ -19,11 +19,11 @@ from http_server import running_server
 from PIL import Image, ImageOps
 
 from image_search import ImageSearchEngine
-from imsearch.engine.duplicates import DEFAULT_SIMILARITY, find_duplicates
-from imsearch.errors import InvalidArgumentError
-from imsearch.indexing.perceptual import hash_distance, perceptual_hashes
-from imsearch.photo_metadata import PhotoMetadata
 from milvus_store import ImageRecord, MilvusStore, Near, SearchFilter, path_id
+from photoseek.engine.duplicates import DEFAULT_SIMILARITY, find_duplicates
+from photoseek.errors import InvalidArgumentError
+from photoseek.indexing.perceptual import hash_distance, perceptual_hashes
+from photoseek.photo_metadata import PhotoMetadata
 
 COPIES = ("resized", "recompressed", "cropped", "mirrored")
 
@@ -133,11 +133,11 @@ def engine_filter(folder: Path):  # type: ignore[no-untyped-def]
 def test_cli_and_http_list_the_same_groups(duplicates_library: tuple[Path, dict[str, set[str]]], tmp_path: Path) -> None:
     from test_cli import run_cli
 
-    from imsearch.servers.http_api import create_app
+    from photoseek.servers.http_api import create_app
 
     folder, truth = duplicates_library
     database, home = str(tmp_path / "dups.db"), tmp_path / "home"
-    os.environ.pop("IMAGE_SEARCH_MILVUS_URI", None)
+    os.environ.pop("PHOTOSEEK_MILVUS_URI", None)
     run_cli("--mode", "index", "--model", TEST_MODEL, "--milvus-uri", database, "--image-dir", str(folder), home=home)
     listed = json.loads(run_cli("--mode", "duplicates", "--model", TEST_MODEL, "--milvus-uri", database, "--json", home=home).stdout)
     groups = [[Path(r["path"]).name for r in group] for group in listed["groups"]]
@@ -163,8 +163,8 @@ def test_cli_and_http_list_the_same_groups(duplicates_library: tuple[Path, dict[
 
 
 def test_the_cli_defaults_are_the_librarys() -> None:
-    from imsearch import cli
-    from imsearch.engine import duplicates
+    from photoseek import cli
+    from photoseek.engine import duplicates
 
     assert cli.DEFAULT_DUPLICATE_SIMILARITY == duplicates.DEFAULT_SIMILARITY
     assert cli.DEFAULT_MAX_HASH_DISTANCE == duplicates.DEFAULT_MAX_HASH_DISTANCE

@@ -14,11 +14,11 @@ import pytest
 from conftest import TEST_MODEL, TEST_RUNTIME, captions_of, record_milvus_connections, write_dng
 from PIL import Image
 
-from image_search import EmptyIndexWarning, ImageSearchEngine, SearchResult, print_results
-from imsearch.errors import CollectionMismatchError, ForeignCollectionError, InvalidArgumentError
-from imsearch.indexing.pipeline import IndexProgress
-from imsearch.query import QueryTerm
+from image_search import ImageSearchEngine, SearchResult, print_results
 from milvus_store import metadata_from_row, path_id
+from photoseek.errors import CollectionMismatchError, EmptyIndexWarning, ForeignCollectionError, InvalidArgumentError
+from photoseek.indexing.pipeline import IndexProgress
+from photoseek.query import QueryTerm
 
 pytestmark = pytest.mark.slow  # real Milvus, the model, or servers: not in the fast tier
 
@@ -42,7 +42,7 @@ def exact_pipeline_clock(monkeypatch: pytest.MonkeyPatch) -> None:
         clock.now = getattr(clock, "now", 0.0) + 1.0
         return float(clock.now)
 
-    monkeypatch.setattr("imsearch.indexing.pipeline.time", types.SimpleNamespace(perf_counter=tick))
+    monkeypatch.setattr("photoseek.indexing.pipeline.time", types.SimpleNamespace(perf_counter=tick))
 
 
 def recall_at(engine: ImageSearchEngine, folder: Path, language: str, k: int) -> float:
@@ -56,8 +56,8 @@ def recall_at(engine: ImageSearchEngine, folder: Path, language: str, k: int) ->
 @pytest.mark.mutation  # first in the file: the mutants of activation_check meet them before the indexing tests
 def test_a_collection_says_how_its_vectors_were_made_and_warns_when_its_weights_were_trained_otherwise() -> None:
     """What stats, search and index read about a collection's activation (the message shown to the user)."""
-    from image_search import activation_check
     from milvus_store import CollectionInfo
+    from photoseek.engine.engine import activation_check
 
     def check(model: str, build: dict[str, object] | None = None) -> tuple[str | None, str | None]:
         return activation_check(CollectionInfo(name="photos", model=model, dim=512, schema_version=3, build=build))
@@ -85,8 +85,8 @@ def test_a_collection_says_how_its_vectors_were_made_and_warns_when_its_weights_
 def test_stats_of_a_collection_built_otherwise_than_trained_carry_the_warning(tmp_path: Path) -> None:
     """A collection filled before builds were recorded, by an OpenAI model then built with GELU: stats say
     so (the CLI and GET /stats show it), without loading the model; a recorded build says nothing."""
-    from image_search import activation_check
     from milvus_store import MilvusStore
+    from photoseek.engine.engine import activation_check
 
     for name, build in (("old.db", None), ("new.db", {"activation": "quick_gelu"})):
         store = MilvusStore(uri=str(tmp_path / name), collection_name="photos")
@@ -112,8 +112,8 @@ def test_a_collection_built_otherwise_than_trained_keeps_being_encoded_the_way_i
     import warnings
 
     import clip_encoder
-    from imsearch.errors import ModelFidelityWarning
     from milvus_store import MilvusStore
+    from photoseek.errors import ModelFidelityWarning
 
     class NotLoaded(Exception):
         pass
@@ -718,8 +718,8 @@ def test_excluded_files_are_left_out_and_leave_the_index(tmp_path: Path, scenes:
 
 @pytest.mark.mutation
 def test_similar_images_leave_the_photo_itself_out_and_keep_to_the_filter(tmp_path: Path, scenes: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from image_search import MAX_TOP_K
     from milvus_store import SearchFilter, path_id
+    from photoseek.engine.engine import MAX_TOP_K
 
     with make_engine(tmp_path) as engine:
         engine.index_directory(scenes)
@@ -757,7 +757,7 @@ def test_rebuild_refuses_a_collection_image_search_did_not_make(tmp_path: Path) 
     client.close()
     with pytest.raises(ForeignCollectionError) as refused:  # without --rebuild: not ours, so another name is needed
         make_engine(tmp_path)
-    assert str(refused.value) == (f"collection 'my_images' at {db} was not created by image_search (it records no model); "
+    assert str(refused.value) == (f"collection 'my_images' at {db} was not created by photoseek (it records no model); "
                                   "choose another collection name with --collection")
     with pytest.raises(InvalidArgumentError, match="my_images.*; --rebuild would delete it and everything in it. If that is what "
                                                    "you want, add --drop-foreign-collection"):
@@ -771,8 +771,8 @@ def test_rebuild_refuses_a_collection_image_search_did_not_make(tmp_path: Path) 
 def test_a_folder_indexed_on_ray_keeps_its_descriptions_and_limits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`index_directory(..., ray=...)` hands the folder, descriptions, allowed roots and excludes on to the Ray
     path unchanged (which tests/test_ray_index.py runs on a Ray cluster); a lost one would index differently."""
-    from imsearch.indexing.pipeline import IndexSummary
-    from imsearch.indexing.ray_index import RayOptions
+    from photoseek.indexing.pipeline import IndexSummary
+    from photoseek.indexing.ray_index import RayOptions
 
     handed: dict[str, object] = {}
 

@@ -16,7 +16,7 @@ from http_server import running_server
 from PIL import Image
 
 from image_search import ImageSearchEngine
-from imsearch.servers.http_api import create_app
+from photoseek.servers.http_api import create_app
 
 pytestmark = pytest.mark.slow  # real Milvus, the model, or servers: not in the fast tier
 
@@ -225,7 +225,7 @@ def test_stats_health_docs_and_page(api: httpx.Client) -> None:
     assert api.get("/healthz").json() == {"status": "ok"}
     stats = api.get("/api/stats").json()
     assert stats["total_images"] == 24 and stats["model"] == TEST_MODEL
-    assert api.get("/openapi.json").json()["info"]["title"] == "image_search"
+    assert api.get("/openapi.json").json()["info"]["title"] == "photoseek"
     page = api.get("/")
     assert page.status_code == 200 and "<input id=\"query\"" in page.text
     assert "http" not in page.text.replace("http-equiv", "")  # no external resources
@@ -246,7 +246,7 @@ def test_token_guards_every_api_route(engine: ImageSearchEngine, tmp_path: Path)
 def test_a_cached_thumbnail_is_answered_without_reading_the_original_again(api: httpx.Client, library: Path,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """A results page asks for dozens of thumbnails: the original is read and hashed once, to make one."""
-    import imsearch.servers.http_api as http_api
+    import photoseek.servers.http_api as http_api
 
     reads: list[str] = []
     original = http_api.read_indexed_file

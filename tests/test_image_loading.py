@@ -18,11 +18,11 @@ import pytest
 from conftest import write_dng
 from PIL import Image, ImageOps
 
-from imsearch.errors import ImageDecodeError
-from imsearch.indexing import decode
-from imsearch.indexing.decode import decode_photo, load_rgb, photo_metadata
-from imsearch.indexing.perceptual import perceptual_hashes
-from imsearch.photo_metadata import PhotoMetadata
+from photoseek.errors import ImageDecodeError
+from photoseek.indexing import decode
+from photoseek.indexing.decode import decode_photo, load_rgb, photo_metadata
+from photoseek.indexing.perceptual import perceptual_hashes
+from photoseek.photo_metadata import PhotoMetadata
 
 ROOT = str(Path(__file__).resolve().parents[1])
 
@@ -194,7 +194,7 @@ def test_a_header_pillow_only_warns_about_still_decodes_and_prints_nothing(tmp_p
             decode_photo(path)
     code = ("import sys, warnings\n"
             "from concurrent.futures import ThreadPoolExecutor\n"
-            "from imsearch.indexing.decode import decode_photo\n"
+            "from photoseek.indexing.decode import decode_photo\n"
             "with ThreadPoolExecutor(4) as pool:\n"
             f"    sizes = set(pool.map(lambda _: decode_photo({str(path)!r})[0].size, range(64)))\n"
             "assert sizes == {(12, 8)}, sizes\n"
@@ -214,7 +214,7 @@ def test_a_photo_past_pillows_warning_size_decodes_up_to_the_limit(tmp_path: Pat
     Image.new("L", (9500, 9500), 128).save(path, quality=50)  # 90.25 MP, a few hundred kilobytes
     assert load_rgb(path, min_side=224).size == (1188, 1188)  # drafted at 1/8
     # and nothing printed ("could be decompression bomb DOS attack"): in a fresh process, as pytest shows every warning
-    code = f"from imsearch.indexing.decode import load_rgb; print(load_rgb({str(path)!r}, min_side=224).size)"
+    code = f"from photoseek.indexing.decode import load_rgb; print(load_rgb({str(path)!r}, min_side=224).size)"
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert (run.returncode, run.stdout, run.stderr) == (0, "(1188, 1188)\n", "")
     with pytest.raises(ImageDecodeError, match=r"^decompression bomb: 9500x9500 pixels exceeds the limit of 90000000$"):
@@ -437,5 +437,5 @@ def test_bad_raw_files_give_reasons(tmp_path: Path, photos: dict[str, Path], mon
     with pytest.raises(ImageDecodeError, match=r"^corrupt RAW file: LibRawTooBigError: Image too big for processing$"):
         decode_photo(bytes(huge), raw=True, max_pixels=10**12)
     monkeypatch.setattr(decode, "rawpy", None)  # the `raw` extra not installed
-    with pytest.raises(ImageDecodeError, match=r"^a camera RAW file, and rawpy is not installed \(pip install 'image-search\[raw\]'\)$"):
+    with pytest.raises(ImageDecodeError, match=r"^a camera RAW file, and rawpy is not installed \(pip install 'photoseek\[raw\]'\)$"):
         decode_photo(data, raw=True)

@@ -1,4 +1,4 @@
-"""Our declaration of clip-as-service's gRPC messages (imsearch/encoders/jina_protocol.py) against the
+"""Our declaration of clip-as-service's gRPC messages (photoseek/encoders/jina_protocol.py) against the
 descriptors jina and docarray generate, field by field, read from their own venv (.venv-clip-server)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import subprocess
 import pytest
 from conftest import ROOT
 
-from imsearch.encoders import jina_protocol
+from photoseek.encoders import jina_protocol
 
 SERVER_PYTHON = ROOT / ".venv-clip-server" / "bin" / "python"
 

@@ -20,11 +20,13 @@ from http_server import running_server
 from PIL import ExifTags, Image
 
 from image_search import ImageSearchEngine
-from imsearch.errors import InvalidArgumentError
-from imsearch.indexing.decode import decode_photo, photo_metadata
-from imsearch.indexing.perceptual import hash_distance
-from imsearch.photo_metadata import PhotoMetadata, distance_km, parse_date, parse_when
-from milvus_store import METADATA_VERSION, UPGRADE_SUFFIX, Near, SearchFilter, camera_words, metadata_from_row, photo_filter
+from milvus_store import Near, SearchFilter, metadata_from_row, photo_filter
+from photoseek.errors import InvalidArgumentError
+from photoseek.indexing.decode import decode_photo, photo_metadata
+from photoseek.indexing.perceptual import hash_distance
+from photoseek.photo_metadata import PhotoMetadata, distance_km, parse_date, parse_when
+from photoseek.store.records import METADATA_VERSION, camera_words
+from photoseek.store.schema import UPGRADE_SUFFIX
 
 DAY = 86_400.0
 
@@ -390,10 +392,10 @@ def test_a_collection_indexed_before_metadata_gains_it_without_re_encoding(libra
 def test_cli_and_http_filter_on_metadata(library: Path, tmp_path: Path) -> None:
     from test_cli import run_cli
 
-    from imsearch.servers.http_api import create_app
+    from photoseek.servers.http_api import create_app
 
     database, home = str(tmp_path / "meta.db"), tmp_path / "home"
-    os.environ.pop("IMAGE_SEARCH_MILVUS_URI", None)
+    os.environ.pop("PHOTOSEEK_MILVUS_URI", None)
     run_cli("--mode", "index", "--model", TEST_MODEL, "--milvus-uri", database, "--image-dir", str(library), home=home)
     done = run_cli("--mode", "search", "--model", TEST_MODEL, "--milvus-uri", database, "--query", "a photo", "--top-k", "20", "--camera", "iPhone",
                    "--taken-after", "2019-06-01", "--json", home=home)

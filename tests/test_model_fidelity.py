@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from imsearch.encoders.open_clip_backend import resolve_model, trained_activation
-from imsearch.errors import ModelFidelityWarning
+from photoseek.encoders.open_clip_backend import resolve_model, trained_activation
+from photoseek.errors import ModelFidelityWarning
 
 FP32_TOLERANCE = 0.99999  # measured >= 0.9999999 for the right build
 BF16_TOLERANCE = 0.9995  # bf16 image tower, as documented in the README (measured ~0.99995)
@@ -33,7 +33,7 @@ WRONG_BUILD_CEILING = 0.9999  # the wrong activation must land below this on the
 
 # The seed's models and a few others, each named as a user names it. The default run covers each code
 # path once (QuickGELU ViT at 224 and 336, GELU ViT at 256, ResNet, a Hugging Face text tower);
-# IMAGE_SEARCH_FULL_FIDELITY=1 adds architectures those already cover, to keep the suite's time down.
+# PHOTOSEEK_FULL_FIDELITY=1 adds architectures those already cover, to keep the suite's time down.
 MODELS = [
     "ViT-B-32::openai",
     "ViT-B-16::openai",
@@ -42,7 +42,7 @@ MODELS = [
     "ViT-B-32-256::datacomp_s34b_b86k",
     "xlm-roberta-base-ViT-B-32::laion5b_s13b_b90k",
 ]
-if os.environ.get("IMAGE_SEARCH_FULL_FIDELITY") == "1":
+if os.environ.get("PHOTOSEEK_FULL_FIDELITY") == "1":
     MODELS += ["ViT-L-14::openai", "ViT-B-32::laion2b_e16"]
 LARGE = {"ViT-L-14::openai", "ViT-L-14-336::openai"}
 

@@ -9,8 +9,8 @@ import pytest
 from conftest import ROOT, TEST_MODEL
 
 from clip_encoder import CLIPEncoder
-from imsearch.encoders.open_clip_backend import resolve_model
-from imsearch.errors import InvalidArgumentError, ModelLoadError
+from photoseek.encoders.open_clip_backend import resolve_model
+from photoseek.errors import InvalidArgumentError, ModelLoadError
 
 
 def test_shipped_test_model_loads_by_name(test_encoder: CLIPEncoder) -> None:
@@ -42,7 +42,7 @@ def test_bad_model_names_are_clear(name: str, message: str) -> None:
 
 
 def test_model_folder_without_weights_is_refused(tmp_path: Path) -> None:
-    (tmp_path / "open_clip_config.json").write_text((ROOT / "imsearch/models/shapes-tiny-v1/open_clip_config.json").read_text())
+    (tmp_path / "open_clip_config.json").write_text((ROOT / "photoseek/models/shapes-tiny-v1/open_clip_config.json").read_text())
     with pytest.raises(ModelLoadError, match="no weights"):
         CLIPEncoder(model_name=str(tmp_path), device="cpu")
 
@@ -51,7 +51,7 @@ def test_local_checkpoint_file_and_folder_give_the_same_vectors(tmp_path: Path, 
     import shutil
 
     folder = tmp_path / "copy"
-    shutil.copytree(ROOT / "imsearch/models/shapes-tiny-v1", folder)
+    shutil.copytree(ROOT / "photoseek/models/shapes-tiny-v1", folder)
     from_folder = CLIPEncoder(model_name=str(folder), device="cpu")
     assert np.allclose(from_folder.encode_texts(["a blue star"]), test_encoder.encode_texts(["a blue star"]), atol=1e-6)
 
@@ -59,7 +59,7 @@ def test_local_checkpoint_file_and_folder_give_the_same_vectors(tmp_path: Path, 
 def test_text_encoding_without_padding_equals_open_clip(test_encoder: CLIPEncoder) -> None:
     import torch
 
-    from imsearch.encoders.open_clip_backend import _encode_text_without_padding
+    from photoseek.encoders.open_clip_backend import _encode_text_without_padding
 
     backend = test_encoder.backend
     tokens = backend.tokenizer(["a red circle", "一个大的红色圆形和一个小的蓝色星形", "x " * 200])

@@ -15,8 +15,8 @@ import pytest
 from conftest import TEST_MODEL, captions_of
 
 from image_search import ImageSearchEngine
-from imsearch.encoders.multilingual import QueryRouter, needs_multilingual
-from imsearch.errors import ModelLoadError
+from photoseek.encoders.multilingual import QueryRouter, needs_multilingual
+from photoseek.errors import ModelLoadError
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -186,7 +186,7 @@ def test_chinese_clip_loads_offline_and_searches(tmp_path: Path, scenes: Path) -
         torch.save({{"epoch": 1, "state_dict": reference.state_dict()}}, os.path.join(snapshot, "clip_cn_rn50.pt"))
         reference = reference.float().eval()
 
-        from imsearch.errors import ModelLoadError
+        from photoseek.errors import ModelLoadError
         from clip_encoder import CLIPEncoder
         started = time.time()
         try:

@@ -17,8 +17,8 @@ from conftest import ROOT, TEST_MODEL
 from PIL import Image
 
 from clip_encoder import CLIPEncoder
-from imsearch.encoders.base import BUILTIN_MODELS, choose_local_runtime
-from imsearch.errors import InvalidArgumentError
+from photoseek.encoders.base import BUILTIN_MODELS, choose_local_runtime
+from photoseek.errors import InvalidArgumentError
 
 TEXTS = ["a cute cat", "一只可爱的猫咪", "🐱🐶 emoji!!", "café naïve résumé Ünïcödé", "", "   ", "x" * 500,
          " ".join(["word"] * 200), "&amp;lt;b&gt; html &amp; entities", "Don't you'll we've I'm", "ＦＵＬＬ width ｔｅｘｔ",
@@ -28,7 +28,7 @@ TEXTS = ["a cute cat", "一只可爱的猫咪", "🐱🐶 emoji!!", "café naïv
 def test_tokenizer_matches_open_clip_token_for_token() -> None:
     from open_clip.tokenizer import SimpleTokenizer, default_bpe
 
-    from imsearch.encoders.clip_tokenizer import CLIPTokenizer
+    from photoseek.encoders.clip_tokenizer import CLIPTokenizer
 
     for clean in ("lower", "whitespace", "canonicalize"):
         reference = SimpleTokenizer(clean=clean)
@@ -43,7 +43,7 @@ def test_tokenizer_matches_open_clip_token_for_token() -> None:
 def test_transform_matches_open_clip_on_photos_and_odd_sizes(photos: dict[str, Path], resize_mode: str) -> None:
     from open_clip.transform import image_transform
 
-    from imsearch.encoders.preprocess import ImageTransform
+    from photoseek.encoders.preprocess import ImageTransform
 
     mean, std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
     rng = np.random.default_rng(0)
@@ -70,7 +70,7 @@ def test_a_recorded_transform_reads_back_as_it_was_written(photos: dict[str, Pat
     """An ONNX export records its transform (onnx_export writes size as [height, width]) and every later run
     rebuilds it from that record: a non-square size, the interpolation, the resize mode and the padding colour
     must come back as written, and a record from before a field existed takes open_clip's default for it."""
-    from imsearch.encoders.preprocess import ImageTransform
+    from photoseek.encoders.preprocess import ImageTransform
 
     mean, std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
     wide = Image.open(photos["rocket"]).convert("RGB")  # 640x427: padded under "longest", squashed under "squash"
@@ -167,9 +167,9 @@ def test_runtime_choice_and_refusals() -> None:
 
 @pytest.mark.slow
 def test_export_is_cached_and_keyed_by_the_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from imsearch.encoders import onnx_backend
+    from photoseek.encoders import onnx_backend
 
-    monkeypatch.setenv("IMAGE_SEARCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PHOTOSEEK_CACHE", str(tmp_path / "cache"))
     folder = tmp_path / "model"
     shutil.copytree(BUILTIN_MODELS[TEST_MODEL], folder)
     first = CLIPEncoder(model_name=str(folder), device="cpu")
@@ -190,7 +190,7 @@ def test_export_is_cached_and_keyed_by_the_weights(tmp_path: Path, monkeypatch: 
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
     assert onnx_backend.export_folder(str(folder))[0] != export
     broken = tmp_path / "cache2"
-    monkeypatch.setenv("IMAGE_SEARCH_CACHE", str(broken))
+    monkeypatch.setenv("PHOTOSEEK_CACHE", str(broken))
     target, _ = onnx_backend.export_folder(TEST_MODEL)
     target.mkdir(parents=True)
     (target / "export.json").write_text("{not json")
@@ -215,8 +215,8 @@ runpy.run_path({script!r}, run_name="__main__")
 
 
 def _run_counting_imports(args: list[str], home: Path) -> tuple[subprocess.CompletedProcess[str], list[str]]:
-    env = {**os.environ, "IMAGE_SEARCH_HOME": str(home)}
-    env.pop("IMAGE_SEARCH_MILVUS_URI", None)
+    env = {**os.environ, "PHOTOSEEK_HOME": str(home)}
+    env.pop("PHOTOSEEK_MILVUS_URI", None)
     code = CHILD.format(script=str(ROOT / "image_search.py"))
     done = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True, env=env, timeout=300)
     marker = [line for line in done.stderr.splitlines() if line.startswith("HEAVY=")]
@@ -249,10 +249,10 @@ def test_a_damaged_export_is_named_never_a_nan_and_no_pickle_runs(tmp_path: Path
     """The export cache was trusted blindly: bytes flipped in a weights file (size and mtime kept) gave searches a
     bare NaN score (invalid JSON) with exit 0, and a crafted tokenizer.pickle ran its code. Files are now checked
     at each load (size, sampled hash) and whole when a result is not a number; no pickle is read."""
-    from imsearch.encoders import onnx_backend
-    from imsearch.errors import ModelLoadError
+    from photoseek.encoders import onnx_backend
+    from photoseek.errors import ModelLoadError
 
-    monkeypatch.setenv("IMAGE_SEARCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PHOTOSEEK_CACHE", str(tmp_path / "cache"))
     encoder = CLIPEncoder(model_name=TEST_MODEL, device="cpu", precision="fp32")
     assert np.isfinite(encoder.encode_texts(["a red circle"])).all()
     folder = encoder.backend.folder  # type: ignore[attr-defined]
@@ -292,18 +292,18 @@ def test_a_damaged_export_is_named_never_a_nan_and_no_pickle_runs(tmp_path: Path
 
 
 def test_an_unusable_cache_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from imsearch.errors import ModelLoadError
+    from photoseek.errors import ModelLoadError
 
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    monkeypatch.setenv("IMAGE_SEARCH_CACHE", str(blocker / "cache"))
-    with pytest.raises(ModelLoadError, match=r"cannot use the model cache at .*a-file/cache.*IMAGE_SEARCH_CACHE"):
+    monkeypatch.setenv("PHOTOSEEK_CACHE", str(blocker / "cache"))
+    with pytest.raises(ModelLoadError, match=r"cannot use the model cache at .*a-file/cache.*PHOTOSEEK_CACHE"):
         CLIPEncoder(model_name=TEST_MODEL, device="cpu", runtime="onnx")
 
 
 def test_exports_of_a_pretrained_tag_follow_the_weights_open_clip_would_load(tmp_path: Path,
                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    from imsearch.encoders import onnx_backend
+    from photoseek.encoders import onnx_backend
 
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-a"))
     first = onnx_backend.export_folder("ViT-B-32::openai")[0]
@@ -339,10 +339,10 @@ def test_threads_share_one_lazily_built_session() -> None:
 def test_a_model_without_a_torch_free_tokenizer_runs_on_torch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """SigLIP and Hugging Face text towers have tokenizers our port does not reproduce: such a model keeps
     running on torch, says why, and the refused export is remembered (not retried at every start)."""
-    from imsearch.encoders import onnx_export
-    from imsearch.errors import UnsupportedForOnnx
+    from photoseek.encoders import onnx_export
+    from photoseek.errors import UnsupportedForOnnx
 
-    monkeypatch.setenv("IMAGE_SEARCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PHOTOSEEK_CACHE", str(tmp_path / "cache"))
     attempts: list[str] = []
 
     def refuse(tokenizer: object) -> dict[str, object]:

@@ -25,7 +25,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh venv outside the repository with the wheel installed. Its dependencies (torch and the
     rest, gigabytes) are borrowed from the test environment through a path entry, which adds those
     packages to sys.path but none of their .pth hooks, so the checkout's editable install stays out:
-    image_search's own code comes from the wheel only."""
+    photoseek's own code comes from the wheel only."""
     work = tmp_path_factory.mktemp("wheel")
     # build from a copy of what git would commit: a build/ left in the checkout could ship stale files
     source = work / "source"
@@ -43,11 +43,13 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-w", str(work / "dist")],
                            capture_output=True, text=True, timeout=600)
     assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
-    wheel = next((work / "dist").glob("image_search-*.whl"))
+    wheel = next((work / "dist").glob("photoseek-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    assert {"image_search.py", "clip_encoder.py", "milvus_store.py", "imsearch/servers/web/index.html", "imsearch/servers/web/app.js",
-            "imsearch/models/shapes-tiny-v1/open_clip_model.safetensors"} <= set(names), names
+    assert {"photoseek/__main__.py", "photoseek/servers/web/index.html", "photoseek/servers/web/app.js",
+            "photoseek/models/shapes-tiny-v1/open_clip_model.safetensors"} <= set(names), names
     assert not [n for n in names if n.startswith(("tests/", "bench/", "tools/"))]  # only the product ships
+    # the repository's three faces are not installed under their generic names: everything is under photoseek/
+    assert not [n for n in names if "/" not in n and n.endswith(".py")], names
 
     venv = work / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
@@ -60,7 +62,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _clean_env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    return {**env, "IMAGE_SEARCH_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    return {**env, "PHOTOSEEK_HOME": str(home), "HF_HUB_OFFLINE": "1"}
 
 
 @pytest.mark.slow
@@ -72,11 +74,14 @@ def test_the_installed_command_indexes_searches_and_serves_its_page(installed: P
     scenes = tmp_path / "scenes"
     captions = write_scenes(scenes, count=20, seed=11)
     env = _clean_env(tmp_path / "home")
-    command = str(installed / "bin/image-search")
+    command = str(installed / "bin/photoseek")
 
-    where = subprocess.run([str(installed / "bin/python"), "-c", "import image_search, imsearch; print(image_search.__file__, imsearch.__file__)"],
+    where = subprocess.run([str(installed / "bin/python"), "-c", "import photoseek; print(photoseek.__file__)"],
                            capture_output=True, text=True, cwd=elsewhere, env=env, timeout=120)
     assert where.returncode == 0 and str(ROOT) not in where.stdout and str(installed) in where.stdout, where
+    module = subprocess.run([str(installed / "bin/python"), "-m", "photoseek", "--version"], capture_output=True, text=True,
+                            cwd=elsewhere, env=env, timeout=120)
+    assert module.returncode == 0 and module.stdout.strip().startswith("photoseek "), module
 
     help_text = subprocess.run([command, "--help"], capture_output=True, text=True, cwd=elsewhere, env=env, timeout=60)
     assert help_text.returncode == 0 and "--mode" in help_text.stdout
@@ -131,6 +136,6 @@ def test_a_missing_extra_is_named(installed: Path, tmp_path: Path) -> None:
         "        return None\n"
         "sys.meta_path.insert(0, Block())\n")
     env = {**_clean_env(tmp_path / "home"), "PYTHONPATH": str(blocker)}
-    done = subprocess.run([str(installed / "bin/image-search"), "--mode", "serve", "--model", TEST_MODEL],
+    done = subprocess.run([str(installed / "bin/photoseek"), "--mode", "serve", "--model", TEST_MODEL],
                           capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
-    assert done.returncode == 1 and "image-search[serve]" in done.stderr, done.stderr[-2000:]
+    assert done.returncode == 1 and "photoseek[serve]" in done.stderr, done.stderr[-2000:]

@@ -16,9 +16,9 @@ from http_server import running_server
 from PIL import Image
 
 from image_search import ImageSearchEngine
-from imsearch.indexing.decode import IMAGE_EXTENSIONS
-from imsearch.indexing.scan import scan_directory
 from milvus_store import path_id
+from photoseek.indexing.decode import IMAGE_EXTENSIONS
+from photoseek.indexing.scan import scan_directory
 
 pytest.importorskip("rawpy")
 
@@ -35,7 +35,7 @@ def test_a_raw_beside_its_jpeg_is_listed_once(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_raw_photos_are_indexed_searched_and_served(tmp_path: Path, photos: dict[str, Path]) -> None:
-    from imsearch.servers.http_api import create_app
+    from photoseek.servers.http_api import create_app
 
     library = tmp_path / "library"
     library.mkdir()

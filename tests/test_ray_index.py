@@ -1,4 +1,4 @@
-"""Indexing on Ray (imsearch/indexing/ray_index.py) against local mode, on a real local Ray (2 CPUs) and
+"""Indexing on Ray (photoseek/indexing/ray_index.py) against local mode, on a real local Ray (2 CPUs) and
 the real Milvus 2.3.5 server: the same rows, vectors and search results; a killed encoder worker; an
 incremental re-run; manifests in each format; Milvus Lite refused."""
 
@@ -25,8 +25,8 @@ from conftest import ROOT, TEST_MODEL
 from PIL import Image
 
 from image_search import ImageSearchEngine
-from imsearch.errors import InvalidArgumentError
 from milvus_store import MilvusStore, metadata_from_row
+from photoseek.errors import InvalidArgumentError
 
 QUERIES = ["a red circle", "a blue square", "a green triangle", "a yellow star"]
 
@@ -34,7 +34,7 @@ QUERIES = ["a red circle", "a blue square", "a green triangle", "a yellow star"]
 @pytest.fixture(scope="module")
 def ray_local() -> Iterator[Any]:
     ray = pytest.importorskip("ray")
-    from imsearch.indexing.ray_index import start_ray
+    from photoseek.indexing.ray_index import start_ray
 
     try:
         start_ray(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -59,7 +59,7 @@ def test_a_ray_start_that_misses_rays_fixed_wait_is_repeated_once_and_other_fail
     # machine sometimes misses either. Neither can be provoked on demand, so ray.init is replaced by one that raises
     # Ray's own message a set number of times
     ray = pytest.importorskip("ray")
-    from imsearch.indexing.ray_index import (
+    from photoseek.indexing.ray_index import (
         GCS_PORT_WAIT_S,
         GCS_PORT_WAIT_SETTING,
         RAY_PORT_FILE_TIMED_OUT,
@@ -121,11 +121,11 @@ def test_a_real_ray_reads_the_gcs_wait_and_its_late_gcs_is_retried_once_then_rep
     # start_ray passes and raises the message start_ray repeats on. A wait of 0 s makes the GCS always late.
     # In its own process: the GCS of a failed start lives until its driver exits
     pytest.importorskip("ray")
-    from imsearch.indexing.ray_index import GCS_PORT_WAIT_SETTING, RAY_PORT_FILE_TIMED_OUT
+    from photoseek.indexing.ray_index import GCS_PORT_WAIT_SETTING, RAY_PORT_FILE_TIMED_OUT
 
     # Ray's socket paths must stay under 108 bytes: pytest's tmp_path is too deep
     with tempfile.TemporaryDirectory(prefix="ray-", dir="/tmp") as ray_dir:
-        start = ("from imsearch.indexing.ray_index import start_ray\n"
+        start = ("from photoseek.indexing.ray_index import start_ray\n"
                  f"start_ray(num_cpus=1, include_dashboard=False, _temp_dir={ray_dir!r})")
         done = subprocess.run([sys.executable, "-c", start], cwd=ROOT, capture_output=True, text=True, timeout=120,
                               env={**os.environ, GCS_PORT_WAIT_SETTING: "0"})
@@ -178,7 +178,7 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.slow
 def test_ray_mode_gives_local_modes_rows_vectors_failures_and_results(ray_local: Any, library: Path, milvus_server: str,
                                                                       collection_name: str) -> None:
-    from imsearch.indexing.ray_index import RayOptions
+    from photoseek.indexing.ray_index import RayOptions
 
     with ray_engine(milvus_server, collection_name + "_local") as local:
         local_summary = local.index_directory(library)
@@ -206,7 +206,7 @@ def test_ray_mode_gives_local_modes_rows_vectors_failures_and_results(ray_local:
 def test_a_rerun_touches_only_what_changed(ray_local: Any, tmp_path: Path, milvus_server: str, collection_name: str) -> None:
     from make_scenes import write_scenes
 
-    from imsearch.indexing.ray_index import RayOptions
+    from photoseek.indexing.ray_index import RayOptions
 
     library = tmp_path / "library"
     write_scenes(library / "a", count=30, seed=21)
@@ -259,7 +259,7 @@ def engine_count(uri: str, collection: str) -> int:
 @pytest.mark.slow
 def test_an_encoder_worker_killed_mid_run_costs_time_not_rows(ray_local: Any, library: Path, milvus_server: str,
                                                              collection_name: str) -> None:
-    from imsearch.indexing.ray_index import RayOptions
+    from photoseek.indexing.ray_index import RayOptions
 
     killed: list[int] = []
     finished = threading.Event()
@@ -296,7 +296,7 @@ def test_manifests_in_each_format_with_descriptions_and_gone_files(ray_local: An
     import pyarrow.parquet as pq
     from make_scenes import write_scenes
 
-    from imsearch.indexing.ray_index import RayOptions
+    from photoseek.indexing.ray_index import RayOptions
 
     photos = tmp_path / "photos"
     write_scenes(photos, count=12, seed=31)
@@ -345,7 +345,7 @@ def test_the_cli_indexes_on_ray_and_answers_searches(tmp_path: Path, milvus_serv
 
 
 def test_milvus_lite_and_a_manifest_without_ray_are_refused_by_name(tmp_path: Path) -> None:
-    from imsearch.cli import main
+    from photoseek.cli import main
 
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -355,12 +355,12 @@ def test_milvus_lite_and_a_manifest_without_ray_are_refused_by_name(tmp_path: Pa
         (["--milvus-uri", "http://127.0.0.1:9", "--ray", "--ray-encoders", "0"], "--ray-encoders must be at least 1"),
     ]:
         with pytest.raises(InvalidArgumentError, match=message):
-            from imsearch.cli import _check_index_arguments, build_parser
+            from photoseek.cli import _check_index_arguments, build_parser
 
             _check_index_arguments(build_parser().parse_args(["--mode", "index", "--image-dir", str(photos), *argv]))
     assert main(["--mode", "index", "--image-dir", str(photos), "--ray", "--milvus-uri", str(tmp_path / "x.db")]) == 2
 
-    from imsearch.indexing.ray_index import EncoderSpec, RayIndexer, RayOptions
+    from photoseek.indexing.ray_index import EncoderSpec, RayIndexer, RayOptions
 
     store = MilvusStore(str(tmp_path / "x.db"))
     try:  # the Python API refuses it too, before Ray starts

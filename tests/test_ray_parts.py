@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from PIL import ExifTags, Image
 
-from imsearch.indexing import ray_index
-from imsearch.indexing.pipeline import DescriptionMap
-from imsearch.indexing.ray_index import (
+from milvus_store import ImageRecord, IndexedFile, MilvusStore, metadata_from_row, path_id
+from photoseek.indexing import ray_index
+from photoseek.indexing.pipeline import DescriptionMap
+from photoseek.indexing.ray_index import (
     ENCODE,
     FAILED,
     GONE,
@@ -26,9 +27,8 @@ from imsearch.indexing.ray_index import (
     split_tree,
     write_rows,
 )
-from imsearch.indexing.scan import scan_directory
-from imsearch.photo_metadata import PhotoMetadata
-from milvus_store import ImageRecord, IndexedFile, MilvusStore, metadata_from_row, path_id
+from photoseek.indexing.scan import scan_directory
+from photoseek.photo_metadata import PhotoMetadata
 
 
 def make_tree(root: Path) -> set[str]:

@@ -15,8 +15,8 @@ from conftest import TEST_MODEL, TEST_RUNTIME, captions_of
 from PIL import Image, ImageOps
 
 from image_search import ImageSearchEngine, SearchFilter
-from imsearch.indexing.same_picture import compare
-from imsearch.results import format_results
+from photoseek.indexing.same_picture import compare
+from photoseek.results import format_results
 
 pytestmark = pytest.mark.slow
 

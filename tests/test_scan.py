@@ -7,9 +7,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from imsearch.indexing.pipeline import DescriptionMap, IndexSummary, fingerprint, gone_files, plan_work
-from imsearch.indexing.scan import EXCLUDED_FOLDERS, FailedFile, FileEntry, ScanResult, scan_directory
 from milvus_store import IndexedFile, path_id
+from photoseek.indexing.pipeline import DescriptionMap, IndexSummary, fingerprint, gone_files, plan_work
+from photoseek.indexing.scan import EXCLUDED_FOLDERS, FailedFile, FileEntry, ScanResult, scan_directory
 
 
 def _image(path: Path) -> None:
@@ -62,7 +62,7 @@ def test_a_raw_file_beside_its_jpeg_is_left_out_whatever_the_case_of_either_name
 
 def test_links_loops_roots_and_odd_entries_in_process(tmp_path: Path) -> None:
     """What a scan reports, called directly (the CLI and server tests see the same through child processes)."""
-    from imsearch.indexing.scan import OUTSIDE, entries_for_paths, scan_directory
+    from photoseek.indexing.scan import OUTSIDE, entries_for_paths, scan_directory
 
     library, elsewhere = tmp_path / "library", tmp_path / "elsewhere"
     _image(library / "a" / "one.png")
@@ -108,7 +108,7 @@ def test_links_loops_roots_and_odd_entries_in_process(tmp_path: Path) -> None:
 
 
 def test_pseudo_filesystems_are_refused_in_process() -> None:
-    from imsearch.indexing.scan import pseudo_filesystem_devices, scan_directory
+    from photoseek.indexing.scan import pseudo_filesystem_devices, scan_directory
 
     devices = pseudo_filesystem_devices()
     assert os.stat("/proc").st_dev in devices and os.stat("/sys").st_dev in devices
@@ -119,7 +119,7 @@ def test_pseudo_filesystems_are_refused_in_process() -> None:
 
 def test_dev_and_devpts_are_refused_too() -> None:
     """Not only /proc and /sys: every pseudo filesystem in the mount table (devtmpfs, devpts...)."""
-    from imsearch.indexing.scan import pseudo_filesystem_devices
+    from photoseek.indexing.scan import pseudo_filesystem_devices
 
     devices = pseudo_filesystem_devices()
     for path in ("/dev", "/dev/pts"):
@@ -155,7 +155,7 @@ def test_folders_and_files_the_system_refuses_are_reported_and_the_scan_goes_on(
     cannot be opened, one that cannot be listed, a file that cannot be stat'ed. Each is reported with
     its reason, the folders are kept as unlisted (their rows must never be removed), and the scan
     goes on with everything else."""
-    from imsearch.indexing import scan as scan_module
+    from photoseek.indexing import scan as scan_module
 
     for name in ("a_unopenable", "b_unlistable", "c_fine", "d_fine"):
         (tmp_path / name).mkdir()

@@ -19,7 +19,7 @@ from conftest import ROOT, TEST_MODEL
 from http_server import latencies_while, running_server
 
 from image_search import ImageSearchEngine
-from imsearch.servers.http_api import create_app, host_name
+from photoseek.servers.http_api import create_app, host_name
 
 pytestmark = pytest.mark.slow  # real Milvus and the model behind a real server
 
@@ -182,7 +182,7 @@ def test_pseudo_filesystems_are_never_walked(tmp_path: Path) -> None:
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "proc").symlink_to("/proc")
     (tmp_path / "photos" / "sys").symlink_to("/sys")
-    script = ("import json, sys\nfrom imsearch.indexing.scan import scan_directory\n"
+    script = ("import json, sys\nfrom photoseek.indexing.scan import scan_directory\n"
               "linked, direct = scan_directory(sys.argv[1]), scan_directory('/proc')\n"
               "print(json.dumps({'linked': [f.path for f in linked.files + linked.failed], "
               "'direct': [f.path for f in direct.files], 'reason': [f.reason for f in direct.failed]}))\n")
@@ -244,8 +244,8 @@ def test_jobs_are_listed_and_cancelled(served, tmp_path: Path) -> None:  # type:
 
 
 def test_serving_beyond_loopback_without_a_token_is_refused(tmp_path: Path) -> None:
-    env = {**os.environ, "IMAGE_SEARCH_HOME": str(tmp_path / "home")}
-    env.pop("IMAGE_SEARCH_TOKEN", None)
+    env = {**os.environ, "PHOTOSEEK_HOME": str(tmp_path / "home")}
+    env.pop("PHOTOSEEK_TOKEN", None)
     done = subprocess.run([sys.executable, str(ROOT / "image_search.py"), "--mode", "serve", "--host", "0.0.0.0", "--port", "1"],
                           capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 2 and "--token" in done.stderr and "--insecure-no-token" in done.stderr
@@ -288,7 +288,7 @@ def test_a_body_that_trickles_in_is_cut(served, monkeypatch: pytest.MonkeyPatch)
     import socket
     from urllib.parse import urlsplit
 
-    from imsearch.servers import limits
+    from photoseek.servers import limits
 
     monkeypatch.setattr(limits, "BODY_GRACE_SECONDS", 2.0)
     monkeypatch.setattr(limits, "BODY_GAP_SECONDS", 3.0)
@@ -404,7 +404,7 @@ def test_sigterm_removes_the_servers_channel(tmp_path: Path, scenes: Path) -> No
     from http_server import free_port
     from test_cli import channel_of
 
-    env = {**os.environ, "IMAGE_SEARCH_HOME": str(tmp_path / "home")}
+    env = {**os.environ, "PHOTOSEEK_HOME": str(tmp_path / "home")}
     cli = [sys.executable, str(ROOT / "image_search.py")]
     subprocess.run([*cli, "--mode", "index", "--model", TEST_MODEL, "--image-dir", str(scenes), "-q"], env=env, check=True, timeout=300)
     server = subprocess.Popen([*cli, "--mode", "serve", "--port", str(free_port())], env=env, stderr=subprocess.PIPE, text=True)
@@ -426,7 +426,7 @@ def test_headers_that_never_finish_time_out(tmp_path: Path) -> None:
 
     from fastapi import FastAPI
 
-    from imsearch.servers.listening import listening_socket, run_app
+    from photoseek.servers.listening import listening_socket, run_app
 
     app = FastAPI()
     app.get("/ping")(lambda: {"ok": True})
@@ -456,7 +456,7 @@ def test_requests_on_a_kept_alive_connection_are_not_held_back() -> None:
 
     from fastapi import FastAPI
 
-    from imsearch.servers.listening import listening_socket, run_app
+    from photoseek.servers.listening import listening_socket, run_app
 
     app = FastAPI()
     app.get("/ping")(lambda: {"ok": True, "padding": "x" * 2000})
@@ -488,7 +488,7 @@ def test_rebuild_refuses_to_drop_a_collection_image_search_did_not_make(tmp_path
                      "client.create_collection('someone_elses', schema=schema)\nprint(client.has_collection('someone_elses'))\n")
     made = subprocess.run([sys.executable, "-c", other_program, db], capture_output=True, text=True, timeout=120)
     assert made.stdout.strip() == "True", made.stderr[-2000:]
-    env = {**os.environ, "IMAGE_SEARCH_HOME": str(tmp_path / "home")}
+    env = {**os.environ, "PHOTOSEEK_HOME": str(tmp_path / "home")}
     done = subprocess.run([sys.executable, str(ROOT / "image_search.py"), "--mode", "index", "--model", TEST_MODEL,
                            "--milvus-uri", db, "--collection", "someone_elses", "--rebuild", "--image-dir", str(tmp_path)],
                           capture_output=True, text=True, env=env, timeout=300)
@@ -508,7 +508,7 @@ def test_the_python_api_writes_no_traceback_on_stderr(tmp_path: Path, scenes: Pa
 
 def test_file_checks_answer_with_a_status_for_each_refusal(tmp_path: Path) -> None:
     """The serving checks on their own (no server): each refusal carries the HTTP status the API answers."""
-    from imsearch.servers.files import FileNotServed, open_without_symlinks
+    from photoseek.indexing.files import FileNotServed, open_without_symlinks
 
     for path, status, says in [("relative/photo.jpg", 404, "the indexed path is not absolute"),
                                (str(tmp_path / "missing.jpg"), 404, "the indexed file is gone")]:
@@ -611,7 +611,7 @@ def test_a_planted_server_advertisement_reaches_nobody(tmp_path: Path, scenes: P
         socket_path.with_suffix(".json").unlink(missing_ok=True)
     assert planted.requests == []  # no token, no query, no photo
     assert len(searched.stdout.splitlines()) == 5 and all(Path(p).parent == scenes for p in searched.stdout.splitlines())
-    assert "held by an image_search server" not in searched.stderr + by_image.stderr + copies.stderr
+    assert "held by a photoseek server" not in searched.stderr + by_image.stderr + copies.stderr
     assert "passwd" not in searched.stdout + by_image.stdout + copies.stdout and "\x1b" not in by_image.stdout
 
 
@@ -619,7 +619,7 @@ def test_a_planted_server_advertisement_reaches_nobody(tmp_path: Path, scenes: P
 def test_a_channel_that_is_not_private_is_not_used(tmp_path: Path, flaw: str) -> None:
     """find_channel trusts a socket only in a folder that is this user's alone, with a note only this user can write
     that names this store; the checks that pid holds the database's lock are the test above's."""
-    from imsearch.servers.local_channel import _names, channel_folder, find_channel
+    from photoseek.servers.local_channel import _names, channel_folder, find_channel
 
     runtime = Path(tempfile.mkdtemp(prefix="rt-"))
     os.environ["XDG_RUNTIME_DIR"] = str(runtime)

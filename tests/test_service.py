@@ -23,11 +23,11 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from http_server import free_port, latencies_while, running_server
 from PIL import Image
 
-import imsearch.encoders.jina_protocol as jp
+import photoseek.encoders.jina_protocol as jp
 from clip_encoder import CLIPEncoder
 from image_search import ImageSearchEngine
-from imsearch.errors import CollectionMismatchError, EncoderError, ModelLoadError
-from imsearch.servers.encoder_server import MicroBatcher, create_encoder_app, create_grpc_server
+from photoseek.errors import CollectionMismatchError, EncoderError, ModelLoadError
+from photoseek.servers.encoder_server import MicroBatcher, create_encoder_app, create_grpc_server
 
 pytestmark = pytest.mark.slow  # real Milvus, the model, or servers: not in the fast tier
 
@@ -210,11 +210,11 @@ def test_an_http_answer_without_embeddings_is_refused(answer: dict[str, Any]) ->
 def test_an_unreachable_server_is_retried_with_waits_that_double(monkeypatch: pytest.MonkeyPatch) -> None:
     """0.5 s, 1 s, 2 s...: a server being restarted gets time to come back, a dead one is given up quickly."""
     waits: list[float] = []
-    monkeypatch.setattr("imsearch.encoders.service.time.sleep", waits.append)
+    monkeypatch.setattr("photoseek.encoders.service.time.sleep", waits.append)
     with pytest.raises(EncoderError, match="cannot reach"):
         CLIPEncoder(mode="service", model_name=TEST_MODEL, server=f"http://127.0.0.1:{free_port()}", retries=3)
     assert waits == [0.5, 1.0, 2.0]
-    from imsearch.errors import EncoderServerWarning
+    from photoseek.errors import EncoderServerWarning
 
     waits.clear()  # in a pool the other servers are the retry: each silent one is retried once, then set aside
     with pytest.warns(EncoderServerWarning), pytest.raises(EncoderError, match="no CLIP server answered"):
@@ -278,7 +278,7 @@ def test_http_requests_are_clip_clients_and_vectors_come_back_as_float32() -> No
 
 def refusal_of(text: str, url: str) -> str:
     """The error a service encoder at `url` raises when the server refuses a batch of `text`."""
-    from imsearch.errors import EncoderRejectedError
+    from photoseek.errors import EncoderRejectedError
 
     encoder = CLIPEncoder(mode="service", model_name=None, server=url, retries=0)
     try:
@@ -338,7 +338,7 @@ def test_an_http_server_that_is_not_ready_or_answers_no_json_is_named() -> None:
 def test_a_failing_server_of_a_pool_is_left_alone_for_a_while_and_a_lone_one_gets_no_pool_warning() -> None:
     import warnings
 
-    from imsearch.errors import EncoderServerWarning
+    from photoseek.errors import EncoderServerWarning
 
     posts: list[dict[str, Any]] = []
 
@@ -363,9 +363,9 @@ def test_a_failing_server_of_a_pool_is_left_alone_for_a_while_and_a_lone_one_get
 @pytest.mark.mutation
 def test_a_server_coming_back_is_checked_again(monkeypatch: pytest.MonkeyPatch) -> None:
     """What answers at an address after a failure may be another server: it is checked before it gets batches."""
-    from imsearch.errors import EncoderServerWarning
+    from photoseek.errors import EncoderServerWarning
 
-    monkeypatch.setattr("imsearch.encoders.service.SET_ASIDE_SECONDS", 0.0)  # back at once
+    monkeypatch.setattr("photoseek.encoders.service.SET_ASIDE_SECONDS", 0.0)  # back at once
     posts: list[int] = []
 
     def flaky(body: dict[str, Any]) -> JSONResponse:
@@ -386,7 +386,7 @@ def test_a_server_coming_back_is_checked_again(monkeypatch: pytest.MonkeyPatch) 
 
 @pytest.mark.mutation
 def test_https_speaks_tls_and_other_schemes_are_refused_by_name() -> None:
-    from imsearch.errors import InvalidArgumentError
+    from photoseek.errors import InvalidArgumentError
 
     with running_server(clip_server_http(unit_vectors)) as url:
         over_tls = url.replace("http://", "https://")
@@ -399,7 +399,7 @@ def test_https_speaks_tls_and_other_schemes_are_refused_by_name() -> None:
 
 @pytest.mark.mutation
 def test_when_no_server_is_left_each_is_named_with_what_went_wrong() -> None:
-    from imsearch.errors import EncoderServerWarning
+    from photoseek.errors import EncoderServerWarning
 
     def eight_d(body: dict[str, Any]) -> dict[str, Any]:
         return {"data": [{"embedding": [1.0] + [0.0] * 7} for _ in body["data"]]}
@@ -426,7 +426,7 @@ def test_when_no_server_is_left_each_is_named_with_what_went_wrong() -> None:
 
 @pytest.mark.mutation
 def test_when_every_server_is_set_aside_the_one_due_back_first_is_tried_first() -> None:
-    from imsearch.errors import EncoderServerWarning
+    from photoseek.errors import EncoderServerWarning
 
     failing = {"a": False, "b": False}
     posts: list[str] = []
@@ -456,7 +456,7 @@ def test_when_every_server_is_set_aside_the_one_due_back_first_is_tried_first() 
 @pytest.mark.mutation
 @pytest.mark.parametrize("server", [None, "", ",", " , "])
 def test_service_mode_without_a_server_says_how_to_name_one(server: str | None) -> None:
-    from imsearch.errors import InvalidArgumentError
+    from photoseek.errors import InvalidArgumentError
 
     with pytest.raises(InvalidArgumentError) as refused:
         CLIPEncoder(mode="service", model_name=None, server=server)
@@ -466,7 +466,7 @@ def test_service_mode_without_a_server_says_how_to_name_one(server: str | None) 
 @pytest.mark.mutation
 def test_a_refused_batch_of_two_is_split_and_a_refused_single_image_raises() -> None:
     """One bad image fails the server's whole batch: the client resends one by one and marks only the bad one."""
-    from imsearch.errors import EncoderRejectedError
+    from photoseek.errors import EncoderRejectedError
 
     def picky(body: dict[str, Any]) -> JSONResponse:
         for doc in body["data"]:
@@ -595,7 +595,7 @@ def test_a_grpc_call_the_server_refuses_is_not_retried_as_unreachable(monkeypatc
     import grpc
 
     waits: list[float] = []
-    monkeypatch.setattr("imsearch.encoders.service.time.sleep", waits.append)
+    monkeypatch.setattr("photoseek.encoders.service.time.sleep", waits.append)
 
     def refuse(request: Any, context: Any) -> Any:
         context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no such executor")
@@ -714,7 +714,7 @@ def test_photos_reach_the_server_at_least_at_its_models_input_size(test_encoder:
 def test_a_named_models_input_side_comes_from_its_own_config(name: str, side: int | None) -> None:
     """What the service client decodes photos for when the server does not say (clip-server): open_clip's bundled
     config of the architecture, cn_clip's table, the built-in model's config; None (then 224) for any other name."""
-    from imsearch.encoders.service import model_input_size
+    from photoseek.encoders.service import model_input_size
 
     assert model_input_size(name) == side
 
@@ -726,7 +726,7 @@ def test_a_model_name_cannot_point_the_config_lookup_at_another_file(tmp_path: P
     import json
     import os
 
-    from imsearch.encoders.service import model_input_size
+    from photoseek.encoders.service import model_input_size
 
     spec = importlib.util.find_spec("open_clip")
     assert spec is not None and spec.submodule_search_locations
@@ -795,22 +795,22 @@ def test_the_cli_indexes_and_searches_through_a_grpc_server(encoder_urls: dict[s
 
     from conftest import ROOT
 
-    env = {**os.environ, "IMAGE_SEARCH_HOME": str(tmp_path / "home")}
-    env.pop("IMAGE_SEARCH_MILVUS_URI", None)
+    env = {**os.environ, "PHOTOSEEK_HOME": str(tmp_path / "home")}
+    env.pop("PHOTOSEEK_MILVUS_URI", None)
     cli = [sys.executable, str(ROOT / "image_search.py")]
     indexed = subprocess.run([*cli, "--mode", "index", "--encode-mode", "service", "--clip-server", encoder_urls["grpc"],
                               "--image-dir", str(scenes), "-q"], env=env, capture_output=True, text=True, timeout=300)
     assert indexed.returncode == 0 and "indexed 24" in indexed.stdout, indexed.stderr
     query = captions_of(scenes)["scene_00003.png"]["zh"]
     searched = subprocess.run([*cli, "--mode", "search", "--query", query, "--top-k", "5", "--json"],
-                              env={**env, "IMAGE_SEARCH_CLIP_SERVER": encoder_urls["grpc"]}, capture_output=True, text=True,
+                              env={**env, "PHOTOSEEK_CLIP_SERVER": encoder_urls["grpc"]}, capture_output=True, text=True,
                               timeout=300)
     assert searched.returncode == 0, searched.stderr
     with ImageSearchEngine(model_name=TEST_MODEL, runtime=TEST_RUNTIME, milvus_uri=str(tmp_path / "local.db"), device="cpu") as local:
         local.index_directory(scenes)
         expected = local.search(query, top_k=5)
     assert [Path(r["path"]).name for r in json.loads(searched.stdout)] == [Path(r.path).name for r in expected]
-    stats = subprocess.run([*cli, "--mode", "stats", "--json"], env={**env, "IMAGE_SEARCH_CLIP_SERVER": encoder_urls["grpc"]},
+    stats = subprocess.run([*cli, "--mode", "stats", "--json"], env={**env, "PHOTOSEEK_CLIP_SERVER": encoder_urls["grpc"]},
                            capture_output=True, text=True, timeout=300)
     assert json.loads(stats.stdout)["mode"] == "service" and json.loads(stats.stdout)["model"] == TEST_MODEL
 
@@ -930,7 +930,7 @@ def test_one_bad_document_in_a_grpc_stream_fails_alone(encoder_urls: dict[str, s
 def test_the_encoder_server_caps_requests(test_encoder: CLIPEncoder) -> None:
     import grpc
 
-    from imsearch.servers.encoder_server import EncoderLimits
+    from photoseek.servers.encoder_server import EncoderLimits
 
     limits = EncoderLimits(max_request_bytes=2 * 1024 * 1024, max_documents=8, max_tensor_pixels=10_000)
     batcher = MicroBatcher(test_encoder)
@@ -965,7 +965,7 @@ def test_idle_grpc_streams_cannot_starve_the_server(test_encoder: CLIPEncoder) -
     With 100 open, a one-text request is answered at once; an idle stream is ended after stream_idle_seconds."""
     import grpc
 
-    from imsearch.servers.encoder_server import EncoderLimits
+    from photoseek.servers.encoder_server import EncoderLimits
 
     limits = EncoderLimits(stream_idle_seconds=3.0)
     server, port = create_grpc_server(test_encoder, "127.0.0.1:0", MicroBatcher(test_encoder), limits)
@@ -1006,8 +1006,8 @@ def test_a_huge_text_is_cut_before_it_is_tokenized_and_a_slow_request_is_answere
     """One 55 MB text held the shared batcher 25 s (another client's text waited 23.8 s): the towers read 77
     tokens, so texts are cut to MAX_TEXT_CHARS first. A request not answered within max_request_seconds is
     answered with an error and its work dropped."""
-    from imsearch.encoders.base import MAX_TEXT_CHARS, bounded_text
-    from imsearch.servers.encoder_server import EncoderLimits
+    from photoseek.encoders.base import MAX_TEXT_CHARS, bounded_text
+    from photoseek.servers.encoder_server import EncoderLimits
 
     words = "a red circle " * 5_000_000  # 65 MB of text
     started = time.perf_counter()
@@ -1094,7 +1094,7 @@ def test_work_queued_after_the_client_left_is_dropped(rpc: str, left_while: str,
     load runs handlers late). gRPC refuses callbacks once an RPC has ended, so texts queued after that must be
     cancelled as they are queued (or not queued at all), not encoded for nobody while later requests wait."""
 
-    from imsearch.servers.encoder_server import JinaGrpcEncoder
+    from photoseek.servers.encoder_server import JinaGrpcEncoder
 
     server_saw_end, entered, handler_done = threading.Event(), threading.Event(), threading.Event()
     forgotten_queued: list[str] = []
@@ -1319,7 +1319,7 @@ def test_several_servers_share_the_batches_and_one_dying_mid_run_loses_nothing(t
 
     from make_scenes import write_scenes
 
-    from imsearch.errors import EncoderServerWarning
+    from photoseek.errors import EncoderServerWarning
 
     scenes = tmp_path / "many"
     write_scenes(scenes, count=64, seed=5)  # 16 batches of 4: more than the 6 in flight, so some follow the stop
@@ -1361,7 +1361,7 @@ def test_a_pool_sets_a_server_of_another_model_aside_for_good(test_encoder: CLIP
     a's), a warning names it, and the run finishes on a with local mode's results."""
     from typing import cast
 
-    from imsearch.errors import EncoderServerWarning
+    from photoseek.errors import EncoderServerWarning
 
     ours, foreign = CountingEncoder(test_encoder), CountingEncoder(test_encoder)
     foreign.model_name = "ViT-B-32::openai"  # what the server reports; an instance attribute wins over __getattr__
@@ -1416,7 +1416,7 @@ def stub_http_encoder(dim: int, model: str | None) -> FastAPI:
 def test_a_pool_names_what_a_foreign_server_serves(servers: list[tuple[int, str | None]], warning: str) -> None:
     from contextlib import ExitStack
 
-    from imsearch.errors import EncoderServerWarning
+    from photoseek.errors import EncoderServerWarning
 
     with ExitStack() as stack:
         urls = [stack.enter_context(running_server(stub_http_encoder(dim, model))) for dim, model in servers]
@@ -1431,7 +1431,7 @@ def test_a_pool_names_what_a_foreign_server_serves(servers: list[tuple[int, str 
 @pytest.mark.mutation
 def test_a_pool_starts_without_a_down_server_and_refuses_a_foreign_one(test_encoder: CLIPEncoder, tmp_path: Path,
                                                                       scenes: Path) -> None:
-    from imsearch.errors import EncoderServerWarning
+    from photoseek.errors import EncoderServerWarning
 
     live, port = create_grpc_server(test_encoder, "127.0.0.1:0")
     live.start()
@@ -1444,7 +1444,7 @@ def test_a_pool_starts_without_a_down_server_and_refuses_a_foreign_one(test_enco
         with pytest.raises(EncoderError, match=f"no CLIP server answered: cannot reach the CLIP server at {down}"), \
                 pytest.warns(EncoderServerWarning):
             ImageSearchEngine(mode="service", clip_server=f"{down},grpc://127.0.0.1:{free_port()}", milvus_uri=str(tmp_path / "b.db"))
-        from imsearch.errors import InvalidArgumentError
+        from photoseek.errors import InvalidArgumentError
 
         with pytest.raises(InvalidArgumentError, match="names a server twice"):
             ImageSearchEngine(mode="service", clip_server=f"grpc://127.0.0.1:{port},grpc://127.0.0.1:{port}/",

@@ -17,12 +17,13 @@ from typing import Any
 
 import pytest
 
-from imsearch.errors import InvalidArgumentError
-from imsearch.photo_metadata import parse_when
-from imsearch.servers import files
-from imsearch.servers.files import FileNotServed, read_indexed_file, unchanged_on_disk, under
-from imsearch.servers.request_filters import make_filter, query_filter
-from milvus_store import Near, SearchFilter, quote
+from milvus_store import Near, SearchFilter
+from photoseek.errors import InvalidArgumentError
+from photoseek.indexing import files
+from photoseek.indexing.files import FileNotServed, read_indexed_file, unchanged_on_disk, under
+from photoseek.photo_metadata import parse_when
+from photoseek.servers.request_filters import make_filter, query_filter
+from photoseek.store.filters import quote
 
 CONTENT = b"\x89PNG pretend pixels " * 50
 
@@ -137,7 +138,7 @@ def test_what_is_not_a_plain_file_on_its_path_is_gone(photo: Path, tmp_path: Pat
     assert outcome == [(404, "the indexed path is no longer a plain file; re-index its folder")], "blocked on a named pipe"
     assert not unchanged_on_disk({**record, "size": 0, "mtime": photo.stat().st_mtime})
     assert refusal({**record, "path": "relative/photo.png"}) == GONE  # resolved from the server's folder: not there
-    from imsearch.servers.files import open_without_symlinks
+    from photoseek.indexing.files import open_without_symlinks
 
     with pytest.raises(FileNotServed) as refused:
         open_without_symlinks("relative/photo.png")
@@ -156,7 +157,7 @@ def test_a_file_larger_than_the_bound_is_not_read(photo: Path, monkeypatch: pyte
 
 
 def test_a_folder_swapped_for_a_symlink_after_the_check_is_not_followed(photo: Path, tmp_path: Path) -> None:
-    from imsearch.servers.files import open_without_symlinks
+    from photoseek.indexing.files import open_without_symlinks
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -226,9 +227,9 @@ def test_a_store_filter_is_one_literal_expression() -> None:
 
 def test_thumbnails_of_a_server_index_go_to_the_user_cache_not_a_folder_named_after_the_uri(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from imsearch.paths import thumbnail_dir
+    from photoseek.paths import thumbnail_dir
 
-    monkeypatch.setenv("IMAGE_SEARCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PHOTOSEEK_CACHE", str(tmp_path / "cache"))
     assert thumbnail_dir(str(tmp_path / "photos.db")) == tmp_path / "thumbnails"
     one, other = thumbnail_dir("http://localhost:19530"), thumbnail_dir("http://db.lan:19530")
     assert one.parent == tmp_path / "cache" / "thumbnails"

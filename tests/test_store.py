@@ -14,22 +14,21 @@ import numpy as np
 import pytest
 from conftest import create_schema_1_collection, record_milvus_connections
 
-from imsearch.errors import CollectionMismatchError, ForeignCollectionError, InvalidArgumentError, StoreError
 from milvus_store import (
-    META_PROPERTY,
     SCHEMA_VERSION,
-    STOP_WORDS,
-    UPGRADE_SUFFIX,
     CollectionInfo,
     ImageRecord,
     MilvusStore,
     Near,
     SearchFilter,
     StoreAddress,
-    camera_words,
     metadata_from_row,
     path_id,
 )
+from photoseek.errors import CollectionMismatchError, ForeignCollectionError, InvalidArgumentError, StoreError
+from photoseek.store.records import camera_words
+from photoseek.store.schema import META_PROPERTY, UPGRADE_SUFFIX
+from photoseek.store.words import STOP_WORDS
 
 # The Milvus Lite variants run in process in under a few seconds: they are in the fast tier (and the
 # mutation run); the server variants are marked slow by conftest.
@@ -138,7 +137,7 @@ def test_an_upgrade_whose_copy_lands_short_leaves_the_original_and_the_next_run_
 
     monkeypatch.setattr(store, "_call", insert_loses_a_row)
     try:
-        with caplog.at_level(logging.INFO, logger="image_search"), pytest.raises(StoreError) as short:
+        with caplog.at_level(logging.INFO, logger="photoseek"), pytest.raises(StoreError) as short:
             store.open_collection("test-model::v0", 8)
         assert str(short.value) == (f"upgrading collection {collection_name!r}: copied 2 of 3 rows; "
                                     "the original is untouched, run again")
@@ -179,7 +178,7 @@ def test_a_collection_with_an_approximate_index_is_moved_to_exact_search(store_u
                                                                        caplog: pytest.LogCaptureFixture) -> None:
     from pymilvus import MilvusClient
 
-    caplog.set_level(logging.INFO, logger="image_search")
+    caplog.set_level(logging.INFO, logger="photoseek")
     records, vectors = _clustered_library(2000)
     records[1500] = dataclasses.replace(records[1500], description="a lighthouse at dusk")
     store = MilvusStore(uri=store_uri, collection_name=collection_name)
@@ -223,7 +222,7 @@ def test_a_collection_left_without_its_vector_index_gets_an_exact_one(store_uri:
     by hand) leaves a collection a server cannot load: the next open creates the index."""
     from pymilvus import MilvusClient
 
-    caplog.set_level(logging.INFO, logger="image_search")
+    caplog.set_level(logging.INFO, logger="photoseek")
     store = MilvusStore(uri=store_uri, collection_name=collection_name)
     words = store.open_collection("test-model::v0", 8).text_match
     records = [record(f"/p/{i}.jpg", i, "a lighthouse at dusk" if i == 17 else "") for i in range(20)]
@@ -324,7 +323,7 @@ def test_upsert_same_path_replaces_row_and_delete_counts(store: MilvusStore) -> 
 def test_text_longer_than_its_field_is_cut_at_a_whole_character_and_the_photo_kept(store: MilvusStore) -> None:
     """A description, camera, lens or extension longer than its field is cut to the longest prefix of whole
     characters that fits (Milvus refuses a row whose text is longer than its field: the photo would be lost)."""
-    from imsearch.photo_metadata import PhotoMetadata
+    from photoseek.photo_metadata import PhotoMetadata
 
     camera = "Acme " + " ".join(f"model{i}" for i in range(40))  # 324 bytes, 41 words
     rows = [ImageRecord("/p/cat.jpg", unit(1), 1, 1.0, f"{1:032x}", "猫" * 3000,  # 9,000 bytes
@@ -406,7 +405,7 @@ def test_a_collection_image_search_did_not_make_is_refused_as_foreign_and_left_a
             with pytest.raises(ForeignCollectionError) as refused:
                 opening()
             assert str(refused.value) == (
-                f"collection {collection_name!r} at {store.location} was not created by image_search (it records no "
+                f"collection {collection_name!r} at {store.location} was not created by photoseek (it records no "
                 "model); choose another collection name with --collection")
     finally:
         store.close()
@@ -506,8 +505,8 @@ def test_credentials_reach_milvus_and_the_address_other_processes_open(
 
 def test_rows_come_back_with_every_bookkeeping_field(store: MilvusStore) -> None:
     """What the indexer reads back (id, path, size, mtime, fingerprint, description) and what get gives."""
-    from imsearch.photo_metadata import PhotoMetadata
     from milvus_store import IndexedFile
+    from photoseek.photo_metadata import PhotoMetadata
 
     read = record("/lib/a/x.JPG", 1, description="first")
     read.metadata = PhotoMetadata(camera="Canon EOS R5", taken=1.5e9, latitude=-33.8, longitude=151.2, width=30, orientation=6)
@@ -533,7 +532,7 @@ def test_rows_come_back_with_every_bookkeeping_field(store: MilvusStore) -> None
 def test_what_a_photo_does_not_say_comes_back_unknown_and_no_filter_selects_it(store: MilvusStore) -> None:
     """Half a GPS fix is no position, and an unknown width is not 1 pixel: both read back as unknown and no
     filter on them selects the photo (a library caller can hand the store any PhotoMetadata)."""
-    from imsearch.photo_metadata import PhotoMetadata
+    from photoseek.photo_metadata import PhotoMetadata
 
     half_fix, no_width, narrow = record("/lib/half_fix.jpg", 1), record("/lib/no_width.jpg", 2), record("/lib/narrow.jpg", 3)
     half_fix.metadata = PhotoMetadata(latitude=35.0116, width=640, height=480)
@@ -660,8 +659,8 @@ def test_search_is_exact_at_any_k_with_and_without_filters(store_uri: str, colle
 def photos_around_a_circle(store: MilvusStore) -> tuple[Any, np.ndarray, list[ImageRecord]]:
     """300 photos in the corners of the box around a 5 km circle (outside the circle), the closest to the
     query; 3 inside it, far from the query. Returns the circle, the query and the 3 inside."""
-    from imsearch.photo_metadata import PhotoMetadata
     from milvus_store import Near
+    from photoseek.photo_metadata import PhotoMetadata
 
     circle = Near(35.0, 135.0, 5.0)
     south, north, spans = circle.bounds()
@@ -707,9 +706,9 @@ def test_a_circle_search_stops_at_the_search_limit(store: MilvusStore, monkeypat
         assert not searching.is_alive(), "the search never stopped widening"
         return found
 
-    monkeypatch.setattr("milvus_store.MAX_SEARCH_LIMIT", 100)  # as if the box held 3 x the limit (16,384 by default)
+    monkeypatch.setattr("photoseek.store.milvus.MAX_SEARCH_LIMIT", 100)  # as if the box held 3 x the limit (16,384 by default)
     assert search_within(30) == []  # the 3 inside rank after the 300 corner photos: beyond the first 100
-    monkeypatch.setattr("milvus_store.MAX_SEARCH_LIMIT", 301)  # the box's best 301 hold one photo inside
+    monkeypatch.setattr("photoseek.store.milvus.MAX_SEARCH_LIMIT", 301)  # the box's best 301 hold one photo inside
     found = search_within(30)
     assert len(found) == 1 and found[0].fields["path"] in {r.path for r in inside}
 
@@ -721,15 +720,22 @@ def test_the_default_database_follows_the_users_folders(monkeypatch: pytest.Monk
     from milvus_store import default_lite_path
 
     monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.delenv("IMAGE_SEARCH_HOME", raising=False)
-    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
-    assert default_lite_path() == tmp_path / ".local" / "share" / "image_search" / "milvus.db"
+    for name in ("PHOTOSEEK_HOME", "IMAGE_SEARCH_HOME", "XDG_DATA_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    assert default_lite_path() == tmp_path / ".local" / "share" / "photoseek" / "milvus.db"
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    assert default_lite_path() == tmp_path / "data" / "photoseek" / "milvus.db"
+    (tmp_path / "data" / "image_search" / "milvus.db").mkdir(parents=True)  # an index made before the rename: kept in use
     assert default_lite_path() == tmp_path / "data" / "image_search" / "milvus.db"
-    monkeypatch.setenv("IMAGE_SEARCH_HOME", "~/photos-index")  # wins over XDG, ~ expanded
+    (tmp_path / "data" / "photoseek" / "milvus.db").mkdir(parents=True)  # until there is a new one
+    assert default_lite_path() == tmp_path / "data" / "photoseek" / "milvus.db"
+    monkeypatch.setenv("IMAGE_SEARCH_HOME", "~/old-name")  # the earlier variable still read
+    assert default_lite_path() == tmp_path / "old-name" / "milvus.db"
+    monkeypatch.setenv("PHOTOSEEK_HOME", "~/photos-index")  # wins over the old name and XDG, ~ expanded
     assert default_lite_path() == tmp_path / "photos-index" / "milvus.db"
-    monkeypatch.setenv("IMAGE_SEARCH_HOME", "")  # set but empty: as if unset
-    assert default_lite_path() == tmp_path / "data" / "image_search" / "milvus.db"
+    monkeypatch.setenv("PHOTOSEEK_HOME", "")  # set but empty: as if unset
+    monkeypatch.delenv("IMAGE_SEARCH_HOME")
+    assert default_lite_path() == tmp_path / "data" / "photoseek" / "milvus.db"
 
 
 def test_a_store_is_named_by_uri_host_and_port_the_environment_or_the_default_file(
@@ -738,7 +744,7 @@ def test_a_store_is_named_by_uri_host_and_port_the_environment_or_the_default_fi
 
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.chdir(tmp_path)
-    for name in ("IMAGE_SEARCH_HOME", "XDG_DATA_HOME", "IMAGE_SEARCH_MILVUS_URI"):
+    for name in ("PHOTOSEEK_HOME", "XDG_DATA_HOME", "PHOTOSEEK_MILVUS_URI", "IMAGE_SEARCH_HOME", "IMAGE_SEARCH_MILVUS_URI"):
         monkeypatch.delenv(name, raising=False)
     # a server by host and port, each defaulted
     assert resolve_uri(host="milvus.lan", port=19531) == "http://milvus.lan:19531"
@@ -757,9 +763,9 @@ def test_a_store_is_named_by_uri_host_and_port_the_environment_or_the_default_fi
     with pytest.raises(InvalidArgumentError, match=r"^a Milvus Lite database path must end in \.db, got 'photos.sqlite'$"):
         resolve_uri("photos.sqlite")
     # nothing given: the environment's URI, else the per-user file
-    assert resolve_uri() == str(tmp_path / ".local" / "share" / "image_search" / "milvus.db")
-    assert (tmp_path / ".local" / "share" / "image_search").is_dir()
-    monkeypatch.setenv("IMAGE_SEARCH_MILVUS_URI", "http://from-env:19530")
+    assert resolve_uri() == str(tmp_path / ".local" / "share" / "photoseek" / "milvus.db")
+    assert (tmp_path / ".local" / "share" / "photoseek").is_dir()
+    monkeypatch.setenv("PHOTOSEEK_MILVUS_URI", "http://from-env:19530")
     assert resolve_uri() == "http://from-env:19530"
     assert resolve_uri("other.db") == str(tmp_path / "other.db")  # what the caller names wins
 
@@ -769,8 +775,8 @@ def test_a_lite_database_held_by_another_process_names_it(tmp_path) -> None:  # 
     import sys
     import textwrap
 
-    from imsearch.errors import StoreLockedError
-    from milvus_store import lock_holders
+    from photoseek.errors import StoreLockedError
+    from photoseek.store.lite import lock_holders
 
     db = str(tmp_path / "held.db")
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
@@ -787,11 +793,11 @@ def test_a_lite_database_held_by_another_process_names_it(tmp_path) -> None:  # 
             MilvusStore(uri=db, collection_name="held").count()
         assert str(locked.value) == (
             f"the Milvus Lite database {db} is in use by another process (process {holder.pid}). Milvus Lite allows one "
-            "process at a time: stop that process, use the running image_search server's HTTP API, or keep the index in a "
+            "process at a time: stop that process, use the running photoseek server's HTTP API, or keep the index in a "
             "Milvus server (--milvus-uri http://HOST:19530).")
         # where /proc does not show the holder (another user's or container's process), the lock still tells
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr("milvus_store.lock_holders", lambda path: [])
+            patch.setattr("photoseek.store.milvus.lock_holders", lambda path: [])
             with pytest.raises(StoreLockedError, match=rf"^the Milvus Lite database {re.escape(db)} is in use by another process\. "):
                 MilvusStore(uri=db, collection_name="held").count()
     finally:
@@ -802,7 +808,7 @@ def test_a_lite_database_held_by_another_process_names_it(tmp_path) -> None:  # 
 
 def test_a_lite_database_that_cannot_open_is_not_called_in_use(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """pymilvus says "Open local milvus failed" whatever stopped Milvus Lite; only a held lock is "in use"."""
-    from imsearch.errors import StoreError, StoreLockedError
+    from photoseek.errors import StoreError, StoreLockedError
 
     old_file = tmp_path / "milvus.db"  # where Milvus Lite 2.x kept a database as one file
     old_file.write_bytes(b"SQLite format 3\x00 a Milvus Lite 2.x database")
@@ -826,7 +832,7 @@ def test_a_lite_lock_is_seen_without_proc(tmp_path) -> None:  # type: ignore[no-
     """Another user's or container's process is not in our /proc: the lock itself still says the database is held."""
     import fcntl
 
-    from milvus_store import lite_lock_is_held
+    from photoseek.store.lite import lite_lock_is_held
 
     database = tmp_path / "held.db"
     database.mkdir()
@@ -840,7 +846,7 @@ def test_a_lite_lock_is_seen_without_proc(tmp_path) -> None:  # type: ignore[no-
 
 
 def test_a_failing_milvus_call_names_the_operation_and_the_database(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from imsearch.errors import StoreError
+    from photoseek.errors import StoreError
 
     store = MilvusStore(uri=str(tmp_path / "x.db"), collection_name="x")
     store.open_collection("test-model::v0", 8)
@@ -866,7 +872,7 @@ def _free_port() -> int:
 def test_the_folder_query_of_a_server_is_exact_in_slices(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """A server is asked for the rows of a folder less its listed subfolders in slices of the path range
     (one query per 100 subfolders); here through Milvus Lite's own expression engine, slices of 3."""
-    from milvus_store import _ranges_outside
+    from photoseek.store.filters import ranges_outside
 
     store = MilvusStore(uri=str(tmp_path / "ranges.db"), collection_name="ranges")
     store.open_collection("test-model::v0", 8)
@@ -875,7 +881,7 @@ def test_the_folder_query_of_a_server_is_exact_in_slices(tmp_path) -> None:  # t
     store.upsert([record(path, seed) for seed, path in enumerate(paths)])
     store.flush()
     skipped = sorted(["/lib/b/", "/lib/c d/", "/lib/f\\\"g/", "/lib/中文/"])
-    expressions = list(_ranges_outside("/lib/", skipped, per_query=3))
+    expressions = list(ranges_outside("/lib/", skipped, per_query=3))
     assert len(expressions) == 2
     # each query carries only its own slice of the skipped folders: the point of slicing (no enormous expression)
     assert [expression.lower().count(" and not ") for expression in expressions] == [3, 1]
@@ -885,16 +891,16 @@ def test_the_folder_query_of_a_server_is_exact_in_slices(tmp_path) -> None:  # t
 
 
 def test_a_photos_words_are_its_description_its_name_and_the_two_folders_above_it() -> None:
-    from milvus_store import _text_field
+    from photoseek.store.records import text_field
 
     # higher folders (home, Pictures) name every photo: as words they would only add noise
-    deep = _text_field({"path": "/home/me/Pictures/2019/kyoto/cat.jpg", "description": "a sleepy cat"})
+    deep = text_field({"path": "/home/me/Pictures/2019/kyoto/cat.jpg", "description": "a sleepy cat"})
     assert deep["text"].split() == ["a", "sleepy", "cat", "2019", "kyoto", "cat"]
-    assert _text_field({"path": "/kyoto/cat.jpg", "description": ""})["text"].split() == ["kyoto", "cat"]
+    assert text_field({"path": "/kyoto/cat.jpg", "description": ""})["text"].split() == ["kyoto", "cat"]
 
 
 def test_full_text_search_is_used_from_milvus_2_5_on() -> None:
-    from milvus_store import has_text_match
+    from photoseek.store.schema import has_text_match
 
     for version, has in [("v2.5.0", True), ("2.5.4", True), ("v2.10.1", True), ("3.0.0-beta", True), ("2.4.15", False),
                          ("v2.3.5", False), ("1.9", False), ("2", False), ("unknown", False), ("", False)]:

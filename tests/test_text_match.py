@@ -15,8 +15,8 @@ import pytest
 from conftest import TEST_MODEL, TEST_RUNTIME
 
 from image_search import ImageSearchEngine
-from imsearch.errors import TextMatchUnavailableWarning
-from milvus_store import STOP_WORDS, words_for_matching
+from photoseek.errors import TextMatchUnavailableWarning
+from photoseek.store.words import STOP_WORDS, words_for_matching
 
 pytestmark = pytest.mark.slow
 
@@ -113,7 +113,7 @@ def test_the_cli_turns_word_matching_off_and_on(library: tuple[Path, dict[str, s
     root, descriptions = library
     (tmp_path / "descriptions.json").write_text(json.dumps(descriptions, ensure_ascii=False), encoding="utf-8")
     database, home = str(tmp_path / "words.db"), tmp_path / "home"
-    os.environ.pop("IMAGE_SEARCH_MILVUS_URI", None)
+    os.environ.pop("PHOTOSEEK_MILVUS_URI", None)
     run_cli("--mode", "index", "--model", TEST_MODEL, "--milvus-uri", database, "--image-dir", str(root),
             "--descriptions", str(tmp_path / "descriptions.json"), home=home)
     fused = json.loads(run_cli("--mode", "search", "--model", TEST_MODEL, "--milvus-uri", database, "--query", "外婆家",

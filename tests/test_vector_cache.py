@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from imsearch.store.vector_cache import VectorCache
+from photoseek.store.vector_cache import VectorCache
 
 
 def _rows(ids: range | list[int], rng: np.random.Generator, dim: int) -> list[dict[str, object]]:

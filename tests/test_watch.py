@@ -24,9 +24,9 @@ from http_server import running_server
 from PIL import Image
 
 from image_search import ImageSearchEngine
-from imsearch.indexing.pipeline import IndexSummary
-from imsearch.indexing.watch import FolderWatcher, WatchEvent
 from milvus_store import path_id
+from photoseek.indexing.pipeline import IndexSummary
+from photoseek.indexing.watch import FolderWatcher, WatchEvent
 
 QUICK = 0.3  # debounce and poll of the tests' watchers, in seconds
 
@@ -209,8 +209,8 @@ def test_cli_watch_applies_changes_until_interrupted(tmp_path: Path, scenes: Pat
     library = tmp_path / "library"
     shutil.copytree(scenes, library)
     database, home = str(tmp_path / "cli.db"), tmp_path / "home"
-    environment = {**os.environ, "IMAGE_SEARCH_HOME": str(home)}
-    environment.pop("IMAGE_SEARCH_MILVUS_URI", None)
+    environment = {**os.environ, "PHOTOSEEK_HOME": str(home)}
+    environment.pop("PHOTOSEEK_MILVUS_URI", None)
     process = subprocess.Popen([sys.executable, str(ROOT / "image_search.py"), "--mode", "index", "--watch", "--model", TEST_MODEL,
                                 "--milvus-uri", database, "--image-dir", str(library), "-q"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
@@ -264,7 +264,7 @@ def test_cli_watch_applies_changes_until_interrupted(tmp_path: Path, scenes: Pat
 
 @pytest.mark.slow
 def test_the_server_watches_its_folders_as_index_jobs(tmp_path: Path, scenes: Path) -> None:
-    from imsearch.servers.http_api import create_app
+    from photoseek.servers.http_api import create_app
 
     library = tmp_path / "library"
     shutil.copytree(scenes, library)

@@ -33,7 +33,7 @@ class _Textual(torch.nn.Module):
 
 def export(model_name: str, out_dir: Path) -> None:
     from clip_encoder import CLIPEncoder
-    from imsearch.encoders.onnx_export import VisualTower
+    from photoseek.encoders.onnx_export import VisualTower
 
     encoder = CLIPEncoder(model_name=model_name, device="cpu", precision="fp32", runtime="torch")
     backend: Any = encoder.backend

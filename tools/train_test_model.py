@@ -1,7 +1,7 @@
 """Train `shapes-tiny::v1`, the small bilingual CLIP that the tests use (no weights can be
 downloaded on our machines, so the project makes its own).
 
-    python tools/train_test_model.py [--out imsearch/models/shapes-tiny-v1] [--steps 2560]
+    python tools/train_test_model.py [--out photoseek/models/shapes-tiny-v1] [--steps 2560]
 
 open_clip's own architecture code with a tiny custom config, trained from scratch on scenes from
 `make_scenes.py` with English and Chinese captions. Deterministic for a given seed, torch thread
@@ -65,7 +65,7 @@ def recall(model: Any, images: torch.Tensor, texts: list[str], tokenizer) -> dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "imsearch" / "models" / "shapes-tiny-v1")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "photoseek" / "models" / "shapes-tiny-v1")
     parser.add_argument("--steps", type=int, default=2560)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--train-scenes", type=int, default=30000)
