@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from photoseek import __version__
 from photoseek.errors import EncoderError, ImageSearchError, InvalidArgumentError, StoreError, StoreLockedError
 from photoseek.extras import require
 from photoseek.paths import setting
@@ -38,118 +39,182 @@ DEFAULT_DUPLICATE_SIMILARITY = 0.75  # photoseek.engine.duplicates.DEFAULT_SIMIL
 DEFAULT_MAX_HASH_DISTANCE = 20  # photoseek.engine.duplicates.DEFAULT_MAX_HASH_DISTANCE
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="photoseek", description="Text-to-image search over folders of photos with CLIP and Milvus.",
-        epilog="The embedded database defaults to $PHOTOSEEK_MILVUS_URI, else $PHOTOSEEK_HOME/milvus.db, "
-               "else ~/.local/share/photoseek/milvus.db.")
-    parser.add_argument("--mode", choices=["index", "search", "similar", "duplicates", "stats", "serve", "serve-encoder"],
-                        required=True,
-                        help="index folders; search by text (--query) or image (--image); similar: images like an indexed "
-                             "one (--image); duplicates: groups of near-identical photos; stats; serve: the HTTP API and web "
-                             "page; serve-encoder: a CLIP encoder server for service mode")
-    parser.add_argument("--encode-mode", choices=["local", "service"], default=None,
-                        help="local: the model in this process (open_clip; cn_clip for CN-CLIP/...); service: a CLIP server "
-                             "(--clip-server). Default: service when a server is given (--clip-server or PHOTOSEEK_CLIP_SERVER), else local")
-    parser.add_argument("--model", default=None,
-                        help=f"ARCH::PRETRAINED (default: the collection's model, else {DEFAULT_MODEL}), "
-                             "e.g. ViT-L-14-336::openai or xlm-roberta-base-ViT-B-32::laion5b_s13b_b90k (multilingual); "
-                             "Chinese-CLIP as CN-CLIP/ViT-B-16; a built-in such as shapes-tiny::v1; ARCH::/path/to/checkpoint; "
-                             "or an open_clip model folder")
-    parser.add_argument("--collection", default=DEFAULT_COLLECTION)
-    store = parser.add_argument_group("store")
-    store.add_argument("--milvus-uri", help="a Milvus Lite .db path or http://host:port of a Milvus server")
-    store.add_argument("--milvus-host")
-    store.add_argument("--milvus-port")
-    store.add_argument("--milvus-token", default=os.environ.get("MILVUS_TOKEN"))
-    index = parser.add_argument_group("index")
-    index.add_argument("--image-dir", action="append", help="folder to index, recursively (repeatable)")
-    index.add_argument("--exclude", action="append", default=[],
-                       help="leave out files or folders whose name or path below --image-dir matches this glob, e.g. "
-                            "'*.tmp', 'exports/*', Screenshots (repeatable); @eaDir, node_modules, $RECYCLE.BIN, "
-                            "System Volume Information and hidden folders are always left out")
-    index.add_argument("--descriptions", help="JSON file mapping file names or paths to descriptions")
-    index.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
-                       help="index on a Ray cluster (ray://HOST:10001, auto; none: $RAY_ADDRESS or a Ray started here): "
-                            "listing, decoding, encoding and writing spread over its machines; needs a Milvus server "
-                            "(--milvus-uri http://HOST:19530)")
-    index.add_argument("--manifest", help="with --ray: a Parquet, CSV or JSON-lines file with a 'path' column (local paths or "
-                                          "s3://, gs:// URIs) and an optional 'description' column: index the files it lists")
-    index.add_argument("--ray-encoders", type=int, help="with --ray: encoder actors (default: one per GPU, else one)")
-    index.add_argument("--ray-gpus-per-encoder", type=float, help="with --ray: GPUs per encoder actor (default: 1 where "
-                                                                  "the cluster has GPUs, else none)")
-    index.add_argument("--watch", action="store_true",
-                       help="after indexing, keep watching the folders and apply created, changed, moved and deleted "
-                            "photos as they happen (Ctrl-C stops); with --mode serve: the server indexes --image-dir "
-                            "folders and keeps them current")
-    index.add_argument("--rebuild", action="store_true", help="drop the collection and encode everything again")
-    index.add_argument("--drop-foreign-collection", action="store_true",
-                       help="with --rebuild: also drop a collection that photoseek did not create (refused otherwise)")
-    index.add_argument("--batch-size", type=int, default=32)
-    index.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    index.add_argument("--runtime", default="auto", choices=["auto", "onnx", "torch"],
-                       help="how a local open_clip model runs; auto: ONNX Runtime on a CPU (exported once into the cache; "
-                            "searching never imports torch), torch on CUDA; onnx: nothing on torch once exported; torch: all on torch")
-    index.add_argument("--precision", default="auto", choices=["auto", "fp32", "int8", "bf16", "fp16"],
-                       help="image-tower precision; auto: on a CPU with native bf16 math bf16 (on torch, loaded only when "
-                            "images need encoding), else fp32 on ONNX Runtime (exact); fp16 on CUDA. int8: ONNX Runtime's "
-                            "quantised tower (faster than fp32, slightly less accurate)")
-    index.add_argument("--clip-server", default=setting("CLIP_SERVER"),
-                       help="grpc://host:51000 or http://host:port: a clip-as-service server (clip-server) or our --mode "
-                            "serve-encoder (service mode; or set PHOTOSEEK_CLIP_SERVER); several, comma-separated, "
-                            "share the batches and stand in for one another")
-    search = parser.add_argument_group("search")
-    search.add_argument("--query", action="append", help="text to search for (repeatable: one result list each)")
-    search.add_argument("--add", action="append", default=[], metavar="TERM",
-                        help="add a term to --query, as rclip does: words, an image file (./pool.jpg) or an indexed image "
-                             "(id:N), optionally weighted (2:golden retriever); repeatable")
-    search.add_argument("--subtract", action="append", default=[], metavar="TERM",
-                        help="subtract a term from --query, written like --add (repeatable)")
-    search.add_argument("--image", help="search by this image file (--mode search) or by this indexed image (--mode similar)")
-    search.add_argument("--top-k", type=int, default=5)
-    search.add_argument("--in", dest="within_folder", metavar="DIR",
-                        help="only images under this folder (relative to the current one: --in . searches here)")
-    search.add_argument("--paths-only", action="store_true", help="print only the paths, one per line (for pipes)")
-    duplicates = parser.add_argument_group("duplicates")
-    duplicates.add_argument("--threshold", type=float, default=DEFAULT_DUPLICATE_SIMILARITY, metavar="COSINE",
-                            help="how close two photos' stored vectors must be to be compared (default 0.75; a perceptual hash, "
-                                 "then the pixels decide among these)")
-    duplicates.add_argument("--max-hash-distance", type=int, default=DEFAULT_MAX_HASH_DISTANCE, metavar="BITS",
-                            help="how many of the 64 bits of two perceptual hashes may differ for a pair to be compared "
-                                 "pixel by pixel (default 20: resized, recompressed, mirrored, 5%% cropped and shifted copies "
-                                 "measured up to 18); only pairs whose pixels match are grouped")
-    photo = parser.add_argument_group("photo metadata filters (search, similar and duplicates; from EXIF/XMP, read at index time)")
-    photo.add_argument("--taken-after", metavar="DATE", help="taken on or after DATE (YYYY-MM-DD or YYYY-MM-DDTHH:MM, the photo's own clock)")
-    photo.add_argument("--taken-before", metavar="DATE", help="taken on or before DATE (a date includes that whole day)")
-    photo.add_argument("--camera", metavar="TEXT", help="whole words of the camera make and model, any case (e.g. 'iphone', 'EOS 5D')")
-    photo.add_argument("--near", metavar="LAT,LON,KM", help="taken within KM kilometres of a position (e.g. 35.01,135.77,5)")
-    photo.add_argument("--min-width", type=int, metavar="PIXELS", help="at least PIXELS wide, as displayed")
-    search.add_argument("--text-match", default="auto", choices=["auto", "on", "off"],
-                        help="auto: query words also match descriptions and file and folder names (BM25, fused with the "
-                             "CLIP ranking) where the store can (Milvus Lite, Milvus servers from 2.5); on: the same, with a "
-                             "notice where it cannot; off: CLIP alone. Through a running server, the server's setting applies")
-    search.add_argument("--query-model", default="auto",
-                        help="auto: queries in scripts the model cannot read go to the multilingual encoder made for it "
-                             "(e.g. M-CLIP for ViT-B-32::openai); never: always the model's own text tower; or an "
-                             "M-CLIP / sentence-transformers model name or folder")
-    serve = parser.add_argument_group("serve")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    serve.add_argument("--port", type=int, help="default 8000 for serve; for serve-encoder the gRPC port, default 51000 "
-                                                  "(clip-as-service's)")
-    serve.add_argument("--http-port", type=int, help="serve-encoder's HTTP JSON port (default: --port + 1)")
-    serve.add_argument("--token", default=setting("TOKEN"),
-                       help="require this token on every API route (or set PHOTOSEEK_TOKEN)")
-    serve.add_argument("--index-root", action="append",
-                       help="the folders the server may index and serve images from (repeatable); by default it indexes "
-                            "only under your home folder and serves what the index holds")
-    serve.add_argument("--allowed-host", action="append", default=[],
-                       help="another name clients use to reach the server (Host header), e.g. photos.example.lan (repeatable)")
-    serve.add_argument("--insecure-no-token", action="store_true",
-                       help="serve beyond this machine without --token: anyone on the network can search, index and read your photos")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    parser.add_argument("-v", "--verbose", action="store_true", help="show the libraries' logs")
+MODES = {
+    "index": "index folders of photos (again: only what changed)",
+    "search": "search by text (--query or words after the command) or by an image (--image)",
+    "similar": "photos like an indexed one (--image)",
+    "duplicates": "groups of copies of one picture, checked pixel by pixel",
+    "stats": "what the index holds",
+    "serve": "the HTTP API and web page",
+    "serve-encoder": "a CLIP encoder server for service mode (clip-as-service's protocols)",
+}
+ENCODING = ("index", "search", "serve", "serve-encoder")  # the modes that load a model
+FILTERED = ("search", "similar", "duplicates")
+STORE = tuple(m for m in MODES if m != "serve-encoder")
+
+
+class _Compact(argparse.HelpFormatter):
+    """A mode's help on one screen: options and their help on one line where the terminal allows."""
+
+    def __init__(self, prog: str) -> None:
+        import shutil
+
+        super().__init__(prog, max_help_position=30, width=min(110, max(80, shutil.get_terminal_size().columns)))
+
+
+class _Options:
+    """Declares each option once, with the modes it belongs to: the whole parser (the `--mode` form) gets them all,
+    a mode's own parser (`photoseek search ...`, `photoseek search --help`) only its own."""
+
+    def __init__(self, parser: argparse.ArgumentParser, mode: str | None):
+        self.parser, self.mode = parser, mode
+        self._groups: dict[str, Any] = {}
+
+    def __call__(self, group: str, *flags: str, modes: Sequence[str], shown_in: Sequence[str] | None = None,
+                 **kwargs: Any) -> None:
+        """`shown_in`: the modes whose help lists the option (default: all of `modes`); the others still take it."""
+        if self.mode is not None and self.mode not in modes:
+            return
+        if self.mode is not None and shown_in is not None and self.mode not in shown_in:
+            kwargs["help"] = argparse.SUPPRESS
+        if group not in self._groups:
+            self._groups[group] = self.parser.add_argument_group(group) if group else self.parser
+        self._groups[group].add_argument(*flags, **kwargs)
+
+
+def build_parser(mode: str | None = None) -> argparse.ArgumentParser:
+    """The command line's parser: every option (`photoseek --mode MODE ...`), or one mode's (`photoseek MODE ...`)."""
+    if mode is None:
+        parser = argparse.ArgumentParser(
+            prog="photoseek", description="Search your photo folders by what is in them (CLIP + Milvus).",
+            epilog="Each mode has its own help: photoseek MODE --help. The index is $PHOTOSEEK_MILVUS_URI, else "
+                   "$PHOTOSEEK_HOME/milvus.db, else ~/.local/share/photoseek/milvus.db.")
+        parser.add_argument("--mode", choices=list(MODES), required=True, help="; ".join(f"{m}: {d}" for m, d in MODES.items()))
+    else:
+        usage = f"photoseek {mode}{' [QUERY ...]' if mode == 'search' else ''} [options]"
+        parser = argparse.ArgumentParser(prog=f"photoseek {mode}", usage=usage, formatter_class=_Compact,
+                                         description=MODES[mode][0].upper() + MODES[mode][1:] + ".")
+        parser.set_defaults(mode=mode)
+        if mode == "search":
+            parser.add_argument("words", nargs="*", metavar="QUERY", help="what to look for (or --query, repeatable)")
+    parser.add_argument("--version", action="version", version=f"photoseek {__version__}",
+                        help=argparse.SUPPRESS if mode else "show the version and exit")
+    option = _Options(parser, mode)
+    everywhere = tuple(MODES)
+    option("", "--model", modes=everywhere, default=None,
+           help=f"ARCH::PRETRAINED (default: the collection's, else {DEFAULT_MODEL}; docs/models.md)")
+    option("", "--collection", modes=STORE, default=DEFAULT_COLLECTION)
+    option("store", "--milvus-uri", modes=STORE, help="a Milvus Lite .db path, or http://host:port of a Milvus server")
+    option("store", "--milvus-host", modes=STORE, help=argparse.SUPPRESS if mode else None)
+    option("store", "--milvus-port", modes=STORE, help=argparse.SUPPRESS if mode else None)
+    option("store", "--milvus-token", modes=STORE, default=os.environ.get("MILVUS_TOKEN"), help=argparse.SUPPRESS if mode else None)
+    option("index", "--image-dir", modes=("index", "serve"), action="append", help="folder to index, recursively (repeatable)")
+    option("index", "--exclude", modes=("index", "serve"), action="append", default=[],
+           help="leave out files or folders matching this glob ('*.tmp', 'exports/*'; repeatable); hidden and system "
+                "folders are always left out")
+    option("index", "--descriptions", modes=("index",), help="JSON file mapping file names or paths to descriptions")
+    option("index", "--watch", modes=("index", "serve"), action="store_true",
+           help="keep watching the folders and apply changes as they happen (Ctrl-C stops)")
+    option("index", "--rebuild", modes=("index",), action="store_true", help="drop the collection and encode everything again")
+    option("index", "--drop-foreign-collection", modes=("index",), shown_in=(), action="store_true",
+           help="with --rebuild: also drop a collection photoseek did not create")
+    option("index", "--ray", modes=("index",), nargs="?", const="", default=None, metavar="ADDRESS",
+           help="index on a Ray cluster (ray://HOST:10001; docs/deployment.md: --manifest, --ray-encoders...)")
+    option("index", "--manifest", modes=("index",), shown_in=(), help="with --ray: a Parquet, CSV or JSON-lines list of paths or s3:// URIs")
+    option("index", "--ray-encoders", modes=("index",), shown_in=(), type=int, help="with --ray: encoder actors (default: one per GPU, else one)")
+    option("index", "--ray-gpus-per-encoder", modes=("index",), shown_in=(), type=float, help="with --ray: GPUs per encoder actor")
+    option("encoder", "--encode-mode", modes=ENCODING[:-1], shown_in=("index",), choices=["local", "service"], default=None,
+           help="local: the model here; service: a CLIP server (default: service when one is named)")
+    option("encoder", "--clip-server", modes=ENCODING[:-1], shown_in=("index",), default=setting("CLIP_SERVER"),
+           help="grpc://host:51000 or http://host:port (clip-server or photoseek serve-encoder; comma-separated for several)")
+    option("encoder", "--device", modes=ENCODING, shown_in=("index", "serve-encoder"), default="auto",
+           help="auto, cpu, cuda, cuda:1 ... (search takes the encoder options too)")
+    option("encoder", "--runtime", modes=ENCODING, shown_in=("index", "serve-encoder"), default="auto", choices=["auto", "onnx", "torch"],
+           help="auto: ONNX Runtime on a CPU (the model exported once), torch on CUDA")
+    option("encoder", "--precision", modes=ENCODING, shown_in=("index", "serve-encoder"), default="auto", choices=["auto", "fp32", "int8", "bf16", "fp16"],
+           help="the image tower's precision (auto: bf16 where the CPU has it, else fp32; fp16 on CUDA)")
+    option("encoder", "--batch-size", modes=ENCODING, shown_in=("index", "serve-encoder"), type=int, default=32)
+    option("search", "--query", modes=("search",), action="append", help="text to search for (repeatable: one list each)")
+    option("search", "--add", modes=("search",), action="append", default=[], metavar="TERM",
+           help="add words, an image file or id:N, optionally weighted (2:cat)")
+    option("search", "--subtract", modes=("search",), action="append", default=[], metavar="TERM", help="subtract a term")
+    option("search", "--image", modes=("search", "similar"), help="search by this image file")
+    option("search", "--top-k", modes=("search", "similar"), type=int, default=5, help="how many results (default 5)")
+    option("search", "--in", modes=FILTERED, dest="within_folder", metavar="DIR",
+           help="only photos under this folder (--in . : here)")
+    option("search", "--paths-only", modes=FILTERED, action="store_true", help="print only the paths, one per line")
+    option("search", "--text-match", modes=("search", "serve"), default="auto", choices=["auto", "on", "off"],
+           help="auto: photos your words name (description, folder, file name) come first; off: by the picture alone")
+    option("search", "--query-model", modes=("search", "serve"), shown_in=("serve",), default="auto",
+           help="auto: queries in scripts the model cannot read go to a multilingual encoder; never; or a model name")
+    option("duplicates", "--threshold", modes=("duplicates",), type=float, default=DEFAULT_DUPLICATE_SIMILARITY,
+           metavar="COSINE", help="how close two photos' vectors must be to be compared (default 0.75)")
+    option("duplicates", "--max-hash-distance", modes=("duplicates",), type=int, default=DEFAULT_MAX_HASH_DISTANCE,
+           metavar="BITS", help="how far apart two perceptual hashes may be to be compared pixel by pixel (default 20)")
+    option("photo filters", "--taken-after", modes=FILTERED, metavar="DATE", help="taken on or after DATE (YYYY-MM-DD[THH:MM])")
+    option("photo filters", "--taken-before", modes=FILTERED, metavar="DATE", help="taken on or before DATE")
+    option("photo filters", "--camera", modes=FILTERED, metavar="TEXT", help="words of the camera's make and model ('iphone')")
+    option("photo filters", "--near", modes=FILTERED, metavar="LAT,LON,KM", help="taken within KM km of a position")
+    option("photo filters", "--min-width", modes=FILTERED, type=int, metavar="PIXELS", help="at least PIXELS wide")
+    option("serve", "--host", modes=("serve", "serve-encoder"), default="127.0.0.1", help="address to bind (default: this machine only)")
+    option("serve", "--port", modes=("serve", "serve-encoder"), type=int,
+           help="default 8000; serve-encoder: the gRPC port, default 51000")
+    option("serve", "--http-port", modes=("serve-encoder",), type=int, help="the HTTP JSON port (default: --port + 1)")
+    option("serve", "--token", modes=("serve", *FILTERED, "stats", "index"), shown_in=("serve",), default=setting("TOKEN"),
+           help="the token a server requires on every API route (or PHOTOSEEK_TOKEN)")
+    option("serve", "--index-root", modes=("serve",), action="append",
+           help="folders the server may index and serve images from (repeatable; default: your home folder)")
+    option("serve", "--allowed-host", modes=("serve",), action="append", default=[], help="another name clients use for the server")
+    option("serve", "--insecure-no-token", modes=("serve",), action="store_true",
+           help="serve beyond this machine without --token (anyone on the network can read your photos)")
+    option("", "--json", modes=everywhere, action="store_true", help="machine-readable output")
+    option("", "-q", "--quiet", modes=everywhere, action="store_true", help="no progress bar")
+    option("", "-v", "--verbose", modes=everywhere, action="store_true", help="show the libraries' logs")
     return parser
+
+
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    """Both forms: `photoseek --mode search --query cat` (the card's) and `photoseek search cat` (rclip's, llm's).
+    A mistyped mode is named first, in one line, with the nearest one."""
+    argv = list(argv)
+    given = next((a for a in argv if not a.startswith("-")), None) if argv and not argv[0].startswith("-") else None
+    mode_flag = _flag_value(argv, "--mode")
+    wrong = given if given is not None and given not in MODES else mode_flag if mode_flag is not None and mode_flag not in MODES else None
+    if wrong is not None:
+        import difflib
+
+        near = difflib.get_close_matches(wrong, list(MODES), n=1)
+        raise InvalidArgumentError(f"unknown mode {wrong!r}{f' (did you mean {near[0]!r}?)' if near else ''}; "
+                                   f"the modes: {', '.join(MODES)} (photoseek MODE --help)")
+    if given is not None:
+        argv.remove(given)
+        args = build_parser(given).parse_args(argv)
+        if given == "search" and args.words:
+            args.query = [*(args.query or []), " ".join(args.words)]
+        return _complete(args)
+    if mode_flag is not None and any(a in ("-h", "--help") for a in argv):  # photoseek --mode search --help: that mode's help
+        build_parser(mode_flag).parse_args(["--help"])
+    if not argv:
+        raise InvalidArgumentError("what to do? photoseek MODE ... with MODE one of: " + ", ".join(MODES) +
+                                   " (photoseek MODE --help, photoseek --help)")
+    return _complete(build_parser().parse_args(argv))
+
+
+def _flag_value(argv: list[str], flag: str) -> str | None:
+    for position, value in enumerate(argv):
+        if value == flag and position + 1 < len(argv):
+            return argv[position + 1]
+        if value.startswith(flag + "="):
+            return value.split("=", 1)[1]
+    return None
+
+
+def _complete(args: argparse.Namespace) -> argparse.Namespace:
+    """Every option, with its default, whatever the form (a mode's parser declares only its own)."""
+    for action in build_parser()._actions:
+        if action.dest not in ("help", "version") and not hasattr(args, action.dest):
+            setattr(args, action.dest, action.default)
+    return args
 
 
 def _progress_bar(quiet: bool) -> tuple[ProgressCallback, Any]:
@@ -262,6 +327,7 @@ LARGE_FOR_LITE = 200_000  # rows past which Milvus Lite 3.x's linear costs show 
 def _index(args: argparse.Namespace, engine: SearchEngine) -> int:
     from photoseek.indexing.pipeline import IndexSummary
 
+    started = time.monotonic()  # the total shown is the wall clock: the model's first preparation included
     descriptions = args.loaded_descriptions  # checked before the engine opened
     total = IndexSummary()
     if args.ray is not None:
@@ -288,7 +354,7 @@ def _index(args: argparse.Namespace, engine: SearchEngine) -> int:
               f"failed {len(total.failed)}" + (f", moved {total.moved}" if total.moved else "")
               + (f", descriptions updated {total.descriptions_updated}" if total.descriptions_updated else "")
               + (f", photo metadata read for {total.metadata_read} indexed before it was kept" if total.metadata_read else "")
-              + f" in {total.seconds:.1f}s")
+              + f" in {time.monotonic() - started:.1f}s")
         for failure in total.failed:
             print(f"  failed: {printable(failure.path)}: {printable(failure.reason)}", file=sys.stderr)
     # Partial failures are reported, not fatal; a run that could index nothing is.
@@ -399,6 +465,8 @@ def _search_filter(args: argparse.Namespace) -> SearchFilter | None:
 
 def _search(args: argparse.Namespace, engine: SearchEngine) -> int:
     search_filter = args.search_filter
+    if args.image and not os.path.isfile(os.path.expanduser(args.image)):
+        raise InvalidArgumentError(f"--image {args.image!r}: no such file")
     if args.image:
         _print_results(args, engine.search_by_image(args.image, args.top_k, search_filter))
         return 0
@@ -455,8 +523,19 @@ def _duplicates(args: argparse.Namespace, engine: SearchEngine) -> int:
 
 def _stats(args: argparse.Namespace, engine: SearchEngine) -> int:
     stats = engine.get_stats()
-    print(json.dumps(stats, ensure_ascii=False, indent=2) if args.json else
-          "\n".join(f"{key}: {value}" for key, value in stats.items()))
+    if args.json:
+        print(json.dumps(stats, ensure_ascii=False, indent=2))
+        return 0
+    if not stats.get("exists", True):
+        print(f"nothing is indexed yet in collection {stats['collection']!r} at {printable(str(stats['store']))}: "
+              "photoseek index --image-dir FOLDER")
+        return 0
+    for key, value in stats.items():
+        if key == "exists":
+            continue
+        if isinstance(value, dict):  # how the model was built: one readable line
+            value = ", ".join(f"{k} {v}" for k, v in value.items())
+        print(f"{key.replace('_', ' ')}: {printable(str(value))}")
     return 0
 
 
@@ -521,6 +600,8 @@ def _check_watch_arguments(args: argparse.Namespace) -> None:
 
 
 def _check_search_arguments(args: argparse.Namespace) -> None:
+    if args.top_k is not None and not 1 <= args.top_k <= 1000:
+        raise InvalidArgumentError(f"--top-k is how many results to show, from 1 to 1000, got {args.top_k}")
     if args.paths_only and args.json:
         raise InvalidArgumentError("--paths-only and --json are two output formats: choose one")
     filtering = [args.within_folder, args.taken_after, args.taken_before, args.camera, args.near, args.min_width]
@@ -549,8 +630,16 @@ def _show_warning(message: Warning | str, category: type[Warning], *_: Any, **__
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = parse(sys.argv[1:] if argv is None else argv)
+    except InvalidArgumentError as error:
+        print(f"error: {printable(str(error))}", file=sys.stderr)
+        return 2
     warnings.showwarning = _show_warning
+    if not args.quiet and not args.json:
+        from photoseek.encoders import onnx_backend
+
+        onnx_backend.on_export = lambda what: print(what, file=sys.stderr, flush=True)
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     else:
@@ -558,6 +647,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.disable(logging.ERROR)
     try:
         return _run(args)
+    except BrokenPipeError:  # | head: the reader has what it wanted
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except InvalidArgumentError as error:
         print(f"error: {printable(str(error))}", file=sys.stderr)
         return 2

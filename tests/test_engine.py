@@ -279,7 +279,7 @@ def test_spec_contract_index_search_batch_stats(tmp_path: Path, scenes: Path, ca
         build = stats.pop("model_build")  # how the vectors were made: the model's own activation and preprocessing
         assert (build["library"], build["activation"], build["size"], build["resize_mode"]) == ("open_clip", "gelu", [64, 64], "shortest")
         assert stats == {"mode": "local", "model": TEST_MODEL, "dim": 64, "collection": "my_images", "store": str(tmp_path / "index.db"),
-                         "store_kind": "milvus-lite", "total_images": 24, "query_model": "auto", "multilingual_query_encoder": None,
+                         "exists": True, "store_kind": "milvus-lite", "total_images": 24, "query_model": "auto", "multilingual_query_encoder": None,
                          "text_match": True}  # no warning: the model was built as trained
         print_results(results)
     assert "1." in capsys.readouterr().out

@@ -243,6 +243,40 @@ def test_search_and_unchanged_index_import_no_torch(tmp_path: Path, scenes: Path
     assert heavy == [], f"a search imported {heavy}"
     stats, heavy = _run_counting_imports(["--mode", "stats", "--json"], home)
     assert stats.returncode == 0 and heavy == []
+    # the server searches without torch installed (hidden from the import system): it had held 715 MB for one product
+    blocker = tmp_path / "block"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'torchvision', 'open_clip'):\n"
+        "            raise ModuleNotFoundError(name)\n"
+        "sys.meta_path.insert(0, Block())\n")
+    from http_server import free_port
+
+    port = free_port()
+    env = {**os.environ, "PHOTOSEEK_HOME": str(home), "PYTHONPATH": str(blocker), "PHOTOSEEK_CACHE": os.environ["PHOTOSEEK_CACHE"]}
+    env.pop("PHOTOSEEK_MILVUS_URI", None)
+    server = subprocess.Popen([sys.executable, "-m", "photoseek", "serve", "--port", str(port), "--precision", "fp32"],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        import time
+
+        import httpx
+
+        deadline = time.time() + 120
+        while True:
+            try:
+                found = httpx.get(f"http://127.0.0.1:{port}/api/search", params={"q": "a red circle"}, timeout=5)
+                break
+            except httpx.HTTPError:
+                assert server.poll() is None and time.time() < deadline, server.communicate()[1][-2000:]
+                time.sleep(0.3)
+        assert found.status_code == 200 and len(found.json()["results"]) == 10  # the API's default top_k
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def test_a_damaged_export_is_named_never_a_nan_and_no_pickle_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,7 +16,7 @@ import re
 import shutil
 import stat
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -133,6 +133,11 @@ def ensure_export(model_name: str, activation: str | None = None) -> Path:
                              "PHOTOSEEK_CACHE to a folder you can write, or use --runtime torch") from None
 
 
+# Told once, before a model's first export (it takes tens of seconds and can look like a hang); the CLI prints it.
+on_export: Callable[[str], None] | None = None
+EXPORT_SECONDS = {"shapes-tiny": 5, "ViT-B-32": 30, "ViT-B-16": 45, "ViT-L-14": 120}  # measured on 2 cores (README)
+
+
 def _ensure_export(model_name: str, activation: str | None) -> Path:
     folder, key = export_folder(model_name, activation)
     if (folder / "export.json").is_file():
@@ -147,6 +152,11 @@ def _ensure_export(model_name: str, activation: str | None) -> Path:
     except ImportError as error:
         raise MissingDependencyError(f"exporting {model_name!r} to ONNX needs torch and open_clip ({error}); "
                                      "install photoseek with its default dependencies") from error
+    if on_export is not None:
+        arch = model_name.strip().partition("::")[0]
+        expected = next((seconds for prefix, seconds in EXPORT_SECONDS.items() if arch.startswith(prefix)), None)
+        on_export(f"preparing {model_name} for ONNX Runtime, once{f' (about {expected} s on 2 cores)' if expected else ''}: "
+                  f"kept in {folder}")
     try:
         export_model(model_name, folder, activation=activation, key=key)
     except UnsupportedForOnnx as reason:

@@ -398,6 +398,7 @@ class ImageSearchEngine:
             "model": self.model_name,
             "dim": info.dim if info else (self._encoder.dim if self._encoder is not None else None),
             "collection": self.store.collection_name,
+            "exists": info is not None,  # nothing indexed yet: the collection is made by the first index run
             "store": self.store.location,
             "store_kind": "milvus-lite" if self.store.is_lite else "milvus-server",
             "total_images": self.store.count(),

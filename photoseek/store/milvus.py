@@ -68,7 +68,7 @@ from photoseek.store.schema import (
 from photoseek.store.words import STOP_WORDS, words_for_matching
 
 if TYPE_CHECKING:
-    from photoseek.store.vector_cache import VectorCache  # imports torch: only long-lived processes need it
+    from photoseek.store.vector_cache import VectorCache
 
 MAX_SEARCH_LIMIT = 16_384  # Milvus' largest top-k
 
@@ -188,7 +188,7 @@ class MilvusStore:
             raise CollectionMismatchError(
                 f"collection {self.collection_name!r} at {self.uri} holds {info.dim}-d vectors from model {info.model!r}, "
                 f"but the model in use is {model!r}{f' ({dim}-d)' if dim is not None else ''}. "
-                f"Use --model {info.model!r} to search it, choose another collection with --collection, "
+                f"Use --model {info.model!r} to search or add to it, choose another collection with --collection, "
                 "or re-encode everything into this one with --rebuild."
             )
         if info.schema_version not in READABLE_SCHEMAS:

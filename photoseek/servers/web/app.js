@@ -151,7 +151,24 @@ function composedLabel(q) {
   return [`“${q}”`, ...terms.map((t) => `${t.sign > 0 ? "+" : "−"} ${t.label}`)].join(" ");
 }
 
-async function searchText(event) {
+// A search lives in the page's address (?q=...&top_k=...&folder=...), so it can be bookmarked, shared, and
+// gone back to with the browser's Back button.
+const FILTER_FIELDS = { folder: "f-folder", ext: "f-ext", modified_after: "f-after", modified_before: "f-before",
+  taken_after: "f-taken-after", taken_before: "f-taken-before", camera: "f-camera", near: "f-near", min_width: "f-min-width" };
+
+function fromAddress() {
+  const params = new URLSearchParams(location.search);
+  $("query").value = params.get("q") || "";
+  $("top-k").value = params.get("top_k") || "24";
+  for (const [name, id] of Object.entries(FILTER_FIELDS)) $(id).value = params.get(name) || "";
+  terms.length = 0;
+  for (const value of params.getAll("add")) terms.push({ sign: 1, value, label: value });
+  for (const value of params.getAll("subtract")) terms.push({ sign: -1, value, label: value });
+  renderTerms();
+  if (params.get("q")) searchText(null, false);
+}
+
+async function searchText(event, remember = true) {
   if (event) event.preventDefault();
   const q = $("query").value;
   if (!q.trim()) { setStatus("Type some words to search for.", true); return; }
@@ -159,6 +176,8 @@ async function searchText(event) {
   params.set("q", q);
   params.set("top_k", $("top-k").value || "24");
   for (const term of terms) params.append(term.sign > 0 ? "add" : "subtract", term.value);
+  if (remember && location.search !== "?" + params.toString()) history.pushState(null, "", "?" + params.toString());
+  document.querySelector("main").classList.add("searched");
   setStatus("Searching…");
   try {
     const body = await api("/api/search?" + params.toString());
@@ -213,6 +232,7 @@ async function refreshStats() {
   try {
     const s = await api("/api/stats");
     $("stats").textContent = `${s.total_images} images · model ${s.model} (${s.dim}-d) · ${s.store_kind} · collection ${s.collection}`;
+    $("empty-index").hidden = s.total_images > 0;
   } catch (error) { $("stats").textContent = error.message; }
 }
 
@@ -248,7 +268,9 @@ async function startIndex(event) {
       job = await api(`/api/jobs/${job.id}`);
       renderJob(job);
     }
-    refreshStats();
+    window.addEventListener("popstate", fromAddress);
+refreshStats();
+fromAddress();
   } catch (error) { setStatus(error.message, true); }
 }
 
@@ -267,4 +289,6 @@ document.addEventListener("drop", (e) => {
   document.body.classList.remove("dragging");
   if (e.dataTransfer.files.length) searchImage(e.dataTransfer.files[0]);
 });
+window.addEventListener("popstate", fromAddress);
 refreshStats();
+fromAddress();
