@@ -91,49 +91,49 @@ def build_parser(mode: str | None = None) -> argparse.ArgumentParser:
                    "$PHOTOSEEK_HOME/milvus.db, else ~/.local/share/photoseek/milvus.db.")
         parser.add_argument("--mode", choices=list(MODES), required=True, help="; ".join(f"{m}: {d}" for m, d in MODES.items()))
     else:
-        usage = f"photoseek {mode}{' [QUERY ...]' if mode == 'search' else ''} [options]"
+        usage = f"photoseek {mode}{' [QUERY ...]' if mode == 'search' else ' [FOLDER ...]' if mode == 'index' else ''} [options]"
         parser = argparse.ArgumentParser(prog=f"photoseek {mode}", usage=usage, formatter_class=_Compact,
                                          description=MODES[mode][0].upper() + MODES[mode][1:] + ".")
         parser.set_defaults(mode=mode)
         if mode == "search":
             parser.add_argument("words", nargs="*", metavar="QUERY", help="what to look for (or --query, repeatable)")
+        if mode == "index":
+            parser.add_argument("folders", nargs="*", metavar="FOLDER", help="folders to index (or --image-dir, repeatable)")
     parser.add_argument("--version", action="version", version=f"photoseek {__version__}",
                         help=argparse.SUPPRESS if mode else "show the version and exit")
     option = _Options(parser, mode)
     everywhere = tuple(MODES)
-    option("", "--model", modes=everywhere, default=None,
-           help=f"ARCH::PRETRAINED (default: the collection's, else {DEFAULT_MODEL}; docs/models.md)")
-    option("", "--collection", modes=STORE, default=DEFAULT_COLLECTION)
-    option("store", "--milvus-uri", modes=STORE, help="a Milvus Lite .db path, or http://host:port of a Milvus server")
+    option("", "--model", modes=everywhere, default=None, metavar="NAME",
+           help=f"ARCH::PRETRAINED (default: the index's, else {DEFAULT_MODEL})")
+    option("", "--collection", modes=STORE, default=DEFAULT_COLLECTION, metavar="NAME")
+    option("", "--milvus-uri", modes=STORE, metavar="URI", help="a Milvus Lite .db folder, or http://host:19530")
     option("store", "--milvus-host", modes=STORE, help=argparse.SUPPRESS if mode else None)
     option("store", "--milvus-port", modes=STORE, help=argparse.SUPPRESS if mode else None)
     option("store", "--milvus-token", modes=STORE, default=os.environ.get("MILVUS_TOKEN"), help=argparse.SUPPRESS if mode else None)
-    option("index", "--image-dir", modes=("index", "serve"), action="append", help="folder to index, recursively (repeatable)")
-    option("index", "--exclude", modes=("index", "serve"), action="append", default=[],
-           help="leave out files or folders matching this glob ('*.tmp', 'exports/*'; repeatable); hidden and system "
-                "folders are always left out")
-    option("index", "--descriptions", modes=("index",), help="JSON file mapping file names or paths to descriptions")
-    option("index", "--watch", modes=("index", "serve"), action="store_true",
-           help="keep watching the folders and apply changes as they happen (Ctrl-C stops)")
+    option("index", "--image-dir", modes=("index", "serve"), action="append", metavar="DIR", help="a folder to index (repeatable)")
+    option("index", "--exclude", modes=("index", "serve"), action="append", default=[], metavar="GLOB",
+           help="leave out matching files or folders ('*.tmp'; repeatable)")
+    option("index", "--descriptions", modes=("index",), metavar="FILE", help="JSON: file name or path -> description")
+    option("index", "--watch", modes=("index", "serve"), action="store_true", help="then apply changes as they happen")
     option("index", "--rebuild", modes=("index",), action="store_true", help="drop the collection and encode everything again")
     option("index", "--drop-foreign-collection", modes=("index",), shown_in=(), action="store_true",
            help="with --rebuild: also drop a collection photoseek did not create")
     option("index", "--ray", modes=("index",), nargs="?", const="", default=None, metavar="ADDRESS",
-           help="index on a Ray cluster (ray://HOST:10001; docs/deployment.md: --manifest, --ray-encoders...)")
+           help="index on a Ray cluster (docs/deployment.md)")
     option("index", "--manifest", modes=("index",), shown_in=(), help="with --ray: a Parquet, CSV or JSON-lines list of paths or s3:// URIs")
     option("index", "--ray-encoders", modes=("index",), shown_in=(), type=int, help="with --ray: encoder actors (default: one per GPU, else one)")
     option("index", "--ray-gpus-per-encoder", modes=("index",), shown_in=(), type=float, help="with --ray: GPUs per encoder actor")
     option("encoder", "--encode-mode", modes=ENCODING[:-1], shown_in=("index",), choices=["local", "service"], default=None,
-           help="local: the model here; service: a CLIP server (default: service when one is named)")
-    option("encoder", "--clip-server", modes=ENCODING[:-1], shown_in=("index",), default=setting("CLIP_SERVER"),
-           help="grpc://host:51000 or http://host:port (clip-server or photoseek serve-encoder; comma-separated for several)")
+           help="service: through a CLIP server (implied by --clip-server)")
+    option("encoder", "--clip-server", modes=ENCODING[:-1], shown_in=("index",), default=setting("CLIP_SERVER"), metavar="URL",
+           help="grpc://host:51000 or http://... (comma-separated: several)")
     option("encoder", "--device", modes=ENCODING, shown_in=("index", "serve-encoder"), default="auto",
-           help="auto, cpu, cuda, cuda:1 ... (search takes the encoder options too)")
+           help="auto, cpu, cuda, cuda:1 ...")
     option("encoder", "--runtime", modes=ENCODING, shown_in=("index", "serve-encoder"), default="auto", choices=["auto", "onnx", "torch"],
-           help="auto: ONNX Runtime on a CPU (the model exported once), torch on CUDA")
-    option("encoder", "--precision", modes=ENCODING, shown_in=("index", "serve-encoder"), default="auto", choices=["auto", "fp32", "int8", "bf16", "fp16"],
-           help="the image tower's precision (auto: bf16 where the CPU has it, else fp32; fp16 on CUDA)")
-    option("encoder", "--batch-size", modes=ENCODING, shown_in=("index", "serve-encoder"), type=int, default=32)
+           metavar="{auto,onnx,torch}", help="auto: ONNX Runtime on a CPU, torch on CUDA")
+    option("encoder", "--precision", modes=ENCODING, shown_in=("index", "serve-encoder"), default="auto",
+           choices=["auto", "fp32", "int8", "bf16", "fp16"], metavar="P", help="auto, fp32, int8, bf16, fp16 (image tower)")
+    option("encoder", "--batch-size", modes=ENCODING, shown_in=("index", "serve-encoder"), type=int, default=32, metavar="N")
     option("search", "--query", modes=("search",), action="append", help="text to search for (repeatable: one list each)")
     option("search", "--add", modes=("search",), action="append", default=[], metavar="TERM",
            help="add words, an image file or id:N, optionally weighted (2:cat)")
@@ -144,9 +144,9 @@ def build_parser(mode: str | None = None) -> argparse.ArgumentParser:
            help="only photos under this folder (--in . : here)")
     option("search", "--paths-only", modes=FILTERED, action="store_true", help="print only the paths, one per line")
     option("search", "--text-match", modes=("search", "serve"), default="auto", choices=["auto", "on", "off"],
-           help="auto: photos your words name (description, folder, file name) come first; off: by the picture alone")
-    option("search", "--query-model", modes=("search", "serve"), shown_in=("serve",), default="auto",
-           help="auto: queries in scripts the model cannot read go to a multilingual encoder; never; or a model name")
+           help="off: by the picture alone, not descriptions or folder names")
+    option("search", "--query-model", modes=("search", "serve"), shown_in=("serve",), default="auto", metavar="NAME",
+           help="auto, never, or a multilingual text encoder")
     option("duplicates", "--threshold", modes=("duplicates",), type=float, default=DEFAULT_DUPLICATE_SIMILARITY,
            metavar="COSINE", help="how close two photos' vectors must be to be compared (default 0.75)")
     option("duplicates", "--max-hash-distance", modes=("duplicates",), type=int, default=DEFAULT_MAX_HASH_DISTANCE,
@@ -158,15 +158,16 @@ def build_parser(mode: str | None = None) -> argparse.ArgumentParser:
     option("photo filters", "--min-width", modes=FILTERED, type=int, metavar="PIXELS", help="at least PIXELS wide")
     option("serve", "--host", modes=("serve", "serve-encoder"), default="127.0.0.1", help="address to bind (default: this machine only)")
     option("serve", "--port", modes=("serve", "serve-encoder"), type=int,
-           help="default 8000; serve-encoder: the gRPC port, default 51000")
+           help="default 8000 (serve-encoder: its gRPC port, 51000)")
     option("serve", "--http-port", modes=("serve-encoder",), type=int, help="the HTTP JSON port (default: --port + 1)")
     option("serve", "--token", modes=("serve", *FILTERED, "stats", "index"), shown_in=("serve",), default=setting("TOKEN"),
-           help="the token a server requires on every API route (or PHOTOSEEK_TOKEN)")
-    option("serve", "--index-root", modes=("serve",), action="append",
-           help="folders the server may index and serve images from (repeatable; default: your home folder)")
-    option("serve", "--allowed-host", modes=("serve",), action="append", default=[], help="another name clients use for the server")
+           help="required on every API route (or PHOTOSEEK_TOKEN)")
+    option("serve", "--index-root", modes=("serve",), action="append", metavar="DIR",
+           help="where it may index and serve from (default: home)")
+    option("serve", "--allowed-host", modes=("serve",), action="append", default=[], metavar="NAME",
+           help="another name clients use for this server")
     option("serve", "--insecure-no-token", modes=("serve",), action="store_true",
-           help="serve beyond this machine without --token (anyone on the network can read your photos)")
+           help="serve a network without --token (anyone reads your photos)")
     option("", "--json", modes=everywhere, action="store_true", help="machine-readable output")
     option("", "-q", "--quiet", modes=everywhere, action="store_true", help="no progress bar")
     option("", "-v", "--verbose", modes=everywhere, action="store_true", help="show the libraries' logs")
@@ -191,13 +192,34 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
         args = build_parser(given).parse_args(argv)
         if given == "search" and args.words:
             args.query = [*(args.query or []), " ".join(args.words)]
+        if given == "index" and args.folders:
+            args.image_dir = [*(args.image_dir or []), *args.folders]
         return _complete(args)
-    if mode_flag is not None and any(a in ("-h", "--help") for a in argv):  # photoseek --mode search --help: that mode's help
-        build_parser(mode_flag).parse_args(["--help"])
+    if any(a in ("-h", "--help") for a in argv):
+        if mode_flag is not None:  # photoseek --mode search --help: that mode's help
+            build_parser(mode_flag).parse_args(["--help"])
+        print(overview())  # photoseek --help: the modes, not every mode's options at once
+        raise SystemExit(0)
     if not argv:
         raise InvalidArgumentError("what to do? photoseek MODE ... with MODE one of: " + ", ".join(MODES) +
                                    " (photoseek MODE --help, photoseek --help)")
     return _complete(build_parser().parse_args(argv))
+
+
+def overview() -> str:
+    width = max(len(m) for m in MODES)
+    lines = ["usage: photoseek MODE [options]   (or: photoseek --mode MODE [options])", "",
+             "Search your photo folders by what is in them (CLIP + Milvus).", "", "modes:"]
+    lines += [f"  {m:<{width}}  {d}" for m, d in MODES.items()]
+    lines += ["", "photoseek MODE --help lists a mode's options; photoseek --version.", "",
+              "examples:",
+              "  photoseek index --image-dir ~/Pictures",
+              '  photoseek search "a cat on a sofa"',
+              "  photoseek serve                     # the web page on http://127.0.0.1:8000/",
+              "",
+              "The index is $PHOTOSEEK_MILVUS_URI, else $PHOTOSEEK_HOME/milvus.db, else ~/.local/share/photoseek/milvus.db.",
+              "Guides: the docs/ folder of the source (searching, models, service mode, HTTP API, deployment)."]
+    return "\n".join(lines)
 
 
 def _flag_value(argv: list[str], flag: str) -> str | None:

@@ -214,3 +214,62 @@ def test_the_duplicates_view_shows_each_group_best_copy_first(browser, tmp_path:
             assert all("keep" in c.get_attribute("class") and c.find_element(By.CSS_SELECTOR, ".score").text == "keep" for c in firsts)
             OUTPUT.mkdir(exist_ok=True)
             browser.save_screenshot(str(OUTPUT / "duplicates.png"))
+
+
+def test_the_first_page_says_what_to_do_and_a_search_lives_in_the_address(browser, tmp_path: Path, scenes: Path) -> None:  # type: ignore[no-untyped-def]
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def names() -> list[str]:
+        return [c.find_element(By.CSS_SELECTOR, ".name").text for c in browser.find_elements(By.CSS_SELECTOR, "#grid .card")]
+
+    with ImageSearchEngine(model_name=TEST_MODEL, milvus_uri=str(tmp_path / "web.db"), device="cpu") as engine:
+        with running_server(create_app(engine, thumbnail_dir=tmp_path / "thumbs")) as url:
+            wait = WebDriverWait(browser, 30)
+            browser.get(url + "/")
+            wait.until(ec.text_to_be_present_in_element((By.ID, "stats"), "0 images"))
+            # an empty index: the page says what to do, and the header stays a header
+            assert browser.find_element(By.ID, "empty-state").is_displayed()
+            assert browser.find_element(By.ID, "empty-index").is_displayed()
+            window_height = browser.execute_script("return window.innerHeight")
+            header_height = browser.execute_script("return document.querySelector('header').getBoundingClientRect().height")
+            assert header_height < 0.3 * window_height, (header_height, window_height)
+            top_k = browser.find_element(By.ID, "top-k")
+            assert browser.execute_script("return arguments[0].labels.length && arguments[0].labels[0].textContent.trim()", top_k) == "Show"
+            OUTPUT.mkdir(exist_ok=True)
+            browser.save_screenshot(str(OUTPUT / "first-page.png"))
+
+            engine.index_directory(scenes)
+            browser.get(url + "/")
+            wait.until(ec.text_to_be_present_in_element((By.ID, "stats"), "24 images"))
+            assert not browser.find_element(By.ID, "empty-index").is_displayed()
+
+            def search(words: str) -> None:
+                box = browser.find_element(By.ID, "query")
+                box.clear()
+                box.send_keys(words)
+                box.submit()
+                wait.until(ec.text_to_be_present_in_element((By.ID, "status"), f"results for “{words}”"))
+
+            search("a red circle")
+            assert "q=a+red+circle" in browser.current_url
+            assert not browser.find_element(By.ID, "empty-state").is_displayed()
+            circles = names()
+            search("a blue square")
+            squares = names()
+            assert circles != squares
+            browser.back()  # the earlier search comes back, in the box and in the results
+            wait.until(ec.text_to_be_present_in_element((By.ID, "status"), "results for “a red circle”"))
+            assert browser.find_element(By.ID, "query").get_attribute("value") == "a red circle"
+            assert names() == circles
+            browser.back()  # the page as it opened
+            wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, "#grid .card"))
+            assert browser.find_element(By.ID, "empty-state").is_displayed()
+
+            # a shared address opens on its search
+            browser.get(url + "/?q=a+blue+square&top_k=3")
+            wait.until(ec.text_to_be_present_in_element((By.ID, "status"), "results for “a blue square”"))
+            assert names() == squares[:3]
+            assert browser.find_element(By.ID, "top-k").get_attribute("value") == "3"
+            browser.save_screenshot(str(OUTPUT / "shared-search.png"))

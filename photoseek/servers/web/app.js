@@ -165,7 +165,11 @@ function fromAddress() {
   for (const value of params.getAll("add")) terms.push({ sign: 1, value, label: value });
   for (const value of params.getAll("subtract")) terms.push({ sign: -1, value, label: value });
   renderTerms();
-  if (params.get("q")) searchText(null, false);
+  if (params.get("q")) { searchText(null, false); return; }
+  // back to the address without a search: the page as it opened
+  document.querySelector("main").classList.remove("searched");
+  $("grid").replaceChildren();
+  setStatus("");
 }
 
 async function searchText(event, remember = true) {
@@ -268,9 +272,7 @@ async function startIndex(event) {
       job = await api(`/api/jobs/${job.id}`);
       renderJob(job);
     }
-    window.addEventListener("popstate", fromAddress);
-refreshStats();
-fromAddress();
+    refreshStats();
   } catch (error) { setStatus(error.message, true); }
 }
 
