@@ -596,9 +596,10 @@ def _check_index_arguments(args: argparse.Namespace) -> None:
         from photoseek.store.lite import resolve_uri
 
         refuse_lite(resolve_uri(args.milvus_uri, args.milvus_host, args.milvus_port))
+    from photoseek.indexing.scan import existing_folder
+
     for folder in args.image_dir or []:
-        if not Path(folder).expanduser().is_dir():
-            raise InvalidArgumentError(f"image folder {folder!r} does not exist or is not a folder")
+        existing_folder(folder)
     args.loaded_descriptions = _load_descriptions(args.descriptions)
 
 
@@ -609,9 +610,10 @@ def _check_watch_arguments(args: argparse.Namespace) -> None:
         raise InvalidArgumentError("--watch keeps a folder current from this machine; --ray indexes once on a cluster")
     if not args.image_dir:
         raise InvalidArgumentError("--watch needs the folders to watch: --image-dir DIR (repeatable)")
+    from photoseek.indexing.scan import existing_folder
+
     for folder in args.image_dir:
-        if not Path(folder).expanduser().is_dir():
-            raise InvalidArgumentError(f"image folder {folder!r} does not exist or is not a folder")
+        existing_folder(folder)
     if args.mode == "serve":
         roots = [os.path.realpath(os.path.expanduser(r)) for r in args.index_root or [os.path.expanduser("~")]]
         for folder in args.image_dir:

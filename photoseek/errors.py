@@ -107,3 +107,18 @@ class ModelFidelityWarning(UserWarning):
 
 class EncoderServerWarning(UserWarning):
     """One of several CLIP servers is not answering (or serves something else); the others carry on."""
+
+
+def warn_caller(message: str, category: type[Warning]) -> None:
+    """Warn at the first line outside this package: the user's own call, however deep inside the package the
+    warning arises (no counted stack levels to keep in step with the code)."""
+    import os
+    import sys
+    import types  # noqa: F401 (the annotation below)
+    import warnings
+
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    level, frame = 2, sys._getframe(1)  # type: int, types.FrameType | None
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)

@@ -14,7 +14,10 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from photoseek.errors import InvalidArgumentError
 
@@ -84,3 +87,14 @@ def compose(query: str, add: list[str] | tuple[str, ...] = (), subtract: list[st
     if len(terms) > MAX_TERMS:
         raise InvalidArgumentError(f"at most {MAX_TERMS} terms in one query, got {len(terms)}")
     return terms
+
+
+def combine(terms: Sequence[QueryTerm], vectors: Sequence[np.ndarray]) -> np.ndarray:
+    """The composed query's unit vector: each term's unit vector times its weight, summed, normalised (rclip's
+    arithmetic). Terms that cancel out leave nothing to search for: an error, not a random direction."""
+    combined = np.sum([term.weight * np.asarray(vector, dtype=np.float32) for term, vector in zip(terms, vectors, strict=True)],
+                      axis=0)
+    norm = float(np.linalg.norm(combined))
+    if norm < 1e-6:
+        raise InvalidArgumentError("the terms cancel each other out: nothing is left to search for")
+    return (combined / norm).astype(np.float32)

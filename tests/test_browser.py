@@ -200,13 +200,13 @@ def test_the_duplicates_view_shows_each_group_best_copy_first(browser, tmp_path:
     with ImageSearchEngine(model_name=TEST_MODEL, milvus_uri=str(tmp_path / "dups.db"), device="cpu") as engine:
         engine.index_directory(tmp_path / "library")
         with running_server(create_app(engine, thumbnail_dir=tmp_path / "thumbs")) as url:
-            expected = [[Path(r["path"]).name for r in group] for group in httpx.get(url + "/api/duplicates").json()["groups"]]
+            expected = [[Path(r["path"]).name for r in group] for group in httpx.get(url + "/api/duplicates", timeout=300).json()["groups"]]
             assert len(expected) == 10
             browser.get(url + "/")
             wait = WebDriverWait(browser, 30)
             wait.until(ec.text_to_be_present_in_element((By.ID, "stats"), "80 images"))
             browser.find_element(By.ID, "show-duplicates").click()
-            wait.until(ec.text_to_be_present_in_element((By.ID, "status"), "10 groups of near-identical photos among 80"))
+            WebDriverWait(browser, 300).until(ec.text_to_be_present_in_element((By.ID, "status"), "10 groups of near-identical photos among 80"))
             shown = [[c.find_element(By.CSS_SELECTOR, ".name").text for c in g.find_elements(By.CSS_SELECTOR, ".card")]
                      for g in browser.find_elements(By.CSS_SELECTOR, "#grid .group")]
             assert shown == expected

@@ -615,8 +615,12 @@ def test_model_mismatch_fails_fast_and_rebuild_recreates(tmp_path: Path, scenes:
 @pytest.mark.mutation
 def test_bad_queries_and_empty_collection(tmp_path: Path) -> None:
     with make_engine(tmp_path) as engine:
-        with pytest.warns(EmptyIndexWarning, match="does not exist"):
+        with pytest.warns(EmptyIndexWarning, match="does not exist") as caught:
             assert engine.search("anything") == []
+        assert caught[0].filename == __file__  # the warning names the user's line, not one inside the package
+        with pytest.warns(EmptyIndexWarning) as caught:
+            assert engine.search_batch(["anything", "else"]) == [[], []]
+        assert caught[0].filename == __file__
         for bad in ["", "   \n\t"]:
             with pytest.raises(InvalidArgumentError, match="^the query is empty: type some words to search for$"):
                 engine.search(bad)

@@ -246,16 +246,16 @@ def test_token_guards_every_api_route(engine: ImageSearchEngine, tmp_path: Path)
 def test_a_cached_thumbnail_is_answered_without_reading_the_original_again(api: httpx.Client, library: Path,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """A results page asks for dozens of thumbnails: the original is read and hashed once, to make one."""
-    import photoseek.servers.http_api as http_api
+    import photoseek.servers.routes.context as routes
 
     reads: list[str] = []
-    original = http_api.read_indexed_file
+    original = routes.read_indexed_file
 
     def counted(record: dict[str, object], roots: object = ()) -> bytes:
         reads.append(str(record["path"]))
         return original(record, roots)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(http_api, "read_indexed_file", counted)
+    monkeypatch.setattr(routes, "read_indexed_file", counted)
     result = api.get("/api/search", params={"q": "shape", "top_k": 1}).json()["results"][0]
     first, second = api.get(result["thumbnail_url"]), api.get(result["thumbnail_url"])
     assert first.status_code == second.status_code == 200 and first.content == second.content

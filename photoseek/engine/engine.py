@@ -8,10 +8,8 @@ from __future__ import annotations
 import math
 import os
 import threading
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -30,11 +28,13 @@ from photoseek.errors import (
     InvalidArgumentError,
     ModelFidelityWarning,
     TextMatchUnavailableWarning,
+    warn_caller,
 )
 from photoseek.indexing.decode import load_rgb
 from photoseek.indexing.pipeline import Indexer, IndexSummary, ProgressCallback
+from photoseek.indexing.scan import existing_folder
 from photoseek.indexing.watch import DEFAULT_DEBOUNCE_SECONDS, FolderWatcher, WatchEvent
-from photoseek.query import QueryTerm
+from photoseek.query import QueryTerm, combine
 from photoseek.results import Duplicates, SearchResult
 from photoseek.store.filters import SearchFilter
 from photoseek.store.milvus import MilvusStore
@@ -132,7 +132,7 @@ class ImageSearchEngine:
         if self._encoder is None:
             # a rebuild read no collection in _setup: no old activation is kept, the weights run as trained
             if self._fidelity_problem and not self._rebuild_pending:
-                warnings.warn(self._fidelity_problem, ModelFidelityWarning, stacklevel=3)
+                warn_caller(self._fidelity_problem, ModelFidelityWarning)
             encoder = CLIPEncoder(mode=self.mode, model_name=self.model_name, **self._encoder_options)
             if self.mode == "service" and not self._rebuild_pending:
                 # a server may not name its model (clip-server does not): its vectors must still fit the collection
@@ -165,10 +165,15 @@ class ImageSearchEngine:
 
     # ------------------------------------------------------------------ indexing
 
-    def _indexer(self) -> Indexer:
+    def _drop_collection_for_rebuild(self) -> None:
+        """`rebuild=True`: the collection is dropped, once, just before the first index run writes to it."""
         if self._rebuild_pending:
             self.store.drop()
             self._rebuild_pending = False
+
+    def _indexer(self) -> Indexer:
+        """An indexer for the collection, created if need be (after the pending rebuild's drop)."""
+        self._drop_collection_for_rebuild()
         self.store.open_collection(self.model_name, self.encoder.dim, create=True, build=self.encoder.build)
         return Indexer(self.encoder, self.store, decode_workers=self._decode_workers)
 
@@ -181,9 +186,7 @@ class ImageSearchEngine:
         `ray`: run on a Ray cluster instead (see index_on_ray; `progress` is then Ray's own)."""
         if ray is not None:
             return self.index_on_ray([image_dir], ray=ray, descriptions=descriptions, within=within, exclude=exclude)
-        folder = Path(image_dir).expanduser()
-        if not folder.is_dir():
-            raise InvalidArgumentError(f"image folder {str(image_dir)!r} does not exist or is not a folder")
+        folder = existing_folder(image_dir)
         return self._indexer().index_directory(folder, descriptions, progress, within, exclude)
 
     def watch(self, image_dirs: Sequence[str | os.PathLike[str]], stop: threading.Event | None = None,
@@ -197,10 +200,7 @@ class ImageSearchEngine:
         has begun (changes made before it are not missed; unchanged files cost a stat).
         `on_change(folder, summary)` after each folder is brought up to date; `on_event` also hears of a
         watched folder gone (its rows are kept) or back; `on_error` of a run that failed (tried again)."""
-        roots = [os.path.abspath(Path(d).expanduser()) for d in image_dirs]
-        for root in roots:
-            if not os.path.isdir(root):
-                raise InvalidArgumentError(f"image folder {root!r} does not exist or is not a folder")
+        roots = [os.path.abspath(existing_folder(d)) for d in image_dirs]
 
         def bring_up_to_date(folders: list[str]) -> None:
             for folder in folders:
@@ -225,10 +225,7 @@ class ImageSearchEngine:
         The driver loads no model: the encoder actors do."""
         from photoseek.indexing.ray_index import EncoderSpec, RayIndexer, RayOptions
 
-        folders = [Path(d).expanduser() for d in image_dirs]
-        for folder in folders:
-            if not folder.is_dir():
-                raise InvalidArgumentError(f"image folder {str(folder)!r} does not exist or is not a folder")
+        folders = [existing_folder(d) for d in image_dirs]
         if not folders and manifest is None:
             raise InvalidArgumentError("nothing to index: give image folders or a manifest")
         options = dict(self._encoder_options)
@@ -264,13 +261,12 @@ class ImageSearchEngine:
         (photoseek/engine/ranking.py); scores are cosine similarities."""
         return self._search_batch(queries, top_k, search_filter)
 
-    def _missing_collection(self, warn_at: int) -> None:
-        """Warn, at the caller's line (`warn_at` frames up from here), that there is nothing to search yet."""
-        warnings.warn(f"collection {self.store.collection_name!r} does not exist at {self.store.location}: "
-                      "index some images first", EmptyIndexWarning, stacklevel=warn_at)
+    def _missing_collection(self) -> None:
+        """Warn, at the user's line, that there is nothing to search yet."""
+        warn_caller(f"collection {self.store.collection_name!r} does not exist at {self.store.location}: "
+                    "index some images first", EmptyIndexWarning)
 
     def _search_batch(self, queries: Sequence[str], top_k: int, search_filter: SearchFilter | None) -> list[list[SearchResult]]:
-        # called by search and search_batch alone: the user's own line is two frames up (warnings name it)
         if isinstance(queries, str) or not isinstance(queries, Sequence):
             raise InvalidArgumentError("queries must be a list of strings")
         cleaned = [_check_query(q) for q in queries]
@@ -279,7 +275,7 @@ class ImageSearchEngine:
             return []
         info = self.store.open_collection(self.model_name, None, create=False)
         if info is None:
-            self._missing_collection(warn_at=4)
+            self._missing_collection()
             return [[] for _ in cleaned]
         vectors, answered_by = self.router.encode(cleaned, self.encoder.encode_texts)
         vectors = normalize(vectors)
@@ -291,10 +287,10 @@ class ImageSearchEngine:
         else:
             if self.text_match == "on" and not self._text_match_noticed:
                 self._text_match_noticed = True
-                warnings.warn(text_match_unavailable(info.name, self.store.location), TextMatchUnavailableWarning, stacklevel=3)
+                warn_caller(text_match_unavailable(info.name, self.store.location), TextMatchUnavailableWarning)
             ranked = [[Ranked(hit) for hit in hits] for hits in self.store.search(vectors, top_k, search_filter)]
         if not any(ranked) and self.store.count() == 0:
-            warnings.warn(f"collection {self.store.collection_name!r} holds no images yet", EmptyIndexWarning, stacklevel=3)
+            warn_caller(f"collection {self.store.collection_name!r} holds no images yet", EmptyIndexWarning)
         return [_ranked_results(r, encoder) for r, encoder in zip(ranked, answered_by, strict=True)]
 
     def _encode_words(self, texts: list[str]) -> np.ndarray:
@@ -309,9 +305,9 @@ class ImageSearchEngine:
             raise InvalidArgumentError("a composed query needs one or more QueryTerm")
         _check_top_k(top_k)
         if self.store.open_collection(self.model_name, None, create=False) is None:
-            self._missing_collection(warn_at=3)
+            self._missing_collection()
             return []
-        parts: list[np.ndarray] = []
+        vectors: list[np.ndarray] = []
         texts = [t.text for t in terms if t.text is not None]
         text_vectors = iter(normalize(self.router.encode(texts, self.encoder.encode_texts)[0]) if texts else [])
         ids = [t.image_id for t in terms if t.image_id is not None]
@@ -326,12 +322,9 @@ class ImageSearchEngine:
                 if row is None:
                     raise InvalidArgumentError(f"image id:{term.image_id} is not in collection {self.store.collection_name!r}")
                 vector = normalize(np.asarray(row["vector"], dtype=np.float32)[None])[0]
-            parts.append(term.weight * vector)
-        combined = np.sum(parts, axis=0)
-        if float(np.linalg.norm(combined)) < 1e-6:
-            raise InvalidArgumentError("the terms cancel each other out: nothing is left to search for")
+            vectors.append(vector)
         answered_by = " ".join(t.label for t in terms)
-        return _to_results(self.store.search(normalize(combined[None]), top_k, search_filter)[0], answered_by)
+        return _to_results(self.store.search(combine(terms, vectors)[None], top_k, search_filter)[0], answered_by)
 
     @property
     def router(self) -> QueryRouter:
@@ -349,7 +342,7 @@ class ImageSearchEngine:
         if isinstance(image, os.PathLike):
             image = os.fspath(image)
         if self.store.open_collection(self.model_name, None, create=False) is None:
-            self._missing_collection(warn_at=3)
+            self._missing_collection()
             return []
         vectors = self.encoder.encode_images([load_rgb(image, min_side=self.encoder.image_size)])
         return _to_results(self.store.search(vectors, top_k, search_filter)[0])

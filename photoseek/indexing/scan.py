@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from photoseek.errors import InvalidArgumentError
 from photoseek.indexing.decode import IMAGE_EXTENSIONS, is_raw
 
 
@@ -37,6 +38,14 @@ class ScanResult:
     unlisted_dirs: list[str] = field(default_factory=list)
     # with recursive=False: the subfolders that a recursive scan would have entered
     subfolders: list[str] = field(default_factory=list)
+
+
+def existing_folder(folder: str | os.PathLike[str], what: str = "image folder") -> Path:
+    """The folder (`~` expanded), or the error every caller gives for one that is not there."""
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        raise InvalidArgumentError(f"{what} {str(folder)!r} does not exist or is not a folder")
+    return path
 
 
 def _is_hidden(name: str) -> bool:
