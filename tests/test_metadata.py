@@ -429,3 +429,48 @@ def test_cli_and_http_filter_on_metadata(library: Path, tmp_path: Path) -> None:
                 assert refused.status_code in (400, 422) and named in refused.text, refused.text
     finally:
         engine.close()
+
+
+# ------------------------------------------------------------------------ the values a user sees (round 2)
+
+def _xmp_packet(latitude: str, longitude: str) -> bytes:
+    return ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+            '<rdf:Description xmlns:exif="http://ns.adobe.com/exif/1.0/" '
+            f'exif:GPSLatitude="{latitude}" exif:GPSLongitude="{longitude}"/></rdf:RDF></x:xmpmeta>').encode()
+
+
+@pytest.mark.parametrize(("latitude", "longitude", "expected"), [
+    ("40,42,46.08N", "74,0,21.6W", (40.7128, -74.006)),  # New York: west of Greenwich, with seconds
+    ("33,52,7.68S", "151,12,33.48E", (-33.8688, 151.2093)),  # Sydney
+    ("22,54,23.4S", "43,10,22.8W", (-22.9065, -43.1730)),  # Rio de Janeiro
+    ("35,0.696N", "135,46.086E", (35.0116, 135.7681)),  # Kyoto, degrees and decimal minutes
+])
+def test_an_xmp_position_lands_in_its_hemisphere(tmp_path: Path, photos: dict[str, Path], latitude: str, longitude: str,
+                                                 expected: tuple[float, float]) -> None:
+    """Phones and editors that write no EXIF GPS write XMP: "DDD,MM,SS.ssH" or "DDD,MM.mmmH"."""
+    path = write_photo(tmp_path / "xmp.jpg", photos["coffee"], size=(200, 150), xmp=_xmp_packet(latitude, longitude))
+    found = photo_metadata(path)
+    assert found.latitude == pytest.approx(expected[0], abs=1e-4) and found.longitude == pytest.approx(expected[1], abs=1e-4)
+
+
+def test_the_date_taken_is_the_shutters_not_the_last_edits(tmp_path: Path, photos: dict[str, Path]) -> None:
+    """EXIF DateTime is when a file was last changed (an editor rewrites it); DateTimeOriginal is the shot."""
+    image = Image.open(photos["coffee"]).convert("RGB").resize((200, 150))
+    exif = Image.Exif()
+    exif[ExifTags.Base.DateTime] = "2024:03:01 12:00:00"  # edited years later
+    details = exif.get_ifd(ExifTags.IFD.Exif)
+    details[ExifTags.Base.DateTimeOriginal] = "2019:06:14 17:03:22"
+    details[ExifTags.Base.OffsetTimeOriginal] = "-05:00"
+    image.save(tmp_path / "edited.jpg", "JPEG", exif=exif)
+    found = photo_metadata(tmp_path / "edited.jpg")
+    assert found.taken == datetime(2019, 6, 14, 17, 3, 22, tzinfo=timezone.utc).timestamp()
+    assert found.taken_offset_minutes == -300
+
+
+@pytest.mark.parametrize(("offset", "shown"), [(-300, "-05:00"), (-210, "-03:30"), (330, "+05:30"), (0, "+00:00"), (None, "")])
+def test_a_utc_offset_is_shown_as_people_write_it(offset: int | None, shown: str) -> None:
+    from photoseek.results import describe_metadata
+
+    taken = datetime(2019, 6, 14, 17, 3, tzinfo=timezone.utc).timestamp()
+    line = describe_metadata(PhotoMetadata(taken=taken, taken_offset_minutes=offset))
+    assert line == f"2019-06-14 17:03 {shown}".rstrip()

@@ -112,6 +112,27 @@ def test_a_name_finds_its_photo_and_a_name_with_pictured_words_its_photos_in_pic
         assert "words: Zoe (in its description)" in shown and "photos your words name come first" in shown
 
 
+def test_a_users_folder_layout_and_japanese_words(scenes: Path, tmp_path: Path) -> None:
+    """Photos under ~/Pictures/<album> and ~/Downloads: "pictures of ..." is a visual query, not the name of a
+    folder (every photo under Pictures would come first); kana inside a longer run of Japanese is found as
+    Chinese characters are (a description "うちのねこ" for "ねこ", a file "さくらの木.png" for "さくら")."""
+    names = sorted(captions_of(scenes))
+    home = tmp_path / "home"
+    for number, name in enumerate(names):
+        folder = home / "Pictures" / ("Summer 2019" if number % 2 else "Birthday") if number < 16 else home / "Downloads"
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(scenes / name, folder / ("さくらの木.png" if number == 20 else name))
+    fused, clip = engines(str(tmp_path / "layout.db"))
+    with fused, clip:
+        fused.index_directory(home, {names[9]: "うちのねこ"})
+        for query in ("pictures of a red circle", "pictures of a blue square", "a picture of a green triangle"):
+            assert [r.path for r in fused.search(query, top_k=10)] == [r.path for r in clip.search(query, top_k=10)], query
+        cat = fused.search("ねこ", top_k=3)[0]
+        assert Path(cat.path).name == names[9] and cat.matched_in == ("description",)
+        tree = fused.search("さくら", top_k=3)[0]
+        assert Path(tree.path).name == "さくらの木.png" and tree.matched_in == ("file name",)
+
+
 def test_the_first_results_are_one_list_whatever_top_k_and_write_order(scenes: Path, tmp_path: Path, store_uri: str) -> None:
     """Copies of a photo have (nearly) equal vectors: ties go by id, not by the order rows were written, so top-k 1, 3 and
     10 begin alike and a library indexed in another order ranks the same (up to scores within 1e-5 of each other:

@@ -4,6 +4,7 @@ another site's pages in the user's browser, folders outside the roots probed, jo
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ import httpx
 import pytest
 from conftest import ROOT, TEST_MODEL
 from http_server import latencies_while, running_server
+from PIL import Image
 
 from image_search import ImageSearchEngine
 from photoseek.servers.http_api import create_app, host_name
@@ -337,6 +339,42 @@ def test_bodies_are_bounded_before_they_are_read(served) -> None:  # type: ignor
     assert long_query.status_code == 422 and "q" in long_query.json()["error"]
     many = client.post("/api/search/batch", json={"queries": ["cat"] * 101})
     assert many.status_code == 422 and "error" in many.json()
+
+
+def test_a_phone_photo_just_under_the_upload_limit_is_searched_and_one_just_over_is_refused(served, scenes: Path) -> None:  # type: ignore[no-untyped-def]
+    """The limit is what the README promises (20 MB): a large phone photo fits; a byte more does not."""
+    from photoseek.servers.http_api import DEFAULT_MAX_UPLOAD
+
+    client, _, _ = served
+    assert DEFAULT_MAX_UPLOAD == 20 * 1024 * 1024
+    picture = io.BytesIO()
+    Image.open(scenes / "scene_00003.png").convert("RGB").save(picture, "JPEG", quality=95)
+    padding = DEFAULT_MAX_UPLOAD - len(picture.getvalue())  # bytes after the JPEG's end: as large, still a photo
+    under = picture.getvalue() + b"\0" * (padding - 1024)
+    over = picture.getvalue() + b"\0" * (padding + 1)
+    answered = client.post("/api/search/image", files={"file": ("phone.jpg", under, "image/jpeg")}, data={"top_k": "1"})
+    assert answered.status_code == 200, answered.text
+    assert Path(answered.json()["results"][0]["path"]).name == "scene_00003.png"
+    refused = client.post("/api/search/image", files={"file": ("phone.jpg", over, "image/jpeg")}, data={"top_k": "1"})
+    assert refused.status_code == 413 and "20 MB" in refused.json()["error"]
+
+
+def test_an_index_job_leaves_out_what_exclude_names(served) -> None:  # type: ignore[no-untyped-def]
+    client, root, engine = served
+    album = root / "album"
+    for sub in ("keep", "exports"):
+        (album / sub).mkdir(parents=True)
+        for name in ("scene_00001.png", "scene_00002.png"):
+            shutil.copy(root / "pics" / name, album / sub / name)
+    (album / "keep" / "draft.tmp.png").write_bytes((album / "keep" / "scene_00001.png").read_bytes())
+    job = client.post("/api/index", json={"folder": str(album), "exclude": ["exports", "*.tmp.png"]}).json()
+    while job["state"] in ("queued", "running"):
+        time.sleep(0.2)
+        job = client.get(f"/api/jobs/{job['id']}").json()
+    assert job["state"] == "done" and job["summary"]["indexed"] == 2, job
+    indexed = {Path(r["path"]).relative_to(album).as_posix() for r in client.get(
+        "/api/search", params={"q": "shape", "top_k": 100, "folder": str(album)}).json()["results"]}
+    assert indexed == {"keep/scene_00001.png", "keep/scene_00002.png"}
 
 
 def test_decoding_uploads_does_not_stall_the_server(served, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

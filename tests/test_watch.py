@@ -279,3 +279,58 @@ def test_the_server_watches_its_folders_as_index_jobs(tmp_path: Path, scenes: Pa
             photo(library / "added.jpg", (10, 10, 220))
             wait_for(lambda: engine.image_record(path_id(str(library / "added.jpg"))) is not None, what="the new photo")
             assert len(jobs()) >= 2
+
+
+def test_folders_whose_names_start_alike_are_each_brought_up_to_date(tmp_path: Path) -> None:
+    """lib/b and lib/b2 change in one burst: b does not hold b2, so both are runs of their own."""
+    root = tmp_path / "lib"
+    photo(root / "b" / "one.jpg")
+    photo(root / "b2" / "one.jpg")
+    with watching(root) as (applied, _):
+        photo(root / "b" / "two.jpg")
+        photo(root / "b2" / "two.jpg")
+        wait_for(lambda: applied, what="a burst in two folders")
+        time.sleep(QUICK * 3)
+        assert sorted(folder for batch in applied for folder in batch) == [str(root / "b"), str(root / "b2")]
+
+
+def test_while_watching_exclude_holds_in_subfolders_and_a_vanished_disk_keeps_its_rows(tmp_path: Path, scenes: Path) -> None:
+    library = tmp_path / "disk"
+    (library / "trip").mkdir(parents=True)
+    for name in ("scene_00001.png", "scene_00002.png"):
+        shutil.copy(scenes / name, library / "trip" / name)
+    engine = ImageSearchEngine(model_name=TEST_MODEL, milvus_uri=str(tmp_path / "watch.db"), device="cpu")
+    changes: list[tuple[str, IndexSummary]] = []
+    stop = threading.Event()
+    thread = threading.Thread(target=engine.watch, args=([library], stop),
+                              kwargs={"on_change": lambda f, s: changes.append((f, s)), "debounce": QUICK,
+                                      "exclude": ["exports", "*.tmp.png"]})
+    try:
+        assert engine.index_directory(library, exclude=["exports", "*.tmp.png"]).indexed == 2
+        thread.start()
+        wait_for(lambda: changes, what="the catch-up run")
+        rows = lambda: {f.path for f in engine.store.iter_files()}  # noqa: E731
+
+        # changes deep inside: the patterns still apply, relative to the watched folder as in a full run
+        (library / "trip" / "exports").mkdir()
+        shutil.copy(scenes / "scene_00003.png", library / "trip" / "exports" / "big.png")
+        shutil.copy(scenes / "scene_00004.png", library / "trip" / "draft.tmp.png")
+        shutil.copy(scenes / "scene_00005.png", library / "trip" / "kept.png")
+        wait_for(lambda: str(library / "trip" / "kept.png") in rows(), what="the new photo indexed")
+        time.sleep(QUICK * 4)
+        assert rows() == {str(library / "trip" / n) for n in ("scene_00001.png", "scene_00002.png", "kept.png")}
+
+        # the disk goes away (unmounted, unplugged): its photos are not deleted from the index
+        changes.clear()
+        away = tmp_path / "unplugged"
+        library.rename(away)
+        time.sleep(QUICK * 8)
+        assert len(rows()) == 3 and all(s.removed == 0 for _, s in changes)
+        away.rename(library)
+        wait_for(lambda: changes, what="a run once the disk is back")
+        assert len(rows()) == 3
+    finally:
+        stop.set()
+        thread.join(timeout=20)
+        engine.close()
+    assert not thread.is_alive()

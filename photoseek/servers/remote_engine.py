@@ -103,6 +103,9 @@ class RemoteEngine:
                                   "min_width": search_filter.min_width}
         return {name: value for name, value in fields.items() if value is not None}
 
+    def search(self, query: str, top_k: int = 5, search_filter: SearchFilter | None = None) -> list[SearchResult]:
+        return self.search_batch([query], top_k, search_filter)[0]
+
     def search_batch(self, queries: Sequence[str], top_k: int = 5,
                      search_filter: SearchFilter | None = None) -> list[list[SearchResult]]:
         body = self._call("POST", "/api/search/batch",
