@@ -385,7 +385,7 @@ def test_reopen_with_another_model_or_dimension_is_refused(store: MilvusStore, s
             other.open_collection("other::v1", None, create=False)
         assert str(refused.value).endswith(
             "holds 8-d vectors from model 'test-model::v0', but the model in use is 'other::v1'. Use --model "
-            "'test-model::v0' to search it, choose another collection with --collection, or re-encode everything "
+            "'test-model::v0' to search or add to it, choose another collection with --collection, or re-encode everything "
             "into this one with --rebuild."), refused.value
     finally:
         other.close()
