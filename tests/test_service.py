@@ -1111,19 +1111,33 @@ def test_work_queued_after_the_client_left_is_dropped(rpc: str, left_while: str,
 
     def seeing(method: Any) -> Any:  # the server's own view of when the RPC ended, through gRPC's callback
         def single(self: JinaGrpcEncoder, request: Any, context: Any) -> Any:
-            context.add_callback(server_saw_end.set)
             if left_while == "starting":
+                context.add_callback(server_saw_end.set)
                 entered.set()
                 assert server_saw_end.wait(30), "the server never saw the client leave"
             try:
-                return method(self, request, context)
+                return method(self, request, SeenAfterTheHandler(context))
             finally:
                 handler_done.set()
 
         def stream(self: JinaGrpcEncoder, requests: Iterator[Any], context: Any) -> Iterator[Any]:
-            context.add_callback(server_saw_end.set)
-            yield from method(self, requests, context)
+            yield from method(self, requests, SeenAfterTheHandler(context))
         return single if rpc == "single" else stream
+
+    class SeenAfterTheHandler:
+        """The RPC's context, with the test's end signal run after the handler's own callbacks (gRPC runs them in
+        the order they were added): the texts are queued once the server itself has seen the client leave."""
+
+        def __init__(self, context: Any):
+            self._context = context
+
+        def add_callback(self, callback: Any) -> bool:
+            added = self._context.add_callback(callback)
+            self._context.add_callback(server_saw_end.set)
+            return bool(added)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._context, name)
 
     monkeypatch.setattr(batcher, "submit", submit_after_the_client_left)
     name = "process_single_data" if rpc == "single" else "call"
