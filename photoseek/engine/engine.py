@@ -18,7 +18,13 @@ from PIL import Image
 from photoseek.encoders.encoder import DEFAULT_MODEL, CLIPEncoder, normalize
 from photoseek.encoders.multilingual import QueryRouter, planned_query_encoder
 from photoseek.encoders.open_clip_backend import architecture_quick_gelu, trained_activation
-from photoseek.engine.duplicates import DEFAULT_MAX_HASH_DISTANCE, DEFAULT_SIMILARITY, find_duplicates, indexed_picture
+from photoseek.engine.duplicates import (
+    DEFAULT_MAX_HASH_DISTANCE,
+    DEFAULT_SIMILARITY,
+    PixelVerdicts,
+    find_duplicates,
+    indexed_picture,
+)
 from photoseek.engine.ranking import Ranked, WordRanking
 from photoseek.errors import (
     CollectionMismatchError,
@@ -72,6 +78,7 @@ class ImageSearchEngine:
         # on: the same, with a notice when it cannot; off: CLIP alone
         self.text_match = text_match
         self._text_match_noticed = False
+        self._pixel_verdicts = PixelVerdicts()  # pixel checks already made, for groups asked for again
         self.mode = mode
         # what the caller passes in, the caller closes (a shared encoder outlives one engine)
         self._owns_store, self._injected_encoder = store is None, encoder
@@ -374,7 +381,8 @@ class ImageSearchEngine:
         if not self.store.has_metadata:
             raise InvalidArgumentError(f"collection {self.store.collection_name!r} was indexed before perceptual hashes were kept: "
                                        "run --mode index on its folders once (nothing is re-encoded)")
-        report = find_duplicates(self.store, similarity, max_hash_distance, search_filter, load=indexed_picture(within))
+        report = find_duplicates(self.store, similarity, max_hash_distance, search_filter, load=indexed_picture(within),
+                                 verdicts=self._pixel_verdicts)
         return Duplicates([_to_results(group) for group in report.groups], report.photos_compared, report.without_hash,
                           report.pairs_checked, report.unreadable)
 
