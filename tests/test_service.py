@@ -1102,12 +1102,18 @@ def test_work_queued_after_the_client_left_is_dropped(rpc: str, left_while: str,
     batcher = MicroBatcher(test_encoder, max_batch=8)
     real_submit = batcher.submit
 
-    def submit_after_the_client_left(kind: str, item: Any) -> Any:
+    def submit_after_the_client_left(kind: str, item: Any, **options: Any) -> Any:
         if kind == "text" and item.startswith("forgotten") and left_while == "queueing":
             entered.set()
             assert server_saw_end.wait(30), "the server never saw the client leave"
             forgotten_queued.append(item)
-        return real_submit(kind, item)
+            future = real_submit(kind, item, **options)
+            # give the batcher the time a loaded server gives it: work queued untracked is taken up and encoded
+            deadline = time.monotonic() + 1
+            while not (future.running() or future.done()) and time.monotonic() < deadline:
+                time.sleep(0.001)
+            return future
+        return real_submit(kind, item, **options)
 
     def seeing(method: Any) -> Any:  # the server's own view of when the RPC ended, through gRPC's callback
         def single(self: JinaGrpcEncoder, request: Any, context: Any) -> Any:
@@ -1172,8 +1178,8 @@ def test_a_long_grpc_stream_keeps_no_finished_work(test_encoder: CLIPEncoder, mo
     real_submit = batcher.submit
     queued: list[weakref.ref[Any]] = []
 
-    def recording_submit(kind: str, item: Any) -> Any:
-        future = real_submit(kind, item)
+    def recording_submit(kind: str, item: Any, **options: Any) -> Any:
+        future = real_submit(kind, item, **options)
         queued.append(weakref.ref(future))
         return future
 
@@ -1214,8 +1220,8 @@ def test_work_for_an_http_client_that_disconnected_is_dropped(test_encoder: CLIP
 
     forgotten_encoded = forgotten_texts_reaching_the_model(test_encoder, monkeypatch, hold_in_the_model)
 
-    def recording_submit(kind: str, item: Any) -> Any:
-        future = real_submit(kind, item)
+    def recording_submit(kind: str, item: Any, **options: Any) -> Any:
+        future = real_submit(kind, item, **options)
         queued.append(future)
         return future
 
@@ -1257,9 +1263,9 @@ def test_work_for_requests_that_went_away_is_dropped(test_encoder: CLIPEncoder,
         encoded.append(len(texts))
         return real_encode_texts(texts)
 
-    def counting_submit(kind: str, item: Any) -> Any:
+    def counting_submit(kind: str, item: Any, **options: Any) -> Any:
         submitted.append(kind)
-        return real_submit(kind, item)
+        return real_submit(kind, item, **options)
 
     monkeypatch.setattr(test_encoder, "encode_texts", counting_encode_texts)
     monkeypatch.setattr(batcher, "submit", counting_submit)

@@ -21,7 +21,7 @@ import binascii
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -52,8 +52,12 @@ class MicroBatcher:
         self._thread = threading.Thread(target=self._loop, name="encoder-batcher", daemon=True)
         self._thread.start()
 
-    def submit(self, kind: str, item: Any) -> Future[np.ndarray]:
+    def submit(self, kind: str, item: Any, owner: Callable[[Future[np.ndarray]], None] | None = None) -> Future[np.ndarray]:
+        """`owner` is given the future before the batcher can see it: one that cancels it (its client left) keeps
+        it from ever being encoded."""
         future: Future[np.ndarray] = Future()
+        if owner is not None:
+            owner(future)
         self._queue.put((kind, item, future))
         return future
 
@@ -256,6 +260,9 @@ class _AbandonedWork:
         with self._lock:
             self._futures.discard(future)
 
+    def track_one(self, future: Future[np.ndarray]) -> None:
+        self.track([future])
+
     def track(self, futures: list[Future[np.ndarray]]) -> None:
         with self._lock:
             gone = self.client_gone
@@ -298,8 +305,9 @@ class JinaGrpcEncoder:
             raise InvalidArgumentError("only text, blob, tensor or data: URIs are accepted (this server reads no files)")
         return self.encoder.prepare_image(load_rgb(data, min_side=self.encoder.image_size))
 
-    def _submit(self, request: Any) -> list[Future[np.ndarray]] | str:
-        """Queue every document of a request for the model; an error message instead when one cannot be."""
+    def _submit(self, request: Any, abandoned: _AbandonedWork) -> list[Future[np.ndarray]] | str:
+        """Queue every document of a request for the model, each tracked before it is queued (work queued after the
+        client left is cancelled before the model sees it); an error message instead when one cannot be."""
         endpoint = request.header.exec_endpoint or "/encode"
         if endpoint != "/encode":
             return f"this server answers /encode only, not {endpoint}"
@@ -310,10 +318,10 @@ class JinaGrpcEncoder:
         futures = []
         for position, doc in enumerate(request.data.docs.docs):
             if doc.WhichOneof("content") == "text":
-                futures.append(self.batcher.submit("text", bounded_text(doc.text)))
+                futures.append(self.batcher.submit("text", bounded_text(doc.text), owner=abandoned.track_one))
                 continue
             try:
-                futures.append(self.batcher.submit("image", self._image(doc)))
+                futures.append(self.batcher.submit("image", self._image(doc), owner=abandoned.track_one))
             except Exception as error:  # one bad document fails its own request, never the stream
                 for future in futures:
                     future.cancel()
@@ -357,9 +365,7 @@ class JinaGrpcEncoder:
     def process_single_data(self, request: Any, context: Any) -> Any:
         abandoned = _AbandonedWork(context)  # a client that cancels or times out leaves no work behind
         submitted = time.monotonic()
-        futures = self._submit(request) if not abandoned.client_gone else "the client went away"
-        if not isinstance(futures, str):
-            abandoned.track(futures)
+        futures = self._submit(request, abandoned) if not abandoned.client_gone else "the client went away"
         return self._answer(request, futures, submitted)
 
     def call(self, requests: Iterator[Any], context: Any) -> Iterator[Any]:
@@ -373,9 +379,7 @@ class JinaGrpcEncoder:
             try:
                 for request in requests:
                     submitted = time.monotonic()
-                    futures = self._submit(request)
-                    if not isinstance(futures, str):
-                        abandoned.track(futures)
+                    futures = self._submit(request, abandoned)
                     pending.put((request, futures, submitted))
             except Exception:  # the client went away: nothing left to answer
                 pass
