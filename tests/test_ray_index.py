@@ -159,13 +159,13 @@ def ray_engine(uri: str, collection: str, **options: Any) -> ImageSearchEngine:
 
 
 # nested folders, so that the tree is cut into parts
-LIBRARY_PARTS = {"2019/06 Kyoto": (120, 11), "2019/07": (100, 12), "2020": (60, 13), "": (20, 14)}
+LIBRARY_PARTS = {"2019/06 Kyoto": (60, 11), "2019/07": (50, 12), "2020": (30, 13), "": (10, 14)}
 LIBRARY_SIZE = sum(count for count, _ in LIBRARY_PARTS.values())
 
 
 @pytest.fixture(scope="module")
 def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """300 scenes in nested folders (so the tree is cut into parts) plus bad files."""
+    """150 scenes in nested folders (so the tree is cut into parts) plus bad files."""
     from make_scenes import write_scenes
 
     root = tmp_path_factory.mktemp("ray_library")
