@@ -180,6 +180,8 @@ def _near(vector: np.ndarray, seed: int, scale: float) -> np.ndarray:
     return moved / np.linalg.norm(moved)
 
 
+@pytest.mark.slow
+@pytest.mark.mutation  # in process, Lite: the mutation runs take it
 def test_groups_are_exact_on_rows_of_known_hashes(tmp_path: Path) -> None:
     """Rows written straight into a Milvus Lite store, with hashes and sizes chosen to sit on each rule's
     edge: plain copies (no mirror in the group), a mirrored copy, 14 bits apart (in) and 15 (out), a

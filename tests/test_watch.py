@@ -294,6 +294,7 @@ def test_folders_whose_names_start_alike_are_each_brought_up_to_date(tmp_path: P
         assert sorted(folder for batch in applied for folder in batch) == [str(root / "b"), str(root / "b2")]
 
 
+@pytest.mark.slow
 def test_while_watching_exclude_holds_in_subfolders_and_a_vanished_disk_keeps_its_rows(tmp_path: Path, scenes: Path) -> None:
     library = tmp_path / "disk"
     (library / "trip").mkdir(parents=True)

@@ -294,8 +294,13 @@ class MilvusStore:
         meta: dict[str, Any] = {"model": model, "dim": dim, "schema_version": SCHEMA_VERSION, "text_match": text_match}
         if build is not None:
             meta["build"] = build
-        self._call("create_collection", name or self.collection_name, schema=schema, index_params=index_params,
-                   consistency_level=SEARCH_CONSISTENCY, properties={META_PROPERTY: json.dumps(meta)})
+        collection = name or self.collection_name
+        self._call("create_collection", collection, schema=schema, consistency_level=SEARCH_CONSISTENCY,
+                   properties={META_PROPERTY: json.dumps(meta)})
+        # the collection is empty, so its indexes are built as they are declared: pymilvus's synchronous wait polls
+        # at 0.5 s steps, per index (a second for every new collection)
+        self._call("create_index", collection, index_params, sync=False)
+        self._call("load_collection", collection)
         if name is not None:  # a collection under construction (an upgrade), not this store's yet
             return CollectionInfo(name, model, dim, SCHEMA_VERSION, None if build is None else dict(build), text_match)
         self._info = CollectionInfo(self.collection_name, model, dim, SCHEMA_VERSION, None if build is None else dict(build),
