@@ -279,6 +279,8 @@ def test_search_and_unchanged_index_import_no_torch(tmp_path: Path, scenes: Path
         server.wait(timeout=30)
 
 
+@pytest.mark.slow
+@pytest.mark.mutation  # in process: the mutation runs take it
 def test_a_damaged_export_is_named_never_a_nan_and_no_pickle_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The export cache was trusted blindly: bytes flipped in a weights file (size and mtime kept) gave searches a
     bare NaN score (invalid JSON) with exit 0, and a crafted tokenizer.pickle ran its code. Files are now checked
