@@ -27,7 +27,7 @@ import photoseek.encoders.jina_protocol as jp
 from clip_encoder import CLIPEncoder
 from image_search import ImageSearchEngine
 from photoseek.errors import CollectionMismatchError, EncoderError, ModelLoadError
-from photoseek.servers.encoder_server import MicroBatcher, create_encoder_app, create_grpc_server
+from photoseek.servers.encoder_server import EncoderLimits, MicroBatcher, create_encoder_app, create_grpc_server
 
 pytestmark = pytest.mark.slow  # real Milvus, the model, or servers: not in the fast tier
 
@@ -930,34 +930,25 @@ def test_one_bad_document_in_a_grpc_stream_fails_alone(encoder_urls: dict[str, s
 def test_the_encoder_server_caps_requests(test_encoder: CLIPEncoder) -> None:
     import grpc
 
-    from photoseek.servers.encoder_server import EncoderLimits
-
     limits = EncoderLimits(max_request_bytes=2 * 1024 * 1024, max_documents=8, max_tensor_pixels=10_000)
     batcher = MicroBatcher(test_encoder)
-    server, port = create_grpc_server(test_encoder, "127.0.0.1:0", batcher, limits)
-    server.start()
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}", options=jp.CHANNEL_OPTIONS) as channel:
-            single = channel.unary_unary(jp.PROCESS_SINGLE_DATA, request_serializer=jp.DataRequest.SerializeToString,
-                                         response_deserializer=jp.DataRequest.FromString)
-            huge = jp.DataRequest()
-            huge.data.docs.docs.add(id="big", blob=b"\0" * (3 * 1024 * 1024))
-            with pytest.raises(grpc.RpcError) as too_big:
-                single(huge, timeout=30)
-            assert too_big.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            many = jp.DataRequest()
-            for i in range(9):
-                many.data.docs.docs.add(text=f"t{i}")
-            assert "at most 8 documents" in single(many, timeout=30).header.status.description
-            wide = jp.DataRequest()
-            _tensor_doc(wide, np.zeros((200, 200, 3), dtype=np.uint8))
-            assert "pixels" in single(wide, timeout=30).header.status.description
-        with running_server(create_encoder_app(test_encoder, batcher, limits)) as url:
-            over = httpx.post(url + "/post", json={"data": [{"text": "x"}] * 9})
-            assert over.status_code == 400 and "at most 8" in over.json()["header"]["status"]["description"]
-            assert httpx.post(url + "/post", content=b"x" * (3 * 1024 * 1024)).status_code == 413
-    finally:
-        server.stop(grace=None)
+    with grpc_encoder_stubs(test_encoder, batcher, limits) as (single, _):
+        huge = jp.DataRequest()
+        huge.data.docs.docs.add(id="big", blob=b"\0" * (3 * 1024 * 1024))
+        with pytest.raises(grpc.RpcError) as too_big:
+            single(huge, timeout=30)
+        assert too_big.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        many = jp.DataRequest()
+        for i in range(9):
+            many.data.docs.docs.add(text=f"t{i}")
+        assert "at most 8 documents" in single(many, timeout=30).header.status.description
+        wide = jp.DataRequest()
+        _tensor_doc(wide, np.zeros((200, 200, 3), dtype=np.uint8))
+        assert "pixels" in single(wide, timeout=30).header.status.description
+    with running_server(create_encoder_app(test_encoder, batcher, limits)) as url:
+        over = httpx.post(url + "/post", json={"data": [{"text": "x"}] * 9})
+        assert over.status_code == 400 and "at most 8" in over.json()["header"]["status"]["description"]
+        assert httpx.post(url + "/post", content=b"x" * (3 * 1024 * 1024)).status_code == 413
 
 
 def test_idle_grpc_streams_cannot_starve_the_server(test_encoder: CLIPEncoder) -> None:
@@ -965,40 +956,28 @@ def test_idle_grpc_streams_cannot_starve_the_server(test_encoder: CLIPEncoder) -
     With 100 open, a one-text request is answered at once; an idle stream is ended after stream_idle_seconds."""
     import grpc
 
-    from photoseek.servers.encoder_server import EncoderLimits
+    with grpc_encoder_stubs(test_encoder, MicroBatcher(test_encoder), EncoderLimits(stream_idle_seconds=3.0)) as (single, stream):
+        silent = threading.Event()
 
-    limits = EncoderLimits(stream_idle_seconds=3.0)
-    server, port = create_grpc_server(test_encoder, "127.0.0.1:0", MicroBatcher(test_encoder), limits)
-    server.start()
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}", options=jp.CHANNEL_OPTIONS) as channel:
-            stream = channel.stream_stream(jp.CALL, request_serializer=jp.DataRequest.SerializeToString,
-                                           response_deserializer=jp.DataRequest.FromString)
-            single = channel.unary_unary(jp.PROCESS_SINGLE_DATA, request_serializer=jp.DataRequest.SerializeToString,
-                                         response_deserializer=jp.DataRequest.FromString)
-            silent = threading.Event()
+        def nothing() -> Iterator[Any]:
+            silent.wait()
+            return
+            yield  # a generator that sends nothing until the test ends
 
-            def nothing() -> Iterator[Any]:
-                silent.wait()
-                return
-                yield  # a generator that sends nothing until the test ends
-
-            idle = [stream(nothing()) for _ in range(100)]
-            time.sleep(0.5)  # the streams are open on the server
-            started = time.perf_counter()
-            answer = single(texts_request(["a red circle"]), timeout=10)
-            assert time.perf_counter() - started < 1.0 and len(answer.data.docs.docs[0].embedding.dense.buffer) > 0
-            ended = 0
-            deadline = time.time() + 10
-            for call in idle:  # each ended by the server once idle for 3 s
-                with contextlib.suppress(grpc.RpcError):
-                    list(call)
-                ended += 1
-                assert time.time() < deadline
-            assert ended == 100
-            silent.set()
-    finally:
-        server.stop(grace=None)
+        idle = [stream(nothing()) for _ in range(100)]
+        time.sleep(0.5)  # the streams are open on the server
+        started = time.perf_counter()
+        answer = single(texts_request(["a red circle"]), timeout=10)
+        assert time.perf_counter() - started < 1.0 and len(answer.data.docs.docs[0].embedding.dense.buffer) > 0
+        ended = 0
+        deadline = time.time() + 10
+        for call in idle:  # each ended by the server once idle for 3 s
+            with contextlib.suppress(grpc.RpcError):
+                list(call)
+            ended += 1
+            assert time.time() < deadline
+        assert ended == 100
+        silent.set()
 
 
 def test_a_huge_text_is_cut_before_it_is_tokenized_and_a_slow_request_is_answered(test_encoder: CLIPEncoder,
@@ -1007,7 +986,6 @@ def test_a_huge_text_is_cut_before_it_is_tokenized_and_a_slow_request_is_answere
     tokens, so texts are cut to MAX_TEXT_CHARS first. A request not answered within max_request_seconds is
     answered with an error and its work dropped."""
     from photoseek.encoders.base import MAX_TEXT_CHARS, bounded_text
-    from photoseek.servers.encoder_server import EncoderLimits
 
     words = "a red circle " * 5_000_000  # 65 MB of text
     started = time.perf_counter()
@@ -1028,29 +1006,24 @@ def test_a_huge_text_is_cut_before_it_is_tokenized_and_a_slow_request_is_answere
     monkeypatch.setattr(test_encoder, "encode_texts", lambda texts: (held.wait(10), real(texts))[1])
     slow = EncoderLimits(max_request_seconds=1.0)
     slow_batcher = MicroBatcher(test_encoder)
-    server, port = create_grpc_server(test_encoder, "127.0.0.1:0", slow_batcher, slow)
-    server.start()
     try:
-        import grpc
-
-        with grpc.insecure_channel(f"127.0.0.1:{port}", options=jp.CHANNEL_OPTIONS) as channel:
-            single = channel.unary_unary(jp.PROCESS_SINGLE_DATA, request_serializer=jp.DataRequest.SerializeToString,
-                                         response_deserializer=jp.DataRequest.FromString)
+        with grpc_encoder_stubs(test_encoder, slow_batcher, slow) as (single, _):
             assert "not answered within 1 s" in single(texts_request(["x"]), timeout=30).header.status.description
         with running_server(create_encoder_app(test_encoder, slow_batcher, slow)) as url:
             answer = httpx.post(url + "/post", json={"data": [{"text": "x"}]}, timeout=30)
             assert answer.status_code == 500 and "not answered within 1 s" in answer.json()["header"]["status"]["description"]
     finally:
         held.set()
-        server.stop(grace=None)
 
 
 @contextmanager
-def grpc_encoder_stubs(encoder: CLIPEncoder, batcher: MicroBatcher) -> Iterator[tuple[Any, Any]]:
-    """A real gRPC encoder server over `batcher`, and a client's unary and stream stubs for it."""
+def grpc_encoder_stubs(encoder: CLIPEncoder, batcher: MicroBatcher,
+                       limits: EncoderLimits | None = None) -> Iterator[tuple[Any, Any]]:
+    """A real gRPC encoder server over `batcher` (with `limits`, else the defaults), and a client's unary and
+    stream stubs for it."""
     import grpc
 
-    server, port = create_grpc_server(encoder, "127.0.0.1:0", batcher)
+    server, port = create_grpc_server(encoder, "127.0.0.1:0", batcher, limits or EncoderLimits())
     server.start()
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}", options=jp.CHANNEL_OPTIONS) as channel:
