@@ -21,6 +21,21 @@ import pytest
 from http_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def import_blocker(folder: Path, *packages: str) -> str:
+    """A folder whose sitecustomize.py hides `packages` from a child process's imports, as if not installed:
+    put the returned path on the child's PYTHONPATH."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name.split('.')[0] in {packages!r}:\n"
+        "            raise ModuleNotFoundError(name)\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, Block())\n")
+    return str(folder)
 # The package is installed (pip install -e .); the tests' own helpers (tests/, tools/) are on pytest's
 # path, and child processes that tests start get the same through PYTHONPATH.
 os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), str(ROOT / "tools"), *filter(None, [os.environ.get("PYTHONPATH")])])

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, TEST_MODEL
+from conftest import ROOT, TEST_MODEL, import_blocker
 from PIL import Image
 
 from clip_encoder import CLIPEncoder
@@ -244,19 +244,11 @@ def test_search_and_unchanged_index_import_no_torch(tmp_path: Path, scenes: Path
     stats, heavy = _run_counting_imports(["--mode", "stats", "--json"], home)
     assert stats.returncode == 0 and heavy == []
     # the server searches without torch installed (hidden from the import system): it had held 715 MB for one product
-    blocker = tmp_path / "block"
-    blocker.mkdir()
-    (blocker / "sitecustomize.py").write_text(
-        "import sys\n"
-        "class Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('torch', 'torchvision', 'open_clip'):\n"
-        "            raise ModuleNotFoundError(name)\n"
-        "sys.meta_path.insert(0, Block())\n")
+    blocker = import_blocker(tmp_path / "block", "torch", "torchvision", "open_clip")
     from http_server import free_port
 
     port = free_port()
-    env = {**os.environ, "PHOTOSEEK_HOME": str(home), "PYTHONPATH": str(blocker), "PHOTOSEEK_CACHE": os.environ["PHOTOSEEK_CACHE"]}
+    env = {**os.environ, "PHOTOSEEK_HOME": str(home), "PYTHONPATH": blocker, "PHOTOSEEK_CACHE": os.environ["PHOTOSEEK_CACHE"]}
     env.pop("PHOTOSEEK_MILVUS_URI", None)
     server = subprocess.Popen([sys.executable, "-m", "photoseek", "serve", "--port", str(port), "--precision", "fp32"],
                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ROOT, TEST_MODEL
+from conftest import ROOT, TEST_MODEL, import_blocker
 from http_server import free_port
 
 
@@ -125,17 +125,7 @@ def test_the_installed_command_indexes_searches_and_serves_its_page(installed: P
 @pytest.mark.slow
 def test_a_missing_extra_is_named(installed: Path, tmp_path: Path) -> None:
     """Without the [serve] extra, --mode serve says which extra to install (fastapi hidden from the import system)."""
-    blocker = tmp_path / "block"
-    blocker.mkdir()
-    (blocker / "sitecustomize.py").write_text(
-        "import sys\n"
-        "class Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('fastapi', 'uvicorn'):\n"
-        "            raise ModuleNotFoundError(name)\n"
-        "        return None\n"
-        "sys.meta_path.insert(0, Block())\n")
-    env = {**_clean_env(tmp_path / "home"), "PYTHONPATH": str(blocker)}
+    env = {**_clean_env(tmp_path / "home"), "PYTHONPATH": import_blocker(tmp_path / "block", "fastapi", "uvicorn")}
     done = subprocess.run([str(installed / "bin/photoseek"), "--mode", "serve", "--model", TEST_MODEL],
                           capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert done.returncode == 1 and "photoseek[serve]" in done.stderr, done.stderr[-2000:]
