@@ -1,4 +1,4 @@
-"""image_search against rclip 4.0.8, the command-line peer users would pick, whole processes side by side.
+"""photoseek against rclip 4.0.8, the command-line peer users would pick, whole processes side by side.
 
     python bench/vs_rclip.py                 # 300 photos of 12 megapixels, 5 alternating rounds
     python bench/vs_rclip.py --photos 60 --rounds 3
@@ -7,7 +7,7 @@ Sets rclip 4.0.8 up in its own venv (bench/out/rclip-venv, Python >= 3.12 from p
 and gives both tools the same random ViT-B-32-256 weights: an open_clip model folder for us, and for
 rclip the ONNX files its `scripts/convert_model.py` would write (opset 18, input/output named
 `input`/`output`) under $RCLIP_DATADIR, with the tokenizer vocabulary and the four licence files it
-checks for, so it runs offline. image_search runs as a user installs it (`pip install .`, no extras) in
+checks for, so it runs offline. photoseek runs as a user installs it (`pip install .`, no extras) in
 a venv of its own (bench/out/ours-venv; torch borrowed, see ours_command). Every figure is a whole
 process: start, model, store, exit.
 
@@ -52,7 +52,7 @@ def rclip_python() -> Path:
 
 
 def ours_command() -> list[str]:
-    """image_search as a user installs it: `pip install .` (core, no extras) into its own venv, like rclip's.
+    """photoseek as a user installs it: `pip install .` (core, no extras) into its own venv, like rclip's.
 
     torch, torchvision and their CUDA libraries (5.5 GB) are borrowed from the running interpreter's
     environment through a folder of links searched last, so pip counts them as installed; nothing else
@@ -76,7 +76,7 @@ def ours_command() -> list[str]:
         subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(ROOT)], check=True,
                        env=os.environ | {"PIP_NO_CACHE_DIR": "1"})
         marker.touch()
-    return [str(venv / "bin" / "image-search")]
+    return [str(venv / "bin" / "photoseek")]
 
 
 def _tree_digest() -> str:
@@ -162,8 +162,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--photos", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--ours-runtime", default="auto", help="passed to image_search --runtime")
-    parser.add_argument("--ours-precision", default="auto", help="passed to image_search --precision")
+    parser.add_argument("--ours-runtime", default="auto", help="passed to photoseek --runtime")
+    parser.add_argument("--ours-precision", default="auto", help="passed to photoseek --precision")
     args = parser.parse_args()
 
     rclip = rclip_python()
@@ -228,11 +228,11 @@ def main() -> None:
     ]
     print(f"\n{args.photos} photos of 12 MP, random ViT-B-32-256 weights, {args.rounds} alternating rounds, medians; "
           f"ours: --runtime {args.ours_runtime} --precision {args.ours_precision}")
-    print(f"| | rclip {RCLIP_VERSION} | image_search | ratio | target |\n|---|---|---|---|---|")
+    print(f"| | rclip {RCLIP_VERSION} | photoseek | ratio | target |\n|---|---|---|---|---|")
     for name, theirs, mine, ratio, target in rows:
         print(f"| {name} | {theirs:.2f} | {mine:.2f} | {ratio:.2f}x | {target} |")
     print("(the re-run is rclip's `rclip QUERY`, which checks the folder and searches; ours is `--mode index` over the folder)")
-    print(f"installed size: rclip venv {venv_size_mb(rclip.parent.parent):.0f} MB; image_search venv "
+    print(f"installed size: rclip venv {venv_size_mb(rclip.parent.parent):.0f} MB; photoseek venv "
           f"{venv_size_mb(OUT / 'ours-venv'):.0f} MB plus torch and torchvision (borrowed here; about 5.5 GB with CUDA "
           "libraries from PyPI, used only to export a model once and for the bf16 image tower)")
 
