@@ -260,19 +260,16 @@ class _AbandonedWork:
         with self._lock:
             self._futures.discard(future)
 
-    def track_one(self, future: Future[np.ndarray]) -> None:
-        self.track([future])
-
-    def track(self, futures: list[Future[np.ndarray]]) -> None:
+    def track(self, future: Future[np.ndarray]) -> None:
+        """Called before the future is queued: cancelled at once if the client has already left."""
         with self._lock:
             gone = self.client_gone
             if not gone:
-                self._futures.update(futures)
-        for future in futures:
-            if gone:
-                future.cancel()
-            else:
-                future.add_done_callback(self._forget)
+                self._futures.add(future)
+        if gone:
+            future.cancel()
+        else:
+            future.add_done_callback(self._forget)
 
 
 class JinaGrpcEncoder:
@@ -318,10 +315,10 @@ class JinaGrpcEncoder:
         futures = []
         for position, doc in enumerate(request.data.docs.docs):
             if doc.WhichOneof("content") == "text":
-                futures.append(self.batcher.submit("text", bounded_text(doc.text), owner=abandoned.track_one))
+                futures.append(self.batcher.submit("text", bounded_text(doc.text), owner=abandoned.track))
                 continue
             try:
-                futures.append(self.batcher.submit("image", self._image(doc), owner=abandoned.track_one))
+                futures.append(self.batcher.submit("image", self._image(doc), owner=abandoned.track))
             except Exception as error:  # one bad document fails its own request, never the stream
                 for future in futures:
                     future.cancel()
